@@ -1,0 +1,175 @@
+// The gRPC API: microvm.services.api.v1alpha1.MicroVM on grpc-js, plus grpc.health.v1 and server
+// reflection (both left open without a token, like health probes and grpcurl expect).
+import { readFile } from 'node:fs/promises';
+import tls from 'node:tls';
+import { toBinary, type DescFile } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import type { MicroVMService } from '../../../core/service.js';
+import type { AppError, ErrorKind } from '../../../core/result.js';
+import type { Logger } from '../../../core/ports.js';
+import {
+  MicroVM as MicroVMDesc,
+  type CreateMicroVMRequest,
+  type CreateMicroVMResponse,
+  type DeleteMicroVMRequest,
+  type GetMicroVMRequest,
+  type GetMicroVMResponse,
+  type ListMessage,
+  type ListMicroVMsRequest,
+  type ListMicroVMsResponse,
+} from '../../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
+import { createInputFromProto, microvmToProto } from '../convert.js';
+import { tokenCheck, type TokenCheck } from '../auth.js';
+import { grpcServiceDefinition } from './service-definition.js';
+import type { ApiMetrics } from '../metrics.js';
+
+export interface TlsSettings {
+  readonly insecure: boolean;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  readonly clientCaFile?: string;
+  readonly clientValidate: boolean;
+}
+
+export interface GrpcServerOptions {
+  /** host:port; port 0 picks a free one. */
+  readonly endpoint: string;
+  readonly tls: TlsSettings;
+  readonly basicAuthToken?: string;
+  readonly log: Logger;
+  readonly metrics?: ApiMetrics;
+}
+
+export interface RunningGrpcServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const GRPC_CODES: Record<ErrorKind, grpc.status> = {
+  'invalid-argument': grpc.status.INVALID_ARGUMENT,
+  'not-found': grpc.status.NOT_FOUND,
+  unauthenticated: grpc.status.UNAUTHENTICATED,
+  unavailable: grpc.status.UNAVAILABLE,
+  internal: grpc.status.INTERNAL,
+};
+
+function toServiceError(error: AppError): Partial<grpc.StatusObject> {
+  return { code: GRPC_CODES[error.kind], details: error.message };
+}
+
+export async function serverCredentials(settings: TlsSettings): Promise<grpc.ServerCredentials> {
+  if (settings.insecure) return grpc.ServerCredentials.createInsecure();
+  if (settings.certFile === undefined || settings.keyFile === undefined) throw new Error('certificate file path is required when running securely');
+  // The Go original and its clients use TLS 1.3 only.
+  tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
+  const [cert, key, ca] = await Promise.all([
+    readFile(settings.certFile),
+    readFile(settings.keyFile),
+    settings.clientCaFile !== undefined ? readFile(settings.clientCaFile) : Promise.resolve(null),
+  ]);
+  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], settings.clientValidate);
+}
+
+/** Every file a descriptor needs, dependencies first, each once (for reflection). */
+function withDependencies(file: DescFile, seen = new Set<string>()): DescFile[] {
+  if (seen.has(file.name)) return [];
+  seen.add(file.name);
+  return [...file.dependencies.flatMap((d) => withDependencies(d, seen)), file];
+}
+
+function reflectionService(): ReflectionService {
+  const files = withDependencies(MicroVMDesc.file).map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
+  // @grpc/reflection reads only `fileDescriptorProtos` from a proto-loader package definition.
+  const definition = { [MicroVMDesc.typeName]: { fileDescriptorProtos: files } } as unknown as ConstructorParameters<typeof ReflectionService>[0];
+  return new ReflectionService(definition);
+}
+
+function authorizationOf(metadata: grpc.Metadata): string | undefined {
+  const value = metadata.get('authorization')[0];
+  return typeof value === 'string' ? value : undefined;
+}
+
+type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>;
+
+/** Builds the handlers; each checks the token first and counts its outcome. */
+export function microvmHandlers(service: MicroVMService, check: TokenCheck, log: Logger, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
+  const unary =
+    <Req, Res>(method: string, body: (req: Req) => { ok: true; value: Res } | { ok: false; error: AppError }): Unary<Req, Res> =>
+    (call, callback) => {
+      const denied = check(authorizationOf(call.metadata));
+      const result = denied !== undefined ? { ok: false as const, error: denied } : body(call.request);
+      metrics?.handled('grpc', method, result.ok ? 'OK' : result.error.kind);
+      if (result.ok) callback(null, result.value);
+      else {
+        if (result.error.kind === 'internal') log.error({ method, error: result.error.message }, 'request failed');
+        callback(toServiceError(result.error), null);
+      }
+    };
+
+  const createMicroVM = unary<CreateMicroVMRequest, Partial<CreateMicroVMResponse>>(
+    'CreateMicroVM',
+    (req) => {
+      if (req.microvm === undefined) return { ok: false, error: { kind: 'invalid-argument', message: 'invalid create microvm request: MicroVMSpec required' } };
+      const created = service.create(createInputFromProto(req.microvm));
+      return created.ok ? { ok: true, value: { microvm: microvmToProto(created.value) } } : created;
+    },
+  );
+  const deleteMicroVM = unary<DeleteMicroVMRequest, Record<string, never>>('DeleteMicroVM', (req) => {
+    const deleted = service.delete(req.uid);
+    return deleted.ok ? { ok: true, value: {} } : deleted;
+  });
+  const getMicroVM = unary<GetMicroVMRequest, Partial<GetMicroVMResponse>>('GetMicroVM', (req) => {
+    const found = service.get(req.uid);
+    return found.ok ? { ok: true, value: { microvm: microvmToProto(found.value) } } : found;
+  });
+  const listMicroVMs = unary<ListMicroVMsRequest, Partial<ListMicroVMsResponse>>('ListMicroVMs', (req) => ({
+    ok: true,
+    value: { microvm: service.list({ namespace: req.namespace, ...(req.name !== undefined ? { name: req.name } : {}) }).map(microvmToProto) },
+  }));
+
+  const listMicroVMsStream: grpc.handleServerStreamingCall<ListMicroVMsRequest, Partial<ListMessage>> = (call) => {
+    const denied = check(authorizationOf(call.metadata));
+    metrics?.handled('grpc', 'ListMicroVMsStream', denied === undefined ? 'OK' : denied.kind);
+    if (denied !== undefined) {
+      call.destroy(Object.assign(new Error(denied.message), toServiceError(denied)));
+      return;
+    }
+    const query = { namespace: call.request.namespace, ...(call.request.name !== undefined ? { name: call.request.name } : {}) };
+    // Subscribe before the snapshot so no change falls between the two (a duplicate is harmless).
+    const unsubscribe = service.watch(query, (change) => {
+      if (change.kind === 'upsert') call.write({ microvm: microvmToProto(change.vm) });
+    });
+    call.on('cancelled', unsubscribe);
+    call.on('close', unsubscribe);
+    call.on('error', unsubscribe);
+    for (const vm of service.list(query)) call.write({ microvm: microvmToProto(vm) });
+  };
+
+  return { createMicroVM, deleteMicroVM, getMicroVM, listMicroVMs, listMicroVMsStream };
+}
+
+export async function startGrpcServer(service: MicroVMService, options: GrpcServerOptions): Promise<RunningGrpcServer> {
+  const credentials = await serverCredentials(options.tls);
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  server.addService(grpcServiceDefinition(MicroVMDesc), microvmHandlers(service, tokenCheck(options.basicAuthToken), options.log, options.metrics));
+  new HealthImplementation({ '': 'SERVING', [MicroVMDesc.typeName]: 'SERVING' }).addToServer(server);
+  reflectionService().addToServer(server);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(options.endpoint, credentials, (error, boundPort) => (error !== null ? reject(new Error(`cannot listen on ${options.endpoint}: ${error.message}`)) : resolve(boundPort)));
+  });
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        // Streams (ListMicroVMsStream) never end by themselves: give them a moment, then force.
+        const force = setTimeout(() => server.forceShutdown(), 2000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      }),
+  };
+}

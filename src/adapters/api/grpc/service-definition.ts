@@ -1,0 +1,34 @@
+// Bridges protobuf-es service descriptors to grpc-js: serializers built from the schemas, so
+// grpc-js carries protobuf-es messages on both the server and the client side.
+import { create, fromBinary, toBinary, type DescMessage, type DescService, type MessageShape } from '@bufbuild/protobuf';
+import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
+
+function methodDefinition<I extends DescMessage, O extends DescMessage>(
+  service: DescService,
+  name: string,
+  input: I,
+  output: O,
+  responseStream: boolean,
+): MethodDefinition<MessageShape<I>, MessageShape<O>> {
+  return {
+    path: `/${service.typeName}/${name}`,
+    requestStream: false,
+    responseStream,
+    // toBinary needs a real message ($typeName); create() also accepts one, so plain objects work.
+    requestSerialize: (value: MessageShape<I>) => Buffer.from(toBinary(input, create(input, value))),
+    requestDeserialize: (bytes: Buffer) => fromBinary(input, bytes),
+    responseSerialize: (value: MessageShape<O>) => Buffer.from(toBinary(output, create(output, value))),
+    responseDeserialize: (bytes: Buffer) => fromBinary(output, bytes),
+  };
+}
+
+/** A grpc-js ServiceDefinition for a protobuf-es service (unary and server-streaming methods). */
+export function grpcServiceDefinition(service: DescService): ServiceDefinition {
+  const entries = service.methods.map((method) => {
+    if (method.methodKind !== 'unary' && method.methodKind !== 'server_streaming') {
+      throw new Error(`${service.typeName}/${method.name}: only unary and server-streaming methods are supported`);
+    }
+    return [method.localName, methodDefinition(service, method.name, method.input, method.output, method.methodKind === 'server_streaming')] as const;
+  });
+  return Object.fromEntries(entries) as ServiceDefinition;
+}

@@ -1,0 +1,292 @@
+// The HTTP/JSON gateway (COMPAT §1): the REST mapping the Go original serves through
+// grpc-gateway, on plain node:http, calling the same MicroVMService in-process. JSON follows
+// grpc-gateway's default marshaler (protojson EmitUnpopulated, DiscardUnknown, lowerCamelCase).
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { create, fromJson, toJson, type DescField, type DescMessage, type JsonObject, type JsonValue, type MessageShape } from '@bufbuild/protobuf';
+import { MicroVMSpecSchema } from '../../../gen/flintlock/types/microvm_pb.js';
+import {
+  CreateMicroVMResponseSchema,
+  GetMicroVMResponseSchema,
+  ListMessageSchema,
+  ListMicroVMsRequestSchema,
+  ListMicroVMsResponseSchema,
+} from '../../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
+import type { MicroVM } from '../../../core/model.js';
+import type { MicroVMService } from '../../../core/service.js';
+import type { ListQuery, Logger } from '../../../core/ports.js';
+import { appError, errorMessage, type AppError, type ErrorKind } from '../../../core/result.js';
+import { createInputFromProto, microvmToProto } from '../convert.js';
+import { tokenCheck, type TokenCheck } from '../auth.js';
+import type { ApiMetrics } from '../metrics.js';
+
+export interface HttpGatewayOptions {
+  /** host:port; port 0 picks a free one. */
+  readonly endpoint: string;
+  readonly basicAuthToken?: string;
+  readonly log: Logger;
+  readonly metrics?: ApiMetrics;
+}
+
+export interface RunningHttpGateway {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** A stream client this far behind is dropped rather than buffered without bound. */
+const MAX_STREAM_BACKLOG_BYTES = 16 * 1024 * 1024;
+const STREAM_PATH = '/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream';
+
+/** An error as the gateway answers it: HTTP status, gRPC code, and the kind counted in metrics. */
+class HttpError {
+  constructor(
+    readonly status: number,
+    readonly code: number,
+    readonly kind: string,
+    readonly message: string,
+    readonly allow?: string,
+  ) {}
+}
+
+const STATUS_OF: Record<ErrorKind, { status: number; code: number }> = {
+  'invalid-argument': { status: 400, code: 3 },
+  'not-found': { status: 404, code: 5 },
+  unauthenticated: { status: 401, code: 16 },
+  unavailable: { status: 503, code: 14 },
+  internal: { status: 500, code: 13 },
+};
+
+const fromAppError = (e: AppError): HttpError => new HttpError(STATUS_OF[e.kind].status, STATUS_OF[e.kind].code, e.kind, e.message);
+// Same codes and texts as grpc-gateway's DefaultRoutingErrorHandler (405 carries Unimplemented).
+const NOT_FOUND = new HttpError(404, 5, 'not-found', 'Not Found');
+const methodNotAllowed = (allow: string): HttpError => new HttpError(405, 12, 'unimplemented', 'Method Not Allowed', allow);
+const TOO_LARGE = new HttpError(413, 8, 'resource-exhausted', `request body exceeds ${MAX_BODY_BYTES} bytes`);
+
+type Route =
+  | { readonly rpc: 'CreateMicroVM' }
+  | { readonly rpc: 'DeleteMicroVM'; readonly uid: string }
+  // The original answers this path with List only; the rpc is settled once we know whether {x} is a uid.
+  | { readonly rpc: 'GetOrList'; readonly x: string; readonly name: string | undefined }
+  | { readonly rpc: 'ListMicroVMs'; readonly query: ListQuery }
+  | { readonly rpc: 'ListMicroVMsStream' };
+
+type Answer = { readonly rpc: string; readonly body: JsonValue } | { readonly rpc: string; readonly error: HttpError };
+
+function route(method: string, url: URL): Route | HttpError {
+  const path = url.pathname;
+  const name = url.searchParams.has('name') ? (url.searchParams.get('name') ?? '') : undefined;
+  const only = (allowed: string, r: Route): Route | HttpError => (method === allowed ? r : methodNotAllowed(allowed));
+  if (path === '/v1alpha1/microvm') return only('POST', { rpc: 'CreateMicroVM' });
+  if (path === '/v1alpha1/microvms') return only('GET', { rpc: 'ListMicroVMs', query: listQuery(url.searchParams.get('namespace') ?? '', name) });
+  if (path === STREAM_PATH) return only('POST', { rpc: 'ListMicroVMsStream' });
+  const match = /^\/v1alpha1\/microvm\/([^/]*)$/.exec(path);
+  if (match === null) return NOT_FOUND;
+  let segment: string;
+  try {
+    segment = decodeURIComponent(match[1] ?? '');
+  } catch {
+    return fromAppError(appError('invalid-argument', `malformed path segment ${JSON.stringify(match[1])}`));
+  }
+  if (method === 'GET') return { rpc: 'GetOrList', x: segment, name };
+  if (method === 'DELETE') return { rpc: 'DeleteMicroVM', uid: segment };
+  return methodNotAllowed('GET, DELETE');
+}
+
+const listQuery = (namespace: string, name: string | undefined): ListQuery => ({ namespace, ...(name !== undefined ? { name } : {}) });
+
+/** Go's EmitUnpopulated writes unset singular message fields as null; protobuf-es omits them. */
+function withNulls(desc: DescMessage, json: JsonValue): JsonValue {
+  // Well-known types have their own JSON forms (Timestamp is a string, Struct any object).
+  if (!isObject(json) || desc.typeName.startsWith('google.protobuf.')) return json;
+  const out: JsonObject = {};
+  for (const field of desc.fields) {
+    const value = json[field.jsonName];
+    if (value !== undefined) out[field.jsonName] = nestedWithNulls(field, value);
+    // Oneof members and proto3 `optional` (a synthetic oneof in Go) stay omitted, as in protojson.
+    else if (field.fieldKind === 'message' && field.oneof === undefined && !field.proto.proto3Optional) out[field.jsonName] = null;
+  }
+  for (const [key, value] of Object.entries(json)) if (!(key in out)) out[key] = value;
+  return out;
+}
+
+function nestedWithNulls(field: DescField, value: JsonValue): JsonValue {
+  if (field.fieldKind === 'message') return withNulls(field.message, value);
+  if (field.fieldKind === 'list' && field.listKind === 'message' && Array.isArray(value)) return value.map((v) => withNulls(field.message, v));
+  if (field.fieldKind === 'map' && field.mapKind === 'message' && isObject(value)) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withNulls(field.message, v)]));
+  }
+  return value;
+}
+
+function isObject(v: JsonValue): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function encode<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): JsonValue {
+  return withNulls(schema, toJson(schema, message, { alwaysEmitImplicit: true }));
+}
+
+function decode<Desc extends DescMessage>(schema: Desc, text: string): MessageShape<Desc> | HttpError {
+  let json: JsonValue;
+  try {
+    // grpc-gateway treats an empty body as an empty message.
+    json = text.trim() === '' ? {} : (JSON.parse(text) as JsonValue);
+  } catch (e) {
+    return fromAppError(appError('invalid-argument', `invalid JSON body: ${errorMessage(e)}`));
+  }
+  try {
+    return fromJson(schema, json, { ignoreUnknownFields: true });
+  } catch (e) {
+    return fromAppError(appError('invalid-argument', `invalid ${schema.name} body: ${errorMessage(e)}`));
+  }
+}
+
+const isHttpError = (v: unknown): v is HttpError => v instanceof HttpError;
+
+function answerUnary(service: MicroVMService, r: Exclude<Route, { rpc: 'ListMicroVMsStream' }>, body: string): Answer {
+  switch (r.rpc) {
+    case 'CreateMicroVM': {
+      const spec = decode(MicroVMSpecSchema, body);
+      if (isHttpError(spec)) return { rpc: r.rpc, error: spec };
+      const created = service.create(createInputFromProto(spec));
+      if (!created.ok) return { rpc: r.rpc, error: fromAppError(created.error) };
+      return { rpc: r.rpc, body: encode(CreateMicroVMResponseSchema, create(CreateMicroVMResponseSchema, { microvm: microvmToProto(created.value) })) };
+    }
+    case 'DeleteMicroVM': {
+      const deleted = service.delete(r.uid);
+      return deleted.ok ? { rpc: r.rpc, body: {} } : { rpc: r.rpc, error: fromAppError(deleted.error) };
+    }
+    case 'GetOrList': {
+      const found = service.get(r.x);
+      if (found.ok) return { rpc: 'GetMicroVM', body: encode(GetMicroVMResponseSchema, create(GetMicroVMResponseSchema, { microvm: microvmToProto(found.value) })) };
+      return answerUnary(service, { rpc: 'ListMicroVMs', query: listQuery(r.x, r.name) }, body);
+    }
+    case 'ListMicroVMs': {
+      const microvm = service.list(r.query).map(microvmToProto);
+      return { rpc: r.rpc, body: encode(ListMicroVMsResponseSchema, create(ListMicroVMsResponseSchema, { microvm })) };
+    }
+  }
+}
+
+function readBody(req: http.IncomingMessage): Promise<string | HttpError> {
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) return Promise.resolve(TOO_LARGE);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+      else {
+        req.off('data', onData);
+        resolve(TOO_LARGE);
+      }
+    };
+    req.on('data', onData);
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+const errorJson = (e: HttpError): JsonObject => ({ code: e.code, message: e.message, details: [] });
+
+function send(res: http.ServerResponse, status: number, body: JsonValue, headers: http.OutgoingHttpHeaders = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+function sendError(res: http.ServerResponse, e: HttpError): void {
+  // An unread oversized body is not worth draining: close the connection after answering.
+  send(res, e.status, errorJson(e), { ...(e.allow !== undefined ? { allow: e.allow } : {}), ...(e === TOO_LARGE ? { connection: 'close' } : {}) });
+}
+
+/** Newline-delimited `{"result":...}` chunks, like grpc-gateway's server-streaming forwarder. */
+function serveStream(service: MicroVMService, query: ListQuery, res: http.ServerResponse, open: Set<http.ServerResponse>): void {
+  res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+  res.flushHeaders();
+  open.add(res);
+  const write = (vm: MicroVM): void => {
+    if (res.writableEnded || res.destroyed) return;
+    if (res.writableLength > MAX_STREAM_BACKLOG_BYTES) {
+      res.destroy();
+      return;
+    }
+    res.write(`${JSON.stringify({ result: encode(ListMessageSchema, create(ListMessageSchema, { microvm: microvmToProto(vm) })) })}\n`);
+  };
+  // Subscribe before the snapshot so no change falls between the two (a duplicate is harmless).
+  const unsubscribe = service.watch(query, (change) => {
+    if (change.kind === 'upsert') write(change.vm);
+  });
+  res.on('close', () => {
+    unsubscribe();
+    open.delete(res);
+  });
+  for (const vm of service.list(query)) write(vm);
+}
+
+function parseEndpoint(endpoint: string): { host: string | undefined; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(endpoint.trim());
+  if (match === null) throw new Error(`invalid http endpoint ${JSON.stringify(endpoint)}: expected host:port`);
+  const host = match[1] ?? match[2] ?? '';
+  return { host: host === '' ? undefined : host, port: Number(match[3]) };
+}
+
+export async function startHttpGateway(service: MicroVMService, options: HttpGatewayOptions): Promise<RunningHttpGateway> {
+  const check: TokenCheck = tokenCheck(options.basicAuthToken);
+  const streams = new Set<http.ServerResponse>();
+  const count = (rpc: string, kind: string): void => options.metrics?.handled('http', rpc, kind);
+
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const r = route(req.method ?? 'GET', new URL(req.url ?? '/', 'http://gateway'));
+    if (isHttpError(r)) {
+      count('unknown', r.kind);
+      return sendError(res, r);
+    }
+    // GetOrList is counted as ListMicroVMs when refused: that is what the path means in the original.
+    const rpcName = r.rpc === 'GetOrList' ? 'ListMicroVMs' : r.rpc;
+    const denied = check(req.headers.authorization);
+    const body = denied === undefined ? await readBody(req) : fromAppError(denied);
+    if (isHttpError(body)) {
+      count(rpcName, body.kind);
+      return sendError(res, body);
+    }
+    if (r.rpc === 'ListMicroVMsStream') {
+      const request = decode(ListMicroVMsRequestSchema, body);
+      count(r.rpc, isHttpError(request) ? request.kind : 'OK');
+      if (isHttpError(request)) return sendError(res, request);
+      return serveStream(service, listQuery(request.namespace, request.name), res, streams);
+    }
+    const answer = answerUnary(service, r, body);
+    count(answer.rpc, 'error' in answer ? answer.error.kind : 'OK');
+    if ('error' in answer) {
+      if (answer.error.kind === 'internal') options.log.error({ method: answer.rpc, error: answer.error.message }, 'request failed');
+      return sendError(res, answer.error);
+    }
+    send(res, 200, answer.body);
+  };
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      options.log.error({ method: req.method, url: req.url, error: errorMessage(e) }, 'http gateway request failed');
+      if (!res.headersSent) sendError(res, fromAppError(appError('internal', 'internal error')));
+      else res.destroy();
+    });
+  });
+  const { host, port } = parseEndpoint(options.endpoint);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(new Error(`cannot listen on ${options.endpoint}: ${errorMessage(e)}`)));
+    server.listen(port, host, resolve);
+  });
+  options.log.info({ endpoint: options.endpoint }, `starting http server listening on endpoint ${options.endpoint}`);
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        // Streams never end by themselves; ending them lets clients see a clean EOF.
+        for (const res of streams) res.end();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

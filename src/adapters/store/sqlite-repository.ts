@@ -1,0 +1,363 @@
+// The durable MicroVMRepository: one SQLite file in the state directory.
+//
+// Every port method is one transaction and the database runs with synchronous=FULL in WAL mode,
+// so a method that returned has its commit fsynced: an acknowledged Create survives a crash or a
+// power cut. better-sqlite3 is synchronous, which is what makes "returned == durable" hold.
+import { canonicalJson, isPlainObject } from '../../core/canonical-json.js';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { IfaceType, MicroVM, MicroVMSpec, MicroVMStatus, VmId, VmState } from '../../core/model.js';
+import type { HostDeviceRecord, InsertOutcome, ListQuery, MicroVMRepository, QueueEntry, VmChange } from '../../core/ports.js';
+import { assertNotNewer, migrate } from './migrations.js';
+
+export const DB_FILE_NAME = 'flintlock.db';
+
+/** How long a write waits for another connection's lock before failing with SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5000;
+
+interface VmRow {
+  uid: string;
+  namespace: string;
+  name: string;
+  version: number;
+  spec: string;
+  status: string;
+  created_at: number;
+  updated_at: number;
+  deleted_at: number | null;
+}
+
+interface QueueRow {
+  uid: string;
+  due_at: number;
+}
+
+interface DeviceRow {
+  name: string;
+  vm_uid: string;
+  kind: string;
+  device_id: string;
+  created_at: number;
+}
+
+interface VmInsertParams {
+  uid: string;
+  namespace: string;
+  name: string;
+  spec: string;
+  status: string;
+  created_at: number;
+  updated_at: number;
+  deleted_at: number | null;
+}
+
+interface VmUpdateParams {
+  uid: string;
+  status: string;
+  updated_at: number;
+  deleted_at: number | null;
+}
+
+const VM_COLUMNS = 'uid, namespace, name, version, spec, status, created_at, updated_at, deleted_at';
+const VM_ORDER = 'ORDER BY namespace, name, created_at, uid';
+
+interface Listener {
+  readonly fn: (change: VmChange) => void;
+}
+
+export class SqliteMicroVMRepository implements MicroVMRepository {
+  private readonly listeners = new Set<Listener>();
+
+  private readonly stmt: {
+    readonly getVm: Database.Statement<[string], VmRow>;
+    readonly liveByName: Database.Statement<[string, string], VmRow>;
+    readonly listAll: Database.Statement<[], VmRow>;
+    readonly listNs: Database.Statement<[string], VmRow>;
+    readonly listName: Database.Statement<[string], VmRow>;
+    readonly listNsName: Database.Statement<[string, string], VmRow>;
+    readonly insertVm: Database.Statement<[VmInsertParams], void>;
+    readonly updateVm: Database.Statement<[VmUpdateParams], void>;
+    readonly deleteVm: Database.Statement<[string], void>;
+    readonly enqueue: Database.Statement<[number, string], void>;
+    readonly dequeue: Database.Statement<[string], void>;
+    readonly queue: Database.Statement<[], QueueRow>;
+    readonly recordDevice: Database.Statement<[DeviceRow], void>;
+    readonly forgetDevice: Database.Statement<[string], void>;
+    readonly forgetVmDevices: Database.Statement<[string], void>;
+    readonly devicesAll: Database.Statement<[], DeviceRow>;
+    readonly devicesOfVm: Database.Statement<[string], DeviceRow>;
+  };
+
+  private readonly txInsert: (vm: MicroVM) => InsertOutcome;
+  private readonly txMarkDeleting: (uid: string, now: number) => MicroVM | undefined;
+  private readonly txSaveStatus: (uid: string, status: MicroVMStatus, now: number) => { vm: MicroVM; changed: boolean } | undefined;
+  private readonly txRemove: (uid: string) => VmId | undefined;
+
+  /** Opens (creating if needed) `<stateDir>/flintlock.db` and brings its schema up to date. */
+  static open(stateDir: string): SqliteMicroVMRepository {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const db = new Database(join(stateDir, DB_FILE_NAME), { timeout: BUSY_TIMEOUT_MS });
+    try {
+      // Before anything that writes (journal_mode=WAL rewrites the header): a database from a
+      // newer release must be left exactly as it was found.
+      assertNotNewer(db);
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (mode !== 'wal') throw new Error(`could not switch ${db.name} to WAL mode (got ${String(mode)})`);
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      migrate(db);
+      return new SqliteMicroVMRepository(db);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+  }
+
+  /** Takes ownership of an open, migrated connection (use `open` unless testing). */
+  constructor(private readonly db: Database.Database) {
+    this.stmt = {
+      getVm: db.prepare<[string], VmRow>(`SELECT ${VM_COLUMNS} FROM microvms WHERE uid = ?`),
+      liveByName: db.prepare<[string, string], VmRow>(
+        `SELECT ${VM_COLUMNS} FROM microvms WHERE namespace = ? AND name = ? AND deleted_at IS NULL ORDER BY created_at, uid LIMIT 1`,
+      ),
+      listAll: db.prepare<[], VmRow>(`SELECT ${VM_COLUMNS} FROM microvms ${VM_ORDER}`),
+      listNs: db.prepare<[string], VmRow>(`SELECT ${VM_COLUMNS} FROM microvms WHERE namespace = ? ${VM_ORDER}`),
+      listName: db.prepare<[string], VmRow>(`SELECT ${VM_COLUMNS} FROM microvms WHERE name = ? ${VM_ORDER}`),
+      listNsName: db.prepare<[string, string], VmRow>(`SELECT ${VM_COLUMNS} FROM microvms WHERE namespace = ? AND name = ? ${VM_ORDER}`),
+      insertVm: db.prepare<[VmInsertParams], void>(
+        `INSERT INTO microvms (uid, namespace, name, version, spec, status, created_at, updated_at, deleted_at)
+         VALUES (@uid, @namespace, @name, 1, @spec, @status, @created_at, @updated_at, @deleted_at)`,
+      ),
+      updateVm: db.prepare<[VmUpdateParams], void>(
+        `UPDATE microvms SET status = @status, updated_at = @updated_at, deleted_at = @deleted_at, version = version + 1 WHERE uid = @uid`,
+      ),
+      deleteVm: db.prepare<[string], void>('DELETE FROM microvms WHERE uid = ?'),
+      // The SELECT makes enqueueing a VM that is gone a no-op instead of a foreign-key error: a
+      // reconcile that finishes after a concurrent remove must not crash the worker. The WHERE
+      // clause is also what lets SQLite parse ON CONFLICT after INSERT ... SELECT.
+      enqueue: db.prepare<[number, string], void>(
+        `INSERT INTO work_queue (uid, due_at) SELECT uid, ? FROM microvms WHERE uid = ?
+         ON CONFLICT (uid) DO UPDATE SET due_at = min(due_at, excluded.due_at)`,
+      ),
+      dequeue: db.prepare<[string], void>('DELETE FROM work_queue WHERE uid = ?'),
+      queue: db.prepare<[], QueueRow>('SELECT uid, due_at FROM work_queue ORDER BY due_at, uid'),
+      recordDevice: db.prepare<[DeviceRow], void>(
+        `INSERT INTO host_devices (name, vm_uid, kind, device_id, created_at) VALUES (@name, @vm_uid, @kind, @device_id, @created_at)
+         ON CONFLICT (name) DO UPDATE SET vm_uid = excluded.vm_uid, kind = excluded.kind, device_id = excluded.device_id, created_at = excluded.created_at`,
+      ),
+      forgetDevice: db.prepare<[string], void>('DELETE FROM host_devices WHERE name = ?'),
+      forgetVmDevices: db.prepare<[string], void>('DELETE FROM host_devices WHERE vm_uid = ?'),
+      devicesAll: db.prepare<[], DeviceRow>('SELECT name, vm_uid, kind, device_id, created_at FROM host_devices ORDER BY name'),
+      devicesOfVm: db.prepare<[string], DeviceRow>(
+        'SELECT name, vm_uid, kind, device_id, created_at FROM host_devices WHERE vm_uid = ? ORDER BY name',
+      ),
+    };
+
+    this.txInsert = db.transaction((vm: MicroVM): InsertOutcome => {
+      const live = this.stmt.liveByName.get(vm.id.namespace, vm.id.name);
+      if (live) return { inserted: false, existing: rowToVm(live) };
+      this.stmt.insertVm.run({
+        uid: vm.id.uid,
+        namespace: vm.id.namespace,
+        name: vm.id.name,
+        spec: canonicalJson(vm.spec),
+        status: canonicalJson(vm.status),
+        created_at: vm.createdAt,
+        updated_at: vm.updatedAt,
+        deleted_at: vm.deletedAt ?? null,
+      });
+      this.stmt.enqueue.run(vm.createdAt, vm.id.uid);
+      return { inserted: true, vm: this.mustGet(vm.id.uid) };
+    });
+
+    this.txMarkDeleting = db.transaction((uid: string, now: number): MicroVM | undefined => {
+      const row = this.stmt.getVm.get(uid);
+      if (!row) return undefined;
+      const current = rowToVm(row);
+      // failureReason and lastError stay for the record; nextRetryAt would describe a retry of
+      // the create that the delete supersedes.
+      const status: { -readonly [K in keyof MicroVMStatus]: MicroVMStatus[K] } = { ...current.status, state: 'deleting', retry: 0 };
+      delete status.nextRetryAt;
+      this.stmt.updateVm.run({ uid, status: canonicalJson(status), updated_at: now, deleted_at: current.deletedAt ?? now });
+      this.stmt.enqueue.run(now, uid);
+      return this.mustGet(uid);
+    });
+
+    this.txSaveStatus = db.transaction((uid: string, status: MicroVMStatus, now: number) => {
+      const row = this.stmt.getVm.get(uid);
+      if (!row) return undefined;
+      const current = rowToVm(row);
+      // A Delete that landed while a reconcile was working must not be undone by that
+      // reconcile's status write: once deleted_at is set the state stays 'deleting'.
+      const next = canonicalJson(row.deleted_at !== null && status.state !== 'deleting' ? { ...status, state: 'deleting' } : status);
+      if (canonicalJson(current.status) === next) return { vm: current, changed: false };
+      this.stmt.updateVm.run({ uid, status: next, updated_at: now, deleted_at: row.deleted_at });
+      return { vm: this.mustGet(uid), changed: true };
+    });
+
+    this.txRemove = db.transaction((uid: string): VmId | undefined => {
+      const row = this.stmt.getVm.get(uid);
+      this.stmt.forgetVmDevices.run(uid);
+      // The queue row goes with the VM row (ON DELETE CASCADE).
+      this.stmt.deleteVm.run(uid);
+      return row ? { namespace: row.namespace, name: row.name, uid: row.uid } : undefined;
+    });
+  }
+
+  insertUnlessExists(vm: MicroVM): InsertOutcome {
+    const outcome = this.txInsert(vm);
+    if (outcome.inserted) this.emit({ kind: 'upsert', vm: outcome.vm });
+    return outcome;
+  }
+
+  get(uid: string): MicroVM | undefined {
+    const row = this.stmt.getVm.get(uid);
+    return row ? rowToVm(row) : undefined;
+  }
+
+  list(query: ListQuery): MicroVM[] {
+    // Empty strings are proto3's "unset", and no VM has an empty namespace or name.
+    const ns = query.namespace ? query.namespace : undefined;
+    const name = query.name ? query.name : undefined;
+    let rows: VmRow[];
+    if (ns !== undefined && name !== undefined) rows = this.stmt.listNsName.all(ns, name);
+    else if (ns !== undefined) rows = this.stmt.listNs.all(ns);
+    else if (name !== undefined) rows = this.stmt.listName.all(name);
+    else rows = this.stmt.listAll.all();
+    return rows.map(rowToVm);
+  }
+
+  markDeleting(uid: string, now: number): MicroVM | undefined {
+    const vm = this.txMarkDeleting(uid, now);
+    if (vm) this.emit({ kind: 'upsert', vm });
+    return vm;
+  }
+
+  saveStatus(uid: string, status: MicroVMStatus, now: number): MicroVM | undefined {
+    const result = this.txSaveStatus(uid, status, now);
+    if (!result) return undefined;
+    if (result.changed) this.emit({ kind: 'upsert', vm: result.vm });
+    return result.vm;
+  }
+
+  remove(uid: string): void {
+    const id = this.txRemove(uid);
+    if (id) this.emit({ kind: 'removed', id });
+  }
+
+  enqueue(uid: string, dueAt: number): void {
+    this.stmt.enqueue.run(dueAt, uid);
+  }
+
+  dequeue(uid: string): void {
+    this.stmt.dequeue.run(uid);
+  }
+
+  queue(): QueueEntry[] {
+    return this.stmt.queue.all().map((r) => ({ uid: r.uid, dueAt: r.due_at }));
+  }
+
+  recordDevice(device: HostDeviceRecord): void {
+    this.stmt.recordDevice.run({
+      name: device.name,
+      vm_uid: device.vmUid,
+      kind: device.kind,
+      device_id: device.deviceId,
+      created_at: device.createdAt,
+    });
+  }
+
+  forgetDevice(name: string): void {
+    this.stmt.forgetDevice.run(name);
+  }
+
+  devices(vmUid?: string): HostDeviceRecord[] {
+    const rows = vmUid === undefined ? this.stmt.devicesAll.all() : this.stmt.devicesOfVm.all(vmUid);
+    return rows.map(rowToDevice);
+  }
+
+  onChange(listener: (change: VmChange) => void): () => void {
+    // A wrapper per subscription, so subscribing the same function twice gives two independent
+    // subscriptions and each unsubscribe removes only its own.
+    const entry: Listener = { fn: listener };
+    this.listeners.add(entry);
+    return () => {
+      this.listeners.delete(entry);
+    };
+  }
+
+  close(): void {
+    this.listeners.clear();
+    if (this.db.open) this.db.close();
+  }
+
+  private mustGet(uid: string): MicroVM {
+    const row = this.stmt.getVm.get(uid);
+    if (!row) throw new Error(`microvm ${uid} vanished inside its own transaction`);
+    return rowToVm(row);
+  }
+
+  private emit(change: VmChange): void {
+    // Snapshot: a listener may unsubscribe (or subscribe) while being notified.
+    for (const l of [...this.listeners]) {
+      try {
+        l.fn(change);
+      } catch {
+        // The change is committed; a broken observer must not turn it into a failed call.
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row mapping
+
+const VM_STATES: ReadonlySet<string> = new Set<VmState>(['pending', 'created', 'failed', 'deleting']);
+const IFACE_TYPES: ReadonlySet<string> = new Set<IfaceType>(['macvtap', 'tap']);
+
+function rowToVm(row: VmRow): MicroVM {
+  const spec = parseObject(row.uid, 'spec', row.spec);
+  const status = parseObject(row.uid, 'status', row.status);
+  if (typeof status['state'] !== 'string' || !VM_STATES.has(status['state'])) {
+    throw new CorruptRowError(row.uid, 'status', `unknown state ${JSON.stringify(status['state'])}`);
+  }
+  const vm: MicroVM = {
+    id: { namespace: row.namespace, name: row.name, uid: row.uid },
+    version: row.version,
+    // Written only by this class from the typed model; the checks above catch damage, not drift.
+    spec: spec as unknown as MicroVMSpec,
+    status: status as unknown as MicroVMStatus,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+  return row.deleted_at === null ? vm : { ...vm, deletedAt: row.deleted_at };
+}
+
+function rowToDevice(row: DeviceRow): HostDeviceRecord {
+  if (!IFACE_TYPES.has(row.kind)) throw new Error(`host device record ${row.name} has unknown kind ${JSON.stringify(row.kind)}`);
+  return { name: row.name, vmUid: row.vm_uid, kind: row.kind as IfaceType, deviceId: row.device_id, createdAt: row.created_at };
+}
+
+export class CorruptRowError extends Error {
+  constructor(
+    readonly uid: string,
+    readonly column: string,
+    detail: string,
+  ) {
+    super(`microvm ${uid}: stored ${column} is unreadable: ${detail}`);
+    this.name = 'CorruptRowError';
+  }
+}
+
+function parseObject(uid: string, column: string, text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new CorruptRowError(uid, column, e instanceof Error ? e.message : String(e));
+  }
+  if (!isPlainObject(value)) throw new CorruptRowError(uid, column, 'not a JSON object');
+  return value;
+}

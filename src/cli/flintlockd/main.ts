@@ -1,0 +1,75 @@
+// `flintlockd`: the daemon's command line. `flintlockd run` loads the config (file, env, flags),
+// starts the daemon and stops it cleanly on SIGTERM or SIGINT.
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { createLogger } from '../../adapters/log/logger.js';
+import { CONFIG_KEYS, ConfigError, loadConfig } from '../../config/config.js';
+import { startDaemon } from '../../daemon/compose.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** camelCase key commander uses for a --kebab-flag. */
+const camel = (key: string): string => key.replace(/-([a-zA-Z])/g, (_m, c: string) => c.toUpperCase());
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command('flintlockd').description('Flintlock microVM host daemon (TypeScript implementation)').exitOverride();
+  program.command('version').description('print the version').option('--short', 'only the version').action((opts: { short?: boolean }) => {
+    process.stdout.write(opts.short === true ? `${version()}\n` : `flintlock ${version()}\n`);
+  });
+
+  let exitCode = 0;
+  const run = program
+    .command('run')
+    .description('serve the MicroVM API and reconcile microVMs')
+    .option('--config <path>', 'config file (default /etc/opt/flintlockd/config.yaml when it exists)');
+  for (const key of CONFIG_KEYS) run.addOption(new Option(`--${key} [value]`, `config key ${key}`).hideHelp(key.startsWith('containerd') || key.endsWith('-detach') || key.startsWith('disable-')));
+  run.addOption(new Option('-v [value]', 'verbosity (alias of --verbosity)').hideHelp());
+  run.action(async (opts: Record<string, string | boolean | undefined>) => {
+    // A bare boolean flag (`--insecure`) arrives as true; anything else as the given text.
+    const flags = Object.fromEntries(CONFIG_KEYS.map((key) => [key, opts[camel(key)]]).filter(([, v]) => v !== undefined));
+    if (opts.v !== undefined && flags.verbosity === undefined) flags.verbosity = opts.v === true ? '1' : opts.v;
+    let config;
+    try {
+      config = loadConfig({ ...(typeof opts.config === 'string' ? { file: opts.config } : {}), env: process.env, flags });
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      process.stderr.write(`flintlockd: ${e.message}\n`);
+      exitCode = 2;
+      return;
+    }
+    const log = createLogger({ format: config.logFormat, verbosity: config.verbosity, output: config.logOutput });
+    log.info({ version: version(), stateDir: config.stateDir }, 'flintlockd starting');
+    let daemon;
+    try {
+      daemon = await startDaemon(config, log);
+    } catch (e) {
+      log.error({ error: (e as Error).message }, `flintlockd failed to start: ${(e as Error).message}`);
+      exitCode = 1;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const shutdown = (signal: string): void => {
+        log.info({ signal }, 'shutting down');
+        daemon.stop().then(resolve, (e: unknown) => {
+          log.error({ error: String(e) }, 'shutdown failed');
+          exitCode = 1;
+          resolve();
+        });
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+    });
+    log.info({}, 'flintlockd stopped');
+  });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    const code = (e as { exitCode?: number }).exitCode;
+    return typeof code === 'number' ? (code === 0 ? 0 : 2) : 1;
+  }
+  return exitCode;
+}

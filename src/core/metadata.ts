@@ -1,0 +1,31 @@
+// cloud-init meta-data handling at create time (COMPAT §4): the server adds `instance_id: <uid>`
+// to `meta-data` when absent, because kubelet's provider-id template depends on it.
+import { parseDocument, stringify } from 'yaml';
+import { appError, err, ok, type AppError, type Result } from './result.js';
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Strict base64 (whitespace allowed between groups): Buffer.from alone accepts anything. */
+export function decodeBase64Strict(value: string): string | undefined {
+  const compact = value.replace(/\s+/g, '');
+  if (compact.length % 4 !== 0 || !BASE64.test(compact)) return undefined;
+  return Buffer.from(compact, 'base64').toString('utf8');
+}
+
+export function injectInstanceId(metadata: Readonly<Record<string, string>>, uid: string): Result<Record<string, string>, AppError> {
+  const encoded = metadata['meta-data'];
+  let doc: Record<string, unknown> = {};
+  if (encoded !== undefined && encoded !== '') {
+    const text = decodeBase64Strict(encoded);
+    if (text === undefined) return err(appError('invalid-argument', 'invalid microvm spec: metadata[meta-data]: must be base64-encoded YAML'));
+    const parsed = parseDocument(text);
+    if (parsed.errors.length > 0) return err(appError('invalid-argument', `invalid microvm spec: metadata[meta-data]: is not valid YAML: ${parsed.errors[0]?.message ?? ''}`));
+    const value: unknown = parsed.toJS();
+    if (value !== null && value !== undefined) {
+      if (typeof value !== 'object' || Array.isArray(value)) return err(appError('invalid-argument', 'invalid microvm spec: metadata[meta-data]: must be a YAML mapping'));
+      doc = value as Record<string, unknown>;
+    }
+    if ('instance_id' in doc) return ok({ ...metadata });
+  }
+  return ok({ ...metadata, 'meta-data': Buffer.from(stringify({ ...doc, instance_id: uid })).toString('base64') });
+}

@@ -1,0 +1,123 @@
+// The domain model: one shape for a microVM inside the daemon. API messages (protobuf) are
+// converted to and from these types at the edge only (src/adapters/api/convert.ts).
+
+export type IfaceType = 'macvtap' | 'tap';
+export type VmState = 'pending' | 'created' | 'failed' | 'deleting';
+export type MountType = 'dev' | 'hostpath';
+
+/** Identity of a microVM: the client's name and namespace plus the server-assigned ULID. */
+export interface VmId {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid: string;
+}
+
+export interface StaticAddress {
+  /** CIDR, v4 or v6. */
+  readonly address: string;
+  readonly gateway?: string;
+  readonly nameservers: readonly string[];
+}
+
+export interface NetworkInterfaceSpec {
+  /** The spec's `device_id`; keys the interface's status. */
+  readonly deviceId: string;
+  readonly type: IfaceType;
+  readonly guestMac?: string;
+  readonly address?: StaticAddress;
+  /** Per-interface bridge for taps (`overrides.bridge_name`). */
+  readonly bridgeName?: string;
+}
+
+export interface VolumeSource {
+  readonly containerImage?: string;
+  readonly virtiofsPath?: string;
+}
+
+export interface VolumeSpec {
+  readonly id: string;
+  readonly readOnly: boolean;
+  readonly mountPoint?: string;
+  readonly source: VolumeSource;
+  readonly partitionId?: string;
+  readonly sizeMb?: number;
+}
+
+export interface KernelSpec {
+  readonly image: string;
+  /** Empty means the provider's usual file name. */
+  readonly filename?: string;
+  readonly cmdline: Readonly<Record<string, string>>;
+  readonly addNetworkConfig: boolean;
+}
+
+export interface InitrdSpec {
+  readonly image: string;
+  readonly filename?: string;
+}
+
+/** The desired state, immutable once stored (ADR 0234 of the original: no in-place updates). */
+export interface MicroVMSpec {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly vcpu: number;
+  readonly memoryMb: number;
+  readonly kernel: KernelSpec;
+  readonly initrd?: InitrdSpec;
+  readonly rootVolume?: VolumeSpec;
+  readonly additionalVolumes: readonly VolumeSpec[];
+  readonly interfaces: readonly NetworkInterfaceSpec[];
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Always resolved at create time (never empty once stored). */
+  readonly provider: string;
+  readonly allowGuestAgent: boolean;
+}
+
+export interface Mount {
+  readonly type: MountType;
+  readonly source: string;
+}
+
+export interface InterfaceStatus {
+  readonly hostDeviceName: string;
+  readonly index: number;
+  /** The MAC the guest NIC uses. */
+  readonly macAddress: string;
+}
+
+export interface MicroVMStatus {
+  readonly state: VmState;
+  readonly volumes: Readonly<Record<string, Mount>>;
+  readonly kernelMount?: Mount;
+  readonly initrdMount?: Mount;
+  readonly interfaces: Readonly<Record<string, InterfaceStatus>>;
+  /** Failed reconcile attempts since the last success. */
+  readonly retry: number;
+  readonly vsockPath: string;
+  /** Why the VM is FAILED (retries exhausted). */
+  readonly failureReason?: string;
+  /** Error of the latest failed attempt. */
+  readonly lastError?: string;
+  /** Epoch ms of the next retry, while one is pending. */
+  readonly nextRetryAt?: number;
+}
+
+export interface MicroVM {
+  readonly id: VmId;
+  /** Incremented on every stored change. */
+  readonly version: number;
+  readonly spec: MicroVMSpec;
+  readonly status: MicroVMStatus;
+  /** Epoch ms. */
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  /** Epoch ms; set by Delete. */
+  readonly deletedAt?: number;
+}
+
+export function emptyStatus(): MicroVMStatus {
+  return { state: 'pending', volumes: {}, interfaces: {}, retry: 0, vsockPath: '' };
+}
+
+export function vmIdString(id: VmId): string {
+  return `${id.namespace}/${id.name}/${id.uid}`;
+}

@@ -1,0 +1,204 @@
+// The reconciler: drives every stored VM towards its spec.
+//
+// - Work comes from the durable queue in the store (a create or delete enqueues in the same
+//   transaction that records it), so nothing acknowledged is lost on a crash.
+// - Up to `concurrency` VMs reconcile at once; one VM is never reconciled twice at once (a trigger
+//   during a run marks it to run again afterwards).
+// - A failed attempt is retried with exponential backoff; after `maxRetry` retries the VM is
+//   FAILED with the reason recorded. A Delete pre-empts a pending retry (and aborts a running
+//   create plan between steps).
+// - Every VM is reconciled at start-up and every `resyncPeriodMs`.
+import { errorMessage } from './result.js';
+import type { MicroVM, MicroVMStatus } from './model.js';
+import { vmIdString } from './model.js';
+import { createPlan, deletePlan } from './plans.js';
+import type { Clock, Logger, MicroVMRepository } from './ports.js';
+import { executeSteps, StepContext, type StepPorts } from './steps/step.js';
+
+export interface ReconcilerOptions {
+  readonly concurrency: number;
+  readonly maxRetry: number;
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+  readonly resyncPeriodMs: number;
+}
+
+/** What the API needs from the reconciler. */
+export interface ReconcileTrigger {
+  /** Reconcile the VM as soon as a worker is free. */
+  trigger(uid: string): void;
+}
+
+export function backoffDelay(retry: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** Math.max(0, retry - 1));
+}
+
+export class Reconciler implements ReconcileTrigger {
+  private readonly timers = new Map<string, { dueAt: number; timer: NodeJS.Timeout }>();
+  private readonly ready: string[] = [];
+  private readonly running = new Map<string, AbortController>();
+  private readonly rerun = new Set<string>();
+  private readonly idleWaiters: Array<() => void> = [];
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private stopped = true;
+
+  constructor(
+    private readonly ports: StepPorts,
+    private readonly repo: MicroVMRepository,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly options: ReconcilerOptions,
+  ) {}
+
+  /** Schedules every queued entry and reconciles every VM once (start-up), then resyncs periodically. */
+  start(): void {
+    this.stopped = false;
+    for (const entry of this.repo.queue()) this.schedule(entry.uid, entry.dueAt);
+    this.resync();
+    this.resyncTimer = setInterval(() => this.resync(), this.options.resyncPeriodMs);
+    this.resyncTimer.unref();
+  }
+
+  /** Stops scheduling and waits for running reconciles to finish their current step. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.resyncTimer !== undefined) clearInterval(this.resyncTimer);
+    for (const { timer } of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+    this.ready.length = 0;
+    for (const controller of this.running.values()) controller.abort();
+    await this.idle();
+  }
+
+  /** Resolves when no reconcile is running or ready (for tests and shutdown). */
+  idle(): Promise<void> {
+    if (this.running.size === 0 && this.ready.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  trigger(uid: string): void {
+    const now = this.clock.now();
+    this.repo.enqueue(uid, now);
+    const current = this.running.get(uid);
+    if (current !== undefined) {
+      // A delete must not wait for a create plan to finish: abort it between steps.
+      if (this.repo.get(uid)?.deletedAt !== undefined) current.abort();
+      this.rerun.add(uid);
+      return;
+    }
+    this.schedule(uid, now);
+  }
+
+  private resync(): void {
+    const now = this.clock.now();
+    for (const vm of this.repo.list({})) {
+      if (vm.status.state === 'failed' && vm.deletedAt === undefined) continue;
+      const due = vm.status.nextRetryAt !== undefined && vm.deletedAt === undefined ? Math.max(now, vm.status.nextRetryAt) : now;
+      this.schedule(vm.id.uid, due);
+    }
+  }
+
+  private schedule(uid: string, dueAt: number): void {
+    if (this.stopped) return;
+    const existing = this.timers.get(uid);
+    if (existing !== undefined) {
+      if (existing.dueAt <= dueAt) return;
+      clearTimeout(existing.timer);
+    }
+    if (this.ready.includes(uid)) return;
+    if (this.running.has(uid)) {
+      this.rerun.add(uid);
+      return;
+    }
+    const timer = setTimeout(
+      () => {
+        this.timers.delete(uid);
+        this.ready.push(uid);
+        this.pump();
+      },
+      Math.max(0, dueAt - this.clock.now()),
+    );
+    this.timers.set(uid, { dueAt, timer });
+  }
+
+  private pump(): void {
+    while (!this.stopped && this.running.size < this.options.concurrency) {
+      const index = this.ready.findIndex((uid) => !this.running.has(uid));
+      if (index < 0) break;
+      const [uid] = this.ready.splice(index, 1) as [string];
+      const controller = new AbortController();
+      this.running.set(uid, controller);
+      void this.reconcile(uid, controller.signal).finally(() => {
+        this.running.delete(uid);
+        if (this.rerun.delete(uid)) this.schedule(uid, this.clock.now());
+        this.pump();
+        if (this.running.size === 0 && this.ready.length === 0) this.idleWaiters.splice(0).forEach((resolve) => resolve());
+      });
+    }
+  }
+
+  /** One reconcile of one VM. Never throws: every outcome is recorded in the store. */
+  private async reconcile(uid: string, signal: AbortSignal): Promise<void> {
+    const vm = this.repo.get(uid);
+    if (vm === undefined) {
+      this.repo.dequeue(uid);
+      return;
+    }
+    const log = this.log.child({ vmid: vmIdString(vm.id) });
+    if (vm.deletedAt === undefined && vm.status.state === 'failed') {
+      this.repo.dequeue(uid);
+      return;
+    }
+    const ctx = new StepContext(vm, this.ports, log);
+    const deleting = vm.deletedAt !== undefined;
+    const started = this.clock.now();
+    try {
+      const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, signal);
+      if (deleting) {
+        this.repo.remove(uid);
+        log.info({ steps: executed, ms: this.clock.now() - started }, 'microvm deleted');
+        return;
+      }
+      const current = this.repo.get(uid);
+      // A delete that arrived during the run wins; its own reconcile follows (rerun).
+      if (current === undefined || current.deletedAt !== undefined) return;
+      this.repo.saveStatus(uid, succeeded(ctx.status), this.clock.now());
+      this.repo.dequeue(uid);
+      if (executed.length > 0) log.info({ steps: executed, ms: this.clock.now() - started }, 'microvm reconciled');
+    } catch (e) {
+      const current = this.repo.get(uid);
+      if (current === undefined) return;
+      if (!deleting && current.deletedAt !== undefined) return; // aborted by a delete
+      this.recordFailure(current, ctx.status, errorMessage(e), log);
+    }
+  }
+
+  private recordFailure(vm: MicroVM, working: MicroVMStatus, message: string, log: Logger): void {
+    const now = this.clock.now();
+    const retry = vm.status.retry + 1;
+    const deleting = vm.deletedAt !== undefined;
+    // A delete is never given up: it retries with capped backoff until the host is clean.
+    if (!deleting && retry > this.options.maxRetry) {
+      const failureReason = `reconcile failed ${retry} times; last error: ${message}`;
+      const { nextRetryAt: _dropped, ...rest } = working;
+      this.repo.saveStatus(vm.id.uid, { ...rest, state: 'failed', retry, lastError: message, failureReason }, now);
+      this.repo.dequeue(vm.id.uid);
+      log.error({ retry, reason: failureReason }, 'microvm failed: retries exhausted');
+      return;
+    }
+    const delay = backoffDelay(retry, this.options.backoffBaseMs, this.options.backoffMaxMs);
+    const nextRetryAt = now + delay;
+    this.repo.saveStatus(vm.id.uid, { ...working, state: deleting ? 'deleting' : 'pending', retry, lastError: message, nextRetryAt }, now);
+    // enqueue keeps an earlier due time (so a delete pre-empts a retry); replace it instead. A
+    // crash between the two calls only loses the delay: start-up reconciles every VM anyway.
+    this.repo.dequeue(vm.id.uid);
+    this.repo.enqueue(vm.id.uid, nextRetryAt);
+    this.schedule(vm.id.uid, nextRetryAt);
+    log.warn({ retry, delayMs: delay, error: message }, 'microvm reconcile failed; will retry');
+  }
+}
+
+function succeeded(status: MicroVMStatus): MicroVMStatus {
+  const { lastError: _e, nextRetryAt: _n, failureReason: _f, ...rest } = status;
+  return { ...rest, state: 'created', retry: 0 };
+}

@@ -1,0 +1,91 @@
+// The step machinery: a plan is an ordered list of idempotent steps built from the stored spec
+// and the observed host state. Each step knows whether it still has work to do (`shouldDo`) and
+// does it (`do`). The executor re-checks `shouldDo` after `do`, so a step that does not converge
+// is an error instead of an endless loop (a known failure of the Go original's actuator).
+import type { InterfaceStatus, MicroVM, MicroVMStatus } from '../model.js';
+import type { Clock, IdGenerator, Logger, MicroVMRepository, NetworkService, ProviderRegistry, VmFilesystem } from '../ports.js';
+
+export interface Step {
+  readonly name: string;
+  shouldDo(): Promise<boolean>;
+  do(): Promise<void>;
+}
+
+export interface HostNetworkConfig {
+  /** `parent-iface`: parent of macvtap devices. */
+  readonly parentIface?: string;
+  /** `bridge-name`: default bridge for tap devices. */
+  readonly bridgeName?: string;
+}
+
+export interface StepPorts {
+  readonly repo: MicroVMRepository;
+  readonly network: NetworkService;
+  readonly fs: VmFilesystem;
+  readonly providers: ProviderRegistry;
+  readonly clock: Clock;
+  readonly ids: IdGenerator;
+  readonly hostNetwork: HostNetworkConfig;
+}
+
+/**
+ * What a step sees: the VM as stored when the reconcile began, its working status, and the ports.
+ * Status changes are written through at once, so a crash never loses what a step did on the host.
+ */
+export class StepContext {
+  private current: MicroVM;
+
+  constructor(
+    vm: MicroVM,
+    readonly ports: StepPorts,
+    readonly log: Logger,
+  ) {
+    this.current = vm;
+  }
+
+  get vm(): MicroVM {
+    return this.current;
+  }
+
+  get vmDir(): string {
+    return this.ports.fs.vmDir(this.current.id);
+  }
+
+  get status(): MicroVMStatus {
+    return this.current.status;
+  }
+
+  /** Persists a status change now. */
+  saveStatus(next: MicroVMStatus): void {
+    const saved = this.ports.repo.saveStatus(this.current.id.uid, next, this.ports.clock.now());
+    if (saved === undefined) throw new Error(`microvm ${this.current.id.uid} disappeared from the store during reconcile`);
+    this.current = saved;
+  }
+
+  setInterfaceStatus(deviceId: string, iface: InterfaceStatus): void {
+    this.saveStatus({ ...this.status, interfaces: { ...this.status.interfaces, [deviceId]: iface } });
+  }
+}
+
+export interface ExecutionResult {
+  /** Steps that had work to do and did it. */
+  readonly executed: string[];
+}
+
+export class StepNotConvergedError extends Error {}
+
+/** Runs the steps in order; stops at the first failure (the error propagates) or when aborted. */
+export async function executeSteps(steps: readonly Step[], log: Logger, signal?: AbortSignal): Promise<ExecutionResult> {
+  const executed: string[] = [];
+  for (const step of steps) {
+    if (signal?.aborted === true) throw new Error('reconcile aborted');
+    if (!(await step.shouldDo())) continue;
+    const started = Date.now();
+    log.debug({ step: step.name }, 'step starting');
+    await step.do();
+    if (await step.shouldDo()) throw new StepNotConvergedError(`step ${step.name} did not converge: it still has work to do after running`);
+    log.debug({ step: step.name, ms: Date.now() - started }, 'step done');
+    executed.push(step.name);
+  }
+  return { executed };
+}

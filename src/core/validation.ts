@@ -1,0 +1,202 @@
+// Defaults and validation of a create request (COMPAT §2.3 and §2.9). Every rule reports the
+// field by its API (proto) name and says what is wrong with the value; all problems are reported
+// at once. Nothing is stored unless this passes.
+import { isIP } from 'node:net';
+import { isImageRefError, parseImageRef } from './image-ref.js';
+import type { KernelSpec, MicroVMSpec, NetworkInterfaceSpec, VolumeSpec } from './model.js';
+import type { ProviderCapability, ProviderRegistry } from './ports.js';
+import { appError, err, ok, type AppError, type Result } from './result.js';
+
+/** A create request after conversion from the wire, before defaults. */
+export interface CreateInput {
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly vcpu: number;
+  readonly memoryMb: number;
+  /** Absent when the request had no kernel message. */
+  readonly kernel?: KernelSpec;
+  readonly initrd?: MicroVMSpec['initrd'];
+  readonly rootVolume?: VolumeSpec;
+  readonly additionalVolumes: readonly VolumeSpec[];
+  readonly interfaces: readonly NetworkInterfaceSpec[];
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly provider: string;
+  readonly allowGuestAgent: boolean;
+}
+
+export interface ValidatedCreate {
+  readonly namespace: string;
+  readonly name: string;
+  readonly spec: MicroVMSpec;
+}
+
+export interface ValidationLimits {
+  readonly minVcpu: number;
+  readonly maxVcpu: number;
+  readonly minMemoryMb: number;
+  readonly maxMemoryMb: number;
+}
+
+export const DEFAULT_LIMITS: ValidationLimits = { minVcpu: 1, maxVcpu: 64, minMemoryMb: 128, maxMemoryMb: 32768 };
+export const DEFAULT_NAMESPACE = 'default';
+export const DEFAULT_VCPU = 2;
+export const DEFAULT_MEMORY_MB = 1024;
+
+/** Safe as a path component and a host label (COMPAT §2.9). */
+const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
+const DEVICE_ID_PATTERN = /^[a-z][a-z0-9_]*$/;
+const MAC_PATTERN = /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}$/;
+
+export type ProviderLookup = Pick<ProviderRegistry, 'names' | 'get' | 'defaultName'>;
+
+export function validateCreate(input: CreateInput, limits: ValidationLimits, providers: ProviderLookup): Result<ValidatedCreate, AppError> {
+  const problems: string[] = [];
+  const problem = (field: string, text: string): void => {
+    problems.push(`${field}: ${text}`);
+  };
+
+  const namespace = input.namespace === '' ? DEFAULT_NAMESPACE : input.namespace;
+  const vcpu = input.vcpu === 0 ? DEFAULT_VCPU : input.vcpu;
+  const memoryMb = input.memoryMb === 0 ? DEFAULT_MEMORY_MB : input.memoryMb;
+  const provider = input.provider === '' ? providers.defaultName() : input.provider;
+
+  if (input.name === '') problem('id', 'is required');
+  else if (!NAME_PATTERN.test(input.name)) problem('id', `"${input.name}" must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  if (!NAME_PATTERN.test(namespace)) problem('namespace', `"${namespace}" must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`);
+
+  if (!Number.isInteger(vcpu) || vcpu < limits.minVcpu || vcpu > limits.maxVcpu) problem('vcpu', `must be between ${limits.minVcpu} and ${limits.maxVcpu}, got ${vcpu}`);
+  if (!Number.isInteger(memoryMb) || memoryMb < limits.minMemoryMb || memoryMb > limits.maxMemoryMb) {
+    problem('memory_in_mb', `must be between ${limits.minMemoryMb} and ${limits.maxMemoryMb}, got ${memoryMb}`);
+  }
+
+  if (input.kernel === undefined) problem('kernel', 'is required');
+  else {
+    checkImage('kernel.image', input.kernel.image, problem);
+    if (input.kernel.filename !== undefined) checkInImagePath('kernel.filename', input.kernel.filename, problem);
+  }
+  if (input.initrd !== undefined) {
+    checkImage('initrd.image', input.initrd.image, problem);
+    if (input.initrd.filename !== undefined) checkInImagePath('initrd.filename', input.initrd.filename, problem);
+  }
+
+  if (input.rootVolume === undefined && input.initrd === undefined) problem('root_volume', 'a root volume or an initrd is required');
+  const volumeIds = new Set<string>();
+  let virtiofsCount = 0;
+  const checkVolume = (field: string, v: VolumeSpec): void => {
+    if (v.id === '') problem(`${field}.id`, 'is required');
+    else if (volumeIds.has(v.id)) problem(`${field}.id`, `"${v.id}" is used by another volume of this microvm`);
+    volumeIds.add(v.id);
+    const { containerImage, virtiofsPath } = v.source;
+    if ((containerImage === undefined) === (virtiofsPath === undefined)) {
+      problem(`${field}.source`, 'must have exactly one of container_source or virtiofs_source');
+    }
+    if (containerImage !== undefined) checkImage(`${field}.source.container_source`, containerImage, problem);
+    if (virtiofsPath !== undefined) {
+      virtiofsCount += 1;
+      if (!virtiofsPath.startsWith('/')) problem(`${field}.source.virtiofs_source`, `"${virtiofsPath}" must be an absolute host path`);
+    }
+    if (v.sizeMb !== undefined && (!Number.isInteger(v.sizeMb) || v.sizeMb < 0)) problem(`${field}.size_in_mb`, `must not be negative, got ${v.sizeMb}`);
+    if (v.mountPoint !== undefined && v.mountPoint !== '' && !v.mountPoint.startsWith('/')) problem(`${field}.mount_point`, `"${v.mountPoint}" must be an absolute guest path`);
+  };
+  if (input.rootVolume !== undefined) {
+    checkVolume('root_volume', input.rootVolume);
+    if (input.rootVolume.source.virtiofsPath !== undefined) problem('root_volume.source', 'the root volume cannot be a virtiofs volume');
+  }
+  input.additionalVolumes.forEach((v, i) => checkVolume(`additional_volumes[${i}]`, v));
+  if (virtiofsCount > 1) problem('additional_volumes', `at most one virtiofs volume is allowed, got ${virtiofsCount}`);
+
+  if (input.interfaces.length === 0) problem('interfaces', 'at least one network interface is required');
+  const deviceIds = new Set<string>();
+  input.interfaces.forEach((iface, i) => {
+    const field = `interfaces[${i}]`;
+    if (!DEVICE_ID_PATTERN.test(iface.deviceId)) problem(`${field}.device_id`, `"${iface.deviceId}" must match ^[a-z][a-z0-9_]*$`);
+    else if (deviceIds.has(iface.deviceId)) problem(`${field}.device_id`, `"${iface.deviceId}" is used by another interface of this microvm`);
+    deviceIds.add(iface.deviceId);
+    if (iface.guestMac !== undefined) {
+      const macProblem = checkUnicastMac(iface.guestMac);
+      if (macProblem !== undefined) problem(`${field}.guest_mac`, macProblem);
+    }
+    if (iface.bridgeName !== undefined && !/^[^\s/]{1,15}$/.test(iface.bridgeName)) {
+      problem(`${field}.overrides.bridge_name`, `"${iface.bridgeName}" is not a valid network device name (1-15 bytes, no spaces or '/')`);
+    }
+    const addr = iface.address;
+    if (addr !== undefined) {
+      if (!isCidr(addr.address)) problem(`${field}.address.address`, `"${addr.address}" is not a CIDR address such as 192.168.1.10/24 or fd00::10/64`);
+      if (addr.gateway !== undefined && addr.gateway !== '' && isIP(stripPrefix(addr.gateway)) === 0) problem(`${field}.address.gateway`, `"${addr.gateway}" is not an IP address`);
+      addr.nameservers.forEach((ns, j) => {
+        if (isIP(ns) === 0) problem(`${field}.address.nameservers[${j}]`, `"${ns}" is not an IP address`);
+      });
+    }
+  });
+
+  const chosen = providers.get(provider);
+  if (chosen === undefined) {
+    problem('provider', `"${provider}" is not a known provider (known: ${providers.names().join(', ')})`);
+  } else {
+    const lacks = (cap: ProviderCapability): boolean => !chosen.capabilities.has(cap);
+    if (input.interfaces.some((i) => i.type === 'macvtap') && lacks('macvtap')) problem('interfaces', `macvtap network interfaces not supported by the microvm provider ${provider}`);
+    if (input.interfaces.some((i) => i.type === 'tap') && lacks('tap')) problem('interfaces', `tap network interfaces not supported by the microvm provider ${provider}`);
+    if (virtiofsCount > 0 && lacks('virtiofs')) problem('additional_volumes', `virtiofs not supported by the microvm provider ${provider}`);
+    if (input.allowGuestAgent && lacks('vsock')) problem('allow_guest_agent', `guest agent (vsock) not supported by the microvm provider ${provider}`);
+  }
+
+  if (problems.length > 0 || input.kernel === undefined) {
+    return err(appError('invalid-argument', `invalid microvm spec: ${problems.join('; ')}`));
+  }
+  const spec: MicroVMSpec = {
+    labels: input.labels,
+    vcpu,
+    memoryMb,
+    kernel: input.kernel,
+    ...(input.initrd !== undefined ? { initrd: input.initrd } : {}),
+    ...(input.rootVolume !== undefined ? { rootVolume: input.rootVolume } : {}),
+    additionalVolumes: input.additionalVolumes,
+    interfaces: input.interfaces.map((i) => (i.guestMac === undefined ? i : { ...i, guestMac: normalizeMac(i.guestMac) })),
+    metadata: input.metadata,
+    provider,
+    allowGuestAgent: input.allowGuestAgent,
+  };
+  return ok({ namespace, name: input.name, spec });
+}
+
+function checkImage(field: string, ref: string, problem: (field: string, text: string) => void): void {
+  if (ref === '') {
+    problem(field, 'is required');
+    return;
+  }
+  const parsed = parseImageRef(ref);
+  if (isImageRefError(parsed)) problem(field, `"${ref}" is not a valid image reference: it ${parsed.error}`);
+}
+
+function checkInImagePath(field: string, path: string, problem: (field: string, text: string) => void): void {
+  if (path.split('/').includes('..')) problem(field, `"${path}" must not contain '..'`);
+}
+
+/** Returns what is wrong with a MAC for a guest NIC, or undefined when it is fine. */
+export function checkUnicastMac(mac: string): string | undefined {
+  if (!MAC_PATTERN.test(mac)) return `"${mac}" is not a MAC address such as 02:00:00:00:00:01`;
+  const firstOctet = Number.parseInt(mac.slice(0, 2), 16);
+  if ((firstOctet & 1) === 1) return `"${mac}" is a multicast address; a unicast MAC is required`;
+  if (/^(0{2}[:-]){5}0{2}$/.test(mac)) return `"${mac}" is the all-zero address`;
+  return undefined;
+}
+
+export function normalizeMac(mac: string): string {
+  return mac.toLowerCase().replaceAll('-', ':');
+}
+
+function stripPrefix(ip: string): string {
+  const slash = ip.indexOf('/');
+  return slash >= 0 ? ip.slice(0, slash) : ip;
+}
+
+export function isCidr(value: string): boolean {
+  const slash = value.indexOf('/');
+  if (slash < 0) return false;
+  const family = isIP(value.slice(0, slash));
+  const prefixText = value.slice(slash + 1);
+  if (family === 0 || !/^\d{1,3}$/.test(prefixText)) return false;
+  const prefix = Number(prefixText);
+  return prefix <= (family === 4 ? 32 : 128);
+}

@@ -1,0 +1,138 @@
+// The composition root: the one place that knows every adapter and wires them to the core.
+import { createServer, type Server } from 'node:http';
+import { monotonicFactory } from 'ulid';
+import { startGrpcServer, type RunningGrpcServer } from '../adapters/api/grpc/server.js';
+import { startHttpGateway } from '../adapters/api/http/gateway.js';
+import { ApiMetrics } from '../adapters/api/metrics.js';
+import { NodeVmFilesystem } from '../adapters/fs/vm-filesystem.js';
+import { Iproute2NetworkService } from '../adapters/network/iproute2.js';
+import { createProviderRegistry } from '../adapters/providers/registry.js';
+import { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js';
+import type { Config } from '../config/config.js';
+import { sweepOrphanDevices } from '../core/orphans.js';
+import type { Clock, IdGenerator, Logger, NetworkService } from '../core/ports.js';
+import { Reconciler } from '../core/reconciler.js';
+import { MicroVMService } from '../core/service.js';
+import type { StepPorts } from '../core/steps/step.js';
+import { splitHostPort } from './endpoint.js';
+
+export interface RunningDaemon {
+  readonly grpcPort: number;
+  readonly httpPort?: number;
+  readonly debugPort?: number;
+  stop(): Promise<void>;
+}
+
+export interface DaemonOverrides {
+  /** Tests substitute nothing by default; kept for benchmarks that run without netlink. */
+  readonly network?: NetworkService;
+}
+
+export async function startDaemon(config: Config, log: Logger, overrides: DaemonOverrides = {}): Promise<RunningDaemon> {
+  for (const { key, why } of config.ignored) log.warn({ key }, `config key ${key} is ignored: ${why}`);
+  const clock: Clock = { now: () => Date.now() };
+  const nextUlid = monotonicFactory();
+  const ids: IdGenerator = { next: () => nextUlid() };
+  const repo = SqliteMicroVMRepository.open(config.stateDir);
+  const network = overrides.network ?? new Iproute2NetworkService();
+  const providers = createProviderRegistry(config.defaultProvider, { firecracker: config.firecrackerBin, cloudhypervisor: config.cloudHypervisorBin, qemu: config.qemuBin });
+  log.info({ provider: providers.defaultName() }, `default microvm provider is ${providers.defaultName()}`);
+  for (const name of providers.names()) {
+    const availability = providers.get(name)?.availability();
+    if (availability?.available === false) log.warn({ provider: name }, `microvm provider ${name} is not available: ${availability.reason ?? ''}`);
+  }
+
+  const ports: StepPorts = {
+    repo,
+    network,
+    fs: new NodeVmFilesystem(config.stateDir),
+    providers,
+    clock,
+    ids,
+    hostNetwork: { parentIface: config.parentIface, bridgeName: config.bridgeName },
+  };
+  const reconciler = new Reconciler(ports, repo, clock, log.child({ component: 'reconciler' }), {
+    concurrency: config.reconcileConcurrency,
+    maxRetry: config.maximumRetry,
+    backoffBaseMs: config.retryBackoffBaseMs,
+    backoffMaxMs: config.retryBackoffMaxMs,
+    resyncPeriodMs: config.resyncPeriodMs,
+  });
+  const limits = { minVcpu: 1, maxVcpu: 64, minMemoryMb: config.minimumMemoryMb, maxMemoryMb: config.maximumMemoryMb };
+  const service = new MicroVMService({ repo, reconciler, providers, limits, clock, ids, log });
+  const metrics = new ApiMetrics();
+
+  const removed = await sweepOrphanDevices(repo, network, log);
+  if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
+  reconciler.start();
+
+  log.info({}, config.basicAuthToken !== '' ? 'basic authentication is enabled' : 'basic authentication is DISABLED');
+  log.info({}, config.insecure ? 'TLS is DISABLED' : 'TLS is enabled');
+  log.info({ endpoint: config.grpcEndpoint }, `starting grpc server listening on endpoint ${config.grpcEndpoint}`);
+  const closers: Array<() => Promise<void>> = [];
+  try {
+    const grpcServer: RunningGrpcServer = await startGrpcServer(service, {
+      endpoint: config.grpcEndpoint,
+      tls: {
+        insecure: config.insecure,
+        ...(config.tlsCert !== '' ? { certFile: config.tlsCert } : {}),
+        ...(config.tlsKey !== '' ? { keyFile: config.tlsKey } : {}),
+        ...(config.tlsClientCa !== '' ? { clientCaFile: config.tlsClientCa } : {}),
+        clientValidate: config.tlsClientValidate,
+      },
+      basicAuthToken: config.basicAuthToken,
+      log,
+      metrics,
+    });
+    closers.push(() => grpcServer.close());
+    let httpPort: number | undefined;
+    if (config.enableHttp) {
+      log.info({ endpoint: config.httpEndpoint }, `starting http server listening on endpoint ${config.httpEndpoint}`);
+      const gateway = await startHttpGateway(service, { endpoint: config.httpEndpoint, basicAuthToken: config.basicAuthToken, log, metrics });
+      closers.push(() => gateway.close());
+      httpPort = gateway.port;
+    }
+    let debugPort: number | undefined;
+    if (config.debugEndpoint !== '') {
+      const debug = await startDebugServer(config.debugEndpoint, metrics);
+      closers.push(() => new Promise<void>((resolve) => debug.server.close(() => resolve())));
+      debugPort = debug.port;
+      log.info({ endpoint: config.debugEndpoint }, `debug endpoint (metrics, health) listening on ${config.debugEndpoint}`);
+    }
+    return {
+      grpcPort: grpcServer.port,
+      ...(httpPort !== undefined ? { httpPort } : {}),
+      ...(debugPort !== undefined ? { debugPort } : {}),
+      stop: async () => {
+        await Promise.all(closers.map((close) => close()));
+        await reconciler.stop();
+        repo.close();
+      },
+    };
+  } catch (e) {
+    await Promise.all(closers.map((close) => close()));
+    await reconciler.stop();
+    repo.close();
+    throw e;
+  }
+}
+
+/** `/metrics` (Prometheus) and `/healthz` on the debug endpoint; unauthenticated like the original's. */
+async function startDebugServer(endpoint: string, metrics: ApiMetrics): Promise<{ server: Server; port: number }> {
+  const { host, port } = splitHostPort(endpoint);
+  const server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      metrics.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
+        (e: unknown) => res.writeHead(500).end(String(e)),
+      );
+    } else if (req.url === '/healthz') res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address();
+  return { server, port: typeof address === 'object' && address !== null ? address.port : port };
+}

@@ -1,0 +1,247 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { monotonicFactory } from 'ulid';
+import { silentLogger } from '../../src/adapters/log/logger.js';
+import { StaticProviderRegistry } from '../../src/adapters/providers/registry.js';
+import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
+import type { NetworkInterfaceSpec } from '../../src/core/model.js';
+import { backoffDelay, Reconciler, type ReconcilerOptions } from '../../src/core/reconciler.js';
+import { MicroVMService } from '../../src/core/service.js';
+import { MACVTAP_PARENT_REQUIRED, macvtapNodePath, TAP_BRIDGE_REQUIRED } from '../../src/core/steps/network.js';
+import type { HostNetworkConfig, StepPorts } from '../../src/core/steps/step.js';
+import { DEFAULT_LIMITS, type CreateInput } from '../../src/core/validation.js';
+import { MemoryFilesystem, MemoryNetwork, MemoryProvider } from '../helpers/doubles.js';
+import { waitFor } from '../helpers/wait.js';
+
+const FAST: ReconcilerOptions = { concurrency: 4, maxRetry: 3, backoffBaseMs: 10, backoffMaxMs: 40, resyncPeriodMs: 60_000 };
+
+function input(name: string, interfaces: NetworkInterfaceSpec[] = [{ deviceId: 'eth0', type: 'macvtap' }]): CreateInput {
+  return {
+    name,
+    namespace: 'ns1',
+    labels: {},
+    vcpu: 1,
+    memoryMb: 256,
+    kernel: { image: 'registry.local/kernel:1', cmdline: {}, addNetworkConfig: false },
+    rootVolume: { id: 'root', readOnly: false, source: { containerImage: 'registry.local/root:1' } },
+    additionalVolumes: [],
+    interfaces,
+    metadata: {},
+    provider: '',
+    allowGuestAgent: false,
+  };
+}
+
+describe('reconciler', () => {
+  let dir: string;
+  let repo: SqliteMicroVMRepository;
+  let network: MemoryNetwork;
+  let fs: MemoryFilesystem;
+  let provider: MemoryProvider;
+  let reconciler: Reconciler;
+  let service: MicroVMService;
+
+  function build(options: ReconcilerOptions = FAST, hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0' }): void {
+    const nextUlid = monotonicFactory();
+    const providers = new StaticProviderRegistry([provider], 'qemu');
+    const ports: StepPorts = { repo, network, fs, providers, clock: { now: () => Date.now() }, ids: { next: () => nextUlid() }, hostNetwork };
+    reconciler = new Reconciler(ports, repo, ports.clock, silentLogger(), options);
+    service = new MicroVMService({ repo, reconciler, providers, limits: DEFAULT_LIMITS, clock: ports.clock, ids: ports.ids, log: silentLogger() });
+    reconciler.start();
+  }
+
+  function create(name: string, interfaces?: NetworkInterfaceSpec[]): string {
+    const created = service.create(input(name, interfaces));
+    assert.ok(created.ok, created.ok ? '' : created.error.message);
+    return created.value.id.uid;
+  }
+
+  const stateOf = (uid: string): string | undefined => repo.get(uid)?.status.state;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'fl-reconciler-'));
+    repo = SqliteMicroVMRepository.open(dir);
+    network = new MemoryNetwork();
+    fs = new MemoryFilesystem();
+    provider = new MemoryProvider();
+  });
+
+  afterEach(async () => {
+    await reconciler.stop();
+    repo.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('takes a new VM to CREATED: state dir, devices recorded and aliased, macvtap node, VMM running', async () => {
+    build();
+    const uid = create('vm1', [
+      { deviceId: 'eth0', type: 'macvtap', guestMac: '02:aa:bb:cc:dd:ee' },
+      { deviceId: 'eth1', type: 'tap' },
+    ]);
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const vm = repo.get(uid);
+    assert.ok(vm);
+    const mac = vm.status.interfaces.eth0;
+    const tap = vm.status.interfaces.eth1;
+    assert.match(mac?.hostDeviceName ?? '', /^flvtap[0-9a-f]{7}$/);
+    assert.match(tap?.hostDeviceName ?? '', /^fltap[0-9a-f]{7}$/);
+    assert.equal(mac?.macAddress, '02:aa:bb:cc:dd:ee', 'the macvtap carries the guest MAC');
+    // A tap's guest MAC is generated: locally administered, unicast.
+    const firstOctet = Number.parseInt(tap?.macAddress.slice(0, 2) ?? 'zz', 16);
+    assert.equal(firstOctet & 0b11, 0b10);
+    assert.equal(network.links.get(mac?.hostDeviceName ?? '')?.alias, `flintlock:ns1/vm1/${uid}`);
+    assert.equal(network.links.get(tap?.hostDeviceName ?? '')?.master, 'br0');
+    assert.deepEqual(repo.devices(uid).map((d) => d.deviceId).sort(), ['eth0', 'eth1']);
+    assert.deepEqual(fs.nodes.get(macvtapNodePath(fs.vmDir(vm.id), 'eth0')), { major: 246, minor: mac?.index });
+    assert.ok(provider.running.has(uid));
+    assert.equal(vm.status.retry, 0);
+  });
+
+  it('retries with growing backoff, then FAILS with the reason recorded', async () => {
+    provider.available = { available: false, reason: 'binary "qemu-system-x86_64" not found' };
+    const seen = new Set<number>();
+    repo.onChange((change) => {
+      if (change.kind === 'upsert') seen.add(change.vm.status.retry);
+    });
+    build();
+    const uid = create('vm1');
+    const failed = await waitFor('FAILED', () => (stateOf(uid) === 'failed' ? repo.get(uid) : undefined));
+    assert.equal(failed.status.retry, FAST.maxRetry + 1);
+    assert.match(failed.status.failureReason ?? '', /reconcile failed 4 times; last error: microvm provider qemu is not available: binary "qemu-system-x86_64" not found/);
+    assert.deepEqual([...seen].sort(), [0, 1, 2, 3, 4], 'every retry was recorded');
+    assert.equal(failed.status.nextRetryAt, undefined);
+    assert.equal(repo.queue().length, 0, 'a FAILED VM leaves the queue');
+    // The devices were made before the VMM step failed and are kept for the record.
+    assert.equal(repo.devices(uid).length, 1);
+  });
+
+  it('recovers from transient failures and resets the retry counter', async () => {
+    provider.failStarts = 2;
+    build();
+    const uid = create('vm1');
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const vm = repo.get(uid);
+    assert.equal(vm?.status.retry, 0);
+    assert.equal(vm?.status.lastError, undefined);
+    assert.equal(provider.starts.filter((u) => u === uid).length, 3);
+  });
+
+  it('computes exponential backoff capped at the maximum', () => {
+    assert.deepEqual([1, 2, 3, 4, 5, 10].map((r) => backoffDelay(r, 5000, 300_000)), [5000, 10_000, 20_000, 40_000, 80_000, 300_000]);
+  });
+
+  it('fails with the original messages when no parent or bridge is configured', async () => {
+    build(FAST, {});
+    const macvtap = create('vm-macvtap');
+    const tap = create('vm-tap', [{ deviceId: 'eth0', type: 'tap' }]);
+    const a = await waitFor('macvtap VM FAILED', () => (stateOf(macvtap) === 'failed' ? repo.get(macvtap) : undefined));
+    const b = await waitFor('tap VM FAILED', () => (stateOf(tap) === 'failed' ? repo.get(tap) : undefined));
+    assert.equal(a.status.lastError, MACVTAP_PARENT_REQUIRED);
+    assert.equal(b.status.lastError, TAP_BRIDGE_REQUIRED);
+    assert.equal(network.links.size, 0);
+  });
+
+  it('names a missing bridge in the failure', async () => {
+    build(FAST, { parentIface: 'eth0', bridgeName: 'br9' });
+    const uid = create('vm1', [{ deviceId: 'eth0', type: 'tap' }]);
+    const vm = await waitFor('FAILED', () => (stateOf(uid) === 'failed' ? repo.get(uid) : undefined));
+    assert.match(vm.status.failureReason ?? '', /bridge "br9" does not exist/);
+  });
+
+  it('deletes: stops the VMM, removes devices and the state dir, then forgets the VM', async () => {
+    build();
+    const uid = create('vm1', [{ deviceId: 'eth0', type: 'tap' }]);
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const device = repo.get(uid)?.status.interfaces.eth0?.hostDeviceName ?? '';
+    assert.ok(network.links.has(device));
+    assert.ok(service.delete(uid).ok);
+    assert.equal(stateOf(uid) ?? 'deleting', 'deleting');
+    await waitFor('record removed', () => repo.get(uid) === undefined);
+    assert.equal(network.links.has(device), false);
+    assert.equal(provider.running.has(uid), false);
+    assert.equal(fs.dirs.size, 0);
+    assert.equal(repo.devices(uid).length, 0);
+    const again = service.get(uid);
+    assert.ok(!again.ok && again.error.kind === 'not-found' && again.error.message.includes('not found'));
+  });
+
+  it('lets a delete pre-empt a pending retry backoff', async () => {
+    provider.available = { available: false, reason: 'not here' };
+    build({ ...FAST, backoffBaseMs: 60_000, backoffMaxMs: 60_000 });
+    const uid = create('vm1');
+    await waitFor('first failure', () => (repo.get(uid)?.status.retry ?? 0) >= 1);
+    const started = Date.now();
+    assert.ok(service.delete(uid).ok);
+    await waitFor('record removed', () => repo.get(uid) === undefined, 3000);
+    assert.ok(Date.now() - started < 3000);
+    assert.equal(network.links.size, 0, 'the device made before the failure is gone');
+  });
+
+  it('aborts a running create plan when deleted, without the create undoing the delete', async () => {
+    provider.startDelayMs = 200;
+    build();
+    const uid = create('vm1');
+    await waitFor('VMM starting', () => provider.starts.includes(uid));
+    assert.ok(service.delete(uid).ok);
+    await waitFor('record removed', () => repo.get(uid) === undefined);
+    assert.equal(provider.running.has(uid), false);
+  });
+
+  it('runs at most `concurrency` VMs at once and never one VM twice at once', async () => {
+    provider.startDelayMs = 60;
+    let active = 0;
+    let peak = 0;
+    const activeUids = new Set<string>();
+    const start = provider.start.bind(provider);
+    provider.start = async (vm) => {
+      assert.equal(activeUids.has(vm.id.uid), false, 'same VM started twice at once');
+      activeUids.add(vm.id.uid);
+      active += 1;
+      peak = Math.max(peak, active);
+      try {
+        await start(vm);
+      } finally {
+        active -= 1;
+        activeUids.delete(vm.id.uid);
+      }
+    };
+    build({ ...FAST, concurrency: 2 });
+    const uids = Array.from({ length: 6 }, (_, i) => create(`vm${i}`));
+    for (const uid of uids) reconciler.trigger(uid); // extra triggers while queued or running
+    await waitFor('all CREATED', () => uids.every((u) => stateOf(u) === 'created'), 10_000);
+    assert.equal(peak, 2);
+  });
+
+  it('re-adopts on restart: a healthy VM is left alone, a missing device is recreated with the same name', async () => {
+    build();
+    const uid = create('vm1', [{ deviceId: 'eth0', type: 'tap' }]);
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const before = repo.get(uid);
+    await reconciler.stop();
+    const name = before?.status.interfaces.eth0?.hostDeviceName ?? '';
+    network.links.delete(name); // e.g. the host rebooted
+    network.calls.length = 0;
+    build();
+    await waitFor('device recreated', () => network.links.has(name));
+    await reconciler.idle();
+    assert.deepEqual(network.calls, [`tap ${name}`]);
+    assert.equal(stateOf(uid), 'created');
+    assert.equal(provider.starts.filter((u) => u === uid).length, 1, 'the running VMM was not restarted');
+  });
+
+  it('does not reconcile FAILED VMs again on restart', async () => {
+    provider.available = { available: false, reason: 'nope' };
+    build({ ...FAST, maxRetry: 0 });
+    const uid = create('vm1');
+    await waitFor('FAILED', () => stateOf(uid) === 'failed');
+    await reconciler.stop();
+    const version = repo.get(uid)?.version;
+    build();
+    await new Promise((r) => setTimeout(r, 50));
+    await reconciler.idle();
+    assert.equal(repo.get(uid)?.version, version);
+  });
+});
