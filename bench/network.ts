@@ -40,7 +40,8 @@ async function ip(...args: string[]): Promise<void> {
 
 const tapName = (way: string, i: number): string => `t${way}${i}`;
 const mvtapName = (way: string, i: number): string => `m${way}${i}`;
-const macFor = (i: number): string => `02:be:00:00:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
+const macFor = (i: number): string =>
+  `02:be:00:00:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
 
 async function timed(fn: () => Promise<void>): Promise<number> {
   const t0 = performance.now();
@@ -53,10 +54,13 @@ async function viaService(): Promise<WayResult> {
   const tap: Timing = { create: 0, delete: 0, procs: 0 };
   const macvtap: Timing = { create: 0, delete: 0, procs: 0 };
   for (let i = 0; i < N; i++) {
-    tap.create += await timed(async () => void (await net.ensureTap({ name: tapName('s', i), bridge: 'br0', alias: ALIAS })));
+    tap.create += await timed(
+      async () => void (await net.ensureTap({ name: tapName('s', i), bridge: 'br0', alias: ALIAS })),
+    );
     tap.delete += await timed(() => net.deleteLink(tapName('s', i)));
     macvtap.create += await timed(
-      async () => void (await net.ensureMacvtap({ name: mvtapName('s', i), parent: 'eth0', mac: macFor(i), alias: ALIAS })),
+      async () =>
+        void (await net.ensureMacvtap({ name: mvtapName('s', i), parent: 'eth0', mac: macFor(i), alias: ALIAS })),
     );
     macvtap.delete += await timed(() => net.deleteLink(mvtapName('s', i)));
   }
@@ -107,7 +111,24 @@ async function viaPerOp(parentMtu: number, parentTxqlen: number): Promise<WayRes
     tap.delete += await timed(() => ip('link', 'del', 'dev', t));
     const m = mvtapName('p', i);
     macvtap.create += await timed(async () => {
-      await ip('link', 'add', 'link', 'eth0', 'name', m, 'address', macFor(i), 'mtu', String(parentMtu), 'txqueuelen', String(parentTxqlen), 'type', 'macvtap', 'mode', 'bridge');
+      await ip(
+        'link',
+        'add',
+        'link',
+        'eth0',
+        'name',
+        m,
+        'address',
+        macFor(i),
+        'mtu',
+        String(parentMtu),
+        'txqueuelen',
+        String(parentTxqlen),
+        'type',
+        'macvtap',
+        'mode',
+        'bridge',
+      );
       await ip('link', 'set', 'dev', m, 'alias', ALIAS, 'up');
     });
     macvtap.delete += await timed(() => ip('link', 'del', 'dev', m));
@@ -194,7 +215,11 @@ async function main(): Promise<void> {
       await warm.deleteLink(`mw${i}`);
     }
 
-    const results = [await viaService(), await viaBatch(dir, parent.mtu, parent.txqlen), await viaPerOp(parent.mtu, parent.txqlen)];
+    const results = [
+      await viaService(),
+      await viaBatch(dir, parent.mtu, parent.txqlen),
+      await viaPerOp(parent.mtu, parent.txqlen),
+    ];
     report(results);
   } finally {
     deleteNamespaceSync();

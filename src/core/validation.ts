@@ -113,6 +113,8 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
     if (!DEVICE_ID_PATTERN.test(iface.deviceId)) problem(`${field}.device_id`, `"${iface.deviceId}" must match ^[a-z][a-z0-9_]*$`);
     else if (deviceIds.has(iface.deviceId)) problem(`${field}.device_id`, `"${iface.deviceId}" is used by another interface of this microvm`);
     deviceIds.add(iface.deviceId);
+    // convert.ts keeps an enum number it doesn't know as `unknown(N)`: name it here.
+    if (iface.type !== 'macvtap' && iface.type !== 'tap') problem(`${field}.type`, `${String(iface.type)} is not a known interface type (MACVTAP = 0 or TAP = 1)`);
     if (iface.guestMac !== undefined) {
       const macProblem = checkUnicastMac(iface.guestMac);
       if (macProblem !== undefined) problem(`${field}.guest_mac`, macProblem);

@@ -29,7 +29,8 @@ async function nsip(...args: string[]): Promise<string> {
 }
 
 async function skipReason(): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return 'needs root (creates a network namespace with veth, bridge, tap and macvtap devices)';
+  if (process.getuid?.() !== 0)
+    return 'needs root (creates a network namespace with veth, bridge, tap and macvtap devices)';
   try {
     await ip('netns', 'add', NS);
   } catch (err) {
@@ -91,7 +92,12 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
     const ALIAS = 'flintlock:default/vm-1/01JDZQ4X8V3KJ2M9R7T5W1Y6BC';
 
     it('creates a bridge-mode macvtap on the parent with its MTU/txqlen, the MAC, alias, up', async () => {
-      const info = await net.ensureMacvtap({ name: 'flvtap0000001', parent: 'eth0', mac: MAC.toUpperCase(), alias: ALIAS });
+      const info = await net.ensureMacvtap({
+        name: 'flvtap0000001',
+        parent: 'eth0',
+        mac: MAC.toUpperCase(),
+        alias: ALIAS,
+      });
       assert.equal(info.name, 'flvtap0000001');
       assert.equal(info.kind, 'macvtap');
       assert.equal(info.macvtapMode, 'bridge');
@@ -117,7 +123,17 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
 
     it('corrects alias, MAC, up state and mode that drifted', async () => {
       const before = await net.getLink('flvtap0000001');
-      await nsip('link', 'set', 'dev', 'flvtap0000001', 'down', 'alias', 'someone else', 'address', '02:00:00:00:00:01');
+      await nsip(
+        'link',
+        'set',
+        'dev',
+        'flvtap0000001',
+        'down',
+        'alias',
+        'someone else',
+        'address',
+        '02:00:00:00:00:01',
+      );
       await nsip('link', 'set', 'dev', 'flvtap0000001', 'type', 'macvtap', 'mode', 'vepa');
       const fixed = await net.ensureMacvtap({ name: 'flvtap0000001', parent: 'eth0', mac: MAC, alias: ALIAS });
       assert.equal(fixed.ifindex, before?.ifindex, 'corrected in place, not recreated');
@@ -271,12 +287,15 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
       const dir = await mkdtemp(join(tmpdir(), 'fltest-ip-'));
       try {
         const wrapper = join(dir, 'ip');
-        await writeFile(wrapper, "#!/bin/sh\nsed 's/ master br0 / master nobr9 /' | exec ip \"$@\"\n", { mode: 0o755 });
+        await writeFile(wrapper, '#!/bin/sh\nsed \'s/ master br0 / master nobr9 /\' | exec ip "$@"\n', { mode: 0o755 });
         const flaky = new Iproute2NetworkService({ ipBinary: wrapper, netns: NS });
         await assert.rejects(flaky.ensureTap({ name: 'fltap0000005', bridge: 'br0', alias: 'x' }), (err: Error) => {
           // ip names the argument it could not resolve, and the message carries the commands.
           assert.match(err.message, /argument "nobr9" is wrong/);
-          assert.match(err.message, /tuntap add dev fltap0000005 mode tap; link set dev fltap0000005 master br0 alias x up/);
+          assert.match(
+            err.message,
+            /tuntap add dev fltap0000005 mode tap; link set dev fltap0000005 master br0 alias x up/,
+          );
           return true;
         });
         assert.equal(await net.getLink('fltap0000005'), undefined);
@@ -337,7 +356,10 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
     for (const bad of ['', 'a'.repeat(16), 'has space', 'a/b', 'a:b', '.', '..', 'tab\there', 'é'.repeat(8)]) {
       it(`refuses ${JSON.stringify(bad)}`, async () => {
         await assert.rejects(noIp.ensureTap({ name: bad, bridge: 'br0', alias: 'x' }), /invalid tap device name/);
-        await assert.rejects(noIp.ensureMacvtap({ name: 'ok', parent: bad, alias: 'x' }), /invalid parent network device name/);
+        await assert.rejects(
+          noIp.ensureMacvtap({ name: 'ok', parent: bad, alias: 'x' }),
+          /invalid parent network device name/,
+        );
         await assert.rejects(noIp.deleteLink(bad), /invalid network device name/);
         await assert.rejects(noIp.getLink(bad), /invalid network device name/);
       });
@@ -349,8 +371,14 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
     });
 
     it('refuses a malformed or multicast MAC', async () => {
-      await assert.rejects(noIp.ensureMacvtap({ name: 'v', parent: 'eth0', mac: '02:00:00:00:00', alias: 'x' }), /invalid MAC/);
-      await assert.rejects(noIp.ensureMacvtap({ name: 'v', parent: 'eth0', mac: '03:00:00:00:00:01', alias: 'x' }), /multicast/);
+      await assert.rejects(
+        noIp.ensureMacvtap({ name: 'v', parent: 'eth0', mac: '02:00:00:00:00', alias: 'x' }),
+        /invalid MAC/,
+      );
+      await assert.rejects(
+        noIp.ensureMacvtap({ name: 'v', parent: 'eth0', mac: '03:00:00:00:00:01', alias: 'x' }),
+        /multicast/,
+      );
     });
   });
 });

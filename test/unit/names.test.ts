@@ -6,7 +6,7 @@ import {
   generateGuestMac,
   newHostDeviceName,
   parseDeviceAlias,
-} from '../../src/adapters/network/names.js';
+} from '../../src/core/names.js';
 
 // Enough samples that a bit that is merely random (not forced) would show both values.
 const SAMPLES = 2000;
@@ -58,8 +58,14 @@ describe('generateGuestMac', () => {
     const firstOctets = macs.map((m) => parseInt(m.slice(0, 2), 16));
     for (let bit = 2; bit < 8; bit++) {
       const mask = 1 << bit;
-      assert.ok(firstOctets.some((o) => (o & mask) !== 0), `bit ${bit} never set`);
-      assert.ok(firstOctets.some((o) => (o & mask) === 0), `bit ${bit} always set`);
+      assert.ok(
+        firstOctets.some((o) => (o & mask) !== 0),
+        `bit ${bit} never set`,
+      );
+      assert.ok(
+        firstOctets.some((o) => (o & mask) === 0),
+        `bit ${bit} always set`,
+      );
     }
     // And the last octet covers (nearly) all 256 values.
     assert.ok(new Set(macs.map((m) => m.slice(-2))).size > 240);

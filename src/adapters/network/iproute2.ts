@@ -11,7 +11,7 @@ import type { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 
 import type { CharDeviceNumbers, LinkInfo, MacvtapRequest, NetworkService, TapRequest } from '../../core/ports.js';
-import { MAX_IFNAME_BYTES } from './names.js';
+import { MAX_IFNAME_BYTES } from '../../core/names.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -101,7 +101,8 @@ export class Iproute2NetworkService implements NetworkService {
 
     const { info } = current;
     if (info.kind !== 'macvtap' || info.parent !== req.parent) {
-      const what = info.kind === 'macvtap' ? `a macvtap on "${info.parent ?? '?'}"` : `a ${describeKind(info.kind)} device`;
+      const what =
+        info.kind === 'macvtap' ? `a macvtap on "${info.parent ?? '?'}"` : `a ${describeKind(info.kind)} device`;
       throw new Error(
         `network device "${req.name}" already exists and is ${what}, not a macvtap on "${req.parent}"; refusing to reuse it`,
       );
@@ -146,7 +147,8 @@ export class Iproute2NetworkService implements NetworkService {
 
     const { info } = current;
     if (info.kind !== 'tun' || (current.tunType !== undefined && current.tunType !== 'tap')) {
-      const what = info.kind === 'tun' ? `a ${current.tunType ?? 'tun'}-mode tun device` : `a ${describeKind(info.kind)} device`;
+      const what =
+        info.kind === 'tun' ? `a ${current.tunType ?? 'tun'}-mode tun device` : `a ${describeKind(info.kind)} device`;
       throw new Error(`network device "${req.name}" already exists and is ${what}, not a tap; refusing to reuse it`);
     }
     const set: string[] = [];
@@ -209,7 +211,10 @@ export class Iproute2NetworkService implements NetworkService {
     }
     let stdout: string;
     try {
-      stdout = await this.run(['-json', '-details', '-force', '-batch', '-'], { input: lines.join('\n') + '\n', commands });
+      stdout = await this.run(['-json', '-details', '-force', '-batch', '-'], {
+        input: lines.join('\n') + '\n',
+        commands,
+      });
     } catch (err) {
       // Exit status 1 with only "does not exist" complaints means some links are absent: the
       // output of the others is still complete. Anything else (no netns, no ip) is a failure.
@@ -237,7 +242,12 @@ export class Iproute2NetworkService implements NetworkService {
    *   (it may lack the alias start-up orphan scans rely on) and let a retry start clean.
    * A parent/bridge that vanished meanwhile is reported with the usual message.
    */
-  private async afterFailedCreate(err: unknown, name: string, anchor: string, anchorMissing: () => Error): Promise<ParsedLink> {
+  private async afterFailedCreate(
+    err: unknown,
+    name: string,
+    anchor: string,
+    anchorMissing: () => Error,
+  ): Promise<ParsedLink> {
     if (!(err instanceof IpCommandError)) throw err;
     const links = await this.readLinks([anchor, name]);
     const now = links.get(name);
@@ -252,7 +262,10 @@ export class Iproute2NetworkService implements NetworkService {
     const all = [...commands, ['link', 'show', 'dev', name]];
     const lines = all.map(batchLine);
     if (lines.every((l): l is string => l !== undefined)) {
-      const stdout = await this.run(['-json', '-details', '-batch', '-'], { input: lines.join('\n') + '\n', commands: all });
+      const stdout = await this.run(['-json', '-details', '-batch', '-'], {
+        input: lines.join('\n') + '\n',
+        commands: all,
+      });
       return singleLink(stdout, name).info;
     }
     // An argument `ip -batch` cannot quote (an alias with '#' or both quote kinds): one process each.
@@ -337,7 +350,11 @@ export class Iproute2NetworkService implements NetworkService {
   /** `ip` without the `-n` prefix (for `ip netns exec`). */
   private async runRaw(argv: readonly string[]): Promise<string> {
     try {
-      const pending = execFileAsync(this.ipBinary, [...argv], { encoding: 'utf8', timeout: this.timeoutMs, killSignal: 'SIGKILL' });
+      const pending = execFileAsync(this.ipBinary, [...argv], {
+        encoding: 'utf8',
+        timeout: this.timeoutMs,
+        killSignal: 'SIGKILL',
+      });
       writeStdin(pending.child.stdin, undefined);
       return (await pending).stdout;
     } catch (err) {
@@ -362,7 +379,9 @@ function validateIfName(name: string, what: string): void {
 
 function validateAlias(alias: string): void {
   if (Buffer.byteLength(alias, 'utf8') > MAX_ALIAS_BYTES || /\p{Cc}/u.test(alias)) {
-    throw new Error(`invalid device alias "${alias}": must be at most ${MAX_ALIAS_BYTES} bytes without control characters`);
+    throw new Error(
+      `invalid device alias "${alias}": must be at most ${MAX_ALIAS_BYTES} bytes without control characters`,
+    );
   }
 }
 
@@ -370,7 +389,8 @@ function validateAlias(alias: string): void {
 function normalizeMac(mac: string): string {
   if (!MAC_RE.test(mac)) throw new Error(`invalid MAC address "${mac}"`);
   const lower = mac.toLowerCase().replace(/-/g, ':');
-  if ((parseInt(lower.slice(0, 2), 16) & 0x01) !== 0) throw new Error(`MAC address "${mac}" is multicast; a NIC needs a unicast address`);
+  if ((parseInt(lower.slice(0, 2), 16) & 0x01) !== 0)
+    throw new Error(`MAC address "${mac}" is multicast; a NIC needs a unicast address`);
   return lower;
 }
 
@@ -397,7 +417,9 @@ function batchLine(command: Command): string | undefined {
 /** True when every stderr line of a `-force` batch is about a device that does not exist. */
 function onlyMissingDevices(stderr: string): boolean {
   const lines = stderr.split('\n').filter((l) => l.trim() !== '');
-  return lines.length > 0 && lines.every((l) => /^Device ".*" does not exist\.$/.test(l) || /^Command failed -:\d+$/.test(l));
+  return (
+    lines.length > 0 && lines.every((l) => /^Device ".*" does not exist\.$/.test(l) || /^Command failed -:\d+$/.test(l))
+  );
 }
 
 function quoteForMessage(arg: string): string {

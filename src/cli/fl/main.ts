@@ -1,0 +1,465 @@
+// fl: the command-line client of flintlockd's MicroVM gRPC API. A superset of the original
+// liquidmetal-dev/fl command tree, plus TLS, token auth, output formats, `list`, `--wait`, and
+// exit codes that scripts can act on. Everything is written to the injected streams and the exit
+// code is returned, so the whole CLI runs in-process in tests.
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as grpc from '@grpc/grpc-js';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import type { MicroVM } from '../../gen/flintlock/types/microvm_pb.js';
+import { MicroVMStatus_MicroVMState } from '../../gen/flintlock/types/microvm_pb.js';
+import { ClientSetupError, MicroVMClient, type ClientOptions, type RpcError } from './client.js';
+import { formatVms, formatWatchHeader, formatWatchUpdate, OUTPUT_FORMATS, reasonOf, stateName, truncate, type OutputFormat } from './output.js';
+import { buildSpec, SpecError } from './spec.js';
+
+export const EXIT = {
+  ok: 0,
+  failed: 1,
+  usage: 2,
+  timeout: 3,
+  notFound: 4,
+  unavailable: 5,
+} as const;
+
+const EXIT_CODES_HELP = `
+Exit codes:
+  0  success
+  1  the operation failed (the microvm ended FAILED, or the server reported an error)
+  2  usage error or invalid argument (including the server's InvalidArgument)
+  3  timed out (--wait --timeout, or a call deadline)
+  4  not found
+  5  cannot connect: server unavailable, or authentication refused`;
+
+const DEFAULT_HOST = 'localhost:9090';
+const DEFAULT_PORT = '9090';
+const POLL_INTERVAL_MS = 500;
+
+/** Where fl writes; process.stdout/stderr satisfy it. */
+export interface TextSink {
+  write(text: string): unknown;
+}
+
+export interface CliIo {
+  readonly out: TextSink;
+  readonly err: TextSink;
+  /** Ends `list --watch` (exit 0) and interrupts waits. */
+  readonly signal?: AbortSignal;
+  /** Poll period of `--wait`; tests shorten it. */
+  readonly pollIntervalMs?: number;
+}
+
+interface GlobalOptions {
+  host: string;
+  token?: string;
+  tls?: boolean;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  output: OutputFormat;
+}
+
+interface CreateCommandOptions extends GlobalOptions {
+  name?: string;
+  nameAutogenerate?: boolean;
+  namespace: string;
+  vcpu: number;
+  memory: number;
+  kernelImage: string;
+  kernelFilename?: string;
+  kernelCmdline?: string[];
+  addNetconf?: boolean;
+  rootImage?: string;
+  initrdImage?: string;
+  initrdFilename?: string;
+  networkInterface?: string[];
+  metadataFromFile?: string[];
+  containerVolume?: string[];
+  provider?: string;
+  wait?: boolean;
+  timeout: number;
+}
+
+interface ListCommandOptions extends GlobalOptions {
+  namespace?: string;
+  name?: string;
+  watch?: boolean;
+}
+
+interface DeleteCommandOptions extends GlobalOptions {
+  wait?: boolean;
+  timeout: number;
+}
+
+/** A failure already explained to the user; carries the exit code. */
+class Exit extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
+
+export function exitCodeFor(code: grpc.status): number {
+  switch (code) {
+    case grpc.status.INVALID_ARGUMENT:
+    case grpc.status.OUT_OF_RANGE:
+      return EXIT.usage;
+    case grpc.status.NOT_FOUND:
+      return EXIT.notFound;
+    case grpc.status.DEADLINE_EXCEEDED:
+      return EXIT.timeout;
+    case grpc.status.UNAVAILABLE:
+    case grpc.status.UNAUTHENTICATED:
+    case grpc.status.PERMISSION_DENIED:
+      return EXIT.unavailable;
+    default:
+      return EXIT.failed;
+  }
+}
+
+function positiveInt(flag: string): (value: string) => number {
+  return (value) => {
+    if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new InvalidArgumentError(`${flag} must be a positive whole number.`);
+    return Number(value);
+  };
+}
+
+// No default array: commander would print "(default: [])" in the help.
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** grpc-js would use port 443 for a bare host; flintlockd's conventional port is 9090. */
+export function normalizeHost(host: string): string {
+  return host.includes(':') ? host : `${host}:${DEFAULT_PORT}`;
+}
+
+function packageVersion(): string {
+  try {
+    // src/cli/fl and dist/cli/fl are both three levels below the package root.
+    const pkg: unknown = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'));
+    if (typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string') return pkg.version;
+  } catch {
+    // Fall through: a missing package.json must not break the CLI.
+  }
+  return 'unknown';
+}
+
+function clientOptions(opts: GlobalOptions): ClientOptions {
+  const useTls = opts.tls === true || opts.tlsCa !== undefined || opts.tlsCert !== undefined || opts.tlsKey !== undefined;
+  return {
+    host: normalizeHost(opts.host),
+    ...(opts.token !== undefined && opts.token !== '' ? { token: opts.token } : {}),
+    ...(useTls
+      ? {
+          tls: {
+            ...(opts.tlsCa !== undefined ? { caFile: opts.tlsCa } : {}),
+            ...(opts.tlsCert !== undefined ? { certFile: opts.tlsCert } : {}),
+            ...(opts.tlsKey !== undefined ? { keyFile: opts.tlsKey } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+function vmLabel(vm: MicroVM): string {
+  return `microvm ${vm.spec?.namespace ?? ''}/${vm.spec?.id ?? ''} (${vm.spec?.uid ?? ''})`;
+}
+
+class Cli {
+  constructor(private readonly io: CliIo) {}
+
+  fail(what: string, message: string, code: number): Exit {
+    this.io.err.write(`fl: ${what}: ${message}\n`);
+    return new Exit(code);
+  }
+
+  rpcFailure(what: string, error: RpcError, host: string): Exit {
+    // grpc-js appends an empty "Resolution note: " to connection errors.
+    let message = error.details.replace(/\.?\s*Resolution note:\s*$/, '');
+    if (error.code === grpc.status.UNAVAILABLE) message = `cannot reach flintlockd at ${host}: ${message}`;
+    if (error.code === grpc.status.UNAUTHENTICATED) message = `${message} (set --token or FL_TOKEN)`;
+    if (error.code === grpc.status.DEADLINE_EXCEEDED) message = `no answer from ${host} in time: ${message}`;
+    return this.fail(what, message, exitCodeFor(error.code));
+  }
+
+  /** Opens a client for the command, runs it, and always closes the channel. */
+  async withClient<T>(opts: GlobalOptions, body: (client: MicroVMClient, host: string) => Promise<T>): Promise<T> {
+    const options = clientOptions(opts);
+    let client: MicroVMClient;
+    try {
+      client = new MicroVMClient(options);
+    } catch (e) {
+      if (e instanceof ClientSetupError) throw this.fail('connecting', e.message, EXIT.usage);
+      throw e;
+    }
+    try {
+      return await body(client, options.host);
+    } finally {
+      client.close();
+    }
+  }
+
+  async create(opts: CreateCommandOptions): Promise<number> {
+    let spec;
+    try {
+      spec = buildSpec(
+        {
+          ...(opts.name !== undefined ? { name: opts.name } : {}),
+          nameAutogenerate: opts.nameAutogenerate === true,
+          namespace: opts.namespace,
+          vcpu: opts.vcpu,
+          memoryMb: opts.memory,
+          kernelImage: opts.kernelImage,
+          ...(opts.kernelFilename !== undefined ? { kernelFilename: opts.kernelFilename } : {}),
+          kernelCmdline: opts.kernelCmdline ?? [],
+          addNetconf: opts.addNetconf !== false,
+          ...(opts.rootImage !== undefined ? { rootImage: opts.rootImage } : {}),
+          ...(opts.initrdImage !== undefined ? { initrdImage: opts.initrdImage } : {}),
+          ...(opts.initrdFilename !== undefined ? { initrdFilename: opts.initrdFilename } : {}),
+          networkInterfaces: opts.networkInterface ?? [],
+          metadataFromFile: opts.metadataFromFile ?? [],
+          containerVolumes: opts.containerVolume ?? [],
+          ...(opts.provider !== undefined ? { provider: opts.provider } : {}),
+        },
+        (path) => readFileSync(path),
+      );
+    } catch (e) {
+      if (e instanceof SpecError) throw this.fail('invalid arguments', e.message, EXIT.usage);
+      throw e;
+    }
+    return this.withClient(opts, async (client, host) => {
+      const created = await client.createMicroVM(spec);
+      if (!created.ok) throw this.rpcFailure(`creating microvm ${spec.namespace}/${spec.id}`, created.error, host);
+      const vm = created.value;
+      const uid = vm.spec?.uid ?? '';
+      // The uid goes out at once so a script has it even when the wait below fails.
+      if (opts.output === 'table') this.io.out.write(`${uid}\n`);
+      if (opts.wait !== true) {
+        if (opts.output !== 'table') this.io.out.write(formatVms(opts.output, vm, Date.now()));
+        return EXIT.ok;
+      }
+      const final = (await this.waitFor(client, host, uid, opts.timeout, vm, 'created')) ?? vm;
+      if (opts.output !== 'table') this.io.out.write(formatVms(opts.output, final, Date.now()));
+      return EXIT.ok;
+    });
+  }
+
+  /**
+   * Polls Get, printing each state change (and each new retry) to stderr, until the VM is
+   * CREATED (`created`) or gone (`deleted`). Returns the last VM seen (if any); throws Exit otherwise.
+   */
+  async waitFor(client: MicroVMClient, host: string, uid: string, timeoutSeconds: number, initial: MicroVM | undefined, goal: 'created' | 'deleted'): Promise<MicroVM | undefined> {
+    const deadline = Date.now() + timeoutSeconds * 1000;
+    const interval = this.io.pollIntervalMs ?? POLL_INTERVAL_MS;
+    let lastSeen = '';
+    let current = initial;
+    let unreachable = false;
+    const report = (vm: MicroVM): void => {
+      const state = stateName(vm.status?.state);
+      const retry = vm.status?.retry ?? 0;
+      const key = `${state}/${retry}`;
+      if (key === lastSeen) return;
+      lastSeen = key;
+      const error = vm.status?.lastError ?? '';
+      const detail = retry > 0 && error !== '' ? ` (retry ${retry}: ${truncate(error, 120)})` : '';
+      this.io.err.write(`${vmLabel(vm)}: ${state}${detail}\n`);
+    };
+    for (;;) {
+      if (current !== undefined) {
+        report(current);
+        const state = current.status?.state;
+        if (goal === 'created' && state === MicroVMStatus_MicroVMState.CREATED) return current;
+        if (goal === 'created' && state === MicroVMStatus_MicroVMState.FAILED) {
+          throw this.fail(`${vmLabel(current)} failed`, reasonOf(current) || 'no reason given', EXIT.failed);
+        }
+        if (goal === 'created' && state === MicroVMStatus_MicroVMState.DELETING) {
+          throw this.fail(`waiting for ${vmLabel(current)}`, 'it is being deleted', EXIT.failed);
+        }
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        const state = current !== undefined ? stateName(current.status?.state) : 'unknown';
+        throw this.fail(`waiting for microvm ${uid} to be ${goal}`, `timed out after ${timeoutSeconds}s (last state ${state})`, EXIT.timeout);
+      }
+      try {
+        await sleep(Math.min(interval, remaining), undefined, this.io.signal !== undefined ? { signal: this.io.signal } : {});
+      } catch {
+        throw this.fail(`waiting for microvm ${uid} to be ${goal}`, 'interrupted', EXIT.failed);
+      }
+      const got = await client.getMicroVM(uid);
+      if (got.ok) {
+        current = got.value;
+        unreachable = false;
+        continue;
+      }
+      if (got.error.code === grpc.status.NOT_FOUND) {
+        if (goal === 'deleted') {
+          this.io.err.write(`microvm ${uid}: deleted\n`);
+          return current;
+        }
+        throw this.rpcFailure(`waiting for microvm ${uid}`, got.error, host);
+      }
+      // A daemon restart while waiting is survivable: keep polling until the timeout.
+      if (got.error.code === grpc.status.UNAVAILABLE || got.error.code === grpc.status.DEADLINE_EXCEEDED) {
+        if (!unreachable) this.io.err.write(`fl: flintlockd at ${host} not answering (${got.error.details}); still waiting\n`);
+        unreachable = true;
+        continue;
+      }
+      throw this.rpcFailure(`waiting for microvm ${uid}`, got.error, host);
+    }
+  }
+
+  async get(uid: string, opts: GlobalOptions): Promise<number> {
+    return this.withClient(opts, async (client, host) => {
+      const got = await client.getMicroVM(uid);
+      if (!got.ok) throw this.rpcFailure(`getting microvm ${uid}`, got.error, host);
+      this.io.out.write(formatVms(opts.output, got.value, Date.now()));
+      return EXIT.ok;
+    });
+  }
+
+  async list(opts: ListCommandOptions): Promise<number> {
+    const namespace = opts.namespace ?? '';
+    return this.withClient(opts, async (client, host) => {
+      if (opts.watch === true) return this.watch(client, host, namespace, opts);
+      const listed = await client.listMicroVMs(namespace, opts.name);
+      if (!listed.ok) throw this.rpcFailure('listing microvms', listed.error, host);
+      if (listed.value.length === 0 && opts.output === 'table') {
+        this.io.err.write('No microvms found.\n');
+        return EXIT.ok;
+      }
+      this.io.out.write(formatVms(opts.output, listed.value, Date.now()));
+      return EXIT.ok;
+    });
+  }
+
+  private async watch(client: MicroVMClient, host: string, namespace: string, opts: ListCommandOptions): Promise<number> {
+    this.io.out.write(formatWatchHeader(opts.output));
+    const handle = client.watch(namespace, opts.name, (vm) => this.io.out.write(formatWatchUpdate(opts.output, vm, Date.now())));
+    const signal = this.io.signal;
+    const onAbort = (): void => handle.cancel();
+    if (signal?.aborted === true) handle.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const ended = await handle.done;
+      if (!ended.ok) throw this.rpcFailure('watching microvms', ended.error, host);
+      return EXIT.ok;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async delete(uid: string, opts: DeleteCommandOptions): Promise<number> {
+    return this.withClient(opts, async (client, host) => {
+      const deleted = await client.deleteMicroVM(uid);
+      if (!deleted.ok) throw this.rpcFailure(`deleting microvm ${uid}`, deleted.error, host);
+      this.io.err.write(`microvm ${uid}: deletion requested\n`);
+      if (opts.wait === true) await this.waitFor(client, host, uid, opts.timeout, undefined, 'deleted');
+      return EXIT.ok;
+    });
+  }
+}
+
+function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Command {
+  const program = new Command('fl');
+  program
+    .description('Command-line client for flintlockd (the Liquid Metal microVM host daemon)')
+    .version(packageVersion(), '-V, --version', 'print the fl version')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => io.out.write(text),
+      writeErr: (text) => io.err.write(text),
+      outputError: (text, write) => write(`fl: ${text.replace(/^error: /, '')}`),
+    })
+    .showSuggestionAfterError()
+    .addOption(new Option('--host <host:port>', 'flintlockd gRPC address (port 9090 when omitted)').env('FL_HOST').default(DEFAULT_HOST))
+    .addOption(new Option('--token <token>', 'basic-auth token, sent as "authorization: Basic base64(token)"').env('FL_TOKEN'))
+    .option('--tls', 'use TLS (implied by the --tls-* options); without --tls-ca the system CAs are trusted')
+    .option('--tls-ca <file>', 'CA certificate (PEM) that signed the server certificate')
+    .option('--tls-cert <file>', 'client certificate (PEM) for mTLS')
+    .option('--tls-key <file>', 'client private key (PEM) for mTLS')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('table'))
+    .addHelpText('afterAll', EXIT_CODES_HELP);
+
+  program
+    .command('version')
+    .description('print the fl version')
+    .action(() => {
+      io.out.write(`${packageVersion()}\n`);
+      setExit(EXIT.ok);
+    });
+
+  const microvm = program.command('microvm').alias('vm').description('manage microvms');
+
+  microvm
+    .command('create')
+    .description('create a microvm; prints its uid (or the microvm with -o json|yaml)')
+    .option('--name <name>', 'microvm name (the spec id); required unless --name-autogenerate')
+    .option('--name-autogenerate', 'generate a random name')
+    .option('--namespace <namespace>', 'microvm namespace', 'default')
+    .option('--vcpu <count>', 'number of vCPUs', positiveInt('--vcpu'), 2)
+    .option('--memory <mb>', 'memory in MiB (the original fl defaulted to 2048)', positiveInt('--memory'), 1024)
+    .requiredOption('--kernel-image <image>', 'container image holding the kernel')
+    .option('--kernel-filename <path>', 'kernel file inside the image (server default: boot/vmlinux, vmlinux, boot/vmlinuz)')
+    .option('--kernel-cmdline <key=value>', 'kernel command-line argument; a bare word is a flag (repeatable)', collect)
+    .option('--add-netconf', 'add the network configuration to the kernel command line (default)')
+    .option('--no-add-netconf', 'do not add the network configuration to the kernel command line')
+    .option('--root-image <image>', 'container image for the root volume (a root image or an initrd is required)')
+    .option('--initrd-image <image>', 'container image holding an initrd')
+    .option('--initrd-filename <path>', 'initrd file inside the initrd image')
+    .option(
+      '--network-interface <name[:type[:mac][:cidr][:bridge]]>',
+      'guest network interface; type macvtap (default) or tap; eth0 is reserved; e.g. eth1:tap::10.0.0.2/24 (repeatable)',
+      collect,
+    )
+    .option('--metadata-from-file <key=path>', 'metadata entry read from a file, sent base64-encoded (repeatable)', collect)
+    .option('--container-volume <name=image=mountpoint>', 'additional volume from a container image (repeatable)', collect)
+    .option('--provider <name>', 'microvm provider (server default when omitted)')
+    .option('--wait', 'wait until the microvm is CREATED (exit 0) or FAILED (exit 1), printing state changes to stderr')
+    .option('--timeout <seconds>', 'how long --wait waits', positiveInt('--timeout'), 300)
+    .addHelpText('after', '\nThe original fl also sent cloud-init user-data by default; this one sends only --metadata-from-file entries.')
+    .action(async (_opts, cmd: Command) => setExit(await cli.create(cmd.optsWithGlobals<CreateCommandOptions>())));
+
+  const listOptions = (cmd: Command): Command =>
+    cmd.option('--namespace <namespace>', 'only this namespace (default: all namespaces)').option('--name <name>', 'only microvms with this name');
+
+  listOptions(microvm.command('get').argument('[uid]', 'microvm uid; without it, lists like `fl microvm list`'))
+    .description('print a microvm, or list microvms when no uid is given')
+    .action(async (uid: string | undefined, _opts, cmd: Command) => {
+      const opts = cmd.optsWithGlobals<ListCommandOptions>();
+      setExit(uid !== undefined ? await cli.get(uid, opts) : await cli.list(opts));
+    });
+
+  listOptions(microvm.command('list').alias('ls'))
+    .description('list microvms')
+    .option('-w, --watch', 'after the list, print each microvm again whenever it changes (until interrupted)')
+    .action(async (_opts, cmd: Command) => setExit(await cli.list(cmd.optsWithGlobals<ListCommandOptions>())));
+
+  microvm
+    .command('delete')
+    .description('delete a microvm; it is torn down in the background')
+    .argument('<uid>', 'microvm uid')
+    .option('--wait', 'wait until the microvm is gone')
+    .option('--timeout <seconds>', 'how long --wait waits', positiveInt('--timeout'), 300)
+    .action(async (uid: string, _opts, cmd: Command) => setExit(await cli.delete(uid, cmd.optsWithGlobals<DeleteCommandOptions>())));
+
+  return program;
+}
+
+/** Runs fl with the user's arguments (no node/script prefix) and returns the exit code. */
+export async function main(argv: string[], io: CliIo = { out: process.stdout, err: process.stderr }): Promise<number> {
+  const cli = new Cli(io);
+  let exitCode: number = EXIT.ok;
+  const program = buildProgram(cli, io, (code) => {
+    exitCode = code;
+  });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return exitCode;
+  } catch (e) {
+    if (e instanceof Exit) return e.code;
+    // Help and version "errors" exit 0; every other commander error is a usage error.
+    if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    io.err.write(`fl: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`);
+    return EXIT.failed;
+  }
+}

@@ -1,0 +1,241 @@
+// The real daemon (bin/flintlockd, built code) inside a test network namespace, driven through
+// a generated grpc-js client: the CAPMVM flow, both NIC types on real devices, idempotent
+// create, list filters, restart and crash recovery, start-up refusals.
+import assert from 'node:assert/strict';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
+import { MicroVMStatus_MicroVMState as State, NetworkInterface_IfaceType as IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
+import { makeTempDir, runDaemonExpectingExit, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
+import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
+import { canUseNetns, createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { waitFor } from '../helpers/wait.js';
+
+const skip = canUseNetns() ? false : 'needs root and ip netns';
+
+/** Retries are fast here; the qemu provider is not available yet, so VMs end FAILED. */
+const FAST = { 'maximum-retry': 1, 'retry-backoff-base': '20ms', 'retry-backoff-max': '50ms', 'qemu-bin': 'qemu-system-x86_64', 'default-provider': 'qemu' };
+
+async function expectGrpcError(promise: Promise<unknown>, code: grpcStatus, text: RegExp): Promise<void> {
+  await assert.rejects(promise, (e: ServiceError) => {
+    assert.equal(e.code, code, `code ${e.code} (${e.details})`);
+    assert.match(e.details, text);
+    return true;
+  });
+}
+
+describe('flintlockd in a network namespace', { skip }, () => {
+  let ns: TestNetns;
+  let dir: string;
+  let daemon: DaemonHandle;
+  let client: TestClient;
+
+  before(async () => {
+    ns = createTestNetns();
+    dir = makeTempDir('fl-it-');
+    daemon = await startDaemon({ netns: ns.name, dir, config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } });
+    client = new TestClient(daemon.endpoint);
+  });
+
+  after(async () => {
+    client?.close();
+    await daemon?.stop();
+    ns?.destroy();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves the CAPMVM flow: create PENDING, real macvtap, FAILED with a reason, delete, not found', async () => {
+    const created = await client.create(capmvmSpec('capmvm-1', '02:42:ac:11:00:02'));
+    assert.equal(created.status?.state, State.PENDING);
+    assert.match(created.spec?.uid ?? '', /^[0-9A-HJKMNP-TV-Z]{26}$/);
+    assert.equal(created.spec?.provider, 'qemu', 'empty provider means the default provider');
+    assert.equal(created.spec?.vcpu, 2);
+    const metaData = Buffer.from(created.spec?.metadata['meta-data'] ?? '', 'base64').toString();
+    assert.match(metaData, new RegExp(`instance_id: ${created.spec?.uid}`));
+    assert.match(metaData, /vm_host: host1/, 'the client meta-data is kept');
+    const uid = created.spec?.uid ?? '';
+
+    const failed = await waitFor('FAILED', async () => {
+      const vm = await client.get(uid);
+      return vm.status?.state === State.FAILED ? vm : undefined;
+    });
+    assert.match(failed.status?.failureReason ?? '', /reconcile failed 2 times; last error: microvm provider qemu is not available/);
+    const iface = failed.status?.networkInterfaces.eth1;
+    assert.match(iface?.hostDeviceName ?? '', /^flvtap[0-9a-f]{7}$/);
+    const link = ns.link(iface?.hostDeviceName ?? '');
+    assert.equal(link?.linkinfo?.info_kind, 'macvtap');
+    assert.equal(link?.linkinfo?.info_data?.mode, 'bridge');
+    assert.equal(link?.link, 'eth0');
+    assert.equal(link?.address, '02:42:ac:11:00:02', 'macvtap MAC = guest_mac');
+    assert.equal(iface?.macAddress, '02:42:ac:11:00:02');
+    assert.equal(iface?.index, link?.ifindex);
+    assert.ok(link?.flags.includes('UP'));
+    assert.equal(link?.ifalias, `flintlock:capmvm-ns/capmvm-1/${uid}`);
+    const vmDir = join(daemon.stateDir, 'vm', 'capmvm-ns', 'capmvm-1', uid);
+    assert.ok(existsSync(join(vmDir, 'tap-eth1')), 'tap character device made in the VM dir');
+
+    await client.delete(uid);
+    await waitFor('not found', async () => {
+      try {
+        await client.get(uid);
+        return false;
+      } catch (e) {
+        const err = e as ServiceError;
+        return err.code === grpcStatus.NOT_FOUND && err.details.includes('not found');
+      }
+    });
+    assert.equal(ns.link(iface?.hostDeviceName ?? ''), undefined, 'device removed');
+    assert.equal(existsSync(vmDir), false, 'VM dir removed');
+    // A repeated delete after removal answers not found; Get with an empty uid is InvalidArgument.
+    await expectGrpcError(client.delete(uid), grpcStatus.NOT_FOUND, /not found/);
+    await expectGrpcError(client.get(''), grpcStatus.INVALID_ARGUMENT, /uid is required/);
+  });
+
+  it('attaches a tap to the bridge (per-interface override too) and reports a generated guest MAC', async () => {
+    ns.ip('link', 'add', 'br1', 'type', 'bridge');
+    const spec = capmvmSpec('tap-1');
+    spec.interfaces = [
+      { $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP },
+      { $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth1', type: IfaceType.TAP, overrides: { $typeName: 'flintlock.types.NetworkOverrides', bridgeName: 'br1' } },
+    ];
+    const created = await client.create(spec);
+    const uid = created.spec?.uid ?? '';
+    const vm = await waitFor('devices created', async () => {
+      const got = await client.get(uid);
+      return got.status?.networkInterfaces.eth1?.index !== undefined && got.status.networkInterfaces.eth1.index > 0 ? got : undefined;
+    });
+    const eth0 = vm.status?.networkInterfaces.eth0;
+    const eth1 = vm.status?.networkInterfaces.eth1;
+    assert.equal(ns.link(eth0?.hostDeviceName ?? '')?.master, 'br0');
+    assert.equal(ns.link(eth1?.hostDeviceName ?? '')?.master, 'br1');
+    assert.equal(ns.link(eth0?.hostDeviceName ?? '')?.linkinfo?.info_kind, 'tun');
+    assert.ok(ns.link(eth0?.hostDeviceName ?? '')?.flags.includes('UP'));
+    assert.match(eth0?.macAddress ?? '', /^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/, 'locally administered unicast');
+    await client.delete(uid);
+    await waitFor('devices removed', () => ns.link(eth0?.hostDeviceName ?? '') === undefined && ns.link(eth1?.hostDeviceName ?? '') === undefined);
+  });
+
+  it('fails a VM whose bridge does not exist, naming it', async () => {
+    const spec = capmvmSpec('nobridge');
+    spec.interfaces = [{ $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP, overrides: { $typeName: 'flintlock.types.NetworkOverrides', bridgeName: 'br-missing' } }];
+    const uid = (await client.create(spec)).spec?.uid ?? '';
+    const vm = await waitFor('FAILED', async () => {
+      const got = await client.get(uid);
+      return got.status?.state === State.FAILED ? got : undefined;
+    });
+    assert.match(vm.status?.failureReason ?? '', /bridge "br-missing" does not exist/);
+    await client.delete(uid);
+  });
+
+  it('is idempotent for an identical create and refuses a changed spec', async () => {
+    const first = await client.create(capmvmSpec('same'));
+    const again = await client.create(capmvmSpec('same'));
+    assert.equal(again.spec?.uid, first.spec?.uid);
+    const changed = capmvmSpec('same');
+    changed.vcpu = 4;
+    await expectGrpcError(client.create(changed), grpcStatus.INVALID_ARGUMENT, /already exists .* specs are immutable/);
+    await expectGrpcError(client.create(Object.assign(capmvmSpec('bad'), { vcpu: 65 })), grpcStatus.INVALID_ARGUMENT, /vcpu: must be between 1 and 64, got 65/);
+    await client.delete(first.spec?.uid ?? '');
+  });
+
+  it('filters List by namespace and name; an empty namespace lists all', async () => {
+    const a = await client.create(Object.assign(capmvmSpec('list-a'), { namespace: 'list1' }));
+    const b = await client.create(Object.assign(capmvmSpec('list-b'), { namespace: 'list1' }));
+    const c = await client.create(Object.assign(capmvmSpec('list-a'), { namespace: 'list2' }));
+    assert.deepEqual((await client.list('list1')).map((v) => v.spec?.id), ['list-a', 'list-b']);
+    assert.deepEqual((await client.list('list1', 'list-b')).map((v) => v.spec?.uid), [b.spec?.uid]);
+    assert.deepEqual((await client.list('', 'list-a')).map((v) => v.spec?.namespace).sort(), ['list1', 'list2']);
+    assert.deepEqual(await client.list('nothing-here'), []);
+    for (const vm of await client.list('no-such')) assert.fail(`unexpected ${vm.spec?.id}`);
+    for (const vm of [a, b, c]) await client.delete(vm.spec?.uid ?? '');
+  });
+
+  it('streams the current VMs and then every change', async () => {
+    const stream = client.stream('stream-ns');
+    const seen: Array<{ id: string; state: number }> = [];
+    stream.on('data', (m: { microvm?: { spec?: { id: string }; status?: { state: number } } }) => seen.push({ id: m.microvm?.spec?.id ?? '', state: m.microvm?.status?.state ?? -1 }));
+    stream.on('error', () => undefined);
+    const created = await client.create(Object.assign(capmvmSpec('streamed'), { namespace: 'stream-ns' }));
+    await waitFor('FAILED update streamed', () => seen.some((s) => s.id === 'streamed' && s.state === State.FAILED));
+    await client.delete(created.spec?.uid ?? '');
+    await waitFor('DELETING update streamed', () => seen.some((s) => s.state === State.DELETING));
+    stream.cancel();
+  });
+
+  it('keeps every uid and status across a restart, and removes orphans after a crash', async () => {
+    const uids: string[] = [];
+    for (const name of ['keep-1', 'keep-2', 'keep-3']) uids.push((await client.create(capmvmSpec(name))).spec?.uid ?? '');
+    await waitFor('all FAILED', async () => (await Promise.all(uids.map((u) => client.get(u)))).every((v) => v.status?.state === State.FAILED));
+    const before = await Promise.all(uids.map((u) => client.get(u)));
+
+    client.close();
+    assert.equal(await daemon.stop(), 0, 'clean exit on SIGTERM');
+    daemon = await startDaemon({ netns: ns.name, dir, config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } });
+    client = new TestClient(daemon.endpoint);
+    const afterRestart = await Promise.all(uids.map((u) => client.get(u)));
+    for (const [i, vm] of afterRestart.entries()) {
+      assert.equal(vm.spec?.uid, uids[i]);
+      assert.equal(vm.status?.state, State.FAILED);
+      assert.equal(vm.version, before[i]?.version, 'a FAILED VM is not touched by the restart');
+      assert.equal(vm.status?.failureReason, before[i]?.status?.failureReason);
+    }
+
+    // Crash with a device whose VM is unknown to the store, plus a foreign device without alias.
+    const orphanUid = '01HGW2N7EH0000000000000099';
+    ns.ip('link', 'add', 'link', 'eth0', 'name', 'flvtaporphan', 'type', 'macvtap', 'mode', 'bridge');
+    ns.ip('link', 'set', 'dev', 'flvtaporphan', 'alias', `flintlock:gone/vm/${orphanUid}`);
+    ns.ip('link', 'add', 'link', 'eth0', 'name', 'userdevice', 'type', 'macvtap', 'mode', 'bridge');
+    client.close();
+    await daemon.kill();
+    daemon = await startDaemon({ netns: ns.name, dir, config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } });
+    client = new TestClient(daemon.endpoint);
+    assert.equal(ns.link('flvtaporphan'), undefined, 'orphan removed at start-up');
+    assert.ok(ns.link('userdevice'), 'a device without our alias is never touched');
+    for (const uid of uids) {
+      const vm = await client.get(uid);
+      assert.ok(ns.link(vm.status?.networkInterfaces.eth1?.hostDeviceName ?? ''), 'live VMs keep their devices');
+      await client.delete(uid);
+    }
+    ns.ip('link', 'del', 'userdevice');
+  });
+});
+
+describe('flintlockd start-up and host network errors', { skip }, () => {
+  it('refuses to start with neither parent-iface nor bridge-name', async () => {
+    const { code, output } = await runDaemonExpectingExit({ insecure: true });
+    assert.equal(code, 2);
+    assert.match(output, /you must supply at least one of parent interface, bridge name/);
+  });
+
+  it('refuses an unknown config key, naming it', async () => {
+    const { code, output } = await runDaemonExpectingExit({ insecure: true, 'bridge-name': 'br0', 'parent-ifaec': 'eth0' });
+    assert.equal(code, 2);
+    assert.match(output, /unknown config key "parent-ifaec"/);
+  });
+
+  it('fails macvtap VMs without parent-iface and tap VMs without a bridge, with the original messages', async () => {
+    const ns = createTestNetns();
+    const dirs = [makeTempDir('fl-it-'), makeTempDir('fl-it-')];
+    const daemons: DaemonHandle[] = [];
+    try {
+      daemons.push(await startDaemon({ netns: ns.name, dir: dirs[0], config: { 'bridge-name': 'br0', ...FAST, 'maximum-retry': 0 } }));
+      daemons.push(await startDaemon({ netns: ns.name, dir: dirs[1], config: { 'parent-iface': 'eth0', ...FAST, 'maximum-retry': 0 } }));
+      const [bridgeOnly, parentOnly] = daemons.map((d) => new TestClient(d.endpoint)) as [TestClient, TestClient];
+      const macvtapUid = (await bridgeOnly.create(capmvmSpec('needs-parent'))).spec?.uid ?? '';
+      const tapSpec = capmvmSpec('needs-bridge');
+      tapSpec.interfaces = [{ $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP }];
+      const tapUid = (await parentOnly.create(tapSpec)).spec?.uid ?? '';
+      const a = await waitFor('macvtap VM FAILED', async () => ((await bridgeOnly.get(macvtapUid)).status?.state === State.FAILED ? bridgeOnly.get(macvtapUid) : undefined));
+      const b = await waitFor('tap VM FAILED', async () => ((await parentOnly.get(tapUid)).status?.state === State.FAILED ? parentOnly.get(tapUid) : undefined));
+      assert.equal(a.status?.lastError, 'a parent network device name is required for macvtap interfaces');
+      assert.equal(b.status?.lastError, 'a parent network device name is required for attaching a TAP interface');
+      bridgeOnly.close();
+      parentOnly.close();
+    } finally {
+      for (const d of daemons) await d.stop();
+      ns.destroy();
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    }
+  });
+});

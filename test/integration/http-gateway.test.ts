@@ -1,0 +1,355 @@
+// The HTTP/JSON gateway against a real MicroVMService and SQLite store (no reconciler, no VMM).
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { monotonicFactory } from 'ulid';
+import { startHttpGateway, type RunningHttpGateway } from '../../src/adapters/api/http/gateway.js';
+import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
+import type { Logger, ProviderCapability, VmmProvider } from '../../src/core/ports.js';
+import { MicroVMService } from '../../src/core/service.js';
+import { DEFAULT_LIMITS, type ProviderLookup } from '../../src/core/validation.js';
+
+const silent: Logger = {
+  trace: () => {},
+  debug: () => {},
+  info: () => {},
+  warn: () => {},
+  error: () => {},
+  child: () => silent,
+};
+
+const qemu: VmmProvider = {
+  name: 'qemu',
+  capabilities: new Set<ProviderCapability>(['macvtap', 'tap']),
+  availability: () => ({ available: false, reason: 'test' }),
+  start: async () => {},
+  stop: async () => {},
+  state: async () => 'stopped',
+};
+const providers: ProviderLookup = { names: () => ['qemu'], get: (n) => (n === 'qemu' ? qemu : undefined), defaultName: () => 'qemu' };
+
+type Json = Record<string, unknown>;
+
+interface Gateway {
+  readonly url: string;
+  readonly running: RunningHttpGateway;
+}
+
+const dirs: string[] = [];
+const repos: SqliteMicroVMRepository[] = [];
+const gateways: RunningHttpGateway[] = [];
+/** Open watch subscriptions of the main service, to check that streams unsubscribe. */
+let activeWatches = 0;
+
+async function startGateway(basicAuthToken?: string): Promise<{ gw: Gateway; service: MicroVMService }> {
+  const dir = mkdtempSync(join(tmpdir(), 'flintlock-http-'));
+  dirs.push(dir);
+  const repo = SqliteMicroVMRepository.open(join(dir, 'state'));
+  repos.push(repo);
+  const ulid = monotonicFactory();
+  const service = new MicroVMService({
+    repo,
+    reconciler: { trigger() {} },
+    providers,
+    limits: DEFAULT_LIMITS,
+    clock: { now: () => Date.now() },
+    ids: { next: () => ulid() },
+    log: silent,
+  });
+  const watch = service.watch.bind(service);
+  service.watch = (query, listener) => {
+    activeWatches += 1;
+    const unsubscribe = watch(query, listener);
+    return () => {
+      activeWatches -= 1;
+      unsubscribe();
+    };
+  };
+  const running = await startHttpGateway(service, { endpoint: '127.0.0.1:0', log: silent, ...(basicAuthToken !== undefined ? { basicAuthToken } : {}) });
+  gateways.push(running);
+  return { gw: { url: `http://127.0.0.1:${running.port}`, running }, service };
+}
+
+function camelSpec(id: string, namespace = 'ns1'): Json {
+  return {
+    id,
+    namespace,
+    vcpu: 1,
+    memoryInMb: 256,
+    kernel: { image: 'registry.local/kernel:1', filename: 'boot/vmlinux', addNetworkConfig: true },
+    rootVolume: { id: 'root', isReadOnly: false, source: { containerSource: 'registry.local/root:1' } },
+    interfaces: [{ deviceId: 'eth0', type: 'MACVTAP' }],
+  };
+}
+
+function snakeSpec(id: string, namespace = 'ns1'): Json {
+  return {
+    id,
+    namespace,
+    vcpu: 2,
+    memory_in_mb: 512,
+    kernel: { image: 'registry.local/kernel:1', add_network_config: false },
+    root_volume: { id: 'root', is_read_only: true, source: { container_source: 'registry.local/root:1' } },
+    interfaces: [{ device_id: 'eth0', type: 1 }],
+  };
+}
+
+async function call(url: string, init: RequestInit = {}): Promise<{ status: number; body: Json; text: string; headers: Headers }> {
+  const res = await fetch(url, init);
+  const text = await res.text();
+  return { status: res.status, body: JSON.parse(text) as Json, text, headers: res.headers };
+}
+
+const post = (url: string, body: unknown, headers: Record<string, string> = {}): ReturnType<typeof call> =>
+  call(url, { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } });
+
+function vmOf(body: Json): { spec: Json; status: Json } {
+  const vm = body['microvm'] as { spec: Json; status: Json };
+  assert.ok(vm !== undefined && vm !== null, 'response has a microvm');
+  return vm;
+}
+
+after(async () => {
+  await Promise.all(gateways.map((g) => g.close()));
+  for (const repo of repos) repo.close();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('HTTP gateway', () => {
+  let gw: Gateway;
+  let firstUid: string;
+
+  before(async () => {
+    ({ gw } = await startGateway());
+  });
+
+  it('creates from lowerCamelCase JSON with enum names', async () => {
+    const res = await post(`${gw.url}/v1alpha1/microvm`, camelSpec('vm1'));
+    assert.equal(res.status, 200, res.text);
+    assert.match(res.headers.get('content-type') ?? '', /application\/json/);
+    const vm = vmOf(res.body);
+    firstUid = vm.spec['uid'] as string;
+    assert.equal(firstUid.length, 26);
+    assert.equal(vm.status['state'], 'PENDING');
+    assert.equal(vm.spec['memoryInMb'], 256);
+    assert.equal(vm.spec['provider'], 'qemu');
+  });
+
+  it('creates from snake_case JSON with enum numbers, ignoring unknown fields', async () => {
+    const res = await post(`${gw.url}/v1alpha1/microvm`, { ...snakeSpec('vm2'), no_such_field: 1, kernel: { image: 'registry.local/kernel:1', bogus: true } });
+    assert.equal(res.status, 200, res.text);
+    const vm = vmOf(res.body);
+    assert.equal((vm.spec['uid'] as string).length, 26);
+    assert.equal(vm.status['state'], 'PENDING');
+    assert.equal(vm.spec['memoryInMb'], 512);
+    const ifaces = vm.spec['interfaces'] as Json[];
+    assert.equal(ifaces[0]?.['type'], 'TAP');
+    assert.equal((vm.spec['rootVolume'] as Json)['isReadOnly'], true);
+  });
+
+  it('emits every field: zero scalars, empty collections, unset messages as null, unset optionals omitted', async () => {
+    const res = await call(`${gw.url}/v1alpha1/microvm/${firstUid}`);
+    assert.equal(res.status, 200, res.text);
+    const { spec, status } = vmOf(res.body);
+    assert.equal(status['kernelMount'], null);
+    assert.equal(status['initrdMount'], null);
+    assert.equal(status['nextRetryAt'], null);
+    assert.equal(status['retry'], 0);
+    assert.equal(status['vsockPath'], '');
+    assert.deepEqual(status['volumes'], {});
+    assert.deepEqual(status['networkInterfaces'], {});
+    assert.equal(spec['deletedAt'], null);
+    assert.equal(typeof spec['createdAt'], 'string');
+    assert.deepEqual(spec['labels'], {});
+    assert.deepEqual(spec['additionalVolumes'], []);
+    assert.equal(spec['allowGuestAgent'], false);
+    // proto3 `optional` is a synthetic oneof: Go's protojson leaves it out when unset.
+    assert.equal('initrd' in spec, false);
+    const iface = (spec['interfaces'] as Json[])[0] ?? {};
+    assert.equal('address' in iface, false);
+    assert.equal('guestMac' in iface, false);
+  });
+
+  it('GET /v1alpha1/microvm/{uid} answers Get', async () => {
+    const res = await call(`${gw.url}/v1alpha1/microvm/${firstUid}`);
+    assert.equal(res.status, 200);
+    assert.equal(vmOf(res.body).spec['id'], 'vm1');
+    assert.equal('microvm' in res.body && !Array.isArray(res.body['microvm']), true);
+  });
+
+  it('GET /v1alpha1/microvm/{namespace} answers List, with ?name=', async () => {
+    const all = await call(`${gw.url}/v1alpha1/microvm/ns1`);
+    assert.equal(all.status, 200);
+    const items = all.body['microvm'] as Json[];
+    assert.deepEqual(items.map((vm) => (vm['spec'] as Json)['id']).sort(), ['vm1', 'vm2']);
+    const one = await call(`${gw.url}/v1alpha1/microvm/ns1?name=vm2`);
+    assert.deepEqual((one.body['microvm'] as Json[]).map((vm) => (vm['spec'] as Json)['id']), ['vm2']);
+    const none = await call(`${gw.url}/v1alpha1/microvm/empty-ns`);
+    assert.equal(none.status, 200);
+    assert.deepEqual(none.body, { microvm: [] });
+  });
+
+  it('GET /v1alpha1/microvms filters by namespace and name', async () => {
+    await post(`${gw.url}/v1alpha1/microvm`, camelSpec('x', 'ns2'));
+    const filtered = await call(`${gw.url}/v1alpha1/microvms?namespace=ns1&name=vm1`);
+    assert.equal(filtered.status, 200);
+    assert.deepEqual((filtered.body['microvm'] as Json[]).map((vm) => (vm['spec'] as Json)['id']), ['vm1']);
+    const none = await call(`${gw.url}/v1alpha1/microvms?namespace=ns1&name=x`);
+    assert.deepEqual(none.body['microvm'], []);
+    const everything = await call(`${gw.url}/v1alpha1/microvms`);
+    assert.equal((everything.body['microvm'] as Json[]).length, 3);
+  });
+
+  it('DELETE answers {} and the VM shows DELETING', async () => {
+    const created = vmOf((await post(`${gw.url}/v1alpha1/microvm`, camelSpec('doomed'))).body);
+    const uid = created.spec['uid'] as string;
+    const res = await call(`${gw.url}/v1alpha1/microvm/${uid}`, { method: 'DELETE' });
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, {});
+    const afterDelete = await call(`${gw.url}/v1alpha1/microvm/${uid}`);
+    assert.equal(vmOf(afterDelete.body).status['state'], 'DELETING');
+  });
+
+  it('DELETE of an unknown uid is 404 with "not found"', async () => {
+    const res = await call(`${gw.url}/v1alpha1/microvm/01HGW2N7EH0000000000000000`, { method: 'DELETE' });
+    assert.equal(res.status, 404);
+    assert.equal(res.body['code'], 5);
+    assert.match(res.body['message'] as string, /not found/);
+    assert.deepEqual(res.body['details'], []);
+  });
+
+  it('a validation error is 400 with code 3 naming the field', async () => {
+    const res = await post(`${gw.url}/v1alpha1/microvm`, { ...camelSpec('bad'), vcpu: 500 });
+    assert.equal(res.status, 400);
+    assert.equal(res.body['code'], 3);
+    assert.match(res.body['message'] as string, /vcpu/);
+    assert.deepEqual(res.body['details'], []);
+  });
+
+  it('invalid JSON and wrongly typed fields are 400', async () => {
+    const broken = await post(`${gw.url}/v1alpha1/microvm`, '{"id": ');
+    assert.equal(broken.status, 400);
+    assert.equal(broken.body['code'], 3);
+    assert.match(broken.body['message'] as string, /invalid JSON/);
+    const wrongType = await post(`${gw.url}/v1alpha1/microvm`, { ...camelSpec('typed'), vcpu: 'many' });
+    assert.equal(wrongType.status, 400);
+    assert.match(wrongType.body['message'] as string, /vcpu/);
+  });
+
+  it('an oversized body is 413', async () => {
+    const res = await post(`${gw.url}/v1alpha1/microvm`, { ...camelSpec('huge'), labels: { big: 'x'.repeat(5 * 1024 * 1024) } });
+    assert.equal(res.status, 413);
+    assert.equal(res.body['code'], 8);
+  });
+
+  it('unknown paths are 404 and wrong methods 405, with the error body', async () => {
+    const missing = await call(`${gw.url}/v1alpha1/nothing`);
+    assert.equal(missing.status, 404);
+    assert.deepEqual(missing.body, { code: 5, message: 'Not Found', details: [] });
+    const wrong = await call(`${gw.url}/v1alpha1/microvm`, { method: 'PUT' });
+    assert.equal(wrong.status, 405);
+    assert.equal(wrong.headers.get('allow'), 'POST');
+    assert.equal(wrong.body['code'], 12);
+  });
+
+  it('ListMicroVMsStream sends the snapshot, then changes, and unsubscribes on disconnect', async () => {
+    const abort = new AbortController();
+    const res = await fetch(`${gw.url}/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream`, {
+      method: 'POST',
+      body: JSON.stringify({ namespace: 'ns3' }),
+      signal: abort.signal,
+    });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /application\/json/);
+    assert.ok(res.body !== null);
+    const lines = lineReader(res.body);
+    await post(`${gw.url}/v1alpha1/microvm`, camelSpec('s1', 'ns3'));
+    const first = JSON.parse(await lines.next()) as Json;
+    assert.equal((vmOf(first['result'] as Json).spec['id'] as string), 's1');
+    assert.equal((vmOf(first['result'] as Json).status['kernelMount']), null);
+    assert.equal(activeWatches, 1);
+    abort.abort();
+    await waitFor(() => activeWatches === 0);
+
+    // A new stream starts with the current VMs.
+    const again = new AbortController();
+    const res2 = await fetch(`${gw.url}/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream`, { method: 'POST', body: '{"namespace":"ns3"}', signal: again.signal });
+    assert.ok(res2.body !== null);
+    const lines2 = lineReader(res2.body);
+    assert.equal(vmOf((JSON.parse(await lines2.next()) as Json)['result'] as Json).spec['id'], 's1');
+    await post(`${gw.url}/v1alpha1/microvm`, snakeSpec('s2', 'ns3'));
+    await post(`${gw.url}/v1alpha1/microvm`, snakeSpec('other', 'ns4'));
+    assert.equal(vmOf((JSON.parse(await lines2.next()) as Json)['result'] as Json).spec['id'], 's2');
+    again.abort();
+    await waitFor(() => activeWatches === 0);
+  });
+});
+
+describe('HTTP gateway with a token', () => {
+  let gw: Gateway;
+  before(async () => {
+    ({ gw } = await startGateway('s3cret'));
+  });
+
+  it('refuses a request without the header with 401 code 16', async () => {
+    const res = await call(`${gw.url}/v1alpha1/microvms`);
+    assert.equal(res.status, 401);
+    assert.equal(res.body['code'], 16);
+    const create = await post(`${gw.url}/v1alpha1/microvm`, camelSpec('vm1'));
+    assert.equal(create.status, 401);
+  });
+
+  it('accepts Basic base64(token) and Bearer token', async () => {
+    const basic = await post(`${gw.url}/v1alpha1/microvm`, camelSpec('vm1'), { authorization: `Basic ${Buffer.from('s3cret').toString('base64')}` });
+    assert.equal(basic.status, 200, basic.text);
+    const bearer = await call(`${gw.url}/v1alpha1/microvms`, { headers: { authorization: 'Bearer s3cret' } });
+    assert.equal(bearer.status, 200);
+    assert.equal((bearer.body['microvm'] as Json[]).length, 1);
+  });
+
+  it('refuses a wrong token without revealing the right one', async () => {
+    const res = await call(`${gw.url}/v1alpha1/microvms`, { headers: { authorization: `Basic ${Buffer.from('guess').toString('base64')}` } });
+    assert.equal(res.status, 401);
+    assert.equal(res.body['code'], 16);
+    assert.ok(!res.text.includes('s3cret'));
+    assert.ok(!res.text.includes(Buffer.from('s3cret').toString('base64')));
+  });
+
+  it('protects the stream route too', async () => {
+    const res = await post(`${gw.url}/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream`, {});
+    assert.equal(res.status, 401);
+    assert.equal(res.body['code'], 16);
+  });
+});
+
+/** Reads newline-delimited lines from a response body. */
+function lineReader(body: ReadableStream<Uint8Array>): { next(): Promise<string> } {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = '';
+  return {
+    async next(): Promise<string> {
+      for (;;) {
+        const newline = buffered.indexOf('\n');
+        if (newline >= 0) {
+          const line = buffered.slice(0, newline);
+          buffered = buffered.slice(newline + 1);
+          return line;
+        }
+        const chunk = await reader.read();
+        if (chunk.done) throw new Error(`stream ended; unread: ${buffered}`);
+        buffered += decoder.decode(chunk.value, { stream: true });
+      }
+    },
+  };
+}
+
+async function waitFor(condition: () => boolean, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parse } from 'yaml';
+
+import { decodeBase64Strict, injectInstanceId } from '../../src/core/metadata.js';
+
+const UID = '01HGW2N7EH0000000000000001';
+const b64 = (text: string): string => Buffer.from(text).toString('base64');
+
+function metaData(metadata: Record<string, string>): unknown {
+  const encoded = metadata['meta-data'];
+  assert.ok(encoded !== undefined, 'meta-data missing');
+  const text = decodeBase64Strict(encoded);
+  assert.ok(text !== undefined, 'meta-data is not base64');
+  return parse(text);
+}
+
+function inject(metadata: Record<string, string>): Record<string, string> {
+  const r = injectInstanceId(metadata, UID);
+  assert.ok(r.ok, r.ok ? '' : r.error.message);
+  return r.value;
+}
+
+function injectError(metadata: Record<string, string>): { kind: string; message: string } {
+  const r = injectInstanceId(metadata, UID);
+  assert.equal(r.ok, false, 'expected an error');
+  if (r.ok) throw new Error('unreachable');
+  return r.error;
+}
+
+describe('injectInstanceId', () => {
+  it('adds meta-data with instance_id when absent', () => {
+    const out = inject({});
+    assert.deepEqual(metaData(out), { instance_id: UID });
+    assert.deepEqual(Object.keys(out), ['meta-data']);
+  });
+
+  it('treats an empty meta-data value as absent', () => {
+    assert.deepEqual(metaData(inject({ 'meta-data': '' })), { instance_id: UID });
+  });
+
+  it('treats YAML that is empty or null as an empty mapping', () => {
+    assert.deepEqual(metaData(inject({ 'meta-data': b64('') })), { instance_id: UID });
+    assert.deepEqual(metaData(inject({ 'meta-data': b64('# just a comment\n') })), { instance_id: UID });
+    assert.deepEqual(metaData(inject({ 'meta-data': b64('null\n') })), { instance_id: UID });
+  });
+
+  it('adds instance_id to an existing mapping and keeps the other keys', () => {
+    const out = inject({ 'meta-data': b64('local_hostname: vm1\nvm_host: host-a\nnested:\n  a: 1\n') });
+    assert.deepEqual(metaData(out), { local_hostname: 'vm1', vm_host: 'host-a', nested: { a: 1 }, instance_id: UID });
+  });
+
+  it('does not overwrite an instance_id that is present', () => {
+    const original = b64('instance_id: mine\nlocal_hostname: vm1\n');
+    const out = inject({ 'meta-data': original });
+    assert.equal(out['meta-data'], original, 'meta-data must be passed through untouched');
+    assert.deepEqual(metaData(out), { instance_id: 'mine', local_hostname: 'vm1' });
+  });
+
+  it('keeps an instance_id that is present even when its value is empty or null', () => {
+    const original = b64('instance_id:\n');
+    assert.equal(inject({ 'meta-data': original })['meta-data'], original);
+  });
+
+  it('leaves the other keys untouched (user-data may be raw text)', () => {
+    const userData = '#cloud-config\nhostname: vm1\n';
+    const vendorData = b64('#cloud-config\nmounts: []\n');
+    const out = inject({ 'user-data': userData, 'vendor-data': vendorData, 'network-config': 'not base64 at all!' });
+    assert.equal(out['user-data'], userData);
+    assert.equal(out['vendor-data'], vendorData);
+    assert.equal(out['network-config'], 'not base64 at all!');
+    assert.deepEqual(metaData(out), { instance_id: UID });
+  });
+
+  it('does not modify its input', () => {
+    const input = { 'user-data': 'x' };
+    inject(input);
+    assert.deepEqual(input, { 'user-data': 'x' });
+  });
+
+  it('rejects meta-data that is not base64, naming metadata[meta-data]', () => {
+    const e = injectError({ 'meta-data': 'local_hostname: vm1' });
+    assert.equal(e.kind, 'invalid-argument');
+    assert.match(e.message, /metadata\[meta-data\]/);
+    assert.match(e.message, /base64/);
+  });
+
+  it('rejects meta-data YAML that is a list', () => {
+    const e = injectError({ 'meta-data': b64('- a\n- b\n') });
+    assert.equal(e.kind, 'invalid-argument');
+    assert.match(e.message, /metadata\[meta-data\]: must be a YAML mapping/);
+  });
+
+  it('rejects meta-data YAML that is a scalar', () => {
+    const e = injectError({ 'meta-data': b64('just text') });
+    assert.equal(e.kind, 'invalid-argument');
+    assert.match(e.message, /metadata\[meta-data\]: must be a YAML mapping/);
+  });
+
+  it('rejects meta-data that is not valid YAML', () => {
+    const e = injectError({ 'meta-data': b64('a: [1, 2\nb: }\n') });
+    assert.equal(e.kind, 'invalid-argument');
+    assert.match(e.message, /metadata\[meta-data\]: is not valid YAML/);
+  });
+});
+
+describe('decodeBase64Strict', () => {
+  it('decodes padded and unpadded-length-aligned base64', () => {
+    assert.equal(decodeBase64Strict('aGVsbG8='), 'hello');
+    assert.equal(decodeBase64Strict('aGk='), 'hi');
+    assert.equal(decodeBase64Strict('aGVsbG8gd29ybGQh'), 'hello world!');
+    assert.equal(decodeBase64Strict(''), '');
+  });
+  it('tolerates whitespace between groups (wrapped output of base64)', () => {
+    assert.equal(decodeBase64Strict('aGVs\nbG8g\r\nd29y bGQh\n'), 'hello world!');
+  });
+  it('decodes utf-8', () => {
+    assert.equal(decodeBase64Strict(b64('größe: ✓')), 'größe: ✓');
+  });
+  it('rejects text that is not base64', () => {
+    for (const bad of ['hello world', 'local_hostname: vm1', 'aGVsbG8', 'aGVsbG8===', 'a=Gk', '!!!!', 'aGk-', 'aGk_']) {
+      assert.equal(decodeBase64Strict(bad), undefined, bad);
+    }
+  });
+});

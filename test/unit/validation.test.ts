@@ -1,0 +1,446 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import type { MicroVM } from '../../src/core/model.js';
+import type { ProviderAvailability, ProviderCapability, VmmProvider, VmmState } from '../../src/core/ports.js';
+import {
+  checkUnicastMac,
+  DEFAULT_LIMITS,
+  isCidr,
+  validateCreate,
+  type CreateInput,
+  type ProviderLookup,
+  type ValidatedCreate,
+  type ValidationLimits,
+} from '../../src/core/validation.js';
+
+class StubProvider implements VmmProvider {
+  readonly capabilities: ReadonlySet<ProviderCapability>;
+  constructor(
+    readonly name: string,
+    capabilities: ProviderCapability[],
+  ) {
+    this.capabilities = new Set(capabilities);
+  }
+  availability(): ProviderAvailability {
+    return { available: true };
+  }
+  start(_vm: MicroVM, _vmDir: string): Promise<void> {
+    return Promise.resolve();
+  }
+  stop(_vm: MicroVM, _vmDir: string): Promise<void> {
+    return Promise.resolve();
+  }
+  state(_vm: MicroVM, _vmDir: string): Promise<VmmState> {
+    return Promise.resolve('stopped');
+  }
+}
+
+const ALL_CAPS: ProviderCapability[] = ['macvtap', 'tap', 'metadata-service', 'virtiofs', 'vsock', 'pause'];
+
+function lookup(providers: VmmProvider[], defaultName: string): ProviderLookup {
+  const byName = new Map(providers.map((p) => [p.name, p]));
+  return { names: () => [...byName.keys()], get: (n) => byName.get(n), defaultName: () => defaultName };
+}
+
+/** qemu can do everything; firecracker has taps and vsock only; `bare` has nothing. */
+const PROVIDERS = lookup(
+  [new StubProvider('qemu', ALL_CAPS), new StubProvider('firecracker', ['tap', 'metadata-service', 'vsock']), new StubProvider('bare', [])],
+  'qemu',
+);
+
+function base(overrides: Partial<CreateInput> = {}): CreateInput {
+  return {
+    name: 'vm1',
+    namespace: 'ns1',
+    labels: { role: 'worker' },
+    vcpu: 2,
+    memoryMb: 512,
+    kernel: { image: 'docker.io/library/kernel:5.10', cmdline: { console: 'ttyS0' }, addNetworkConfig: true },
+    rootVolume: { id: 'root', readOnly: false, source: { containerImage: 'ghcr.io/org/root:1' } },
+    additionalVolumes: [],
+    interfaces: [{ deviceId: 'eth0', type: 'macvtap' }],
+    metadata: {},
+    provider: 'qemu',
+    allowGuestAgent: false,
+    ...overrides,
+  };
+}
+
+function expectValid(input: CreateInput, limits: ValidationLimits = DEFAULT_LIMITS, providers: ProviderLookup = PROVIDERS): ValidatedCreate {
+  const result = validateCreate(input, limits, providers);
+  assert.ok(result.ok, result.ok ? '' : `expected valid, got: ${result.error.message}`);
+  return result.value;
+}
+
+/** Asserts a rejection whose message contains every fragment; returns the message. */
+function expectInvalid(input: CreateInput, fragments: string[], limits: ValidationLimits = DEFAULT_LIMITS, providers: ProviderLookup = PROVIDERS): string {
+  const result = validateCreate(input, limits, providers);
+  assert.equal(result.ok, false, 'expected the spec to be rejected');
+  if (result.ok) throw new Error('unreachable');
+  assert.equal(result.error.kind, 'invalid-argument');
+  for (const f of fragments) assert.ok(result.error.message.includes(f), `message ${JSON.stringify(result.error.message)} lacks ${JSON.stringify(f)}`);
+  return result.error.message;
+}
+
+describe('validateCreate: a valid spec', () => {
+  it('passes and carries the fields into the stored spec', () => {
+    const v = expectValid(base());
+    assert.equal(v.name, 'vm1');
+    assert.equal(v.namespace, 'ns1');
+    assert.deepEqual(v.spec.labels, { role: 'worker' });
+    assert.equal(v.spec.vcpu, 2);
+    assert.equal(v.spec.memoryMb, 512);
+    assert.equal(v.spec.kernel.image, 'docker.io/library/kernel:5.10');
+    assert.equal(v.spec.rootVolume?.id, 'root');
+    assert.equal(v.spec.provider, 'qemu');
+    assert.equal(v.spec.allowGuestAgent, false);
+  });
+});
+
+describe('validateCreate: defaults (COMPAT §2.3)', () => {
+  it('empty namespace becomes default', () => {
+    assert.equal(expectValid(base({ namespace: '' })).namespace, 'default');
+  });
+  it('vcpu 0 becomes 2', () => {
+    assert.equal(expectValid(base({ vcpu: 0 })).spec.vcpu, 2);
+  });
+  it('memory 0 becomes 1024', () => {
+    assert.equal(expectValid(base({ memoryMb: 0 })).spec.memoryMb, 1024);
+  });
+  it('empty provider becomes the registry default', () => {
+    assert.equal(expectValid(base({ provider: '' })).spec.provider, 'qemu');
+    const fcDefault = lookup([new StubProvider('qemu', ALL_CAPS), new StubProvider('firecracker', ALL_CAPS)], 'firecracker');
+    assert.equal(expectValid(base({ provider: '' }), DEFAULT_LIMITS, fcDefault).spec.provider, 'firecracker');
+  });
+  it('a kernel without filename stays without one (provider default applies later)', () => {
+    assert.equal(expectValid(base()).spec.kernel.filename, undefined);
+  });
+});
+
+describe('validateCreate: id and namespace', () => {
+  it('id is required', () => {
+    expectInvalid(base({ name: '' }), ['id: is required']);
+  });
+  for (const bad of ['-x', 'a/b', 'a b', 'x'.repeat(64), '.hidden', '..']) {
+    it(`rejects id ${JSON.stringify(bad)}`, () => {
+      expectInvalid(base({ name: bad }), ['id:', '1-63 characters']);
+    });
+    it(`rejects namespace ${JSON.stringify(bad)}`, () => {
+      expectInvalid(base({ namespace: bad }), ['namespace:', '1-63 characters']);
+    });
+  }
+  for (const good of ['x'.repeat(63), 'a.b_c-1', 'A', '0abc']) {
+    it(`accepts id and namespace ${JSON.stringify(good)}`, () => {
+      const v = expectValid(base({ name: good, namespace: good }));
+      assert.equal(v.name, good);
+      assert.equal(v.namespace, good);
+    });
+  }
+});
+
+describe('validateCreate: vcpu and memory', () => {
+  it('vcpu 1 and 64 are accepted', () => {
+    expectValid(base({ vcpu: 1 }));
+    expectValid(base({ vcpu: 64 }));
+  });
+  it('vcpu 65 is rejected', () => {
+    expectInvalid(base({ vcpu: 65 }), ['vcpu:', 'between 1 and 64', '65']);
+  });
+  it('vcpu -1 is rejected', () => {
+    expectInvalid(base({ vcpu: -1 }), ['vcpu:', 'between 1 and 64', '-1']);
+  });
+  it('fractional vcpu is rejected', () => {
+    expectInvalid(base({ vcpu: 1.5 }), ['vcpu:']);
+  });
+  it('memory 128 and 32768 are accepted with the default limits', () => {
+    expectValid(base({ memoryMb: 128 }));
+    expectValid(base({ memoryMb: 32768 }));
+  });
+  it('memory 127 is rejected with the default limits (min 128)', () => {
+    expectInvalid(base({ memoryMb: 127 }), ['memory_in_mb:', 'between 128 and 32768', '127']);
+  });
+  it('memory 32769 is rejected', () => {
+    expectInvalid(base({ memoryMb: 32769 }), ['memory_in_mb:', '32769']);
+  });
+  it('limits are parameters: custom limits are honoured', () => {
+    const limits: ValidationLimits = { minVcpu: 2, maxVcpu: 4, minMemoryMb: 1024, maxMemoryMb: 2048 };
+    expectInvalid(base({ memoryMb: 512 }), ['memory_in_mb:', 'between 1024 and 2048', '512'], limits);
+    expectInvalid(base({ memoryMb: 4096 }), ['memory_in_mb:', 'between 1024 and 2048'], limits);
+    expectInvalid(base({ vcpu: 1, memoryMb: 1024 }), ['vcpu:', 'between 2 and 4'], limits);
+    expectInvalid(base({ vcpu: 8, memoryMb: 1024 }), ['vcpu:', 'between 2 and 4'], limits);
+    expectValid(base({ vcpu: 4, memoryMb: 2048 }), limits);
+    // Defaults are applied before the limits are checked.
+    const v = expectValid(base({ vcpu: 0, memoryMb: 0 }), limits);
+    assert.equal(v.spec.vcpu, 2);
+    assert.equal(v.spec.memoryMb, 1024);
+  });
+});
+
+describe('validateCreate: interfaces', () => {
+  it('at least one interface is required', () => {
+    expectInvalid(base({ interfaces: [] }), ['interfaces:', 'at least one network interface']);
+  });
+  for (const bad of ['Eth0', '0eth', 'eth-0', '', 'eth 0']) {
+    it(`rejects device_id ${JSON.stringify(bad)}`, () => {
+      expectInvalid(base({ interfaces: [{ deviceId: bad, type: 'macvtap' }] }), ['interfaces[0].device_id', 'must match ^[a-z][a-z0-9_]*$']);
+    });
+  }
+  for (const good of ['eth0', 'net_1', 'a']) {
+    it(`accepts device_id ${JSON.stringify(good)}`, () => {
+      expectValid(base({ interfaces: [{ deviceId: good, type: 'macvtap' }] }));
+    });
+  }
+  it('device_id must be unique', () => {
+    expectInvalid(
+      base({
+        interfaces: [
+          { deviceId: 'eth0', type: 'macvtap' },
+          { deviceId: 'eth1', type: 'tap' },
+          { deviceId: 'eth0', type: 'tap' },
+        ],
+      }),
+      ['interfaces[2].device_id', '"eth0"', 'used by another interface'],
+    );
+  });
+  for (const [mac, words] of [
+    ['not-a-mac', 'is not a MAC address'],
+    ['02:00:00:00:00', 'is not a MAC address'],
+    ['02:00:00:00:00:0g', 'is not a MAC address'],
+    ['02:00-00:00:00:01', 'is not a MAC address'],
+    ['01:00:5e:00:00:01', 'multicast'],
+    ['ff:ff:ff:ff:ff:ff', 'multicast'],
+    ['00:00:00:00:00:00', 'all-zero'],
+    ['00-00-00-00-00-00', 'all-zero'],
+  ] as const) {
+    it(`rejects guest_mac ${mac} (${words})`, () => {
+      expectInvalid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', guestMac: mac }] }), ['interfaces[0].guest_mac', mac, words]);
+    });
+  }
+  it('accepts 02-AA-... and normalises it to lowercase colons in the output spec', () => {
+    const v = expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', guestMac: '02-AA-BB-CC-DD-EE' }] }));
+    assert.equal(v.spec.interfaces[0]?.guestMac, '02:aa:bb:cc:dd:ee');
+  });
+  it('leaves an interface without guest_mac without one', () => {
+    const v = expectValid(base());
+    assert.equal(v.spec.interfaces[0]?.guestMac, undefined);
+  });
+  it('accepts static IPv4 and IPv6 CIDR addresses', () => {
+    expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', nameservers: [] } }] }));
+    expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: 'fd00::10/64', nameservers: [] } }] }));
+    expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '10.0.0.1/32', nameservers: [] } }] }));
+  });
+  for (const bad of ['192.168.1.10', '192.168.1.10/33', 'fd00::10/129', 'nonsense/24', '192.168.1.10/', '192.168.1.10/abc']) {
+    it(`rejects static address ${JSON.stringify(bad)}`, () => {
+      expectInvalid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: bad, nameservers: [] } }] }), [
+        'interfaces[0].address.address',
+        `"${bad}"`,
+        'is not a CIDR address',
+      ]);
+    });
+  }
+  for (const gw of ['192.168.1.1', '192.168.1.1/24', 'fd00::1', 'fd00::1/64']) {
+    it(`accepts gateway ${gw}`, () => {
+      expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', gateway: gw, nameservers: [] } }] }));
+    });
+  }
+  it('rejects a garbage gateway', () => {
+    expectInvalid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', gateway: 'gateway.local', nameservers: [] } }] }), [
+      'interfaces[0].address.gateway',
+      '"gateway.local"',
+      'is not an IP address',
+    ]);
+  });
+  it('nameservers must be IPs (no prefix, no names)', () => {
+    expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', nameservers: ['1.1.1.1', '2606:4700::1111'] } }] }));
+    const message = expectInvalid(
+      base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', nameservers: ['1.1.1.1', 'dns.google', '8.8.8.8/32'] } }] }),
+      ['interfaces[0].address.nameservers[1]', '"dns.google"', 'interfaces[0].address.nameservers[2]', '"8.8.8.8/32"', 'is not an IP address'],
+    );
+    assert.ok(!message.includes('nameservers[0]'));
+  });
+  it('rejects an invalid overrides.bridge_name', () => {
+    expectInvalid(base({ interfaces: [{ deviceId: 'eth0', type: 'tap', bridgeName: 'a-very-long-bridge-name' }] }), ['interfaces[0].overrides.bridge_name']);
+    expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'tap', bridgeName: 'br0' }] }));
+  });
+  it('rejects an interface type it does not know', () => {
+    // What convert.ts produces for an unknown enum number.
+    const input = base({ interfaces: [{ deviceId: 'eth0', type: 'unknown(7)' as unknown as 'tap' }] });
+    expectInvalid(input, ['interfaces[0].type', 'unknown(7)']);
+  });
+});
+
+describe('validateCreate: kernel and initrd', () => {
+  it('kernel is required', () => {
+    const { kernel: _omit, ...rest } = base();
+    expectInvalid(rest, ['kernel: is required']);
+  });
+  it('kernel.image is required', () => {
+    expectInvalid(base({ kernel: { image: '', cmdline: {}, addNetworkConfig: false } }), ['kernel.image: is required']);
+  });
+  for (const bad of ['UPPER/case', 'a b', '://x@']) {
+    it(`rejects kernel.image ${JSON.stringify(bad)}`, () => {
+      expectInvalid(base({ kernel: { image: bad, cmdline: {}, addNetworkConfig: false } }), ['kernel.image:', `"${bad}"`, 'is not a valid image reference']);
+    });
+  }
+  for (const good of ['docker.io/library/alpine:3.14', `localhost:5000/k@sha256:${'a'.repeat(64)}`, 'ubuntu']) {
+    it(`accepts kernel.image ${JSON.stringify(good)}`, () => {
+      const v = expectValid(base({ kernel: { image: good, cmdline: {}, addNetworkConfig: false } }));
+      assert.equal(v.spec.kernel.image, good);
+    });
+  }
+  it('rejects kernel.filename with ..', () => {
+    expectInvalid(base({ kernel: { image: 'ubuntu', filename: '../etc/shadow', cmdline: {}, addNetworkConfig: false } }), ['kernel.filename:', "must not contain '..'"]);
+    expectInvalid(base({ kernel: { image: 'ubuntu', filename: 'boot/../../x', cmdline: {}, addNetworkConfig: false } }), ['kernel.filename:']);
+  });
+  it('accepts a normal kernel.filename', () => {
+    const v = expectValid(base({ kernel: { image: 'ubuntu', filename: 'boot/vmlinux', cmdline: {}, addNetworkConfig: false } }));
+    assert.equal(v.spec.kernel.filename, 'boot/vmlinux');
+  });
+  it('checks initrd.image and initrd.filename', () => {
+    expectInvalid(base({ initrd: { image: 'Bad Image' } }), ['initrd.image:', 'is not a valid image reference']);
+    expectInvalid(base({ initrd: { image: 'ubuntu', filename: '../x' } }), ['initrd.filename:']);
+  });
+});
+
+describe('validateCreate: volumes', () => {
+  it('a root volume or an initrd is required', () => {
+    const { rootVolume: _omit, ...rest } = base();
+    expectInvalid(rest, ['root_volume:', 'a root volume or an initrd is required']);
+  });
+  it('an initrd alone is fine', () => {
+    const { rootVolume: _omit, ...rest } = base();
+    const v = expectValid({ ...rest, initrd: { image: 'ghcr.io/org/initrd:1', filename: 'initrd.img' } });
+    assert.equal(v.spec.rootVolume, undefined);
+    assert.deepEqual(v.spec.initrd, { image: 'ghcr.io/org/initrd:1', filename: 'initrd.img' });
+  });
+  it('a volume without a source is rejected', () => {
+    expectInvalid(base({ rootVolume: { id: 'root', readOnly: false, source: {} } }), ['root_volume.source', 'exactly one of container_source or virtiofs_source']);
+  });
+  it('a volume with both sources is rejected', () => {
+    expectInvalid(base({ additionalVolumes: [{ id: 'data', readOnly: false, source: { containerImage: 'ubuntu', virtiofsPath: '/srv/data' } }] }), [
+      'additional_volumes[0].source',
+      'exactly one of container_source or virtiofs_source',
+    ]);
+  });
+  it('the root volume cannot be virtiofs', () => {
+    expectInvalid(base({ rootVolume: { id: 'root', readOnly: false, source: { virtiofsPath: '/srv/root' } } }), ['root_volume.source', 'cannot be a virtiofs volume']);
+  });
+  it('one virtiofs additional volume is fine, two are not', () => {
+    const one = { id: 'share1', readOnly: false, source: { virtiofsPath: '/srv/a' } };
+    const two = { id: 'share2', readOnly: false, source: { virtiofsPath: '/srv/b' } };
+    expectValid(base({ additionalVolumes: [one] }));
+    expectInvalid(base({ additionalVolumes: [one, two] }), ['additional_volumes:', 'at most one virtiofs volume', 'got 2']);
+  });
+  it('virtiofs sources must be absolute host paths', () => {
+    expectInvalid(base({ additionalVolumes: [{ id: 'share', readOnly: false, source: { virtiofsPath: 'srv/a' } }] }), ['additional_volumes[0].source.virtiofs_source', 'absolute']);
+  });
+  it('volume container sources must be image references', () => {
+    expectInvalid(base({ additionalVolumes: [{ id: 'data', readOnly: false, source: { containerImage: 'NOT VALID' } }] }), [
+      'additional_volumes[0].source.container_source',
+      'is not a valid image reference',
+    ]);
+  });
+  it('volume ids must be unique across root and additional volumes', () => {
+    expectInvalid(base({ additionalVolumes: [{ id: 'root', readOnly: true, source: { containerImage: 'ubuntu' } }] }), ['additional_volumes[0].id', '"root"', 'used by another volume']);
+    expectInvalid(
+      base({
+        additionalVolumes: [
+          { id: 'data', readOnly: true, source: { containerImage: 'ubuntu' } },
+          { id: 'data', readOnly: true, source: { containerImage: 'ubuntu' } },
+        ],
+      }),
+      ['additional_volumes[1].id', '"data"'],
+    );
+  });
+  it('volume id is required', () => {
+    expectInvalid(base({ rootVolume: { id: '', readOnly: false, source: { containerImage: 'ubuntu' } } }), ['root_volume.id: is required']);
+  });
+  it('mount_point must be absolute', () => {
+    expectInvalid(base({ additionalVolumes: [{ id: 'data', readOnly: true, mountPoint: 'mnt/data', source: { containerImage: 'ubuntu' } }] }), [
+      'additional_volumes[0].mount_point',
+      'absolute',
+    ]);
+    expectValid(base({ additionalVolumes: [{ id: 'data', readOnly: true, mountPoint: '/mnt/data', source: { containerImage: 'ubuntu' } }] }));
+  });
+});
+
+describe('validateCreate: provider', () => {
+  it('an unknown provider is rejected and the message lists the known names', () => {
+    expectInvalid(base({ provider: 'vmware' }), ['provider:', '"vmware"', 'not a known provider', 'qemu', 'firecracker', 'bare']);
+  });
+  it('macvtap on a provider without it', () => {
+    expectInvalid(base({ provider: 'firecracker' }), ['interfaces:', 'macvtap network interfaces not supported by the microvm provider firecracker']);
+  });
+  it('macvtap on the default provider when it lacks it', () => {
+    const fc = lookup([new StubProvider('firecracker', ['tap'])], 'firecracker');
+    expectInvalid(base({ provider: '' }), ['macvtap network interfaces not supported by the microvm provider firecracker'], DEFAULT_LIMITS, fc);
+  });
+  it('tap on a provider without it', () => {
+    expectInvalid(base({ provider: 'bare', interfaces: [{ deviceId: 'eth0', type: 'tap' }] }), ['interfaces:', 'tap network interfaces not supported by the microvm provider bare']);
+    expectValid(base({ provider: 'firecracker', interfaces: [{ deviceId: 'eth0', type: 'tap' }] }));
+  });
+  it('virtiofs on a provider without it', () => {
+    expectInvalid(
+      base({
+        provider: 'firecracker',
+        interfaces: [{ deviceId: 'eth0', type: 'tap' }],
+        additionalVolumes: [{ id: 'share', readOnly: false, source: { virtiofsPath: '/srv/share' } }],
+      }),
+      ['additional_volumes:', 'virtiofs not supported by the microvm provider firecracker'],
+    );
+  });
+  it('allow_guest_agent on a provider without vsock', () => {
+    expectInvalid(base({ provider: 'bare', interfaces: [{ deviceId: 'eth0', type: 'tap' }], allowGuestAgent: true }), [
+      'allow_guest_agent:',
+      'guest agent (vsock) not supported by the microvm provider bare',
+    ]);
+    const v = expectValid(base({ provider: 'firecracker', interfaces: [{ deviceId: 'eth0', type: 'tap' }], allowGuestAgent: true }));
+    assert.equal(v.spec.allowGuestAgent, true);
+  });
+});
+
+describe('validateCreate: reporting', () => {
+  it('reports every problem in one message', () => {
+    const message = expectInvalid(
+      base({
+        name: '',
+        namespace: 'a/b',
+        vcpu: 65,
+        memoryMb: 1,
+        interfaces: [{ deviceId: 'Eth0', type: 'macvtap', guestMac: '01:00:00:00:00:01' }],
+        provider: 'nope',
+      }),
+      ['id: is required', 'namespace:', 'vcpu:', 'memory_in_mb:', 'interfaces[0].device_id', 'interfaces[0].guest_mac', 'provider:'],
+    );
+    assert.match(message, /^invalid microvm spec: /);
+    // Problems are `field: text` joined by '; ' (a text may itself contain '; ').
+    const fields = [...message.matchAll(/(?:^invalid microvm spec: |; )([a-z_.[\]0-9]+): /g)].map((m) => m[1]);
+    assert.deepEqual(fields, ['id', 'namespace', 'vcpu', 'memory_in_mb', 'interfaces[0].device_id', 'interfaces[0].guest_mac', 'provider'], message);
+  });
+});
+
+describe('checkUnicastMac', () => {
+  it('accepts unicast MACs in both notations and any case', () => {
+    assert.equal(checkUnicastMac('02:00:00:00:00:01'), undefined);
+    assert.equal(checkUnicastMac('02-AA-bb-CC-dd-EE'), undefined);
+    assert.equal(checkUnicastMac('aa:ff:00:00:00:01'), undefined);
+  });
+  it('explains what is wrong', () => {
+    assert.match(checkUnicastMac('xx') ?? '', /not a MAC address/);
+    assert.match(checkUnicastMac('03:00:00:00:00:01') ?? '', /multicast/);
+    assert.match(checkUnicastMac('00:00:00:00:00:00') ?? '', /all-zero/);
+    assert.match(checkUnicastMac('0200.0000.0001') ?? '', /not a MAC address/);
+  });
+});
+
+describe('isCidr', () => {
+  it('accepts v4 and v6 CIDRs within the prefix range', () => {
+    for (const good of ['10.0.0.1/0', '10.0.0.1/8', '10.0.0.1/32', '::/0', 'fd00::1/64', 'fd00::1/128']) assert.equal(isCidr(good), true, good);
+  });
+  it('rejects missing or out-of-range prefixes and non-addresses', () => {
+    for (const bad of ['10.0.0.1', '10.0.0.1/33', 'fd00::1/129', '10.0.0.1/', '10.0.0.1/-1', '10.0.0.1/1.5', 'host/24', '/24', '10.0.0.256/24', '10.0.0.1/24/1']) {
+      assert.equal(isCidr(bad), false, bad);
+    }
+  });
+});
