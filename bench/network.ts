@@ -40,8 +40,7 @@ async function ip(...args: string[]): Promise<void> {
 
 const tapName = (way: string, i: number): string => `t${way}${i}`;
 const mvtapName = (way: string, i: number): string => `m${way}${i}`;
-const macFor = (i: number): string =>
-  `02:be:00:00:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
+const macFor = (i: number): string => `02:be:00:00:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`;
 
 async function timed(fn: () => Promise<void>): Promise<number> {
   const t0 = performance.now();
@@ -54,14 +53,9 @@ async function viaService(): Promise<WayResult> {
   const tap: Timing = { create: 0, delete: 0, procs: 0 };
   const macvtap: Timing = { create: 0, delete: 0, procs: 0 };
   for (let i = 0; i < N; i++) {
-    tap.create += await timed(
-      async () => void (await net.ensureTap({ name: tapName('s', i), bridge: 'br0', alias: ALIAS })),
-    );
+    tap.create += await timed(async () => void (await net.ensureTap({ name: tapName('s', i), bridge: 'br0', alias: ALIAS })));
     tap.delete += await timed(() => net.deleteLink(tapName('s', i)));
-    macvtap.create += await timed(
-      async () =>
-        void (await net.ensureMacvtap({ name: mvtapName('s', i), parent: 'eth0', mac: macFor(i), alias: ALIAS })),
-    );
+    macvtap.create += await timed(async () => void (await net.ensureMacvtap({ name: mvtapName('s', i), parent: 'eth0', mac: macFor(i), alias: ALIAS })));
     macvtap.delete += await timed(() => net.deleteLink(mvtapName('s', i)));
   }
   // read (1 batch) + create/configure/show (1 batch) + delete (1)
@@ -77,12 +71,7 @@ async function viaBatch(dir: string, parentMtu: number, parentTxqlen: number): P
   };
   const range = Array.from({ length: N }, (_, i) => i);
   const tap: Timing = {
-    create: await run(
-      range.flatMap((i) => [
-        `tuntap add dev ${tapName('b', i)} mode tap`,
-        `link set dev ${tapName('b', i)} master br0 alias "${ALIAS}" up`,
-      ]),
-    ),
+    create: await run(range.flatMap((i) => [`tuntap add dev ${tapName('b', i)} mode tap`, `link set dev ${tapName('b', i)} master br0 alias "${ALIAS}" up`])),
     delete: await run(range.map((i) => `link del dev ${tapName('b', i)}`)),
     procs: 2,
   };
@@ -143,9 +132,7 @@ function fmt(ms: number): string {
 function report(results: WayResult[]): void {
   const perDev = (t: Timing): [number, number, number] => [t.create / N, t.delete / N, (t.create + t.delete) / N];
   console.log(`\nN=${N} devices of each kind per way; ms per device (netns ${NS})\n`);
-  console.log(
-    `${'way'.padEnd(36)}| ${'tap:'.padEnd(8)} create   delete    total | ${'macvtap:'.padEnd(8)} create   delete    total | ip procs/dev`,
-  );
+  console.log(`${'way'.padEnd(36)}| ${'tap:'.padEnd(8)} create   delete    total | ${'macvtap:'.padEnd(8)} create   delete    total | ip procs/dev`);
   console.log('-'.repeat(36) + '|' + '-'.repeat(35) + '|' + '-'.repeat(35) + '|' + '-'.repeat(13));
   for (const r of results) {
     const [tc, td, tt] = perDev(r.tap);
@@ -215,11 +202,7 @@ async function main(): Promise<void> {
       await warm.deleteLink(`mw${i}`);
     }
 
-    const results = [
-      await viaService(),
-      await viaBatch(dir, parent.mtu, parent.txqlen),
-      await viaPerOp(parent.mtu, parent.txqlen),
-    ];
+    const results = [await viaService(), await viaBatch(dir, parent.mtu, parent.txqlen), await viaPerOp(parent.mtu, parent.txqlen)];
     report(results);
   } finally {
     deleteNamespaceSync();

@@ -25,11 +25,12 @@ export const IGNORED_KEYS: Readonly<Record<string, string>> = {
 
 const bool = z.preprocess((v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' || v === '' ? false : v), z.boolean());
 const int = (min: number, max: number): z.ZodType<number> =>
-  z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max)) as z.ZodType<number>;
+  z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
+// A bare number is refused: the original (viper) would read `10` as 10 ns, a user likely means 10 s.
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const ms = typeof v === 'number' ? v * 1000 : parseDuration(v.trim());
+  const ms = typeof v === 'number' ? undefined : parseDuration(v.trim());
   if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `"${String(v)}" is not a duration such as 30s, 10m or 1h` });
+    ctx.addIssue({ code: 'custom', message: `"${String(v)}" is not a duration with a unit, such as 30s, 10m or 1h` });
     return z.NEVER;
   }
   return ms;
@@ -226,11 +227,16 @@ function checkConfig(c: Config): void {
     if (c.tlsCert === '') throw new ConfigError('certificate file path is required when running securely');
     if (c.tlsKey === '') throw new ConfigError('certificate key file path is required when running securely');
     if (c.tlsClientValidate && c.tlsClientCa === '') throw new ConfigError('client certificate key file path is required when running mTLS');
-    for (const [subject, path] of [['certificate file', c.tlsCert], ['key file', c.tlsKey], ['client CA file', c.tlsClientCa]] as const) {
+    for (const [subject, path] of [
+      ['certificate file', c.tlsCert],
+      ['key file', c.tlsKey],
+      ['client CA file', c.tlsClientCa],
+    ] as const) {
       if (path !== '' && !existsSync(path)) throw new ConfigError(`${subject} ${path} does not exist`);
     }
   }
   if (c.resyncPeriodMs <= 0) throw new ConfigError('invalid config value for "resync-period": must be greater than 0');
   if (c.minimumMemoryMb > c.maximumMemoryMb) throw new ConfigError('minimum-memory-mb must not be greater than maximum-memory-mb');
-  if (c.retryBackoffBaseMs <= 0 || c.retryBackoffMaxMs < c.retryBackoffBaseMs) throw new ConfigError('retry-backoff-base must be > 0 and not greater than retry-backoff-max');
+  if (c.retryBackoffBaseMs <= 0 || c.retryBackoffMaxMs < c.retryBackoffBaseMs)
+    throw new ConfigError('retry-backoff-base must be > 0 and not greater than retry-backoff-max');
 }

@@ -55,7 +55,12 @@ export function parseImageRef(input: string): ImageRef | { readonly error: strin
   }
   if (registry === DOCKER_HUB && parts.length === 1) parts.unshift('library');
   const ref: ImageRef = { registry, repository: parts.join('/') };
-  return { ...ref, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}), ...(tag === undefined && digest === undefined ? { tag: 'latest' } : {}) };
+  return {
+    ...ref,
+    ...(tag !== undefined ? { tag } : {}),
+    ...(digest !== undefined ? { digest } : {}),
+    ...(tag === undefined && digest === undefined ? { tag: 'latest' } : {}),
+  };
 }
 
 export function isImageRefError(r: ImageRef | { readonly error: string }): r is { readonly error: string } {

@@ -19,10 +19,12 @@ export function injectInstanceId(metadata: Readonly<Record<string, string>>, uid
     const text = decodeBase64Strict(encoded);
     if (text === undefined) return err(appError('invalid-argument', 'invalid microvm spec: metadata[meta-data]: must be base64-encoded YAML'));
     const parsed = parseDocument(text);
-    if (parsed.errors.length > 0) return err(appError('invalid-argument', `invalid microvm spec: metadata[meta-data]: is not valid YAML: ${parsed.errors[0]?.message ?? ''}`));
+    if (parsed.errors.length > 0)
+      return err(appError('invalid-argument', `invalid microvm spec: metadata[meta-data]: is not valid YAML: ${parsed.errors[0]?.message ?? ''}`));
     const value: unknown = parsed.toJS();
     if (value !== null && value !== undefined) {
-      if (typeof value !== 'object' || Array.isArray(value)) return err(appError('invalid-argument', 'invalid microvm spec: metadata[meta-data]: must be a YAML mapping'));
+      if (typeof value !== 'object' || Array.isArray(value))
+        return err(appError('invalid-argument', 'invalid microvm spec: metadata[meta-data]: must be a YAML mapping'));
       doc = value as Record<string, unknown>;
     }
     if ('instance_id' in doc) return ok({ ...metadata });

@@ -31,7 +31,14 @@ export class MicroVMService {
     if (!metadata.ok) return metadata;
     const spec: MicroVMSpec = { ...validated.value.spec, metadata: metadata.value };
     const now = this.deps.clock.now();
-    const outcome = this.deps.repo.insertUnlessExists({ id: { namespace, name, uid }, version: 1, spec, status: emptyStatus(), createdAt: now, updatedAt: now });
+    const outcome = this.deps.repo.insertUnlessExists({
+      id: { namespace, name, uid },
+      version: 1,
+      spec,
+      status: emptyStatus(),
+      createdAt: now,
+      updatedAt: now,
+    });
     if (!outcome.inserted) {
       // Idempotent for CAPMVM's retried creates; anything else would silently change intent.
       const existing = outcome.existing;

@@ -62,10 +62,13 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
   const provider = input.provider === '' ? providers.defaultName() : input.provider;
 
   if (input.name === '') problem('id', 'is required');
-  else if (!NAME_PATTERN.test(input.name)) problem('id', `"${input.name}" must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`);
-  if (!NAME_PATTERN.test(namespace)) problem('namespace', `"${namespace}" must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  else if (!NAME_PATTERN.test(input.name))
+    problem('id', `"${input.name}" must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  if (!NAME_PATTERN.test(namespace))
+    problem('namespace', `"${namespace}" must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`);
 
-  if (!Number.isInteger(vcpu) || vcpu < limits.minVcpu || vcpu > limits.maxVcpu) problem('vcpu', `must be between ${limits.minVcpu} and ${limits.maxVcpu}, got ${vcpu}`);
+  if (!Number.isInteger(vcpu) || vcpu < limits.minVcpu || vcpu > limits.maxVcpu)
+    problem('vcpu', `must be between ${limits.minVcpu} and ${limits.maxVcpu}, got ${vcpu}`);
   if (!Number.isInteger(memoryMb) || memoryMb < limits.minMemoryMb || memoryMb > limits.maxMemoryMb) {
     problem('memory_in_mb', `must be between ${limits.minMemoryMb} and ${limits.maxMemoryMb}, got ${memoryMb}`);
   }
@@ -97,7 +100,8 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
       if (!virtiofsPath.startsWith('/')) problem(`${field}.source.virtiofs_source`, `"${virtiofsPath}" must be an absolute host path`);
     }
     if (v.sizeMb !== undefined && (!Number.isInteger(v.sizeMb) || v.sizeMb < 0)) problem(`${field}.size_in_mb`, `must not be negative, got ${v.sizeMb}`);
-    if (v.mountPoint !== undefined && v.mountPoint !== '' && !v.mountPoint.startsWith('/')) problem(`${field}.mount_point`, `"${v.mountPoint}" must be an absolute guest path`);
+    if (v.mountPoint !== undefined && v.mountPoint !== '' && !v.mountPoint.startsWith('/'))
+      problem(`${field}.mount_point`, `"${v.mountPoint}" must be an absolute guest path`);
   };
   if (input.rootVolume !== undefined) {
     checkVolume('root_volume', input.rootVolume);
@@ -114,7 +118,8 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
     else if (deviceIds.has(iface.deviceId)) problem(`${field}.device_id`, `"${iface.deviceId}" is used by another interface of this microvm`);
     deviceIds.add(iface.deviceId);
     // convert.ts keeps an enum number it doesn't know as `unknown(N)`: name it here.
-    if (iface.type !== 'macvtap' && iface.type !== 'tap') problem(`${field}.type`, `${String(iface.type)} is not a known interface type (MACVTAP = 0 or TAP = 1)`);
+    if (iface.type !== 'macvtap' && iface.type !== 'tap')
+      problem(`${field}.type`, `${String(iface.type)} is not a known interface type (MACVTAP = 0 or TAP = 1)`);
     if (iface.guestMac !== undefined) {
       const macProblem = checkUnicastMac(iface.guestMac);
       if (macProblem !== undefined) problem(`${field}.guest_mac`, macProblem);
@@ -125,7 +130,8 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
     const addr = iface.address;
     if (addr !== undefined) {
       if (!isCidr(addr.address)) problem(`${field}.address.address`, `"${addr.address}" is not a CIDR address such as 192.168.1.10/24 or fd00::10/64`);
-      if (addr.gateway !== undefined && addr.gateway !== '' && isIP(stripPrefix(addr.gateway)) === 0) problem(`${field}.address.gateway`, `"${addr.gateway}" is not an IP address`);
+      if (addr.gateway !== undefined && addr.gateway !== '' && isIP(stripPrefix(addr.gateway)) === 0)
+        problem(`${field}.address.gateway`, `"${addr.gateway}" is not an IP address`);
       addr.nameservers.forEach((ns, j) => {
         if (isIP(ns) === 0) problem(`${field}.address.nameservers[${j}]`, `"${ns}" is not an IP address`);
       });
@@ -137,8 +143,10 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
     problem('provider', `"${provider}" is not a known provider (known: ${providers.names().join(', ')})`);
   } else {
     const lacks = (cap: ProviderCapability): boolean => !chosen.capabilities.has(cap);
-    if (input.interfaces.some((i) => i.type === 'macvtap') && lacks('macvtap')) problem('interfaces', `macvtap network interfaces not supported by the microvm provider ${provider}`);
-    if (input.interfaces.some((i) => i.type === 'tap') && lacks('tap')) problem('interfaces', `tap network interfaces not supported by the microvm provider ${provider}`);
+    if (input.interfaces.some((i) => i.type === 'macvtap') && lacks('macvtap'))
+      problem('interfaces', `macvtap network interfaces not supported by the microvm provider ${provider}`);
+    if (input.interfaces.some((i) => i.type === 'tap') && lacks('tap'))
+      problem('interfaces', `tap network interfaces not supported by the microvm provider ${provider}`);
     if (virtiofsCount > 0 && lacks('virtiofs')) problem('additional_volumes', `virtiofs not supported by the microvm provider ${provider}`);
     if (input.allowGuestAgent && lacks('vsock')) problem('allow_guest_agent', `guest agent (vsock) not supported by the microvm provider ${provider}`);
   }

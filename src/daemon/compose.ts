@@ -35,7 +35,11 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   const ids: IdGenerator = { next: () => nextUlid() };
   const repo = SqliteMicroVMRepository.open(config.stateDir);
   const network = overrides.network ?? new Iproute2NetworkService();
-  const providers = createProviderRegistry(config.defaultProvider, { firecracker: config.firecrackerBin, cloudhypervisor: config.cloudHypervisorBin, qemu: config.qemuBin });
+  const providers = createProviderRegistry(config.defaultProvider, {
+    firecracker: config.firecrackerBin,
+    cloudhypervisor: config.cloudHypervisorBin,
+    qemu: config.qemuBin,
+  });
   log.info({ provider: providers.defaultName() }, `default microvm provider is ${providers.defaultName()}`);
   for (const name of providers.names()) {
     const availability = providers.get(name)?.availability();

@@ -43,7 +43,10 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
   const stateDir = join(dir, 'state');
   const socket = join(dir, 'grpc.sock');
   const configFile = join(dir, 'config.yaml');
-  writeFileSync(configFile, stringify({ 'state-dir': stateDir, 'grpc-endpoint': `unix:${socket}`, insecure: true, 'log-format': 'json', verbosity: 2, ...options.config }));
+  writeFileSync(
+    configFile,
+    stringify({ 'state-dir': stateDir, 'grpc-endpoint': `unix:${socket}`, insecure: true, 'log-format': 'json', verbosity: 2, ...options.config }),
+  );
   rmSync(socket, { force: true });
   const command = options.netns !== undefined ? ['ip', ['netns', 'exec', options.netns, process.execPath, FLINTLOCKD]] : [process.execPath, [FLINTLOCKD]];
   const [bin, prefix] = command as [string, string[]];

@@ -31,14 +31,25 @@ export class MemoryNetwork implements NetworkService {
     this.calls.push(`macvtap ${req.name}`);
     if (!this.existing.has(req.parent)) return Promise.reject(new Error(`parent network device "${req.parent}" does not exist`));
     return Promise.resolve(
-      this.put(req.name, { kind: 'macvtap', macvtapMode: 'bridge', parent: req.parent, mac: req.mac ?? '02:00:00:00:00:aa', mtu: 1500, txqlen: 500, up: true, alias: req.alias }),
+      this.put(req.name, {
+        kind: 'macvtap',
+        macvtapMode: 'bridge',
+        parent: req.parent,
+        mac: req.mac ?? '02:00:00:00:00:aa',
+        mtu: 1500,
+        txqlen: 500,
+        up: true,
+        alias: req.alias,
+      }),
     );
   }
 
   ensureTap(req: TapRequest): Promise<LinkInfo> {
     this.calls.push(`tap ${req.name}`);
     if (!this.existing.has(req.bridge)) return Promise.reject(new Error(`bridge "${req.bridge}" does not exist`));
-    return Promise.resolve(this.put(req.name, { kind: 'tun', master: req.bridge, mac: '02:00:00:00:00:bb', mtu: 1500, txqlen: 1000, up: true, alias: req.alias }));
+    return Promise.resolve(
+      this.put(req.name, { kind: 'tun', master: req.bridge, mac: '02:00:00:00:00:bb', mtu: 1500, txqlen: 1000, up: true, alias: req.alias }),
+    );
   }
 
   getLink(name: string): Promise<LinkInfo | undefined> {

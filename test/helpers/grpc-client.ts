@@ -53,7 +53,9 @@ export class TestClient {
     return this.call<object>((cb) => this.raw.deleteMicroVM({ uid }, this.metadata, cb));
   }
   async list(namespace = '', name?: string): Promise<MicroVM[]> {
-    const res = await this.call<{ microvm: MicroVM[] }>((cb) => this.raw.listMicroVMs({ namespace, ...(name !== undefined ? { name } : {}) }, this.metadata, cb));
+    const res = await this.call<{ microvm: MicroVM[] }>((cb) =>
+      this.raw.listMicroVMs({ namespace, ...(name !== undefined ? { name } : {}) }, this.metadata, cb),
+    );
     return res.microvm;
   }
   stream(namespace = '', name?: string): grpc.ClientReadableStream<ListMessage> {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { MicroVMStatus_MicroVMState as State, NetworkInterface_IfaceType as IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
+import type { ListMessage } from '../../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { makeTempDir, runDaemonExpectingExit, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 import { canUseNetns, createTestNetns, type TestNetns } from '../helpers/netns.js';
@@ -97,7 +98,12 @@ describe('flintlockd in a network namespace', { skip }, () => {
     const spec = capmvmSpec('tap-1');
     spec.interfaces = [
       { $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP },
-      { $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth1', type: IfaceType.TAP, overrides: { $typeName: 'flintlock.types.NetworkOverrides', bridgeName: 'br1' } },
+      {
+        $typeName: 'flintlock.types.NetworkInterface',
+        deviceId: 'eth1',
+        type: IfaceType.TAP,
+        overrides: { $typeName: 'flintlock.types.NetworkOverrides', bridgeName: 'br1' },
+      },
     ];
     const created = await client.create(spec);
     const uid = created.spec?.uid ?? '';
@@ -118,7 +124,14 @@ describe('flintlockd in a network namespace', { skip }, () => {
 
   it('fails a VM whose bridge does not exist, naming it', async () => {
     const spec = capmvmSpec('nobridge');
-    spec.interfaces = [{ $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP, overrides: { $typeName: 'flintlock.types.NetworkOverrides', bridgeName: 'br-missing' } }];
+    spec.interfaces = [
+      {
+        $typeName: 'flintlock.types.NetworkInterface',
+        deviceId: 'eth0',
+        type: IfaceType.TAP,
+        overrides: { $typeName: 'flintlock.types.NetworkOverrides', bridgeName: 'br-missing' },
+      },
+    ];
     const uid = (await client.create(spec)).spec?.uid ?? '';
     const vm = await waitFor('FAILED', async () => {
       const got = await client.get(uid);
@@ -143,8 +156,14 @@ describe('flintlockd in a network namespace', { skip }, () => {
     const a = await client.create(Object.assign(capmvmSpec('list-a'), { namespace: 'list1' }));
     const b = await client.create(Object.assign(capmvmSpec('list-b'), { namespace: 'list1' }));
     const c = await client.create(Object.assign(capmvmSpec('list-a'), { namespace: 'list2' }));
-    assert.deepEqual((await client.list('list1')).map((v) => v.spec?.id), ['list-a', 'list-b']);
-    assert.deepEqual((await client.list('list1', 'list-b')).map((v) => v.spec?.uid), [b.spec?.uid]);
+    assert.deepEqual(
+      (await client.list('list1')).map((v) => v.spec?.id),
+      ['list-a', 'list-b'],
+    );
+    assert.deepEqual(
+      (await client.list('list1', 'list-b')).map((v) => v.spec?.uid),
+      [b.spec?.uid],
+    );
     assert.deepEqual((await client.list('', 'list-a')).map((v) => v.spec?.namespace).sort(), ['list1', 'list2']);
     assert.deepEqual(await client.list('nothing-here'), []);
     for (const vm of await client.list('no-such')) assert.fail(`unexpected ${vm.spec?.id}`);
@@ -153,8 +172,8 @@ describe('flintlockd in a network namespace', { skip }, () => {
 
   it('streams the current VMs and then every change', async () => {
     const stream = client.stream('stream-ns');
-    const seen: Array<{ id: string; state: number }> = [];
-    stream.on('data', (m: { microvm?: { spec?: { id: string }; status?: { state: number } } }) => seen.push({ id: m.microvm?.spec?.id ?? '', state: m.microvm?.status?.state ?? -1 }));
+    const seen: Array<{ id: string; state: State }> = [];
+    stream.on('data', (m: ListMessage) => seen.push({ id: m.microvm?.spec?.id ?? '', state: m.microvm?.status?.state ?? State.PENDING }));
     stream.on('error', () => undefined);
     const created = await client.create(Object.assign(capmvmSpec('streamed'), { namespace: 'stream-ns' }));
     await waitFor('FAILED update streamed', () => seen.some((s) => s.id === 'streamed' && s.state === State.FAILED));
@@ -226,8 +245,12 @@ describe('flintlockd start-up and host network errors', { skip }, () => {
       const tapSpec = capmvmSpec('needs-bridge');
       tapSpec.interfaces = [{ $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP }];
       const tapUid = (await parentOnly.create(tapSpec)).spec?.uid ?? '';
-      const a = await waitFor('macvtap VM FAILED', async () => ((await bridgeOnly.get(macvtapUid)).status?.state === State.FAILED ? bridgeOnly.get(macvtapUid) : undefined));
-      const b = await waitFor('tap VM FAILED', async () => ((await parentOnly.get(tapUid)).status?.state === State.FAILED ? parentOnly.get(tapUid) : undefined));
+      const a = await waitFor('macvtap VM FAILED', async () =>
+        (await bridgeOnly.get(macvtapUid)).status?.state === State.FAILED ? bridgeOnly.get(macvtapUid) : undefined,
+      );
+      const b = await waitFor('tap VM FAILED', async () =>
+        (await parentOnly.get(tapUid)).status?.state === State.FAILED ? parentOnly.get(tapUid) : undefined,
+      );
       assert.equal(a.status?.lastError, 'a parent network device name is required for macvtap interfaces');
       assert.equal(b.status?.lastError, 'a parent network device name is required for attaching a TAP interface');
       bridgeOnly.close();

@@ -24,9 +24,9 @@ const qemu: VmmProvider = {
   name: 'qemu',
   capabilities: new Set<ProviderCapability>(['macvtap', 'tap']),
   availability: () => ({ available: false, reason: 'test' }),
-  start: async () => {},
-  stop: async () => {},
-  state: async () => 'stopped',
+  start: () => Promise.resolve(),
+  stop: () => Promise.resolve(),
+  state: () => Promise.resolve('stopped'),
 };
 const providers: ProviderLookup = { names: () => ['qemu'], get: (n) => (n === 'qemu' ? qemu : undefined), defaultName: () => 'qemu' };
 
@@ -185,7 +185,10 @@ describe('HTTP gateway', () => {
     const items = all.body['microvm'] as Json[];
     assert.deepEqual(items.map((vm) => (vm['spec'] as Json)['id']).sort(), ['vm1', 'vm2']);
     const one = await call(`${gw.url}/v1alpha1/microvm/ns1?name=vm2`);
-    assert.deepEqual((one.body['microvm'] as Json[]).map((vm) => (vm['spec'] as Json)['id']), ['vm2']);
+    assert.deepEqual(
+      (one.body['microvm'] as Json[]).map((vm) => (vm['spec'] as Json)['id']),
+      ['vm2'],
+    );
     const none = await call(`${gw.url}/v1alpha1/microvm/empty-ns`);
     assert.equal(none.status, 200);
     assert.deepEqual(none.body, { microvm: [] });
@@ -195,7 +198,10 @@ describe('HTTP gateway', () => {
     await post(`${gw.url}/v1alpha1/microvm`, camelSpec('x', 'ns2'));
     const filtered = await call(`${gw.url}/v1alpha1/microvms?namespace=ns1&name=vm1`);
     assert.equal(filtered.status, 200);
-    assert.deepEqual((filtered.body['microvm'] as Json[]).map((vm) => (vm['spec'] as Json)['id']), ['vm1']);
+    assert.deepEqual(
+      (filtered.body['microvm'] as Json[]).map((vm) => (vm['spec'] as Json)['id']),
+      ['vm1'],
+    );
     const none = await call(`${gw.url}/v1alpha1/microvms?namespace=ns1&name=x`);
     assert.deepEqual(none.body['microvm'], []);
     const everything = await call(`${gw.url}/v1alpha1/microvms`);
@@ -267,15 +273,19 @@ describe('HTTP gateway', () => {
     const lines = lineReader(res.body);
     await post(`${gw.url}/v1alpha1/microvm`, camelSpec('s1', 'ns3'));
     const first = JSON.parse(await lines.next()) as Json;
-    assert.equal((vmOf(first['result'] as Json).spec['id'] as string), 's1');
-    assert.equal((vmOf(first['result'] as Json).status['kernelMount']), null);
+    assert.equal(vmOf(first['result'] as Json).spec['id'], 's1');
+    assert.equal(vmOf(first['result'] as Json).status['kernelMount'], null);
     assert.equal(activeWatches, 1);
     abort.abort();
     await waitFor(() => activeWatches === 0);
 
     // A new stream starts with the current VMs.
     const again = new AbortController();
-    const res2 = await fetch(`${gw.url}/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream`, { method: 'POST', body: '{"namespace":"ns3"}', signal: again.signal });
+    const res2 = await fetch(`${gw.url}/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream`, {
+      method: 'POST',
+      body: '{"namespace":"ns3"}',
+      signal: again.signal,
+    });
     assert.ok(res2.body !== null);
     const lines2 = lineReader(res2.body);
     assert.equal(vmOf((JSON.parse(await lines2.next()) as Json)['result'] as Json).spec['id'], 's1');

@@ -29,8 +29,7 @@ async function nsip(...args: string[]): Promise<string> {
 }
 
 async function skipReason(): Promise<string | undefined> {
-  if (process.getuid?.() !== 0)
-    return 'needs root (creates a network namespace with veth, bridge, tap and macvtap devices)';
+  if (process.getuid?.() !== 0) return 'needs root (creates a network namespace with veth, bridge, tap and macvtap devices)';
   try {
     await ip('netns', 'add', NS);
   } catch (err) {
@@ -123,17 +122,7 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
 
     it('corrects alias, MAC, up state and mode that drifted', async () => {
       const before = await net.getLink('flvtap0000001');
-      await nsip(
-        'link',
-        'set',
-        'dev',
-        'flvtap0000001',
-        'down',
-        'alias',
-        'someone else',
-        'address',
-        '02:00:00:00:00:01',
-      );
+      await nsip('link', 'set', 'dev', 'flvtap0000001', 'down', 'alias', 'someone else', 'address', '02:00:00:00:00:01');
       await nsip('link', 'set', 'dev', 'flvtap0000001', 'type', 'macvtap', 'mode', 'vepa');
       const fixed = await net.ensureMacvtap({ name: 'flvtap0000001', parent: 'eth0', mac: MAC, alias: ALIAS });
       assert.equal(fixed.ifindex, before?.ifindex, 'corrected in place, not recreated');
@@ -161,22 +150,17 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
     it('reads the tap char device numbers from sysfs inside the namespace', async () => {
       const info = await net.getLink('flvtap0000001');
       assert.ok(info);
-      const expected = (
-        await ip('netns', 'exec', NS, 'cat', `/sys/class/net/flvtap0000001/macvtap/tap${info.ifindex}/dev`)
-      ).trim();
+      const expected = (await ip('netns', 'exec', NS, 'cat', `/sys/class/net/flvtap0000001/macvtap/tap${info.ifindex}/dev`)).trim();
       const numbers = await net.macvtapDeviceNumbers('flvtap0000001');
       assert.equal(`${numbers.major}:${numbers.minor}`, expected);
       assert.notEqual(numbers.major, 0);
     });
 
     it('names a missing parent', async () => {
-      await assert.rejects(
-        net.ensureMacvtap({ name: 'flvtap0000004', parent: 'nosuch0', alias: 'x' }),
-        (err: Error) => {
-          assert.equal(err.message, 'parent network device "nosuch0" does not exist');
-          return true;
-        },
-      );
+      await assert.rejects(net.ensureMacvtap({ name: 'flvtap0000004', parent: 'nosuch0', alias: 'x' }), (err: Error) => {
+        assert.equal(err.message, 'parent network device "nosuch0" does not exist');
+        return true;
+      });
       assert.equal(await net.getLink('flvtap0000004'), undefined);
     });
 
@@ -193,10 +177,7 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
     it('refuses a macvtap of the same name on another parent', async () => {
       await nsip('link', 'add', 'link', 'eth1', 'name', 'flvtap0000005', 'type', 'macvtap', 'mode', 'bridge');
       const before = await net.getLink('flvtap0000005');
-      await assert.rejects(
-        net.ensureMacvtap({ name: 'flvtap0000005', parent: 'eth0', alias: 'x' }),
-        /is a macvtap on "eth1", not a macvtap on "eth0"/,
-      );
+      await assert.rejects(net.ensureMacvtap({ name: 'flvtap0000005', parent: 'eth0', alias: 'x' }), /is a macvtap on "eth1", not a macvtap on "eth0"/);
       assert.deepEqual(await net.getLink('flvtap0000005'), before);
     });
 
@@ -274,10 +255,7 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
     });
 
     it('refuses a bridge that is not a bridge', async () => {
-      await assert.rejects(
-        net.ensureTap({ name: 'fltap0000004', bridge: 'eth0', alias: 'x' }),
-        /"eth0" is a veth device, not a bridge/,
-      );
+      await assert.rejects(net.ensureTap({ name: 'fltap0000004', bridge: 'eth0', alias: 'x' }), /"eth0" is a veth device, not a bridge/);
       assert.equal(await net.getLink('fltap0000004'), undefined);
     });
 
@@ -292,10 +270,7 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
         await assert.rejects(flaky.ensureTap({ name: 'fltap0000005', bridge: 'br0', alias: 'x' }), (err: Error) => {
           // ip names the argument it could not resolve, and the message carries the commands.
           assert.match(err.message, /argument "nobr9" is wrong/);
-          assert.match(
-            err.message,
-            /tuntap add dev fltap0000005 mode tap; link set dev fltap0000005 master br0 alias x up/,
-          );
+          assert.match(err.message, /tuntap add dev fltap0000005 mode tap; link set dev fltap0000005 master br0 alias x up/);
           return true;
         });
         assert.equal(await net.getLink('fltap0000005'), undefined);
@@ -306,10 +281,7 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
 
     it('refuses a foreign link with the wanted name and leaves it alone', async () => {
       const before = await net.getLink('eth1');
-      await assert.rejects(
-        net.ensureTap({ name: 'eth1', bridge: 'br0', alias: 'x' }),
-        /"eth1" already exists and is a veth device, not a tap/,
-      );
+      await assert.rejects(net.ensureTap({ name: 'eth1', bridge: 'br0', alias: 'x' }), /"eth1" already exists and is a veth device, not a tap/);
       assert.deepEqual(await net.getLink('eth1'), before);
     });
   });
@@ -356,10 +328,7 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
     for (const bad of ['', 'a'.repeat(16), 'has space', 'a/b', 'a:b', '.', '..', 'tab\there', 'é'.repeat(8)]) {
       it(`refuses ${JSON.stringify(bad)}`, async () => {
         await assert.rejects(noIp.ensureTap({ name: bad, bridge: 'br0', alias: 'x' }), /invalid tap device name/);
-        await assert.rejects(
-          noIp.ensureMacvtap({ name: 'ok', parent: bad, alias: 'x' }),
-          /invalid parent network device name/,
-        );
+        await assert.rejects(noIp.ensureMacvtap({ name: 'ok', parent: bad, alias: 'x' }), /invalid parent network device name/);
         await assert.rejects(noIp.deleteLink(bad), /invalid network device name/);
         await assert.rejects(noIp.getLink(bad), /invalid network device name/);
       });
@@ -371,14 +340,8 @@ describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? 
     });
 
     it('refuses a malformed or multicast MAC', async () => {
-      await assert.rejects(
-        noIp.ensureMacvtap({ name: 'v', parent: 'eth0', mac: '02:00:00:00:00', alias: 'x' }),
-        /invalid MAC/,
-      );
-      await assert.rejects(
-        noIp.ensureMacvtap({ name: 'v', parent: 'eth0', mac: '03:00:00:00:00:01', alias: 'x' }),
-        /multicast/,
-      );
+      await assert.rejects(noIp.ensureMacvtap({ name: 'v', parent: 'eth0', mac: '02:00:00:00:00', alias: 'x' }), /invalid MAC/);
+      await assert.rejects(noIp.ensureMacvtap({ name: 'v', parent: 'eth0', mac: '03:00:00:00:00:01', alias: 'x' }), /multicast/);
     });
   });
 });

@@ -56,7 +56,10 @@ describe('parseNetworkInterface', () => {
   });
 
   it('rejects an unknown type instead of silently using macvtap', () => {
-    assert.throws(() => parseNetworkInterface('eth1:bridge'), (e: unknown) => e instanceof SpecError && /unknown interface type "bridge"/.test(e.message));
+    assert.throws(
+      () => parseNetworkInterface('eth1:bridge'),
+      (e: unknown) => e instanceof SpecError && /unknown interface type "bridge"/.test(e.message),
+    );
   });
 
   it('rejects eth0 with the original message', () => {
@@ -143,7 +146,10 @@ describe('parseMetadataFromFile', () => {
   });
 
   it('reports an unreadable file with its key and reason', () => {
-    assert.throws(() => parseMetadataFromFile('user-data=/nope', noFiles), (e: unknown) => e instanceof SpecError && /"user-data".*ENOENT.*\/nope/.test(e.message));
+    assert.throws(
+      () => parseMetadataFromFile('user-data=/nope', noFiles),
+      (e: unknown) => e instanceof SpecError && /"user-data".*ENOENT.*\/nope/.test(e.message),
+    );
   });
 });
 
@@ -183,7 +189,10 @@ describe('names', () => {
 
   it('generates names that are valid ids and host labels', () => {
     for (let i = 0; i < 50; i++) assert.match(generateName(), /^[a-z]+-[a-z]+-[0-9a-f]{4}$/);
-    assert.equal(generateName(() => Buffer.from([1, 2, 0xab, 0xcd])), 'brave-falcon-abcd');
+    assert.equal(
+      generateName(() => Buffer.from([1, 2, 0xab, 0xcd])),
+      'brave-falcon-abcd',
+    );
   });
 });
 
@@ -254,7 +263,9 @@ describe('buildSpec', () => {
 
 const NOW = Date.UTC(2024, 0, 2, 12, 0, 0);
 
-function sampleVm(overrides: { state?: MicroVMStatus_MicroVMState; retry?: number; failureReason?: string; lastError?: string; createdAt?: number } = {}): MicroVM {
+function sampleVm(
+  overrides: { state?: MicroVMStatus_MicroVMState; retry?: number; failureReason?: string; lastError?: string; createdAt?: number } = {},
+): MicroVM {
   return create(MicroVMSchema, {
     version: 3,
     spec: {

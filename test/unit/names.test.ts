@@ -1,12 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import {
-  deviceAlias,
-  generateGuestMac,
-  newHostDeviceName,
-  parseDeviceAlias,
-} from '../../src/core/names.js';
+import { deviceAlias, generateGuestMac, newHostDeviceName, parseDeviceAlias } from '../../src/core/names.js';
 
 // Enough samples that a bit that is merely random (not forced) would show both values.
 const SAMPLES = 2000;

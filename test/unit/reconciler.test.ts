@@ -94,7 +94,13 @@ describe('reconciler', () => {
     assert.equal(firstOctet & 0b11, 0b10);
     assert.equal(network.links.get(mac?.hostDeviceName ?? '')?.alias, `flintlock:ns1/vm1/${uid}`);
     assert.equal(network.links.get(tap?.hostDeviceName ?? '')?.master, 'br0');
-    assert.deepEqual(repo.devices(uid).map((d) => d.deviceId).sort(), ['eth0', 'eth1']);
+    assert.deepEqual(
+      repo
+        .devices(uid)
+        .map((d) => d.deviceId)
+        .sort(),
+      ['eth0', 'eth1'],
+    );
     assert.deepEqual(fs.nodes.get(macvtapNodePath(fs.vmDir(vm.id), 'eth0')), { major: 246, minor: mac?.index });
     assert.ok(provider.running.has(uid));
     assert.equal(vm.status.retry, 0);
@@ -110,7 +116,10 @@ describe('reconciler', () => {
     const uid = create('vm1');
     const failed = await waitFor('FAILED', () => (stateOf(uid) === 'failed' ? repo.get(uid) : undefined));
     assert.equal(failed.status.retry, FAST.maxRetry + 1);
-    assert.match(failed.status.failureReason ?? '', /reconcile failed 4 times; last error: microvm provider qemu is not available: binary "qemu-system-x86_64" not found/);
+    assert.match(
+      failed.status.failureReason ?? '',
+      /reconcile failed 4 times; last error: microvm provider qemu is not available: binary "qemu-system-x86_64" not found/,
+    );
     assert.deepEqual([...seen].sort(), [0, 1, 2, 3, 4], 'every retry was recorded');
     assert.equal(failed.status.nextRetryAt, undefined);
     assert.equal(repo.queue().length, 0, 'a FAILED VM leaves the queue');
@@ -130,7 +139,10 @@ describe('reconciler', () => {
   });
 
   it('computes exponential backoff capped at the maximum', () => {
-    assert.deepEqual([1, 2, 3, 4, 5, 10].map((r) => backoffDelay(r, 5000, 300_000)), [5000, 10_000, 20_000, 40_000, 80_000, 300_000]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 10].map((r) => backoffDelay(r, 5000, 300_000)),
+      [5000, 10_000, 20_000, 40_000, 80_000, 300_000],
+    );
   });
 
   it('fails with the original messages when no parent or bridge is configured', async () => {

@@ -459,10 +459,7 @@ describe('SqliteMicroVMRepository', () => {
     it('rolls back a failing step completely', () => {
       const raw = new Database(':memory:');
       try {
-        const broken = [
-          ...MIGRATIONS,
-          { version: LATEST_SCHEMA_VERSION + 1, description: 'broken', sql: 'CREATE TABLE t (x); SELECT nope FROM nowhere;' },
-        ];
+        const broken = [...MIGRATIONS, { version: LATEST_SCHEMA_VERSION + 1, description: 'broken', sql: 'CREATE TABLE t (x); SELECT nope FROM nowhere;' }];
         assert.throws(() => migrate(raw, broken), new RegExp(`schema migration ${LATEST_SCHEMA_VERSION + 1} \\(broken\\) failed`));
         assert.equal(raw.pragma('user_version', { simple: true }), LATEST_SCHEMA_VERSION);
         assert.equal(raw.prepare("SELECT count(*) FROM sqlite_master WHERE name = 't'").pluck().get(), 0);
@@ -481,8 +478,7 @@ describe('SqliteMicroVMRepository', () => {
 
       assert.throws(
         () => SqliteMicroVMRepository.open(join(dir, 'state')),
-        (e: unknown) =>
-          e instanceof SchemaVersionError && e.message.includes(`version ${future}`) && e.message.includes(`${LATEST_SCHEMA_VERSION}`),
+        (e: unknown) => e instanceof SchemaVersionError && e.message.includes(`version ${future}`) && e.message.includes(`${LATEST_SCHEMA_VERSION}`),
       );
       const check = new Database(dbPath(), { readonly: true });
       try {

@@ -245,16 +245,19 @@ describe('validateCreate: interfaces', () => {
     });
   }
   it('rejects a garbage gateway', () => {
-    expectInvalid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', gateway: 'gateway.local', nameservers: [] } }] }), [
-      'interfaces[0].address.gateway',
-      '"gateway.local"',
-      'is not an IP address',
-    ]);
+    expectInvalid(
+      base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', gateway: 'gateway.local', nameservers: [] } }] }),
+      ['interfaces[0].address.gateway', '"gateway.local"', 'is not an IP address'],
+    );
   });
   it('nameservers must be IPs (no prefix, no names)', () => {
-    expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', nameservers: ['1.1.1.1', '2606:4700::1111'] } }] }));
+    expectValid(
+      base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', nameservers: ['1.1.1.1', '2606:4700::1111'] } }] }),
+    );
     const message = expectInvalid(
-      base({ interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', nameservers: ['1.1.1.1', 'dns.google', '8.8.8.8/32'] } }] }),
+      base({
+        interfaces: [{ deviceId: 'eth0', type: 'macvtap', address: { address: '192.168.1.10/24', nameservers: ['1.1.1.1', 'dns.google', '8.8.8.8/32'] } }],
+      }),
       ['interfaces[0].address.nameservers[1]', '"dns.google"', 'interfaces[0].address.nameservers[2]', '"8.8.8.8/32"', 'is not an IP address'],
     );
     assert.ok(!message.includes('nameservers[0]'));
@@ -290,7 +293,10 @@ describe('validateCreate: kernel and initrd', () => {
     });
   }
   it('rejects kernel.filename with ..', () => {
-    expectInvalid(base({ kernel: { image: 'ubuntu', filename: '../etc/shadow', cmdline: {}, addNetworkConfig: false } }), ['kernel.filename:', "must not contain '..'"]);
+    expectInvalid(base({ kernel: { image: 'ubuntu', filename: '../etc/shadow', cmdline: {}, addNetworkConfig: false } }), [
+      'kernel.filename:',
+      "must not contain '..'",
+    ]);
     expectInvalid(base({ kernel: { image: 'ubuntu', filename: 'boot/../../x', cmdline: {}, addNetworkConfig: false } }), ['kernel.filename:']);
   });
   it('accepts a normal kernel.filename', () => {
@@ -315,7 +321,10 @@ describe('validateCreate: volumes', () => {
     assert.deepEqual(v.spec.initrd, { image: 'ghcr.io/org/initrd:1', filename: 'initrd.img' });
   });
   it('a volume without a source is rejected', () => {
-    expectInvalid(base({ rootVolume: { id: 'root', readOnly: false, source: {} } }), ['root_volume.source', 'exactly one of container_source or virtiofs_source']);
+    expectInvalid(base({ rootVolume: { id: 'root', readOnly: false, source: {} } }), [
+      'root_volume.source',
+      'exactly one of container_source or virtiofs_source',
+    ]);
   });
   it('a volume with both sources is rejected', () => {
     expectInvalid(base({ additionalVolumes: [{ id: 'data', readOnly: false, source: { containerImage: 'ubuntu', virtiofsPath: '/srv/data' } }] }), [
@@ -324,7 +333,10 @@ describe('validateCreate: volumes', () => {
     ]);
   });
   it('the root volume cannot be virtiofs', () => {
-    expectInvalid(base({ rootVolume: { id: 'root', readOnly: false, source: { virtiofsPath: '/srv/root' } } }), ['root_volume.source', 'cannot be a virtiofs volume']);
+    expectInvalid(base({ rootVolume: { id: 'root', readOnly: false, source: { virtiofsPath: '/srv/root' } } }), [
+      'root_volume.source',
+      'cannot be a virtiofs volume',
+    ]);
   });
   it('one virtiofs additional volume is fine, two are not', () => {
     const one = { id: 'share1', readOnly: false, source: { virtiofsPath: '/srv/a' } };
@@ -333,7 +345,10 @@ describe('validateCreate: volumes', () => {
     expectInvalid(base({ additionalVolumes: [one, two] }), ['additional_volumes:', 'at most one virtiofs volume', 'got 2']);
   });
   it('virtiofs sources must be absolute host paths', () => {
-    expectInvalid(base({ additionalVolumes: [{ id: 'share', readOnly: false, source: { virtiofsPath: 'srv/a' } }] }), ['additional_volumes[0].source.virtiofs_source', 'absolute']);
+    expectInvalid(base({ additionalVolumes: [{ id: 'share', readOnly: false, source: { virtiofsPath: 'srv/a' } }] }), [
+      'additional_volumes[0].source.virtiofs_source',
+      'absolute',
+    ]);
   });
   it('volume container sources must be image references', () => {
     expectInvalid(base({ additionalVolumes: [{ id: 'data', readOnly: false, source: { containerImage: 'NOT VALID' } }] }), [
@@ -342,7 +357,11 @@ describe('validateCreate: volumes', () => {
     ]);
   });
   it('volume ids must be unique across root and additional volumes', () => {
-    expectInvalid(base({ additionalVolumes: [{ id: 'root', readOnly: true, source: { containerImage: 'ubuntu' } }] }), ['additional_volumes[0].id', '"root"', 'used by another volume']);
+    expectInvalid(base({ additionalVolumes: [{ id: 'root', readOnly: true, source: { containerImage: 'ubuntu' } }] }), [
+      'additional_volumes[0].id',
+      '"root"',
+      'used by another volume',
+    ]);
     expectInvalid(
       base({
         additionalVolumes: [
@@ -377,7 +396,10 @@ describe('validateCreate: provider', () => {
     expectInvalid(base({ provider: '' }), ['macvtap network interfaces not supported by the microvm provider firecracker'], DEFAULT_LIMITS, fc);
   });
   it('tap on a provider without it', () => {
-    expectInvalid(base({ provider: 'bare', interfaces: [{ deviceId: 'eth0', type: 'tap' }] }), ['interfaces:', 'tap network interfaces not supported by the microvm provider bare']);
+    expectInvalid(base({ provider: 'bare', interfaces: [{ deviceId: 'eth0', type: 'tap' }] }), [
+      'interfaces:',
+      'tap network interfaces not supported by the microvm provider bare',
+    ]);
     expectValid(base({ provider: 'firecracker', interfaces: [{ deviceId: 'eth0', type: 'tap' }] }));
   });
   it('virtiofs on a provider without it', () => {
@@ -439,7 +461,18 @@ describe('isCidr', () => {
     for (const good of ['10.0.0.1/0', '10.0.0.1/8', '10.0.0.1/32', '::/0', 'fd00::1/64', 'fd00::1/128']) assert.equal(isCidr(good), true, good);
   });
   it('rejects missing or out-of-range prefixes and non-addresses', () => {
-    for (const bad of ['10.0.0.1', '10.0.0.1/33', 'fd00::1/129', '10.0.0.1/', '10.0.0.1/-1', '10.0.0.1/1.5', 'host/24', '/24', '10.0.0.256/24', '10.0.0.1/24/1']) {
+    for (const bad of [
+      '10.0.0.1',
+      '10.0.0.1/33',
+      'fd00::1/129',
+      '10.0.0.1/',
+      '10.0.0.1/-1',
+      '10.0.0.1/1.5',
+      'host/24',
+      '/24',
+      '10.0.0.256/24',
+      '10.0.0.1/24/1',
+    ]) {
       assert.equal(isCidr(bad), false, bad);
     }
   });

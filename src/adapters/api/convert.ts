@@ -89,7 +89,12 @@ export function createInputFromProto(spec: ProtoSpec): CreateInput {
         }
       : {}),
     ...(spec.initrd !== undefined
-      ? { initrd: { image: sanitizeImageRef(spec.initrd.image), ...(initrdFilename !== undefined && initrdFilename !== '' ? { filename: initrdFilename } : {}) } }
+      ? {
+          initrd: {
+            image: sanitizeImageRef(spec.initrd.image),
+            ...(initrdFilename !== undefined && initrdFilename !== '' ? { filename: initrdFilename } : {}),
+          },
+        }
       : {}),
     ...(spec.rootVolume !== undefined && !isEmptyVolume(spec.rootVolume) ? { rootVolume: volumeFromProto(spec.rootVolume) } : {}),
     additionalVolumes: spec.additionalVolumes.map(volumeFromProto),
@@ -131,7 +136,13 @@ function interfaceToProto(i: NetworkInterfaceSpec): MessageInitShape<typeof Netw
     type: i.type === 'tap' ? NetworkInterface_IfaceType.TAP : NetworkInterface_IfaceType.MACVTAP,
     ...(i.guestMac !== undefined ? { guestMac: i.guestMac } : {}),
     ...(i.address !== undefined
-      ? { address: { address: i.address.address, nameservers: [...i.address.nameservers], ...(i.address.gateway !== undefined ? { gateway: i.address.gateway } : {}) } }
+      ? {
+          address: {
+            address: i.address.address,
+            nameservers: [...i.address.nameservers],
+            ...(i.address.gateway !== undefined ? { gateway: i.address.gateway } : {}),
+          },
+        }
       : {}),
     ...(i.bridgeName !== undefined ? { overrides: { bridgeName: i.bridgeName } } : {}),
   };
@@ -155,7 +166,9 @@ export function microvmToProto(vm: MicroVM): ProtoMicroVM {
         addNetworkConfig: spec.kernel.addNetworkConfig,
         ...(spec.kernel.filename !== undefined ? { filename: spec.kernel.filename } : {}),
       },
-      ...(spec.initrd !== undefined ? { initrd: { image: spec.initrd.image, ...(spec.initrd.filename !== undefined ? { filename: spec.initrd.filename } : {}) } } : {}),
+      ...(spec.initrd !== undefined
+        ? { initrd: { image: spec.initrd.image, ...(spec.initrd.filename !== undefined ? { filename: spec.initrd.filename } : {}) } }
+        : {}),
       ...(spec.rootVolume !== undefined ? { rootVolume: volumeToProto(spec.rootVolume) } : {}),
       additionalVolumes: spec.additionalVolumes.map(volumeToProto),
       interfaces: spec.interfaces.map(interfaceToProto),

@@ -25,7 +25,13 @@ export class ApiMetrics {
   }
 
   handled(transport: 'grpc' | 'http', method: string, code: string): void {
-    if (transport === 'grpc') this.grpcHandled.inc({ grpc_type: method === 'ListMicroVMsStream' ? 'server_stream' : 'unary', grpc_service: SERVICE, grpc_method: method, grpc_code: code });
+    if (transport === 'grpc')
+      this.grpcHandled.inc({
+        grpc_type: method === 'ListMicroVMsStream' ? 'server_stream' : 'unary',
+        grpc_service: SERVICE,
+        grpc_method: method,
+        grpc_code: code,
+      });
     else this.httpHandled.inc({ grpc_service: SERVICE, grpc_method: method, grpc_code: code });
   }
 }

@@ -28,7 +28,9 @@ function destination(output: string): NodeJS.WritableStream {
 export function createLogger(options: LogOptions): Logger {
   const out = destination(options.output);
   const stream: DestinationStream =
-    options.format === 'json' ? (out as DestinationStream) : pretty({ destination: out, sync: true, colorize: false, singleLine: true, translateTime: 'SYS:standard', ignore: 'pid,hostname' });
+    options.format === 'json'
+      ? out
+      : pretty({ destination: out, sync: true, colorize: false, singleLine: true, translateTime: 'SYS:standard', ignore: 'pid,hostname' });
   return pino({ level: levelFor(options.verbosity), redact: ['token', 'basicAuthToken', 'authorization'] }, stream);
 }
 

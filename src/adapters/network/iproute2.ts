@@ -101,11 +101,8 @@ export class Iproute2NetworkService implements NetworkService {
 
     const { info } = current;
     if (info.kind !== 'macvtap' || info.parent !== req.parent) {
-      const what =
-        info.kind === 'macvtap' ? `a macvtap on "${info.parent ?? '?'}"` : `a ${describeKind(info.kind)} device`;
-      throw new Error(
-        `network device "${req.name}" already exists and is ${what}, not a macvtap on "${req.parent}"; refusing to reuse it`,
-      );
+      const what = info.kind === 'macvtap' ? `a macvtap on "${info.parent ?? '?'}"` : `a ${describeKind(info.kind)} device`;
+      throw new Error(`network device "${req.name}" already exists and is ${what}, not a macvtap on "${req.parent}"; refusing to reuse it`);
     }
     const set: string[] = [];
     if (info.alias !== req.alias) set.push('alias', req.alias);
@@ -147,8 +144,7 @@ export class Iproute2NetworkService implements NetworkService {
 
     const { info } = current;
     if (info.kind !== 'tun' || (current.tunType !== undefined && current.tunType !== 'tap')) {
-      const what =
-        info.kind === 'tun' ? `a ${current.tunType ?? 'tun'}-mode tun device` : `a ${describeKind(info.kind)} device`;
+      const what = info.kind === 'tun' ? `a ${current.tunType ?? 'tun'}-mode tun device` : `a ${describeKind(info.kind)} device`;
       throw new Error(`network device "${req.name}" already exists and is ${what}, not a tap; refusing to reuse it`);
     }
     const set: string[] = [];
@@ -242,12 +238,7 @@ export class Iproute2NetworkService implements NetworkService {
    *   (it may lack the alias start-up orphan scans rely on) and let a retry start clean.
    * A parent/bridge that vanished meanwhile is reported with the usual message.
    */
-  private async afterFailedCreate(
-    err: unknown,
-    name: string,
-    anchor: string,
-    anchorMissing: () => Error,
-  ): Promise<ParsedLink> {
+  private async afterFailedCreate(err: unknown, name: string, anchor: string, anchorMissing: () => Error): Promise<ParsedLink> {
     if (!(err instanceof IpCommandError)) throw err;
     const links = await this.readLinks([anchor, name]);
     const now = links.get(name);
@@ -371,17 +362,13 @@ function validateIfName(name: string, what: string): void {
   // The kernel's dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or whitespace.
   // Control characters are refused too: they would garble `ip` output and error messages.
   if (bytes === 0 || bytes > MAX_IFNAME_BYTES || name === '.' || name === '..' || /[\s/:\p{Cc}]/u.test(name)) {
-    throw new Error(
-      `invalid ${what} "${name}": must be 1..${MAX_IFNAME_BYTES} bytes without '/', ':' or whitespace, and not "." or ".."`,
-    );
+    throw new Error(`invalid ${what} "${name}": must be 1..${MAX_IFNAME_BYTES} bytes without '/', ':' or whitespace, and not "." or ".."`);
   }
 }
 
 function validateAlias(alias: string): void {
   if (Buffer.byteLength(alias, 'utf8') > MAX_ALIAS_BYTES || /\p{Cc}/u.test(alias)) {
-    throw new Error(
-      `invalid device alias "${alias}": must be at most ${MAX_ALIAS_BYTES} bytes without control characters`,
-    );
+    throw new Error(`invalid device alias "${alias}": must be at most ${MAX_ALIAS_BYTES} bytes without control characters`);
   }
 }
 
@@ -389,8 +376,7 @@ function validateAlias(alias: string): void {
 function normalizeMac(mac: string): string {
   if (!MAC_RE.test(mac)) throw new Error(`invalid MAC address "${mac}"`);
   const lower = mac.toLowerCase().replace(/-/g, ':');
-  if ((parseInt(lower.slice(0, 2), 16) & 0x01) !== 0)
-    throw new Error(`MAC address "${mac}" is multicast; a NIC needs a unicast address`);
+  if ((parseInt(lower.slice(0, 2), 16) & 0x01) !== 0) throw new Error(`MAC address "${mac}" is multicast; a NIC needs a unicast address`);
   return lower;
 }
 
@@ -417,9 +403,7 @@ function batchLine(command: Command): string | undefined {
 /** True when every stderr line of a `-force` batch is about a device that does not exist. */
 function onlyMissingDevices(stderr: string): boolean {
   const lines = stderr.split('\n').filter((l) => l.trim() !== '');
-  return (
-    lines.length > 0 && lines.every((l) => /^Device ".*" does not exist\.$/.test(l) || /^Command failed -:\d+$/.test(l))
-  );
+  return lines.length > 0 && lines.every((l) => /^Device ".*" does not exist\.$/.test(l) || /^Command failed -:\d+$/.test(l));
 }
 
 function quoteForMessage(arg: string): string {
@@ -441,7 +425,7 @@ function parseLinks(stdout: string): ParsedLink[] {
     try {
       doc = JSON.parse(line);
     } catch (err) {
-      throw new Error(`cannot parse ip -json output (${String(err)}): ${line.slice(0, 200)}`);
+      throw new Error(`cannot parse ip -json output (${String(err)}): ${line.slice(0, 200)}`, { cause: err });
     }
     if (!Array.isArray(doc)) throw new Error(`unexpected ip -json output (not an array): ${line.slice(0, 200)}`);
     for (const raw of doc as unknown[]) {

@@ -23,7 +23,12 @@ export const CAPABILITIES: Readonly<Record<keyof ProviderBinaries, readonly Prov
 
 /** Absolute path of an executable, searching PATH for a bare name. */
 export function findExecutable(bin: string, path = process.env.PATH ?? ''): string | undefined {
-  const candidates = bin.includes('/') ? [bin] : path.split(delimiter).filter((d) => d !== '').map((d) => join(d, bin));
+  const candidates = bin.includes('/')
+    ? [bin]
+    : path
+        .split(delimiter)
+        .filter((d) => d !== '')
+        .map((d) => join(d, bin));
   return candidates.find((c) => {
     try {
       accessSync(c, constants.X_OK);
@@ -106,6 +111,8 @@ export function resolveDefaultProvider(choice: DefaultProvider, bins: ProviderBi
 }
 
 export function createProviderRegistry(choice: DefaultProvider, bins: ProviderBinaries): StaticProviderRegistry {
-  const providers = (Object.keys(CAPABILITIES) as Array<keyof ProviderBinaries>).map((name) => new NotYetImplementedProvider(name, bins[name], CAPABILITIES[name]));
+  const providers = (Object.keys(CAPABILITIES) as Array<keyof ProviderBinaries>).map(
+    (name) => new NotYetImplementedProvider(name, bins[name], CAPABILITIES[name]),
+  );
   return new StaticProviderRegistry(providers, resolveDefaultProvider(choice, bins));
 }

@@ -150,9 +150,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       forgetDevice: db.prepare<[string], void>('DELETE FROM host_devices WHERE name = ?'),
       forgetVmDevices: db.prepare<[string], void>('DELETE FROM host_devices WHERE vm_uid = ?'),
       devicesAll: db.prepare<[], DeviceRow>('SELECT name, vm_uid, kind, device_id, created_at FROM host_devices ORDER BY name'),
-      devicesOfVm: db.prepare<[string], DeviceRow>(
-        'SELECT name, vm_uid, kind, device_id, created_at FROM host_devices WHERE vm_uid = ? ORDER BY name',
-      ),
+      devicesOfVm: db.prepare<[string], DeviceRow>('SELECT name, vm_uid, kind, device_id, created_at FROM host_devices WHERE vm_uid = ? ORDER BY name'),
     };
 
     this.txInsert = db.transaction((vm: MicroVM): InsertOutcome => {

@@ -90,7 +90,11 @@ interface TypedMethod<I extends DescMessage, O extends DescMessage> {
 }
 
 // Typed from the protobuf-es descriptors; grpc-js's own ServiceDefinition is untyped (`any`).
-function typedMethod<I extends DescMessage, O extends DescMessage>(method: { readonly name: string; readonly input: I; readonly output: O }): TypedMethod<I, O> {
+function typedMethod<I extends DescMessage, O extends DescMessage>(method: {
+  readonly name: string;
+  readonly input: I;
+  readonly output: O;
+}): TypedMethod<I, O> {
   return {
     path: `/${MicroVMService.typeName}/${method.name}`,
     serialize: (value) => Buffer.from(toBinary(method.input, value)),
@@ -164,7 +168,14 @@ export class MicroVMClient {
   /** ListMicroVMsStream: the matching VMs, then each again whenever it changes, until cancelled. */
   watch(namespace: string, name: string | undefined, onMessage: (vm: MicroVMMessage) => void): WatchHandle {
     const request = create(METHODS.stream.input, { namespace, ...(name !== undefined ? { name } : {}) });
-    const call = this.client.makeServerStreamRequest(METHODS.stream.path, METHODS.stream.serialize, METHODS.stream.deserialize, request, callMetadata(this.token), {});
+    const call = this.client.makeServerStreamRequest(
+      METHODS.stream.path,
+      METHODS.stream.serialize,
+      METHODS.stream.deserialize,
+      request,
+      callMetadata(this.token),
+      {},
+    );
     let cancelled = false;
     const done = new Promise<RpcResult<void>>((resolve) => {
       call.on('data', (message: ListMessage) => {

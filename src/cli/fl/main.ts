@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import type { MicroVM } from '../../gen/flintlock/types/microvm_pb.js';
+import type { MicroVM, MicroVMSpec } from '../../gen/flintlock/types/microvm_pb.js';
 import { MicroVMStatus_MicroVMState } from '../../gen/flintlock/types/microvm_pb.js';
 import { ClientSetupError, MicroVMClient, type ClientOptions, type RpcError } from './client.js';
 import { formatVms, formatWatchHeader, formatWatchUpdate, OUTPUT_FORMATS, reasonOf, stateName, truncate, type OutputFormat } from './output.js';
@@ -199,7 +199,7 @@ class Cli {
   }
 
   async create(opts: CreateCommandOptions): Promise<number> {
-    let spec;
+    let spec: MicroVMSpec;
     try {
       spec = buildSpec(
         {
@@ -247,7 +247,14 @@ class Cli {
    * Polls Get, printing each state change (and each new retry) to stderr, until the VM is
    * CREATED (`created`) or gone (`deleted`). Returns the last VM seen (if any); throws Exit otherwise.
    */
-  async waitFor(client: MicroVMClient, host: string, uid: string, timeoutSeconds: number, initial: MicroVM | undefined, goal: 'created' | 'deleted'): Promise<MicroVM | undefined> {
+  async waitFor(
+    client: MicroVMClient,
+    host: string,
+    uid: string,
+    timeoutSeconds: number,
+    initial: MicroVM | undefined,
+    goal: 'created' | 'deleted',
+  ): Promise<MicroVM | undefined> {
     const deadline = Date.now() + timeoutSeconds * 1000;
     const interval = this.io.pollIntervalMs ?? POLL_INTERVAL_MS;
     let lastSeen = '';

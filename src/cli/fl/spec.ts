@@ -151,8 +151,42 @@ export function parseKernelCmdline(values: readonly string[]): Record<string, st
   return cmdline;
 }
 
-const ADJECTIVES = ['amber', 'brave', 'calm', 'eager', 'fancy', 'gentle', 'happy', 'jolly', 'keen', 'lucid', 'merry', 'nimble', 'quiet', 'rapid', 'sunny', 'witty'];
-const NOUNS = ['badger', 'comet', 'falcon', 'glacier', 'harbor', 'lynx', 'meadow', 'nebula', 'otter', 'pine', 'quartz', 'raven', 'summit', 'tundra', 'willow', 'zephyr'];
+const ADJECTIVES = [
+  'amber',
+  'brave',
+  'calm',
+  'eager',
+  'fancy',
+  'gentle',
+  'happy',
+  'jolly',
+  'keen',
+  'lucid',
+  'merry',
+  'nimble',
+  'quiet',
+  'rapid',
+  'sunny',
+  'witty',
+];
+const NOUNS = [
+  'badger',
+  'comet',
+  'falcon',
+  'glacier',
+  'harbor',
+  'lynx',
+  'meadow',
+  'nebula',
+  'otter',
+  'pine',
+  'quartz',
+  'raven',
+  'summit',
+  'tundra',
+  'willow',
+  'zephyr',
+];
 
 /**
  * A random name for `--name-autogenerate`, like `brave-otter-3f9a`. Hyphens rather than the
@@ -195,7 +229,12 @@ export function buildSpec(options: CreateOptions, readFile: ReadFile, random?: (
       ...(options.kernelFilename !== undefined && options.kernelFilename !== '' ? { filename: options.kernelFilename } : {}),
     },
     ...(initrdImage !== ''
-      ? { initrd: { image: initrdImage, ...(options.initrdFilename !== undefined && options.initrdFilename !== '' ? { filename: options.initrdFilename } : {}) } }
+      ? {
+          initrd: {
+            image: initrdImage,
+            ...(options.initrdFilename !== undefined && options.initrdFilename !== '' ? { filename: options.initrdFilename } : {}),
+          },
+        }
       : {}),
     ...(rootImage !== '' ? { rootVolume: { id: 'root', isReadOnly: false, mountPoint: '/', source: { containerSource: rootImage } } } : {}),
     additionalVolumes: options.containerVolumes.map(parseContainerVolume),

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { createLogger } from '../../adapters/log/logger.js';
-import { CONFIG_KEYS, ConfigError, loadConfig } from '../../config/config.js';
+import { CONFIG_KEYS, ConfigError, loadConfig, type Config } from '../../config/config.js';
 import { startDaemon } from '../../daemon/compose.js';
 
 function version(): string {
@@ -16,22 +16,33 @@ const camel = (key: string): string => key.replace(/-([a-zA-Z])/g, (_m, c: strin
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('flintlockd').description('Flintlock microVM host daemon (TypeScript implementation)').exitOverride();
-  program.command('version').description('print the version').option('--short', 'only the version').action((opts: { short?: boolean }) => {
-    process.stdout.write(opts.short === true ? `${version()}\n` : `flintlock ${version()}\n`);
-  });
+  program
+    .command('version')
+    .description('print the version')
+    .option('--short', 'only the version')
+    .action((opts: { short?: boolean }) => {
+      process.stdout.write(opts.short === true ? `${version()}\n` : `flintlock ${version()}\n`);
+    });
 
   let exitCode = 0;
   const run = program
     .command('run')
     .description('serve the MicroVM API and reconcile microVMs')
     .option('--config <path>', 'config file (default /etc/opt/flintlockd/config.yaml when it exists)');
-  for (const key of CONFIG_KEYS) run.addOption(new Option(`--${key} [value]`, `config key ${key}`).hideHelp(key.startsWith('containerd') || key.endsWith('-detach') || key.startsWith('disable-')));
+  for (const key of CONFIG_KEYS)
+    run.addOption(
+      new Option(`--${key} [value]`, `config key ${key}`).hideHelp(key.startsWith('containerd') || key.endsWith('-detach') || key.startsWith('disable-')),
+    );
   run.addOption(new Option('-v [value]', 'verbosity (alias of --verbosity)').hideHelp());
   run.action(async (opts: Record<string, string | boolean | undefined>) => {
     // A bare boolean flag (`--insecure`) arrives as true; anything else as the given text.
-    const flags = Object.fromEntries(CONFIG_KEYS.map((key) => [key, opts[camel(key)]]).filter(([, v]) => v !== undefined));
+    const flags: Record<string, string | boolean> = {};
+    for (const key of CONFIG_KEYS) {
+      const value = opts[camel(key)];
+      if (value !== undefined) flags[key] = value;
+    }
     if (opts.v !== undefined && flags.verbosity === undefined) flags.verbosity = opts.v === true ? '1' : opts.v;
-    let config;
+    let config: Config;
     try {
       config = loadConfig({ ...(typeof opts.config === 'string' ? { file: opts.config } : {}), env: process.env, flags });
     } catch (e) {

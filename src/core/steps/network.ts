@@ -75,7 +75,8 @@ export function createInterfaceStep(ctx: StepContext, iface: NetworkInterfaceSpe
       // A macvtap's guest NIC must use the macvtap's own MAC (else unicast replies never arrive);
       // a tap's guest MAC is the spec's or one generated once and kept.
       const previousMac = ctx.status.interfaces[iface.deviceId]?.macAddress;
-      const macAddress = iface.type === 'macvtap' ? link.mac : (iface.guestMac ?? (previousMac !== undefined && previousMac !== '' ? previousMac : generateGuestMac()));
+      const macAddress =
+        iface.type === 'macvtap' ? link.mac : (iface.guestMac ?? (previousMac !== undefined && previousMac !== '' ? previousMac : generateGuestMac()));
       ctx.setInterfaceStatus(iface.deviceId, { hostDeviceName: name, index: link.ifindex, macAddress });
     },
   };
@@ -113,7 +114,7 @@ export function deleteInterfaceStep(ctx: StepContext, name: string): Step {
     const link = await network.getLink(name);
     if (link === undefined) return undefined;
     if (link.alias === undefined || parseDeviceAlias(link.alias)?.uid === ctx.vm.id.uid) return link;
-    ctx.log.warn({ device: name, alias: link.alias }, 'host device is not this microvm\'s (its alias names another owner); not deleting it');
+    ctx.log.warn({ device: name, alias: link.alias }, "host device is not this microvm's (its alias names another owner); not deleting it");
     return undefined;
   };
   return {

@@ -109,14 +109,11 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
       }
     };
 
-  const createMicroVM = unary<CreateMicroVMRequest, Partial<CreateMicroVMResponse>>(
-    'CreateMicroVM',
-    (req) => {
-      if (req.microvm === undefined) return { ok: false, error: { kind: 'invalid-argument', message: 'invalid create microvm request: MicroVMSpec required' } };
-      const created = service.create(createInputFromProto(req.microvm));
-      return created.ok ? { ok: true, value: { microvm: microvmToProto(created.value) } } : created;
-    },
-  );
+  const createMicroVM = unary<CreateMicroVMRequest, Partial<CreateMicroVMResponse>>('CreateMicroVM', (req) => {
+    if (req.microvm === undefined) return { ok: false, error: { kind: 'invalid-argument', message: 'invalid create microvm request: MicroVMSpec required' } };
+    const created = service.create(createInputFromProto(req.microvm));
+    return created.ok ? { ok: true, value: { microvm: microvmToProto(created.value) } } : created;
+  });
   const deleteMicroVM = unary<DeleteMicroVMRequest, Record<string, never>>('DeleteMicroVM', (req) => {
     const deleted = service.delete(req.uid);
     return deleted.ok ? { ok: true, value: {} } : deleted;
@@ -158,7 +155,9 @@ export async function startGrpcServer(service: MicroVMService, options: GrpcServ
   new HealthImplementation({ '': 'SERVING', [MicroVMDesc.typeName]: 'SERVING' }).addToServer(server);
   reflectionService().addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(options.endpoint, credentials, (error, boundPort) => (error !== null ? reject(new Error(`cannot listen on ${options.endpoint}: ${error.message}`)) : resolve(boundPort)));
+    server.bindAsync(options.endpoint, credentials, (error, boundPort) =>
+      error !== null ? reject(new Error(`cannot listen on ${options.endpoint}: ${error.message}`)) : resolve(boundPort),
+    );
   });
   return {
     port,

@@ -30,5 +30,5 @@ export function grpcServiceDefinition(service: DescService): ServiceDefinition {
     }
     return [method.localName, methodDefinition(service, method.name, method.input, method.output, method.methodKind === 'server_streaming')] as const;
   });
-  return Object.fromEntries(entries) as ServiceDefinition;
+  return Object.fromEntries(entries);
 }

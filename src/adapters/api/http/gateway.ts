@@ -159,7 +159,8 @@ function answerUnary(service: MicroVMService, r: Exclude<Route, { rpc: 'ListMicr
     }
     case 'GetOrList': {
       const found = service.get(r.x);
-      if (found.ok) return { rpc: 'GetMicroVM', body: encode(GetMicroVMResponseSchema, create(GetMicroVMResponseSchema, { microvm: microvmToProto(found.value) })) };
+      if (found.ok)
+        return { rpc: 'GetMicroVM', body: encode(GetMicroVMResponseSchema, create(GetMicroVMResponseSchema, { microvm: microvmToProto(found.value) })) };
       return answerUnary(service, { rpc: 'ListMicroVMs', query: listQuery(r.x, r.name) }, body);
     }
     case 'ListMicroVMs': {

@@ -1,0 +1,401 @@
+// End-to-end: the fl CLI (in-process) against a real grpc-js server over a real MicroVMService and
+// SQLite store. The reconciler is a no-op, so tests move VMs through states via the repository.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { monotonicFactory } from 'ulid';
+import { startGrpcServer, type RunningGrpcServer } from '../../src/adapters/api/grpc/server.js';
+import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
+import { main, type CliIo } from '../../src/cli/fl/main.js';
+import type { MicroVM, MicroVMStatus } from '../../src/core/model.js';
+import type { Logger, VmmProvider } from '../../src/core/ports.js';
+import { MicroVMService } from '../../src/core/service.js';
+import { DEFAULT_LIMITS, type ProviderLookup } from '../../src/core/validation.js';
+
+const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+const log: Logger = pino({ level: 'silent' });
+
+const qemu: VmmProvider = {
+  name: 'qemu',
+  capabilities: new Set(['macvtap', 'tap']),
+  availability: () => ({ available: false, reason: 'test' }),
+  start: () => Promise.resolve(),
+  stop: () => Promise.resolve(),
+  state: () => Promise.resolve('stopped' as const),
+};
+const providers: ProviderLookup = { names: () => ['qemu'], get: (n) => (n === 'qemu' ? qemu : undefined), defaultName: () => 'qemu' };
+
+let dir: string;
+let repo: SqliteMicroVMRepository;
+let server: RunningGrpcServer;
+let authServer: RunningGrpcServer;
+let host: string;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'fl-cli-'));
+  repo = SqliteMicroVMRepository.open(join(dir, 'state'));
+  const ids = monotonicFactory();
+  const service = new MicroVMService({
+    repo,
+    reconciler: { trigger() {} },
+    providers,
+    limits: DEFAULT_LIMITS,
+    clock: { now: () => Date.now() },
+    ids: { next: () => ids() },
+    log,
+  });
+  server = await startGrpcServer(service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, log });
+  authServer = await startGrpcServer(service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, basicAuthToken: 's3cret', log });
+  host = `127.0.0.1:${server.port}`;
+});
+
+after(async () => {
+  await Promise.all([server.close(), authServer.close()]);
+  repo.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Run {
+  readonly code: number;
+  readonly out: string;
+  readonly err: string;
+}
+
+interface Running {
+  /** Output so far. */
+  readonly out: () => string;
+  readonly err: () => string;
+  readonly done: Promise<Run>;
+}
+
+function start(args: string[], options: { signal?: AbortSignal; host?: string } = {}): Running {
+  let out = '';
+  let err = '';
+  const io: CliIo = {
+    out: { write: (t: string) => (out += t) },
+    err: { write: (t: string) => (err += t) },
+    pollIntervalMs: 50,
+    ...(options.signal !== undefined ? { signal: options.signal } : {}),
+  };
+  const done = main(['--host', options.host ?? host, ...args], io).then((code) => ({ code, out, err }));
+  return { out: () => out, err: () => err, done };
+}
+
+function fl(...args: string[]): Promise<Run> {
+  return start(args).done;
+}
+
+const CREATE_BASE = [
+  'microvm',
+  'create',
+  '--kernel-image',
+  'registry.local/kernel:1',
+  '--root-image',
+  'registry.local/root:1',
+  '--network-interface',
+  'eth1:tap',
+];
+
+async function createVm(name: string, ...extra: string[]): Promise<string> {
+  const run = await fl(...CREATE_BASE, '--name', name, ...extra);
+  assert.equal(run.code, 0, run.err);
+  const uid = run.out.trim();
+  assert.match(uid, ULID);
+  return uid;
+}
+
+async function until(what: string, predicate: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+function vmNamed(name: string, namespace = 'default'): MicroVM {
+  const vm = repo.list({ namespace, name })[0];
+  assert.ok(vm, `no vm ${namespace}/${name}`);
+  return vm;
+}
+
+function setStatus(uid: string, patch: Partial<MicroVMStatus>): void {
+  const vm = repo.get(uid);
+  assert.ok(vm);
+  repo.saveStatus(uid, { ...vm.status, ...patch }, Date.now());
+}
+
+describe('fl microvm create', () => {
+  it('prints the uid and sends the spec fl builds', async () => {
+    const ud = join(dir, 'user-data');
+    writeFileSync(ud, '#cloud-config\nhostname: vm-create\n');
+    const uid = await createVm(
+      'vm-create',
+      '--namespace',
+      'team-a',
+      '--vcpu',
+      '3',
+      '--memory',
+      '512',
+      '--metadata-from-file',
+      `user-data=${ud}`,
+      '--kernel-cmdline',
+      'console=ttyS0',
+    );
+    const vm = repo.get(uid);
+    assert.ok(vm);
+    assert.equal(vm.id.namespace, 'team-a');
+    assert.equal(vm.id.name, 'vm-create');
+    assert.equal(vm.spec.vcpu, 3);
+    assert.equal(vm.spec.memoryMb, 512);
+    assert.deepEqual(vm.spec.labels, { 'created-with': 'fl' });
+    assert.equal(vm.spec.kernel.cmdline['console'], 'ttyS0');
+    assert.equal(vm.spec.rootVolume?.mountPoint, '/');
+    assert.equal(vm.spec.interfaces[0]?.type, 'tap');
+    assert.equal(Buffer.from(vm.spec.metadata['user-data'] ?? '', 'base64').toString(), '#cloud-config\nhostname: vm-create\n');
+  });
+
+  it('prints the whole microvm with -o json', async () => {
+    const run = await fl('-o', 'json', ...CREATE_BASE, '--name', 'vm-create-json');
+    assert.equal(run.code, 0, run.err);
+    const vm = JSON.parse(run.out) as { spec: { uid: string; id: string }; status: { state: string } };
+    assert.match(vm.spec.uid, ULID);
+    assert.equal(vm.spec.id, 'vm-create-json');
+    assert.equal(vm.status.state, 'PENDING');
+  });
+
+  it('autogenerates a name', async () => {
+    const run = await fl(...CREATE_BASE, '--name-autogenerate');
+    assert.equal(run.code, 0, run.err);
+    const vm = repo.get(run.out.trim());
+    assert.match(vm?.id.name ?? '', /^[a-z]+-[a-z]+-[0-9a-f]{4}$/);
+  });
+
+  it('exits 2 naming vcpu when the server rejects it', async () => {
+    const run = await fl(...CREATE_BASE, '--name', 'vm-bad-vcpu', '--vcpu', '100');
+    assert.equal(run.code, 2);
+    assert.equal(run.out, '');
+    assert.match(run.err, /^fl: creating microvm default\/vm-bad-vcpu: .*vcpu: must be between 1 and 64, got 100\n$/);
+    assert.equal(repo.list({ name: 'vm-bad-vcpu' }).length, 0);
+  });
+
+  it('exits 2 naming vcpu when it is not a number', async () => {
+    const run = await fl(...CREATE_BASE, '--name', 'vm-bad-vcpu', '--vcpu', 'lots');
+    assert.equal(run.code, 2);
+    assert.match(run.err, /^fl: .*--vcpu.*positive whole number/);
+  });
+
+  it('exits 2 for a bad interface before calling the server', async () => {
+    const run = await fl(...CREATE_BASE, '--name', 'vm-eth0', '--network-interface', 'eth0');
+    assert.equal(run.code, 2);
+    assert.equal(run.err, 'fl: invalid arguments: you cannot use eth0 as the name of the interface as this is reserved\n');
+  });
+
+  it('exits 2 when the kernel image is missing', async () => {
+    const run = await fl('microvm', 'create', '--name', 'x');
+    assert.equal(run.code, 2);
+    assert.match(run.err, /--kernel-image/);
+  });
+
+  it('--wait exits 0 once the microvm is CREATED', async () => {
+    const running = start([...CREATE_BASE, '--name', 'vm-wait-ok', '--wait']);
+    await until('the uid', () => ULID.test(running.out().trim()));
+    const uid = running.out().trim();
+    setStatus(uid, { retry: 1, lastError: 'pulling image: connection reset' });
+    await until('the retry to be reported', () => running.err().includes('retry 1'));
+    setStatus(uid, { state: 'created', retry: 0, lastError: '' });
+    const run = await running.done;
+    assert.equal(run.code, 0, run.err);
+    assert.match(run.err, /microvm default\/vm-wait-ok \(\w+\): PENDING\n/);
+    assert.match(run.err, /PENDING \(retry 1: pulling image: connection reset\)/);
+    assert.match(run.err, /: CREATED\n$/);
+  });
+
+  it('--wait exits 1 with the reason when the microvm FAILS', async () => {
+    const running = start([...CREATE_BASE, '--name', 'vm-wait-fail', '--wait']);
+    await until('the create', () => repo.list({ name: 'vm-wait-fail' }).length === 1);
+    await sleep(150);
+    setStatus(vmNamed('vm-wait-fail').id.uid, { state: 'failed', retry: 10, failureReason: 'maximum retries (10) exceeded: kernel image not found' });
+    const run = await running.done;
+    assert.equal(run.code, 1);
+    assert.match(run.err, /: FAILED/);
+    assert.match(run.err, /^fl: microvm default\/vm-wait-fail \(\w+\) failed: maximum retries \(10\) exceeded: kernel image not found$/m);
+  });
+
+  it('--wait exits 3 on timeout', async () => {
+    const run = await fl(...CREATE_BASE, '--name', 'vm-wait-timeout', '--wait', '--timeout', '1');
+    assert.equal(run.code, 3);
+    assert.match(run.err, /timed out after 1s \(last state PENDING\)/);
+  });
+});
+
+describe('fl microvm get and list', () => {
+  let uid: string;
+
+  before(async () => {
+    uid = await createVm('vm-show', '--namespace', 'show');
+    await createVm('vm-show-2', '--namespace', 'show');
+    setStatus(uid, { state: 'failed', retry: 10, failureReason: 'it broke' });
+  });
+
+  it('get prints a one-row table', async () => {
+    const run = await fl('microvm', 'get', uid);
+    assert.equal(run.code, 0, run.err);
+    const lines = run.out.trimEnd().split('\n');
+    assert.equal(lines.length, 2);
+    assert.match(lines[0] ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE\s+RETRY\s+REASON\s+AGE$/);
+    assert.match(lines[1] ?? '', new RegExp(`^${uid}\\s+show\\s+vm-show\\s+FAILED\\s+10\\s+it broke\\s+\\d+s$`));
+  });
+
+  it('get -o json prints the protobuf JSON of the microvm', async () => {
+    const run = await fl('microvm', 'get', uid, '-o', 'json');
+    assert.equal(run.code, 0, run.err);
+    const vm = JSON.parse(run.out) as { version: number; spec: Record<string, unknown>; status: Record<string, unknown> };
+    assert.equal(vm.spec['uid'], uid);
+    assert.equal(vm.spec['namespace'], 'show');
+    assert.equal(vm.spec['provider'], 'qemu');
+    assert.equal(vm.status['state'], 'FAILED');
+    assert.equal(vm.status['failureReason'], 'it broke');
+    assert.equal(vm.status['vsockPath'], '');
+  });
+
+  it('get -o yaml prints the same document as YAML', async () => {
+    const [json, yaml] = await Promise.all([fl('-o', 'json', 'microvm', 'get', uid), fl('-o', 'yaml', 'microvm', 'get', uid)]);
+    assert.equal(yaml.code, 0, yaml.err);
+    const { parse } = await import('yaml');
+    assert.deepEqual(parse(yaml.out), JSON.parse(json.out));
+    assert.match(yaml.out, /^version: \d+\nspec:\n/);
+  });
+
+  it('get of an unknown uid exits 4', async () => {
+    const run = await fl('microvm', 'get', '01HGW2N7EH0000000000000000');
+    assert.equal(run.code, 4);
+    assert.equal(run.out, '');
+    assert.match(run.err, /^fl: getting microvm 01HGW2N7EH0000000000000000: microvm with uid 01HGW2N7EH0000000000000000 not found\n$/);
+  });
+
+  it('list filters by namespace and name', async () => {
+    const ns = await fl('microvm', 'list', '--namespace', 'show');
+    assert.equal(ns.code, 0, ns.err);
+    assert.equal(ns.out.trimEnd().split('\n').length, 3);
+    const named = await fl('microvm', 'list', '--namespace', 'show', '--name', 'vm-show-2', '-o', 'json');
+    const vms = JSON.parse(named.out) as { spec: { id: string } }[];
+    assert.deepEqual(
+      vms.map((v) => v.spec.id),
+      ['vm-show-2'],
+    );
+  });
+
+  it('list without a namespace lists every namespace', async () => {
+    const run = await fl('-o', 'yaml', 'microvm', 'ls');
+    assert.equal(run.code, 0, run.err);
+    const { parse } = await import('yaml');
+    const vms = parse(run.out) as { spec: { namespace: string } }[];
+    const namespaces = new Set(vms.map((v) => v.spec.namespace));
+    assert.ok(namespaces.has('show') && namespaces.has('default') && namespaces.has('team-a'), [...namespaces].join(','));
+  });
+
+  it('get without a uid lists, like the original', async () => {
+    const run = await fl('microvm', 'get', '--namespace', 'show', '-o', 'json');
+    assert.equal(run.code, 0, run.err);
+    assert.equal((JSON.parse(run.out) as unknown[]).length, 2);
+  });
+
+  it('an empty list says so on stderr (table) or prints [] (json)', async () => {
+    const table = await fl('microvm', 'list', '--namespace', 'nothing-here');
+    assert.equal(table.code, 0);
+    assert.equal(table.out, '');
+    assert.equal(table.err, 'No microvms found.\n');
+    const json = await fl('microvm', 'list', '--namespace', 'nothing-here', '-o', 'json');
+    assert.deepEqual(JSON.parse(json.out), []);
+  });
+
+  it('list --watch streams the current VMs and later changes until aborted', async () => {
+    const abort = new AbortController();
+    const running = start(['microvm', 'list', '--watch', '--namespace', 'watch', '-o', 'json'], { signal: abort.signal });
+    await sleep(100);
+    const uid = await createVm('vm-watched', '--namespace', 'watch');
+    await until('the created VM', () => running.out().includes(uid));
+    setStatus(uid, { state: 'created' });
+    await until('the update', () => running.out().includes('"CREATED"'));
+    abort.abort();
+    const run = await running.done;
+    assert.equal(run.code, 0, run.err);
+    const lines = run.out
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { spec: { uid: string }; status: { state: string } });
+    assert.ok(lines.every((l) => l.spec.uid === uid));
+    assert.equal(lines.at(-1)?.status.state, 'CREATED');
+  });
+});
+
+describe('fl microvm delete', () => {
+  it('requests deletion and exits 0', async () => {
+    const uid = await createVm('vm-delete');
+    const run = await fl('microvm', 'delete', uid);
+    assert.equal(run.code, 0, run.err);
+    assert.equal(repo.get(uid)?.status.state, 'deleting');
+  });
+
+  it('--wait exits 0 once the record is gone', async () => {
+    const uid = await createVm('vm-delete-wait');
+    const running = start(['microvm', 'delete', uid, '--wait']);
+    await until('deleting', () => repo.get(uid)?.status.state === 'deleting');
+    await sleep(150);
+    repo.remove(uid);
+    const run = await running.done;
+    assert.equal(run.code, 0, run.err);
+    assert.match(run.err, /: DELETING\n/);
+    assert.match(run.err, /deleted\n$/);
+  });
+
+  it('of an unknown uid exits 4', async () => {
+    const run = await fl('microvm', 'delete', '01HGW2N7EH0000000000000000');
+    assert.equal(run.code, 4);
+    assert.match(run.err, /not found/);
+  });
+
+  it('without a uid is a usage error', async () => {
+    const run = await fl('microvm', 'delete');
+    assert.equal(run.code, 2);
+    assert.match(run.err, /missing required argument 'uid'/);
+  });
+});
+
+describe('connection and auth', () => {
+  it('exits 5 when nothing listens', async () => {
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const address = probe.address();
+    assert.ok(address !== null && typeof address === 'object');
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const run = await start(['microvm', 'list'], { host: `127.0.0.1:${address.port}` }).done;
+    assert.equal(run.code, 5);
+    assert.match(run.err, new RegExp(`^fl: listing microvms: cannot reach flintlockd at 127\\.0\\.0\\.1:${address.port}: .*ECONNREFUSED`));
+    assert.equal(run.err.split('\n').length, 2);
+  });
+
+  it('exits 5 without the token and succeeds with it', async () => {
+    const authHost = `127.0.0.1:${authServer.port}`;
+    const denied = await start(['microvm', 'list'], { host: authHost }).done;
+    assert.equal(denied.code, 5);
+    assert.match(denied.err, /^fl: listing microvms: missing authorization.*\(set --token or FL_TOKEN\)\n$/);
+    const wrong = await start(['--token', 'nope', 'microvm', 'list'], { host: authHost }).done;
+    assert.equal(wrong.code, 5);
+    assert.doesNotMatch(wrong.err, /s3cret/);
+    const allowed = await start(['--token', 's3cret', 'microvm', 'list', '-o', 'json'], { host: authHost }).done;
+    assert.equal(allowed.code, 0, allowed.err);
+    assert.ok(Array.isArray(JSON.parse(allowed.out)));
+  });
+
+  it('exits 2 when a TLS file cannot be read', async () => {
+    const run = await fl('--tls-ca', join(dir, 'missing-ca.pem'), 'microvm', 'list');
+    assert.equal(run.code, 2);
+    assert.match(run.err, /^fl: connecting: cannot read TLS CA file .*missing-ca\.pem/);
+  });
+});

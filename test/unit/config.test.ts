@@ -1,0 +1,352 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, type Config, type ConfigSources } from '../../src/config/config.js';
+import { parseDuration } from '../../src/config/duration.js';
+
+let dir: string;
+let counter = 0;
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'flintlock-config-'));
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Writes a YAML config file and returns its path. */
+function yamlFile(content: string): string {
+  const path = join(dir, `config-${++counter}.yaml`);
+  writeFileSync(path, content);
+  return path;
+}
+
+/** An existing (empty) file, for the TLS path checks. */
+function touch(name: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, '');
+  return path;
+}
+
+/** The minimal valid insecure setup plus whatever the test adds. */
+function load(sources: Partial<ConfigSources> & { yaml?: string }): Config {
+  const file = sources.yaml !== undefined ? yamlFile(sources.yaml) : sources.file;
+  return loadConfig({ ...(file !== undefined ? { file } : { file: yamlFile('') }), env: sources.env ?? {}, flags: sources.flags ?? {} });
+}
+
+function loadError(sources: Partial<ConfigSources> & { yaml?: string }): string {
+  try {
+    load(sources);
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${String(e)}`);
+    return e.message;
+  }
+  assert.fail('expected loadConfig to fail');
+}
+
+const BASE_YAML = 'parent-iface: eth0\ninsecure: true\n';
+
+describe('loadConfig: defaults', () => {
+  it('has the documented defaults', () => {
+    const c = load({ yaml: BASE_YAML });
+    assert.equal(c.grpcEndpoint, 'localhost:9090');
+    assert.equal(c.enableHttp, false);
+    assert.equal(c.httpEndpoint, 'localhost:8090');
+    assert.equal(c.stateDir, '/var/lib/flintlock');
+    assert.equal(c.maximumRetry, 10);
+    assert.equal(c.resyncPeriodMs, 600_000);
+    assert.equal(c.defaultProvider, 'auto');
+    assert.equal(c.logFormat, 'text');
+    assert.equal(c.parentIface, 'eth0');
+    assert.equal(c.bridgeName, '');
+    assert.equal(c.insecure, true);
+    assert.equal(c.basicAuthToken, '');
+    assert.equal(c.tlsClientValidate, false);
+    assert.equal(c.verbosity, 0);
+    assert.equal(c.debugEndpoint, '');
+    assert.equal(c.minimumMemoryMb, 128);
+    assert.equal(c.maximumMemoryMb, 32768);
+    assert.deepEqual(c.ignored, []);
+  });
+
+  it('reads every value from the file', () => {
+    const c = load({
+      yaml: [
+        'grpc-endpoint: 0.0.0.0:9091',
+        'enable-http: true',
+        'http-endpoint: 0.0.0.0:8091',
+        'bridge-name: br0',
+        'state-dir: /tmp/fl',
+        'default-provider: qemu',
+        'insecure: true',
+        'basic-auth-token: s3cret',
+        'maximum-retry: 3',
+        'resync-period: 1h30m',
+        'verbosity: 5',
+        'log-format: json',
+        'debug-endpoint: localhost:8095',
+      ].join('\n'),
+    });
+    assert.equal(c.grpcEndpoint, '0.0.0.0:9091');
+    assert.equal(c.enableHttp, true);
+    assert.equal(c.httpEndpoint, '0.0.0.0:8091');
+    assert.equal(c.bridgeName, 'br0');
+    assert.equal(c.parentIface, '');
+    assert.equal(c.stateDir, '/tmp/fl');
+    assert.equal(c.defaultProvider, 'qemu');
+    assert.equal(c.basicAuthToken, 's3cret');
+    assert.equal(c.maximumRetry, 3);
+    assert.equal(c.resyncPeriodMs, 5_400_000);
+    assert.equal(c.verbosity, 5);
+    assert.equal(c.logFormat, 'json');
+    assert.equal(c.debugEndpoint, 'localhost:8095');
+  });
+});
+
+describe('loadConfig: sources and precedence', () => {
+  it('flag > env > file > default for one key', () => {
+    const file = yamlFile(`${BASE_YAML}grpc-endpoint: file:1\n`);
+    assert.equal(loadConfig({ file: yamlFile(BASE_YAML), env: {}, flags: {} }).grpcEndpoint, 'localhost:9090');
+    assert.equal(loadConfig({ file, env: {}, flags: {} }).grpcEndpoint, 'file:1');
+    assert.equal(loadConfig({ file, env: { FLINTLOCKD_GRPC_ENDPOINT: 'env:2' }, flags: {} }).grpcEndpoint, 'env:2');
+    assert.equal(loadConfig({ file, env: { FLINTLOCKD_GRPC_ENDPOINT: 'env:2' }, flags: { 'grpc-endpoint': 'flag:3' } }).grpcEndpoint, 'flag:3');
+  });
+
+  it('a flag given as undefined does not override', () => {
+    const file = yamlFile(`${BASE_YAML}grpc-endpoint: file:1\n`);
+    assert.equal(loadConfig({ file, env: {}, flags: { 'grpc-endpoint': undefined } }).grpcEndpoint, 'file:1');
+  });
+
+  it('env FLINTLOCKD_PARENT_IFACE', () => {
+    const c = load({ yaml: 'insecure: true\n', env: { FLINTLOCKD_PARENT_IFACE: 'eth9' } });
+    assert.equal(c.parentIface, 'eth9');
+  });
+
+  it("env with the original's spelling FLINTLOCKD_PARENT-IFACE", () => {
+    const c = load({ yaml: 'insecure: true\n', env: { 'FLINTLOCKD_PARENT-IFACE': 'eth8' } });
+    assert.equal(c.parentIface, 'eth8');
+  });
+
+  it('env values are parsed like file values (booleans, numbers, durations)', () => {
+    const c = load({
+      yaml: 'parent-iface: eth0\n',
+      env: { FLINTLOCKD_INSECURE: 'true', FLINTLOCKD_MAXIMUM_RETRY: '4', FLINTLOCKD_RESYNC_PERIOD: '30s', FLINTLOCKD_ENABLE_HTTP: '1' },
+    });
+    assert.equal(c.insecure, true);
+    assert.equal(c.maximumRetry, 4);
+    assert.equal(c.resyncPeriodMs, 30_000);
+    assert.equal(c.enableHttp, true);
+  });
+
+  it('unknown FLINTLOCKD_ env keys are simply not read', () => {
+    const c = load({ yaml: BASE_YAML, env: { FLINTLOCKD_NO_SUCH_KEY: 'x', FLINTLOCKD_: 'y', OTHER: 'z' } });
+    assert.equal(c.parentIface, 'eth0');
+  });
+
+  it('unknown key in the file is an error naming the key and the file', () => {
+    const file = yamlFile(`${BASE_YAML}no-such-key: 1\n`);
+    const message = loadError({ file });
+    assert.ok(message.includes('"no-such-key"'), message);
+    assert.ok(message.includes(file), message);
+  });
+
+  it('unknown key in the flags is an error', () => {
+    assert.match(loadError({ yaml: BASE_YAML, flags: { 'no-such-flag': 'x' } }), /unknown config key "no-such-flag" in the flags/);
+  });
+
+  it('ignored Go keys are accepted and listed', () => {
+    const c = load({ yaml: `${BASE_YAML}containerd-socket: /run/containerd/containerd.sock\nfirecracker-detach: true\n` });
+    assert.deepEqual(
+      c.ignored.map((i) => i.key),
+      ['containerd-socket', 'firecracker-detach'],
+    );
+    for (const i of c.ignored) assert.ok(i.why.length > 0);
+  });
+
+  it('ignored Go keys from the environment are listed too', () => {
+    const c = load({ yaml: BASE_YAML, env: { FLINTLOCKD_CONTAINERD_NS: 'flintlock' } });
+    assert.deepEqual(
+      c.ignored.map((i) => i.key),
+      ['containerd-ns'],
+    );
+  });
+
+  it('deleteMicroVM-timeout is an alias of delete-vm-timeout', () => {
+    assert.equal(load({ yaml: BASE_YAML }).deleteVmTimeoutMs, 10_000);
+    assert.equal(load({ yaml: `${BASE_YAML}deleteMicroVM-timeout: 45s\n` }).deleteVmTimeoutMs, 45_000);
+    assert.equal(load({ yaml: `${BASE_YAML}delete-vm-timeout: 1m\n` }).deleteVmTimeoutMs, 60_000);
+    assert.equal(load({ yaml: BASE_YAML, flags: { 'deleteMicroVM-timeout': '2m' } }).deleteVmTimeoutMs, 120_000);
+  });
+
+  it('--config to a missing file is an error', () => {
+    const missing = join(dir, 'does-not-exist.yaml');
+    assert.throws(
+      () => loadConfig({ file: missing, env: {}, flags: { 'parent-iface': 'eth0', insecure: true } }),
+      (e: unknown) => e instanceof ConfigError && e.message.includes(missing),
+    );
+  });
+
+  it('the default path missing is fine', (t) => {
+    if (existsSync(DEFAULT_CONFIG_FILE)) {
+      t.skip(`${DEFAULT_CONFIG_FILE} exists on this machine`);
+      return;
+    }
+    const c = loadConfig({ env: {}, flags: { 'parent-iface': 'eth0', insecure: true } });
+    assert.equal(c.grpcEndpoint, 'localhost:9090');
+  });
+
+  it('an empty file is fine', () => {
+    assert.equal(loadConfig({ file: yamlFile(''), env: {}, flags: { 'parent-iface': 'eth0', insecure: true } }).parentIface, 'eth0');
+  });
+
+  it('a file that is not a mapping is an error', () => {
+    const file = yamlFile('- parent-iface\n- eth0\n');
+    assert.match(loadError({ file }), /must be a YAML mapping/);
+  });
+
+  it('a file that is not YAML is an error naming the file', () => {
+    const file = yamlFile('parent-iface: [eth0\n');
+    const message = loadError({ file });
+    assert.ok(message.includes(file), message);
+    assert.match(message, /not valid YAML/);
+  });
+});
+
+describe('loadConfig: bad values name the key', () => {
+  for (const [line, key] of [
+    ['maximum-retry: abc', 'maximum-retry'],
+    ['maximum-retry: -1', 'maximum-retry'],
+    ['maximum-retry: 1.5', 'maximum-retry'],
+    ['resync-period: 10x', 'resync-period'],
+    ['resync-period: ""', 'resync-period'],
+    ['default-provider: vmware', 'default-provider'],
+    ['log-format: xml', 'log-format'],
+    ['insecure: maybe', 'insecure'],
+    ['verbosity: 11', 'verbosity'],
+  ] as const) {
+    it(line, () => {
+      const insecure = line.startsWith('insecure:') ? '' : 'insecure: true\n';
+      const message = loadError({ yaml: `parent-iface: eth0\n${insecure}${line}\n` });
+      assert.ok(message.includes(`"${key}"`), message);
+    });
+  }
+
+  it('resync-period 0 is rejected', () => {
+    assert.match(loadError({ yaml: `${BASE_YAML}resync-period: "0"\n` }), /resync-period/);
+  });
+
+  it('the same bad value from the environment names the key too', () => {
+    assert.match(loadError({ yaml: BASE_YAML, env: { FLINTLOCKD_MAXIMUM_RETRY: 'abc' } }), /"maximum-retry"/);
+  });
+});
+
+describe('loadConfig: cross-key rules', () => {
+  it('neither parent nor bridge', () => {
+    assert.equal(loadError({ yaml: 'insecure: true\n' }), 'you must supply at least one of parent interface, bridge name');
+  });
+
+  it('bridge alone is enough', () => {
+    assert.equal(load({ yaml: 'bridge-name: br0\ninsecure: true\n' }).bridgeName, 'br0');
+  });
+
+  it('insecure with a tls certificate', () => {
+    assert.equal(loadError({ yaml: `${BASE_YAML}tls-cert: /etc/cert.pem\n` }), 'cannot specify tls certificate details when running insecurely');
+    assert.equal(loadError({ yaml: `${BASE_YAML}tls-key: /etc/key.pem\n` }), 'cannot specify tls certificate details when running insecurely');
+  });
+
+  it('secure without a certificate', () => {
+    assert.equal(loadError({ yaml: 'parent-iface: eth0\n' }), 'certificate file path is required when running securely');
+  });
+
+  it('secure without a key', () => {
+    assert.equal(
+      loadError({ yaml: `parent-iface: eth0\ntls-cert: ${touch('only-cert.pem')}\n` }),
+      'certificate key file path is required when running securely',
+    );
+  });
+
+  it('mTLS without a CA', () => {
+    const cert = touch('cert.pem');
+    const key = touch('key.pem');
+    assert.equal(
+      loadError({ yaml: `parent-iface: eth0\ntls-cert: ${cert}\ntls-key: ${key}\ntls-client-validate: true\n` }),
+      'client certificate key file path is required when running mTLS',
+    );
+  });
+
+  it('a missing certificate file on disk', () => {
+    const cert = join(dir, 'missing-cert.pem');
+    const key = touch('key2.pem');
+    assert.equal(loadError({ yaml: `parent-iface: eth0\ntls-cert: ${cert}\ntls-key: ${key}\n` }), `certificate file ${cert} does not exist`);
+  });
+
+  it('a missing key file or client CA on disk', () => {
+    const cert = touch('cert3.pem');
+    const key = join(dir, 'missing-key.pem');
+    assert.match(loadError({ yaml: `parent-iface: eth0\ntls-cert: ${cert}\ntls-key: ${key}\n` }), new RegExp(`${key.replaceAll('.', '\\.')} does not exist`));
+    const ca = join(dir, 'missing-ca.pem');
+    const key2 = touch('key3.pem');
+    assert.match(
+      loadError({ yaml: `parent-iface: eth0\ntls-cert: ${cert}\ntls-key: ${key2}\ntls-client-ca: ${ca}\ntls-client-validate: true\n` }),
+      new RegExp(`${ca.replaceAll('.', '\\.')} does not exist`),
+    );
+  });
+
+  it('a complete secure mTLS setup loads', () => {
+    const c = load({
+      yaml: `parent-iface: eth0\ntls-cert: ${touch('c.pem')}\ntls-key: ${touch('k.pem')}\ntls-client-ca: ${touch('ca.pem')}\ntls-client-validate: true\n`,
+    });
+    assert.equal(c.insecure, false);
+    assert.equal(c.tlsClientValidate, true);
+    assert.ok(c.tlsClientCa.endsWith('ca.pem'));
+  });
+
+  it('memory limits must be ordered', () => {
+    assert.match(loadError({ yaml: `${BASE_YAML}minimum-memory-mb: 4096\nmaximum-memory-mb: 1024\n` }), /minimum-memory-mb/);
+  });
+});
+
+describe('parseDuration', () => {
+  for (const [text, ms] of [
+    ['10m', 600_000],
+    ['1h30m', 5_400_000],
+    ['500ms', 500],
+    ['1.5s', 1500],
+    ['0', 0],
+    ['0s', 0],
+    ['2h', 7_200_000],
+    ['1m30s', 90_000],
+    ['1000us', 1],
+    ['1000000ns', 1],
+  ] as const) {
+    it(`${JSON.stringify(text)} is ${ms} ms`, () => {
+      assert.equal(parseDuration(text), ms);
+    });
+  }
+  for (const bad of ['', '10', 'm', '10mm', '1.5', 's10', '10 m', '1h 30m', '-1s', '10d', '.5s']) {
+    it(`${JSON.stringify(bad)} is not a duration`, () => {
+      assert.equal(parseDuration(bad), undefined);
+    });
+  }
+  it('is reusable (no state kept between calls)', () => {
+    assert.equal(parseDuration('1h'), 3_600_000);
+    assert.equal(parseDuration('x'), undefined);
+    assert.equal(parseDuration('5s'), 5000);
+  });
+});
+
+describe('config durations given as bare numbers', () => {
+  it('refuses a duration without a unit, naming the key', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fl-config-bare-'));
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, 'bridge-name: br0\ninsecure: true\nresync-period: 10\n');
+    try {
+      assert.throws(() => loadConfig({ file, env: {}, flags: {} }), /invalid config value for "resync-period": "10" is not a duration with a unit/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
