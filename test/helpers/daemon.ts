@@ -2,15 +2,15 @@
 // a test network namespace. The API listens on a unix socket so a daemon inside a namespace is
 // reachable from the test process; every process is ended by its PID.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { waitFor } from './wait.js';
-import { existsSync } from 'node:fs';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 export const FLINTLOCKD = join(REPO_ROOT, 'bin/flintlockd');
+export const FL = join(REPO_ROOT, 'bin/fl');
 
 export interface DaemonHandle {
   readonly dir: string;

@@ -2,13 +2,14 @@
 // a generated grpc-js client: the CAPMVM flow, both NIC types on real devices, idempotent
 // create, list filters, restart and crash recovery, start-up refusals.
 import assert from 'node:assert/strict';
-import { existsSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { MicroVMStatus_MicroVMState as State, NetworkInterface_IfaceType as IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
 import type { ListMessage } from '../../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
-import { makeTempDir, runDaemonExpectingExit, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
+import { FL, makeTempDir, runDaemonExpectingExit, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 import { canUseNetns, createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { waitFor } from '../helpers/wait.js';
@@ -74,7 +75,13 @@ describe('flintlockd in a network namespace', { skip }, () => {
     assert.ok(link?.flags.includes('UP'));
     assert.equal(link?.ifalias, `flintlock:capmvm-ns/capmvm-1/${uid}`);
     const vmDir = join(daemon.stateDir, 'vm', 'capmvm-ns', 'capmvm-1', uid);
-    assert.ok(existsSync(join(vmDir, 'tap-eth1')), 'tap character device made in the VM dir');
+    // The VMM's tap node is ours, made from sysfs inside the namespace, not /dev/tapN.
+    const sysfsDev = execFileSync('ip', ['netns', 'exec', ns.name, 'cat', `/sys/class/net/${iface?.hostDeviceName}/macvtap/tap${link?.ifindex}/dev`], {
+      encoding: 'utf8',
+    }).trim();
+    const node = statSync(join(vmDir, 'tap-eth1'), { bigint: true });
+    assert.ok(node.isCharacterDevice());
+    assert.equal(`${(node.rdev >> 8n) & 0xfffn}:${(node.rdev & 0xffn) | ((node.rdev >> 12n) & ~0xffn)}`, sysfsDev);
 
     await client.delete(uid);
     await waitFor('not found', async () => {
@@ -91,6 +98,44 @@ describe('flintlockd in a network namespace', { skip }, () => {
     // A repeated delete after removal answers not found; Get with an empty uid is InvalidArgument.
     await expectGrpcError(client.delete(uid), grpcStatus.NOT_FOUND, /not found/);
     await expectGrpcError(client.get(''), grpcStatus.INVALID_ARGUMENT, /uid is required/);
+  });
+
+  it('logs the start-up lines operators look for', () => {
+    for (const line of ['basic authentication is DISABLED', 'TLS is DISABLED', `starting grpc server listening on endpoint ${daemon.endpoint}`]) {
+      assert.ok(daemon.output().includes(line), `missing log line: ${line}`);
+    }
+  });
+
+  it('serves the fl flow: create, get, list, delete --wait (bin/fl against the daemon)', () => {
+    const fl = (...args: string[]): { status: number | null; stdout: string; stderr: string } =>
+      spawnSync(process.execPath, [FL, '--host', daemon.endpoint, ...args], { encoding: 'utf8', timeout: 30_000 });
+    const created = fl(
+      'microvm',
+      'create',
+      '--name',
+      'fl-vm',
+      '--namespace',
+      'fl-ns',
+      '--kernel-image',
+      'registry.local/kernel:1',
+      '--root-image',
+      'registry.local/root:1',
+      '--network-interface',
+      'eth1:tap',
+      '--memory',
+      '256',
+    );
+    assert.equal(created.status, 0, created.stderr);
+    const uid = created.stdout.trim();
+    assert.match(uid, /^[0-9A-HJKMNP-TV-Z]{26}$/);
+    const got = fl('-o', 'json', 'microvm', 'get', uid);
+    assert.equal(got.status, 0, got.stderr);
+    assert.equal((JSON.parse(got.stdout) as { spec: { id: string } }).spec.id, 'fl-vm');
+    const listed = fl('microvm', 'list', '--namespace', 'fl-ns');
+    assert.match(listed.stdout, new RegExp(`${uid}\\s+fl-ns\\s+fl-vm`));
+    const deleted = fl('microvm', 'delete', uid, '--wait');
+    assert.equal(deleted.status, 0, deleted.stderr);
+    assert.equal(fl('microvm', 'get', uid).status, 4, 'not found after delete');
   });
 
   it('attaches a tap to the bridge (per-interface override too) and reports a generated guest MAC', async () => {

@@ -131,7 +131,9 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
     const denied = check(authorizationOf(call.metadata));
     metrics?.handled('grpc', 'ListMicroVMsStream', denied === undefined ? 'OK' : denied.kind);
     if (denied !== undefined) {
-      call.destroy(Object.assign(new Error(denied.message), toServiceError(denied)));
+      // emit, not destroy: grpc-js sends the status from the stream's own 'error' handler, which a
+      // destroyed stream never reaches (the client would hang).
+      call.emit('error', Object.assign(new Error(denied.message), toServiceError(denied)));
       return;
     }
     const query = { namespace: call.request.namespace, ...(call.request.name !== undefined ? { name: call.request.name } : {}) };
