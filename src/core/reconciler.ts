@@ -128,12 +128,15 @@ export class Reconciler implements ReconcileTrigger {
       const [uid] = this.ready.splice(index, 1) as [string];
       const controller = new AbortController();
       this.running.set(uid, controller);
-      void this.reconcile(uid, controller.signal).finally(() => {
-        this.running.delete(uid);
-        if (this.rerun.delete(uid)) this.schedule(uid, this.clock.now());
-        this.pump();
-        if (this.running.size === 0 && this.ready.length === 0) this.idleWaiters.splice(0).forEach((resolve) => resolve());
-      });
+      void this.reconcile(uid, controller.signal)
+        // reconcile records every outcome itself; this only catches the store failing under it.
+        .catch((e: unknown) => this.log.error({ uid, error: errorMessage(e) }, 'reconcile crashed; will retry at the next resync'))
+        .finally(() => {
+          this.running.delete(uid);
+          if (this.rerun.delete(uid)) this.schedule(uid, this.clock.now());
+          this.pump();
+          if (this.running.size === 0 && this.ready.length === 0) this.idleWaiters.splice(0).forEach((resolve) => resolve());
+        });
     }
   }
 

@@ -3,26 +3,19 @@
 // at once. Nothing is stored unless this passes.
 import { isIP } from 'node:net';
 import { isImageRefError, parseImageRef } from './image-ref.js';
-import type { KernelSpec, MicroVMSpec, NetworkInterfaceSpec, VolumeSpec } from './model.js';
+import type { KernelSpec, MicroVMSpec, VolumeSpec } from './model.js';
 import type { ProviderCapability, ProviderRegistry } from './ports.js';
 import { appError, err, ok, type AppError, type Result } from './result.js';
 
-/** A create request after conversion from the wire, before defaults. */
-export interface CreateInput {
+/**
+ * A create request after conversion from the wire, before defaults: the spec's shape with the
+ * name and namespace beside it, the kernel possibly absent, and zero/empty meaning "default".
+ */
+export interface CreateInput extends Omit<MicroVMSpec, 'kernel'> {
   readonly name: string;
   readonly namespace: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly vcpu: number;
-  readonly memoryMb: number;
   /** Absent when the request had no kernel message. */
   readonly kernel?: KernelSpec;
-  readonly initrd?: MicroVMSpec['initrd'];
-  readonly rootVolume?: VolumeSpec;
-  readonly additionalVolumes: readonly VolumeSpec[];
-  readonly interfaces: readonly NetworkInterfaceSpec[];
-  readonly metadata: Readonly<Record<string, string>>;
-  readonly provider: string;
-  readonly allowGuestAgent: boolean;
 }
 
 export interface ValidatedCreate {

@@ -415,13 +415,16 @@ describe('gRPC security', () => {
     });
 
     it('rejects a TLS 1.2-only client in the handshake', async () => {
-      // minVersion explicitly: the server set tls.DEFAULT_MIN_VERSION to 1.3 for the whole process,
-      // which would otherwise make this client fail on its own before saying anything.
+      // The client offers 1.2 only; the refusal must come from the server's 1.3 minimum.
       const error = await rawTls(port, pki.ca, { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' }).then(
         () => assert.fail('a TLS 1.2 handshake succeeded'),
         (e: unknown) => e as NodeJS.ErrnoException,
       );
       assert.match(`${error.code ?? ''} ${error.message}`, /protocol.version|unsupported.protocol/i);
+    });
+
+    it('leaves the process-wide TLS default alone (outbound clients may still need TLS 1.2)', () => {
+      assert.notEqual(tls.DEFAULT_MIN_VERSION, 'TLSv1.3');
     });
 
     it('negotiates TLS 1.3 with ALPN h2', async () => {

@@ -53,6 +53,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     const log = createLogger({ format: config.logFormat, verbosity: config.verbosity, output: config.logOutput });
     log.info({ version: version(), stateDir: config.stateDir }, 'flintlockd starting');
+    // A bug must be seen, but it must not take the API and every VM's supervision down with it.
+    process.on('unhandledRejection', (reason) => log.error({ error: String(reason) }, 'unhandled rejection'));
     let daemon;
     try {
       daemon = await startDaemon(config, log);

@@ -1,7 +1,7 @@
 // The gRPC API: microvm.services.api.v1alpha1.MicroVM on grpc-js, plus grpc.health.v1 and server
 // reflection (both left open without a token, like health probes and grpcurl expect).
 import { readFile } from 'node:fs/promises';
-import tls from 'node:tls';
+import type { SecureContextOptions } from 'node:tls';
 import { toBinary, type DescFile } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
@@ -60,17 +60,30 @@ function toServiceError(error: AppError): Partial<grpc.StatusObject> {
   return { code: GRPC_CODES[error.kind], details: error.message };
 }
 
+/**
+ * TLS credentials with TLS 1.3 as the minimum (the Go original and its clients use 1.3 only),
+ * set on this server's context alone: grpc-js's createSsl takes no minimum version, and the
+ * process-wide tls.DEFAULT_MIN_VERSION would also constrain every outbound client (registries).
+ */
+class Tls13ServerCredentials extends grpc.ServerCredentials {
+  constructor(requireClientCert: boolean, context: SecureContextOptions) {
+    super({ requestCert: requireClientCert, rejectUnauthorized: requireClientCert }, { ...context, minVersion: 'TLSv1.3' });
+  }
+
+  _equals(other: grpc.ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
 export async function serverCredentials(settings: TlsSettings): Promise<grpc.ServerCredentials> {
   if (settings.insecure) return grpc.ServerCredentials.createInsecure();
   if (settings.certFile === undefined || settings.keyFile === undefined) throw new Error('certificate file path is required when running securely');
-  // The Go original and its clients use TLS 1.3 only.
-  tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
   const [cert, key, ca] = await Promise.all([
     readFile(settings.certFile),
     readFile(settings.keyFile),
-    settings.clientCaFile !== undefined ? readFile(settings.clientCaFile) : Promise.resolve(null),
+    settings.clientCaFile !== undefined ? readFile(settings.clientCaFile) : Promise.resolve(undefined),
   ]);
-  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], settings.clientValidate);
+  return new Tls13ServerCredentials(settings.clientValidate, { cert, key, ...(ca !== undefined ? { ca } : {}) });
 }
 
 /** Every file a descriptor needs, dependencies first, each once (for reflection). */
@@ -94,13 +107,22 @@ function authorizationOf(metadata: grpc.Metadata): string | undefined {
 
 type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>;
 
+/** A throw from below (e.g. the store failing) becomes an Internal error, not a crash. */
+function guarded<T>(body: () => { ok: true; value: T } | { ok: false; error: AppError }): { ok: true; value: T } | { ok: false; error: AppError } {
+  try {
+    return body();
+  } catch (e) {
+    return { ok: false, error: { kind: 'internal', message: `internal error: ${e instanceof Error ? e.message : String(e)}` } };
+  }
+}
+
 /** Builds the handlers; each checks the token first and counts its outcome. */
 export function microvmHandlers(service: MicroVMService, check: TokenCheck, log: Logger, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
   const unary =
     <Req, Res>(method: string, body: (req: Req) => { ok: true; value: Res } | { ok: false; error: AppError }): Unary<Req, Res> =>
     (call, callback) => {
       const denied = check(authorizationOf(call.metadata));
-      const result = denied !== undefined ? { ok: false as const, error: denied } : body(call.request);
+      const result = denied !== undefined ? { ok: false as const, error: denied } : guarded(() => body(call.request));
       metrics?.handled('grpc', method, result.ok ? 'OK' : result.error.kind);
       if (result.ok) callback(null, result.value);
       else {
