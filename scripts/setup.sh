@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # iproute2: host networking (ip -json, netns, tuntap); openssl: test certificates;
 # python3/make/g++: better-sqlite3's native build (no prebuilt binary is downloadable offline).
-APT_PACKAGES=(iproute2 openssl ca-certificates python3 make g++ coreutils)
+# dosfstools/mtools: the cloud-init cidata disk (FAT, built without mounting).
+APT_PACKAGES=(iproute2 openssl ca-certificates python3 make g++ coreutils dosfstools mtools)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

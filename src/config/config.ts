@@ -36,6 +36,30 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return ms;
 });
 const text = z.preprocess((v) => (typeof v === 'number' ? String(v) : v), z.string());
+/** A YAML list, or a comma-separated string from env or flags. */
+const list = z.preprocess(
+  (v) =>
+    typeof v === 'string'
+      ? v
+          .split(',')
+          .map((x) => x.trim())
+          .filter((x) => x !== '')
+      : v,
+  z.array(z.string()),
+);
+const credential = z.union([z.object({ username: z.string(), password: z.string() }).strict(), z.object({ token: z.string() }).strict()]);
+/** A YAML mapping host -> credential, or the same as JSON text from env or flags. */
+const registryAuth = z.preprocess(
+  (v) => {
+    if (typeof v !== 'string') return v;
+    try {
+      return JSON.parse(v) as unknown;
+    } catch {
+      return v;
+    }
+  },
+  z.record(z.string(), credential),
+);
 
 const schema = z
   .object({
@@ -64,6 +88,10 @@ const schema = z
     'log-output': text.default('stderr'),
     'debug-endpoint': text.default(''),
     // flintlock-ts additions
+    'insecure-registries': list.default([]),
+    'registry-auth': registryAuth.default({}),
+    'image-keep-time': duration.default(86_400_000),
+    'virtiofs-allowed-roots': list.default([]),
     'reconcile-concurrency': int(1, 64).default(4),
     'retry-backoff-base': duration.default(5_000),
     'retry-backoff-max': duration.default(300_000),
@@ -100,6 +128,10 @@ export interface Config {
   readonly logFormat: 'text' | 'json';
   readonly logOutput: string;
   readonly debugEndpoint: string;
+  readonly insecureRegistries: readonly string[];
+  readonly registryAuth: Readonly<Record<string, { readonly username: string; readonly password: string } | { readonly token: string }>>;
+  readonly imageKeepTimeMs: number;
+  readonly virtiofsAllowedRoots: readonly string[];
   readonly reconcileConcurrency: number;
   readonly retryBackoffBaseMs: number;
   readonly retryBackoffMaxMs: number;
@@ -210,6 +242,10 @@ function toConfig(p: Parsed, ignored: Config['ignored']): Config {
     logFormat: p['log-format'],
     logOutput: p['log-output'],
     debugEndpoint: p['debug-endpoint'],
+    insecureRegistries: p['insecure-registries'],
+    registryAuth: p['registry-auth'],
+    imageKeepTimeMs: p['image-keep-time'],
+    virtiofsAllowedRoots: p['virtiofs-allowed-roots'],
     reconcileConcurrency: p['reconcile-concurrency'],
     retryBackoffBaseMs: p['retry-backoff-base'],
     retryBackoffMaxMs: p['retry-backoff-max'],

@@ -27,6 +27,8 @@ export interface NetworkInterfaceSpec {
   readonly address?: StaticAddress;
   /** Per-interface bridge for taps (`overrides.bridge_name`). */
   readonly bridgeName?: string;
+  /** The Firecracker MMDS interface the server adds: an unbridged tap that may reach metadata. */
+  readonly allowMetadata?: boolean;
 }
 
 export interface VolumeSource {
@@ -99,6 +101,25 @@ export interface MicroVMStatus {
   readonly lastError?: string;
   /** Epoch ms of the next retry, while one is pending. */
   readonly nextRetryAt?: number;
+  /** Manifest digest of each image the VM uses, by use (`kernel`, `initrd`, `volume:<id>`): GC roots. */
+  readonly images?: Readonly<Record<string, string>>;
+  /** The VMM process running the guest, while there is one. */
+  readonly vmm?: VmmProcessStatus;
+  /** The guest's serial console log. */
+  readonly consoleLogPath?: string;
+  /** How the last VMM process ended (when it ended on its own). */
+  readonly lastExitReason?: string;
+  /** VMM restarts after its process ended on its own. */
+  readonly restartCount?: number;
+  /** Guest addresses seen on the host (neighbour table), when known. */
+  readonly guestIps?: readonly string[];
+}
+
+export interface VmmProcessStatus {
+  readonly pid: number;
+  /** /proc/<pid>/stat field 22: tells a reused pid apart. */
+  readonly startTime: number;
+  readonly provider: string;
 }
 
 export interface MicroVM {

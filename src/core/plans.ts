@@ -1,18 +1,31 @@
 // Plans: the ordered steps that take a VM from its stored spec to its desired host state.
+import { cloudInitDiskStep } from './steps/cloud-init.js';
+import { initrdStep, kernelStep, volumeStep } from './steps/images.js';
 import { createInterfaceStep, deleteInterfaceStep, devicesOf, macvtapNodeStep } from './steps/network.js';
 import { ensureStateDirStep, removeStateDirStep } from './steps/state-dir.js';
 import type { Step, StepContext } from './steps/step.js';
 import { startVmmStep, stopVmmStep } from './steps/vmm.js';
 
-/** Create (and repair) plan: state dir, NICs in spec order, macvtap nodes, then the VMM. */
+/**
+ * Create (and repair) plan: state dir, host NICs in spec order (with macvtap nodes), images
+ * (kernel, initrd, volumes), the cloud-init disk, then the VMM. NICs come first because they are
+ * cheap and local: a VM whose image can't be pulled still shows its devices, and they are
+ * recorded before anything slow can be interrupted.
+ */
 export function createPlan(ctx: StepContext): Step[] {
-  const steps: Step[] = [ensureStateDirStep(ctx)];
-  for (const iface of ctx.vm.spec.interfaces) {
-    steps.push(createInterfaceStep(ctx, iface));
-    if (iface.type === 'macvtap') steps.push(macvtapNodeStep(ctx, iface));
-  }
-  steps.push(startVmmStep(ctx));
-  return steps;
+  const { images } = ctx.ports;
+  const spec = ctx.vm.spec;
+  const volumes = [...(spec.rootVolume !== undefined ? [spec.rootVolume] : []), ...spec.additionalVolumes];
+  const optional = (step: Step | undefined): Step[] => (step !== undefined ? [step] : []);
+  return [
+    ensureStateDirStep(ctx),
+    ...spec.interfaces.flatMap((iface) => [createInterfaceStep(ctx, iface), ...(iface.type === 'macvtap' ? [macvtapNodeStep(ctx, iface)] : [])]),
+    kernelStep(ctx, images),
+    ...optional(initrdStep(ctx, images)),
+    ...volumes.flatMap((v) => optional(volumeStep(ctx, images, v))),
+    ...optional(cloudInitDiskStep(ctx)),
+    startVmmStep(ctx),
+  ];
 }
 
 /** Delete plan: stop the VMM, remove its devices, then its state directory. */

@@ -95,7 +95,8 @@ export interface MacvtapRequest {
 
 export interface TapRequest {
   readonly name: string;
-  readonly bridge: string;
+  /** Absent: a standalone tap (Firecracker's metadata NIC). */
+  readonly bridge?: string;
   readonly alias: string;
 }
 
@@ -120,11 +121,46 @@ export interface NetworkService {
 }
 
 // ---------------------------------------------------------------------------------------------
+// OCI images (kernel, initrd, volumes)
+
+export interface ImageProgress {
+  readonly ref: string;
+  /** Digest of the layer being fetched. */
+  readonly layer: string;
+  readonly bytes: number;
+  readonly total: number;
+}
+
+/** An image pulled, verified and unpacked in the local cache. */
+export interface LocalImage {
+  /** The reference it was pulled by. */
+  readonly ref: string;
+  /** Manifest digest (`sha256:...`): the identity of the content, whatever the tag says later. */
+  readonly digest: string;
+  /** The unpacked filesystem; shared by every VM using the image, never modified. */
+  readonly rootfs: string;
+}
+
+export interface ImageService {
+  /**
+   * Pulls (or finds in the cache) and unpacks an image. Concurrent pulls of one image share the
+   * work; every blob is digest-verified while streaming; an interrupted pull resumes. Errors carry
+   * the registry's message.
+   */
+  pull(ref: string, onProgress?: (progress: ImageProgress) => void): Promise<LocalImage>;
+  /**
+   * An ext4 filesystem image holding the image's files, built once per (image digest, size) and
+   * never modified afterwards (VMs get copies). Refuses a size smaller than the content.
+   */
+  ext4(image: LocalImage, sizeMb?: number): Promise<string>;
+  /** Removes cached images and blobs whose digests are not referenced (and older than the keep time). */
+  collectGarbage(referenced: ReadonlySet<string>): Promise<string[]>;
+}
+
+// ---------------------------------------------------------------------------------------------
 // VMM providers
 
 export type ProviderCapability = 'macvtap' | 'tap' | 'metadata-service' | 'virtiofs' | 'vsock' | 'pause';
-
-export type VmmState = 'stopped' | 'running';
 
 export interface ProviderAvailability {
   readonly available: boolean;
@@ -132,15 +168,103 @@ export interface ProviderAvailability {
   readonly reason?: string;
 }
 
+/** A disk as the guest gets it; the order of `LaunchSpec.disks` is the guest's order (vda, vdb, ...). */
+export interface LaunchDisk {
+  readonly id: string;
+  /** A file (ext4 image, cidata image) or block device on the host. */
+  readonly path: string;
+  readonly readOnly: boolean;
+  readonly root: boolean;
+}
+
+/** A guest NIC; the order of `LaunchSpec.nics` is the guest's order (eth0, eth1, ...). */
+export interface LaunchNic {
+  readonly deviceId: string;
+  readonly type: IfaceType;
+  /** The host tap or macvtap device. */
+  readonly hostDevice: string;
+  /** The guest NIC's MAC (a macvtap's own MAC). */
+  readonly mac: string;
+  /** macvtap only: the tap character device node made in the VM dir (open it, pass the fd). */
+  readonly tapNode?: string;
+  /** Firecracker MMDS: this NIC may reach the metadata service. */
+  readonly allowMetadata?: boolean;
+}
+
+/** cloud-init NoCloud data as files (decoded text). */
+export interface CloudInitFiles {
+  readonly 'meta-data': string;
+  readonly 'user-data'?: string;
+  readonly 'vendor-data'?: string;
+  readonly 'network-config'?: string;
+}
+
+/** Everything a provider needs to run a VM, already resolved by the core (paths, MACs, order). */
+export interface LaunchSpec {
+  readonly vm: MicroVM;
+  readonly vmDir: string;
+  readonly vcpu: number;
+  readonly memoryMb: number;
+  readonly kernelPath: string;
+  readonly initrdPath?: string;
+  /** The user's kernel command-line entries; the provider merges them over its own defaults. */
+  readonly cmdline: Readonly<Record<string, string>>;
+  /** Root first, then additional volumes in spec order; the cidata disk last when there is one. */
+  readonly disks: readonly LaunchDisk[];
+  readonly nics: readonly LaunchNic[];
+  readonly cloudInit: CloudInitFiles;
+  /** The guest's serial console is written here. */
+  readonly consoleLogPath: string;
+}
+
+/** A VMM process, identified so that a reused pid is never mistaken for it. */
+export interface VmmProcess {
+  readonly pid: number;
+  /** Field 22 of /proc/<pid>/stat (clock ticks since boot). */
+  readonly startTime: number;
+}
+
 export interface VmmProvider {
   readonly name: string;
   readonly capabilities: ReadonlySet<ProviderCapability>;
   availability(): ProviderAvailability;
-  /** Starts the VMM for the VM (idempotent: a running VMM is left alone). */
-  start(vm: MicroVM, vmDir: string): Promise<void>;
-  /** Stops the VMM gracefully, then forcibly; a stopped VMM is not an error. */
-  stop(vm: MicroVM, vmDir: string): Promise<void>;
-  state(vm: MicroVM, vmDir: string): Promise<VmmState>;
+  /**
+   * Kernel command-line entries this VMM needs (console, root device, ...), before the user's.
+   * Also tells the core whether a cidata disk is wanted (metadata-service providers use MMDS).
+   */
+  defaultCmdline(launch: Omit<LaunchSpec, 'cmdline'>): Readonly<Record<string, string>>;
+  /**
+   * Starts the VMM detached (own session, survives a daemon restart) and returns once it runs the
+   * guest. Fails (and leaves no process) when the VMM can't start.
+   */
+  start(launch: LaunchSpec): Promise<VmmProcess>;
+  /** Graceful shutdown (ACPI/API), then SIGKILL after timeoutMs; a gone process is not an error. */
+  stop(vmDir: string, process: VmmProcess, timeoutMs: number): Promise<void>;
+}
+
+export interface SpawnOptions {
+  /** stdout and stderr are appended here. */
+  readonly logPath: string;
+  /** Open file descriptors handed to the child as fd 3, 4, ... in order. */
+  readonly extraFds?: readonly number[];
+  readonly cwd?: string;
+}
+
+/** Processes on this host (for VMMs): detached spawning and liveness that survives pid reuse. */
+export interface ProcessTable {
+  /** Starts a detached process in its own session (it outlives the daemon). */
+  spawn(bin: string, args: readonly string[], options: SpawnOptions): Promise<VmmProcess>;
+  /** Alive and still the same process (pid and start time match); a zombie is not alive. */
+  isAlive(process: VmmProcess): Promise<boolean>;
+  /** How a process this daemon spawned ended (exit code or signal), when known. */
+  exitReason(process: VmmProcess): string | undefined;
+  /** Sends the signal only when the pid is still the same process. */
+  signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void>;
+}
+
+/** Builds the cloud-init NoCloud disk (label `cidata`) holding the given files. */
+export interface CloudInitDiskBuilder {
+  build(path: string, files: CloudInitFiles): Promise<void>;
 }
 
 export interface ProviderRegistry {
@@ -181,6 +305,11 @@ export interface VmFilesystem {
   /** Creates (or replaces when different) a character device node at path. */
   ensureCharDevice(path: string, dev: { major: number; minor: number }): Promise<void>;
   charDevice(path: string): Promise<{ major: number; minor: number } | undefined>;
+  /** A private copy of a file sharing blocks where the filesystem can (reflink), else sparse. */
+  cloneFile(source: string, target: string): Promise<void>;
+  fileExists(path: string): Promise<boolean>;
+  /** Entry names of a directory; empty when it does not exist. */
+  listDir(path: string): Promise<string[]>;
 }
 
 export type { MicroVMSpec };

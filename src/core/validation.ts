@@ -3,7 +3,7 @@
 // at once. Nothing is stored unless this passes.
 import { isIP } from 'node:net';
 import { isImageRefError, parseImageRef } from './image-ref.js';
-import type { KernelSpec, MicroVMSpec, VolumeSpec } from './model.js';
+import type { KernelSpec, MicroVMSpec, NetworkInterfaceSpec, VolumeSpec } from './model.js';
 import type { ProviderCapability, ProviderRegistry } from './ports.js';
 import { appError, err, ok, type AppError, type Result } from './result.js';
 
@@ -33,6 +33,15 @@ export interface ValidationLimits {
 
 export const DEFAULT_LIMITS: ValidationLimits = { minVcpu: 1, maxVcpu: 64, minMemoryMb: 128, maxMemoryMb: 32768 };
 export const DEFAULT_NAMESPACE = 'default';
+
+/** The unbridged tap through which a Firecracker guest reaches MMDS (COMPAT §3). */
+export const METADATA_INTERFACE: NetworkInterfaceSpec = {
+  deviceId: 'eth0',
+  type: 'tap',
+  guestMac: 'aa:ff:00:00:00:01',
+  address: { address: '169.254.0.1/16', nameservers: [] },
+  allowMetadata: true,
+};
 export const DEFAULT_VCPU = 2;
 export const DEFAULT_MEMORY_MB = 1024;
 
@@ -142,6 +151,12 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
       problem('interfaces', `tap network interfaces not supported by the microvm provider ${provider}`);
     if (virtiofsCount > 0 && lacks('virtiofs')) problem('additional_volumes', `virtiofs not supported by the microvm provider ${provider}`);
     if (input.allowGuestAgent && lacks('vsock')) problem('allow_guest_agent', `guest agent (vsock) not supported by the microvm provider ${provider}`);
+    if (!lacks('metadata-service')) {
+      input.interfaces.forEach((iface, i) => {
+        if (iface.deviceId === METADATA_INTERFACE.deviceId)
+          problem(`interfaces[${i}].device_id`, `eth0 is reserved for the metadata interface of the microvm provider ${provider}`);
+      });
+    }
   }
 
   if (problems.length > 0 || input.kernel === undefined) {
@@ -155,7 +170,11 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
     ...(input.initrd !== undefined ? { initrd: input.initrd } : {}),
     ...(input.rootVolume !== undefined ? { rootVolume: input.rootVolume } : {}),
     additionalVolumes: input.additionalVolumes,
-    interfaces: input.interfaces.map((i) => (i.guestMac === undefined ? i : { ...i, guestMac: normalizeMac(i.guestMac) })),
+    interfaces: [
+      // A metadata-service provider (Firecracker MMDS) gets its metadata NIC first, as eth0 (COMPAT §3).
+      ...(chosen?.capabilities.has('metadata-service') === true ? [METADATA_INTERFACE] : []),
+      ...input.interfaces.map((i) => (i.guestMac === undefined ? i : { ...i, guestMac: normalizeMac(i.guestMac) })),
+    ],
     metadata: input.metadata,
     provider,
     allowGuestAgent: input.allowGuestAgent,

@@ -4,14 +4,19 @@ import { monotonicFactory } from 'ulid';
 import { startGrpcServer, type RunningGrpcServer } from '../adapters/api/grpc/server.js';
 import { startHttpGateway } from '../adapters/api/http/gateway.js';
 import { ApiMetrics } from '../adapters/api/metrics.js';
+import { FatCidataDiskBuilder } from '../adapters/cloud-init/cidata-disk.js';
 import { NodeVmFilesystem } from '../adapters/fs/vm-filesystem.js';
+import { OciImageService } from '../adapters/images/oci-image-service.js';
+import { LinuxProcessTable } from '../adapters/process/process-table.js';
 import { Iproute2NetworkService } from '../adapters/network/iproute2.js';
 import { createProviderRegistry } from '../adapters/providers/registry.js';
 import { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js';
 import type { Config } from '../config/config.js';
 import { sweepOrphanDevices } from '../core/orphans.js';
 import type { Clock, IdGenerator, Logger, NetworkService } from '../core/ports.js';
+import { ImageJanitor } from '../core/image-janitor.js';
 import { Reconciler } from '../core/reconciler.js';
+import { VmmWatcher } from '../core/vmm-watcher.js';
 import { MicroVMService } from '../core/service.js';
 import type { StepPorts } from '../core/steps/step.js';
 import { splitHostPort } from './endpoint.js';
@@ -35,11 +40,19 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   const ids: IdGenerator = { next: () => nextUlid() };
   const repo = SqliteMicroVMRepository.open(config.stateDir);
   const network = overrides.network ?? new Iproute2NetworkService();
-  const providers = createProviderRegistry(config.defaultProvider, {
-    firecracker: config.firecrackerBin,
-    cloudhypervisor: config.cloudHypervisorBin,
-    qemu: config.qemuBin,
+  const processes = new LinuxProcessTable();
+  const images = new OciImageService({
+    stateDir: config.stateDir,
+    insecureRegistries: config.insecureRegistries,
+    credentials: config.registryAuth,
+    keepMs: config.imageKeepTimeMs,
+    log: log.child({ component: 'images' }),
   });
+  const providers = createProviderRegistry(
+    config.defaultProvider,
+    { firecracker: config.firecrackerBin, cloudhypervisor: config.cloudHypervisorBin, qemu: config.qemuBin },
+    { processes, log: log.child({ component: 'vmm' }) },
+  );
   log.info({ provider: providers.defaultName() }, `default microvm provider is ${providers.defaultName()}`);
   for (const name of providers.names()) {
     const availability = providers.get(name)?.availability();
@@ -54,6 +67,10 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     clock,
     ids,
     hostNetwork: { parentIface: config.parentIface, bridgeName: config.bridgeName },
+    images,
+    processes,
+    cidata: new FatCidataDiskBuilder(),
+    deleteVmTimeoutMs: config.deleteVmTimeoutMs,
   };
   const reconciler = new Reconciler(ports, repo, clock, log.child({ component: 'reconciler' }), {
     concurrency: config.reconcileConcurrency,
@@ -69,6 +86,15 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   const removed = await sweepOrphanDevices(repo, network, log);
   if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
   reconciler.start();
+  const watcher = new VmmWatcher(repo, processes, reconciler, clock, log.child({ component: 'watcher' }));
+  watcher.start();
+  const janitor = new ImageJanitor(repo, images, log.child({ component: 'images' }));
+  janitor.start();
+  const stopBackground = async (): Promise<void> => {
+    watcher.stop();
+    await janitor.stop();
+    await reconciler.stop();
+  };
 
   log.info({}, config.basicAuthToken !== '' ? 'basic authentication is enabled' : 'basic authentication is DISABLED');
   log.info({}, config.insecure ? 'TLS is DISABLED' : 'TLS is enabled');
@@ -109,13 +135,13 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
       ...(debugPort !== undefined ? { debugPort } : {}),
       stop: async () => {
         await Promise.all(closers.map((close) => close()));
-        await reconciler.stop();
+        await stopBackground();
         repo.close();
       },
     };
   } catch (e) {
     await Promise.all(closers.map((close) => close()));
-    await reconciler.stop();
+    await stopBackground();
     repo.close();
     throw e;
   }

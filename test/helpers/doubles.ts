@@ -1,8 +1,12 @@
 // In-memory doubles of the host-facing ports, for unit tests of the core's plans and reconciler.
 // The real adapters have their own tests against the kernel (test/net) and the filesystem.
-import type { MicroVM, VmId } from '../../src/core/model.js';
+import type { VmId } from '../../src/core/model.js';
 import type {
   CharDeviceNumbers,
+  CloudInitDiskBuilder,
+  CloudInitFiles,
+  ImageService,
+  LocalImage,
   LinkInfo,
   MacvtapRequest,
   NetworkService,
@@ -11,7 +15,9 @@ import type {
   TapRequest,
   VmFilesystem,
   VmmProvider,
-  VmmState,
+  VmmProcess,
+  ProcessTable,
+  LaunchSpec,
 } from '../../src/core/ports.js';
 
 export class MemoryNetwork implements NetworkService {
@@ -46,10 +52,9 @@ export class MemoryNetwork implements NetworkService {
 
   ensureTap(req: TapRequest): Promise<LinkInfo> {
     this.calls.push(`tap ${req.name}`);
-    if (!this.existing.has(req.bridge)) return Promise.reject(new Error(`bridge "${req.bridge}" does not exist`));
-    return Promise.resolve(
-      this.put(req.name, { kind: 'tun', master: req.bridge, mac: '02:00:00:00:00:bb', mtu: 1500, txqlen: 1000, up: true, alias: req.alias }),
-    );
+    if (req.bridge !== undefined && !this.existing.has(req.bridge)) return Promise.reject(new Error(`bridge "${req.bridge}" does not exist`));
+    const master = req.bridge !== undefined ? { master: req.bridge } : {};
+    return Promise.resolve(this.put(req.name, { kind: 'tun', ...master, mac: '02:00:00:00:00:bb', mtu: 1500, txqlen: 1000, up: true, alias: req.alias }));
   }
 
   getLink(name: string): Promise<LinkInfo | undefined> {
@@ -70,6 +75,29 @@ export class MemoryNetwork implements NetworkService {
     const link = this.links.get(name);
     if (link?.kind !== 'macvtap') return Promise.reject(new Error(`${name} is not a macvtap`));
     return Promise.resolve({ major: 246, minor: link.ifindex });
+  }
+}
+
+/** Images "pulled" into memory: each ref has a rootfs whose files the MemoryFilesystem knows. */
+export class MemoryImages implements ImageService {
+  readonly pulls: string[] = [];
+  failWith: string | undefined;
+  constructor(private readonly fs: MemoryFilesystem) {}
+
+  pull(ref: string): Promise<LocalImage> {
+    this.pulls.push(ref);
+    if (this.failWith !== undefined) return Promise.reject(new Error(this.failWith));
+    const rootfs = `/images/rootfs/${ref.replace(/[^a-z0-9]/g, '_')}`;
+    for (const file of ['boot/vmlinux', 'boot/initrd']) this.fs.files.set(`${rootfs}/${file}`, ref);
+    return Promise.resolve({ ref, digest: `sha256:${Buffer.from(ref).toString('hex').padEnd(64, '0').slice(0, 64)}`, rootfs });
+  }
+  ext4(image: LocalImage, sizeMb?: number): Promise<string> {
+    const path = `/images/ext4/${image.digest.slice(7, 19)}-${sizeMb ?? 'auto'}.img`;
+    this.fs.files.set(path, image.ref);
+    return Promise.resolve(path);
+  }
+  collectGarbage(): Promise<string[]> {
+    return Promise.resolve([]);
   }
 }
 
@@ -101,18 +129,61 @@ export class MemoryFilesystem implements VmFilesystem {
   charDevice(path: string): Promise<{ major: number; minor: number } | undefined> {
     return Promise.resolve(this.nodes.get(path));
   }
+  readonly files = new Map<string, string>();
+  cloneFile(source: string, target: string): Promise<void> {
+    this.files.set(target, `copy of ${source}`);
+    return Promise.resolve();
+  }
+  fileExists(path: string): Promise<boolean> {
+    return Promise.resolve(this.files.has(path));
+  }
+  listDir(path: string): Promise<string[]> {
+    const prefix = `${path}/`;
+    const names = [...this.files.keys()].filter((f) => f.startsWith(prefix)).map((f) => f.slice(prefix.length).split('/')[0] ?? '');
+    return Promise.resolve([...new Set(names)].sort());
+  }
 }
 
-/** A provider whose VMM "runs" in memory; failures and delays are scriptable. */
+/** Processes that "run" in memory: a test ends one with `exit(pid, reason)`. */
+export class MemoryProcesses implements ProcessTable {
+  private nextPid = 1000;
+  readonly alive = new Map<number, VmmProcess>();
+  readonly reasons = new Map<number, string>();
+  readonly signals: string[] = [];
+
+  spawn(): Promise<VmmProcess> {
+    const process = { pid: this.nextPid++, startTime: 4242 };
+    this.alive.set(process.pid, process);
+    return Promise.resolve(process);
+  }
+  isAlive(process: VmmProcess): Promise<boolean> {
+    return Promise.resolve(this.alive.get(process.pid)?.startTime === process.startTime);
+  }
+  exitReason(process: VmmProcess): string | undefined {
+    return this.reasons.get(process.pid);
+  }
+  signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void> {
+    this.signals.push(`${signal} ${process.pid}`);
+    if (signal === 'SIGKILL') this.exit(process.pid, 'killed by SIGKILL');
+    return Promise.resolve();
+  }
+  exit(pid: number, reason: string): void {
+    this.alive.delete(pid);
+    this.reasons.set(pid, reason);
+  }
+}
+
+/** A provider whose VMM "runs" as a MemoryProcesses entry; failures and delays are scriptable. */
 export class MemoryProvider implements VmmProvider {
-  readonly running = new Set<string>();
-  readonly starts: string[] = [];
+  readonly starts: LaunchSpec[] = [];
+  readonly stops: number[] = [];
   available: ProviderAvailability = { available: true };
   failStarts = 0;
   startDelayMs = 0;
   readonly capabilities: ReadonlySet<ProviderCapability>;
 
   constructor(
+    readonly processes: MemoryProcesses = new MemoryProcesses(),
     readonly name = 'qemu',
     capabilities: ProviderCapability[] = ['macvtap', 'tap'],
   ) {
@@ -122,20 +193,35 @@ export class MemoryProvider implements VmmProvider {
   availability(): ProviderAvailability {
     return this.available;
   }
-  async start(vm: MicroVM): Promise<void> {
-    this.starts.push(vm.id.uid);
+  defaultCmdline(): Readonly<Record<string, string>> {
+    return { console: 'ttyS0' };
+  }
+  async start(launch: LaunchSpec): Promise<VmmProcess> {
+    this.starts.push(launch);
     if (this.startDelayMs > 0) await new Promise((r) => setTimeout(r, this.startDelayMs));
     if (this.failStarts > 0) {
       this.failStarts -= 1;
       throw new Error('vmm exited during boot');
     }
-    this.running.add(vm.id.uid);
+    return this.processes.spawn();
   }
-  stop(vm: MicroVM): Promise<void> {
-    this.running.delete(vm.id.uid);
+  async stop(_vmDir: string, process: VmmProcess): Promise<void> {
+    this.stops.push(process.pid);
+    await this.processes.signal(process, 'SIGKILL');
+  }
+  /** uids with a live VMM. */
+  running(): string[] {
+    return this.starts.filter((l) => l.vm.status.vmm === undefined).map((l) => l.vm.id.uid);
+  }
+}
+
+/** Records the cidata disks it "builds" as files of the MemoryFilesystem. */
+export class MemoryCidata implements CloudInitDiskBuilder {
+  readonly built = new Map<string, CloudInitFiles>();
+  constructor(private readonly fs: MemoryFilesystem) {}
+  build(path: string, files: CloudInitFiles): Promise<void> {
+    this.built.set(path, files);
+    this.fs.files.set(path, 'cidata');
     return Promise.resolve();
-  }
-  state(vm: MicroVM): Promise<VmmState> {
-    return Promise.resolve(this.running.has(vm.id.uid) ? 'running' : 'stopped');
   }
 }

@@ -72,6 +72,9 @@ export function macFor(name: string): string {
   return ['02', ...[...hash.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
+/** A registry address where nothing listens (pulls fail fast, locally). */
+export const UNREACHABLE_REGISTRY = '127.0.0.1:47';
+
 /** A CAPMVM-shaped create request (provider "", empty kernel filename, guest MAC, base64 metadata). */
 export function capmvmSpec(name: string, guestMac = macFor(name)): MicroVMSpec {
   const b64 = (s: string): string => Buffer.from(s).toString('base64');
@@ -81,8 +84,9 @@ export function capmvmSpec(name: string, guestMac = macFor(name)): MicroVMSpec {
     labels: { 'cluster-name': 'c1' },
     vcpu: 2,
     memoryInMb: 512,
-    kernel: { image: 'ghcr.io/liquidmetal-dev/flintlock-kernel:5.10.77', filename: '', cmdline: {}, addNetworkConfig: true },
-    rootVolume: { id: 'root', isReadOnly: false, source: { containerSource: 'ghcr.io/liquidmetal-dev/capmvm-kubernetes:1.23.5' } },
+    // Loopback port 47: nothing listens (and fetch allows it), so a pull fails at once and no test ever leaves the host.
+    kernel: { image: `${UNREACHABLE_REGISTRY}/liquidmetal-dev/flintlock-kernel:5.10.77`, filename: '', cmdline: {}, addNetworkConfig: true },
+    rootVolume: { id: 'root', isReadOnly: false, source: { containerSource: `${UNREACHABLE_REGISTRY}/liquidmetal-dev/capmvm-kubernetes:1.23.5` } },
     interfaces: [{ deviceId: 'eth1', type: 0, guestMac }],
     metadata: {
       'meta-data': b64('local_hostname: node1\nvm_host: host1\n'),

@@ -62,7 +62,10 @@ describe('flintlockd in a network namespace', { skip }, () => {
       const vm = await client.get(uid);
       return vm.status?.state === State.FAILED ? vm : undefined;
     });
-    assert.match(failed.status?.failureReason ?? '', /reconcile failed 2 times; last error: microvm provider qemu is not available/);
+    assert.match(
+      failed.status?.failureReason ?? '',
+      /reconcile failed 2 times; last error: pulling 127.0.0.1:47\/liquidmetal-dev\/flintlock-kernel:5.10.77: cannot reach 127.0.0.1:47/,
+    );
     const iface = failed.status?.networkInterfaces.eth1;
     assert.match(iface?.hostDeviceName ?? '', /^flvtap[0-9a-f]{7}$/);
     const link = ns.link(iface?.hostDeviceName ?? '');

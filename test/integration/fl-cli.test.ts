@@ -1,54 +1,32 @@
 // End-to-end: the fl CLI (in-process) against a real grpc-js server over a real MicroVMService and
 // SQLite store. The reconciler is a no-op, so tests move VMs through states via the repository.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { monotonicFactory } from 'ulid';
 import { startGrpcServer, type RunningGrpcServer } from '../../src/adapters/api/grpc/server.js';
-import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
+import type { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
 import { main, type CliIo } from '../../src/cli/fl/main.js';
 import type { MicroVM, MicroVMStatus } from '../../src/core/model.js';
-import type { Logger, VmmProvider } from '../../src/core/ports.js';
-import { MicroVMService } from '../../src/core/service.js';
-import { DEFAULT_LIMITS, type ProviderLookup } from '../../src/core/validation.js';
+import type { Logger } from '../../src/core/ports.js';
+import { createTestService, type TestService } from '../helpers/service.js';
 
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 const log: Logger = pino({ level: 'silent' });
 
-const qemu: VmmProvider = {
-  name: 'qemu',
-  capabilities: new Set(['macvtap', 'tap']),
-  availability: () => ({ available: false, reason: 'test' }),
-  start: () => Promise.resolve(),
-  stop: () => Promise.resolve(),
-  state: () => Promise.resolve('stopped' as const),
-};
-const providers: ProviderLookup = { names: () => ['qemu'], get: (n) => (n === 'qemu' ? qemu : undefined), defaultName: () => 'qemu' };
-
-let dir: string;
+let testService: TestService;
 let repo: SqliteMicroVMRepository;
 let server: RunningGrpcServer;
 let authServer: RunningGrpcServer;
 let host: string;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'fl-cli-'));
-  repo = SqliteMicroVMRepository.open(join(dir, 'state'));
-  const ids = monotonicFactory();
-  const service = new MicroVMService({
-    repo,
-    reconciler: { trigger() {} },
-    providers,
-    limits: DEFAULT_LIMITS,
-    clock: { now: () => Date.now() },
-    ids: { next: () => ids() },
-    log,
-  });
+  testService = createTestService('fl-cli-');
+  repo = testService.repo;
+  const service = testService.service;
   server = await startGrpcServer(service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, log });
   authServer = await startGrpcServer(service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, basicAuthToken: 's3cret', log });
   host = `127.0.0.1:${server.port}`;
@@ -56,8 +34,7 @@ before(async () => {
 
 after(async () => {
   await Promise.all([server.close(), authServer.close()]);
-  repo.close();
-  rmSync(dir, { recursive: true, force: true });
+  testService.close();
 });
 
 interface Run {
@@ -131,7 +108,7 @@ function setStatus(uid: string, patch: Partial<MicroVMStatus>): void {
 
 describe('fl microvm create', () => {
   it('prints the uid and sends the spec fl builds', async () => {
-    const ud = join(dir, 'user-data');
+    const ud = join(testService.dir, 'user-data');
     writeFileSync(ud, '#cloud-config\nhostname: vm-create\n');
     const uid = await createVm(
       'vm-create',
@@ -394,7 +371,7 @@ describe('connection and auth', () => {
   });
 
   it('exits 2 when a TLS file cannot be read', async () => {
-    const run = await fl('--tls-ca', join(dir, 'missing-ca.pem'), 'microvm', 'list');
+    const run = await fl('--tls-ca', join(testService.dir, 'missing-ca.pem'), 'microvm', 'list');
     assert.equal(run.code, 2);
     assert.match(run.err, /^fl: connecting: cannot read TLS CA file .*missing-ca\.pem/);
   });

@@ -14,29 +14,15 @@ import { loadSync, type MethodDefinition, type PackageDefinition } from '@grpc/p
 import { monotonicFactory } from 'ulid';
 import { startGrpcServer, type RunningGrpcServer, type TlsSettings } from '../../src/adapters/api/grpc/server.js';
 import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
-import type { Logger, ProviderCapability, VmmProvider } from '../../src/core/ports.js';
 import { MicroVMService } from '../../src/core/service.js';
-import { DEFAULT_LIMITS, type ProviderLookup } from '../../src/core/validation.js';
+import { DEFAULT_LIMITS } from '../../src/core/validation.js';
+import { testProviders } from '../helpers/service.js';
+import { silentLogger } from '../../src/adapters/log/logger.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 
-const silent: Logger = {
-  trace: () => {},
-  debug: () => {},
-  info: () => {},
-  warn: () => {},
-  error: () => {},
-  child: () => silent,
-};
+const silent = silentLogger();
 
-const qemu: VmmProvider = {
-  name: 'qemu',
-  capabilities: new Set<ProviderCapability>(['macvtap', 'tap']),
-  availability: () => ({ available: false, reason: 'test' }),
-  start: () => Promise.resolve(),
-  stop: () => Promise.resolve(),
-  state: () => Promise.resolve('stopped'),
-};
-const providers: ProviderLookup = { names: () => ['qemu'], get: (n) => (n === 'qemu' ? qemu : undefined), defaultName: () => 'qemu' };
+const providers = testProviders();
 
 const MICROVM_SERVICE = 'microvm.services.api.v1alpha1.MicroVM';
 const TOKEN = 's3cret';

@@ -7,28 +7,14 @@ import { after, before, describe, it } from 'node:test';
 import { monotonicFactory } from 'ulid';
 import { startHttpGateway, type RunningHttpGateway } from '../../src/adapters/api/http/gateway.js';
 import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
-import type { Logger, ProviderCapability, VmmProvider } from '../../src/core/ports.js';
 import { MicroVMService } from '../../src/core/service.js';
-import { DEFAULT_LIMITS, type ProviderLookup } from '../../src/core/validation.js';
+import { DEFAULT_LIMITS } from '../../src/core/validation.js';
+import { testProviders } from '../helpers/service.js';
+import { silentLogger } from '../../src/adapters/log/logger.js';
 
-const silent: Logger = {
-  trace: () => {},
-  debug: () => {},
-  info: () => {},
-  warn: () => {},
-  error: () => {},
-  child: () => silent,
-};
+const silent = silentLogger();
 
-const qemu: VmmProvider = {
-  name: 'qemu',
-  capabilities: new Set<ProviderCapability>(['macvtap', 'tap']),
-  availability: () => ({ available: false, reason: 'test' }),
-  start: () => Promise.resolve(),
-  stop: () => Promise.resolve(),
-  state: () => Promise.resolve('stopped'),
-};
-const providers: ProviderLookup = { names: () => ['qemu'], get: (n) => (n === 'qemu' ? qemu : undefined), defaultName: () => 'qemu' };
+const providers = testProviders();
 
 type Json = Record<string, unknown>;
 

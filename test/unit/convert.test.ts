@@ -13,31 +13,14 @@ import {
   NetworkInterfaceSchema,
   type MicroVMSpec as ProtoSpec,
 } from '../../src/gen/flintlock/types/microvm_pb.js';
-import type { MicroVM, VmState } from '../../src/core/model.js';
-import type { ProviderAvailability, ProviderCapability, VmmProvider, VmmState } from '../../src/core/ports.js';
+import type { VmState } from '../../src/core/model.js';
+import { MemoryProvider } from '../helpers/doubles.js';
 import { DEFAULT_LIMITS, validateCreate, type CreateInput, type ProviderLookup } from '../../src/core/validation.js';
 import { SAMPLE_TIME, sampleVm } from '../helpers/fixtures.js';
 
 const b64 = (text: string): string => Buffer.from(text).toString('base64');
 
-class StubProvider implements VmmProvider {
-  readonly capabilities: ReadonlySet<ProviderCapability> = new Set<ProviderCapability>(['macvtap', 'tap', 'virtiofs', 'vsock']);
-  constructor(readonly name: string) {}
-  availability(): ProviderAvailability {
-    return { available: true };
-  }
-  start(_vm: MicroVM, _vmDir: string): Promise<void> {
-    return Promise.resolve();
-  }
-  stop(_vm: MicroVM, _vmDir: string): Promise<void> {
-    return Promise.resolve();
-  }
-  state(_vm: MicroVM, _vmDir: string): Promise<VmmState> {
-    return Promise.resolve('stopped');
-  }
-}
-
-const QEMU = new StubProvider('qemu');
+const QEMU = new MemoryProvider(undefined, 'qemu', ['macvtap', 'tap', 'virtiofs', 'vsock']);
 const PROVIDERS: ProviderLookup = { names: () => ['qemu'], get: (n) => (n === 'qemu' ? QEMU : undefined), defaultName: () => 'qemu' };
 
 /** What CAPMVM sends for a worker machine (empty provider and kernel filename, zero root volume). */

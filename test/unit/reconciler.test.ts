@@ -9,11 +9,12 @@ import { StaticProviderRegistry } from '../../src/adapters/providers/registry.js
 import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
 import type { NetworkInterfaceSpec } from '../../src/core/model.js';
 import { backoffDelay, Reconciler, type ReconcilerOptions } from '../../src/core/reconciler.js';
+import { VmmWatcher } from '../../src/core/vmm-watcher.js';
 import { MicroVMService } from '../../src/core/service.js';
 import { MACVTAP_PARENT_REQUIRED, macvtapNodePath, TAP_BRIDGE_REQUIRED } from '../../src/core/steps/network.js';
 import type { HostNetworkConfig, StepPorts } from '../../src/core/steps/step.js';
 import { DEFAULT_LIMITS, type CreateInput } from '../../src/core/validation.js';
-import { MemoryFilesystem, MemoryNetwork, MemoryProvider } from '../helpers/doubles.js';
+import { MemoryCidata, MemoryFilesystem, MemoryImages, MemoryNetwork, MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
 import { waitFor } from '../helpers/wait.js';
 
 const FAST: ReconcilerOptions = { concurrency: 4, maxRetry: 3, backoffBaseMs: 10, backoffMaxMs: 40, resyncPeriodMs: 60_000 };
@@ -41,13 +42,28 @@ describe('reconciler', () => {
   let network: MemoryNetwork;
   let fs: MemoryFilesystem;
   let provider: MemoryProvider;
+  let images: MemoryImages;
+  let processes: MemoryProcesses;
+  let cidata: MemoryCidata;
   let reconciler: Reconciler;
   let service: MicroVMService;
 
   function build(options: ReconcilerOptions = FAST, hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0' }): void {
     const nextUlid = monotonicFactory();
     const providers = new StaticProviderRegistry([provider], 'qemu');
-    const ports: StepPorts = { repo, network, fs, providers, clock: { now: () => Date.now() }, ids: { next: () => nextUlid() }, hostNetwork };
+    const ports: StepPorts = {
+      repo,
+      network,
+      images,
+      fs,
+      providers,
+      clock: { now: () => Date.now() },
+      ids: { next: () => nextUlid() },
+      hostNetwork,
+      processes,
+      cidata,
+      deleteVmTimeoutMs: 1000,
+    };
     reconciler = new Reconciler(ports, repo, ports.clock, silentLogger(), options);
     service = new MicroVMService({ repo, reconciler, providers, limits: DEFAULT_LIMITS, clock: ports.clock, ids: ports.ids, log: silentLogger() });
     reconciler.start();
@@ -60,13 +76,22 @@ describe('reconciler', () => {
   }
 
   const stateOf = (uid: string): string | undefined => repo.get(uid)?.status.state;
+  /** The VM's VMM is a live (in-memory) process. */
+  const vmmRunning = (uid: string): boolean => {
+    const vmm = repo.get(uid)?.status.vmm;
+    return vmm !== undefined && processes.alive.get(vmm.pid)?.startTime === vmm.startTime;
+  };
+  const startsOf = (uid: string): number => provider.starts.filter((l) => l.vm.id.uid === uid).length;
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'fl-reconciler-'));
     repo = SqliteMicroVMRepository.open(dir);
     network = new MemoryNetwork();
     fs = new MemoryFilesystem();
-    provider = new MemoryProvider();
+    processes = new MemoryProcesses();
+    provider = new MemoryProvider(processes);
+    images = new MemoryImages(fs);
+    cidata = new MemoryCidata(fs);
   });
 
   afterEach(async () => {
@@ -102,8 +127,34 @@ describe('reconciler', () => {
       ['eth0', 'eth1'],
     );
     assert.deepEqual(fs.nodes.get(macvtapNodePath(fs.vmDir(vm.id), 'eth0')), { major: 246, minor: mac?.index });
-    assert.ok(provider.running.has(uid));
+    assert.ok(vmmRunning(uid));
+    assert.equal(vm.status.consoleLogPath, `${fs.vmDir(vm.id)}/console.log`);
     assert.equal(vm.status.retry, 0);
+  });
+
+  it('takes the kernel from its image and gives the VM a private copy of its root volume', async () => {
+    build();
+    const uid = create('vm1');
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const vm = repo.get(uid);
+    assert.ok(vm);
+    assert.deepEqual(vm.status.kernelMount, { type: 'hostpath', source: '/images/rootfs/registry_local_kernel_1/boot/vmlinux' });
+    assert.deepEqual(vm.status.volumes.root, { type: 'hostpath', source: `${fs.vmDir(vm.id)}/volumes/root.img` });
+    assert.equal(fs.files.get(`${fs.vmDir(vm.id)}/volumes/root.img`), 'copy of /images/ext4/726567697374-auto.img');
+    assert.deepEqual(Object.keys(vm.status.images ?? {}).sort(), ['kernel', 'volume:root']);
+    assert.deepEqual(images.pulls.sort(), ['registry.local/kernel:1', 'registry.local/root:1']);
+  });
+
+  it('fails with a message naming the image and listing boot/ when the kernel file is missing', async () => {
+    build({ ...FAST, maxRetry: 0 });
+    const created = service.create({
+      ...input('vm1'),
+      kernel: { image: 'registry.local/kernel:1', filename: 'boot/bzImage', cmdline: {}, addNetworkConfig: false },
+    });
+    assert.ok(created.ok);
+    const uid = created.value.id.uid;
+    const vm = await waitFor('FAILED', () => (stateOf(uid) === 'failed' ? repo.get(uid) : undefined));
+    assert.equal(vm.status.lastError, 'kernel boot/bzImage not found in image registry.local/kernel:1; its boot/ directory holds: initrd, vmlinux');
   });
 
   it('retries with growing backoff, then FAILS with the reason recorded', async () => {
@@ -135,7 +186,7 @@ describe('reconciler', () => {
     const vm = repo.get(uid);
     assert.equal(vm?.status.retry, 0);
     assert.equal(vm?.status.lastError, undefined);
-    assert.equal(provider.starts.filter((u) => u === uid).length, 3);
+    assert.equal(startsOf(uid), 3);
   });
 
   it('computes exponential backoff capped at the maximum', () => {
@@ -173,7 +224,7 @@ describe('reconciler', () => {
     assert.equal(stateOf(uid) ?? 'deleting', 'deleting');
     await waitFor('record removed', () => repo.get(uid) === undefined);
     assert.equal(network.links.has(device), false);
-    assert.equal(provider.running.has(uid), false);
+    assert.equal(processes.alive.size, 0, 'the VMM was stopped');
     assert.equal(fs.dirs.size, 0);
     assert.equal(repo.devices(uid).length, 0);
     const again = service.get(uid);
@@ -196,10 +247,11 @@ describe('reconciler', () => {
     provider.startDelayMs = 200;
     build();
     const uid = create('vm1');
-    await waitFor('VMM starting', () => provider.starts.includes(uid));
+    await waitFor('VMM starting', () => startsOf(uid) > 0);
     assert.ok(service.delete(uid).ok);
     await waitFor('record removed', () => repo.get(uid) === undefined);
-    assert.equal(provider.running.has(uid), false);
+    await new Promise((r) => setTimeout(r, 250)); // the aborted start finishes its await
+    assert.equal(processes.alive.size, 0, 'no VMM outlives a deleted VM');
   });
 
   it('runs at most `concurrency` VMs at once and never one VM twice at once', async () => {
@@ -208,16 +260,17 @@ describe('reconciler', () => {
     let peak = 0;
     const activeUids = new Set<string>();
     const start = provider.start.bind(provider);
-    provider.start = async (vm) => {
-      assert.equal(activeUids.has(vm.id.uid), false, 'same VM started twice at once');
-      activeUids.add(vm.id.uid);
+    provider.start = async (launch) => {
+      const uid = launch.vm.id.uid;
+      assert.equal(activeUids.has(uid), false, 'same VM started twice at once');
+      activeUids.add(uid);
       active += 1;
       peak = Math.max(peak, active);
       try {
-        await start(vm);
+        return await start(launch);
       } finally {
         active -= 1;
-        activeUids.delete(vm.id.uid);
+        activeUids.delete(uid);
       }
     };
     build({ ...FAST, concurrency: 2 });
@@ -241,7 +294,56 @@ describe('reconciler', () => {
     await reconciler.idle();
     assert.deepEqual(network.calls, [`tap ${name}`]);
     assert.equal(stateOf(uid), 'created');
-    assert.equal(provider.starts.filter((u) => u === uid).length, 1, 'the running VMM was not restarted');
+    assert.equal(startsOf(uid), 1, 'the running VMM was not restarted');
+  });
+
+  it('builds the cidata disk with the generated network-config and hands the provider a launch spec in guest order', async () => {
+    build();
+    const uid = create('vm1', [
+      { deviceId: 'eth1', type: 'tap', guestMac: '02:00:00:00:00:11' },
+      { deviceId: 'eth2', type: 'macvtap', guestMac: '02:00:00:00:00:22' },
+    ]);
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const vm = repo.get(uid);
+    assert.ok(vm);
+    const dir = fs.vmDir(vm.id);
+    const launch = provider.starts.at(-1);
+    assert.deepEqual(
+      launch?.disks.map((d) => [d.id, d.path, d.root]),
+      [
+        ['root', `${dir}/volumes/root.img`, true],
+        ['cidata', `${dir}/cidata.img`, false],
+      ],
+    );
+    assert.deepEqual(
+      launch?.nics.map((n) => [n.deviceId, n.mac, n.tapNode]),
+      [
+        ['eth1', '02:00:00:00:00:11', undefined],
+        ['eth2', '02:00:00:00:00:22', `${dir}/tap-eth2`],
+      ],
+    );
+    const files = cidata.built.get(`${dir}/cidata.img`);
+    assert.match(files?.['meta-data'] ?? '', new RegExp(`instance_id: ${uid}`));
+    assert.equal(files?.['network-config'], undefined, 'add_network_config is off in this spec');
+  });
+
+  it('notices a VMM that ended on its own, records why, and restarts it through reconcile', async () => {
+    build();
+    const uid = create('vm1');
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const first = repo.get(uid)?.status.vmm;
+    assert.ok(first);
+    const watcher = new VmmWatcher(repo, processes, reconciler, { now: () => Date.now() }, silentLogger());
+    processes.exit(first.pid, 'exited with code 137');
+    await watcher.check();
+    assert.equal(stateOf(uid) === 'created', false, 'a VM whose VMM is gone is not CREATED');
+    const restarted = await waitFor('restarted', () => {
+      const vm = repo.get(uid);
+      return vm?.status.state === 'created' && vm.status.vmm?.pid !== first.pid ? vm : undefined;
+    });
+    assert.equal(restarted.status.restartCount, 1);
+    assert.equal(restarted.status.lastExitReason, `vmm process ${first.pid} ended: exited with code 137`);
+    assert.equal(startsOf(uid), 2);
   });
 
   it('does not reconcile FAILED VMs again on restart', async () => {

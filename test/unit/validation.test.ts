@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import type { MicroVM } from '../../src/core/model.js';
-import type { ProviderAvailability, ProviderCapability, VmmProvider, VmmState } from '../../src/core/ports.js';
+import type { ProviderCapability, VmmProvider } from '../../src/core/ports.js';
+import { MemoryProvider } from '../helpers/doubles.js';
 import {
   checkUnicastMac,
   DEFAULT_LIMITS,
@@ -14,29 +14,13 @@ import {
   type ValidationLimits,
 } from '../../src/core/validation.js';
 
-class StubProvider implements VmmProvider {
-  readonly capabilities: ReadonlySet<ProviderCapability>;
-  constructor(
-    readonly name: string,
-    capabilities: ProviderCapability[],
-  ) {
-    this.capabilities = new Set(capabilities);
-  }
-  availability(): ProviderAvailability {
-    return { available: true };
-  }
-  start(_vm: MicroVM, _vmDir: string): Promise<void> {
-    return Promise.resolve();
-  }
-  stop(_vm: MicroVM, _vmDir: string): Promise<void> {
-    return Promise.resolve();
-  }
-  state(_vm: MicroVM, _vmDir: string): Promise<VmmState> {
-    return Promise.resolve('stopped');
-  }
+/** A provider with the given capabilities (its VMM side is never used here). */
+function stubProvider(name: string, capabilities: ProviderCapability[]): VmmProvider {
+  return new MemoryProvider(undefined, name, capabilities);
 }
 
-const ALL_CAPS: ProviderCapability[] = ['macvtap', 'tap', 'metadata-service', 'virtiofs', 'vsock', 'pause'];
+/** Everything but a metadata service (which brings its own eth0: tested at the end). */
+const ALL_CAPS: ProviderCapability[] = ['macvtap', 'tap', 'virtiofs', 'vsock', 'pause'];
 
 function lookup(providers: VmmProvider[], defaultName: string): ProviderLookup {
   const byName = new Map(providers.map((p) => [p.name, p]));
@@ -44,10 +28,7 @@ function lookup(providers: VmmProvider[], defaultName: string): ProviderLookup {
 }
 
 /** qemu can do everything; firecracker has taps and vsock only; `bare` has nothing. */
-const PROVIDERS = lookup(
-  [new StubProvider('qemu', ALL_CAPS), new StubProvider('firecracker', ['tap', 'metadata-service', 'vsock']), new StubProvider('bare', [])],
-  'qemu',
-);
+const PROVIDERS = lookup([stubProvider('qemu', ALL_CAPS), stubProvider('firecracker', ['tap', 'metadata-service', 'vsock']), stubProvider('bare', [])], 'qemu');
 
 function base(overrides: Partial<CreateInput> = {}): CreateInput {
   return {
@@ -110,7 +91,7 @@ describe('validateCreate: defaults (COMPAT §2.3)', () => {
   });
   it('empty provider becomes the registry default', () => {
     assert.equal(expectValid(base({ provider: '' })).spec.provider, 'qemu');
-    const fcDefault = lookup([new StubProvider('qemu', ALL_CAPS), new StubProvider('firecracker', ALL_CAPS)], 'firecracker');
+    const fcDefault = lookup([stubProvider('qemu', ALL_CAPS), stubProvider('firecracker', ALL_CAPS)], 'firecracker');
     assert.equal(expectValid(base({ provider: '' }), DEFAULT_LIMITS, fcDefault).spec.provider, 'firecracker');
   });
   it('a kernel without filename stays without one (provider default applies later)', () => {
@@ -392,7 +373,7 @@ describe('validateCreate: provider', () => {
     expectInvalid(base({ provider: 'firecracker' }), ['interfaces:', 'macvtap network interfaces not supported by the microvm provider firecracker']);
   });
   it('macvtap on the default provider when it lacks it', () => {
-    const fc = lookup([new StubProvider('firecracker', ['tap'])], 'firecracker');
+    const fc = lookup([stubProvider('firecracker', ['tap'])], 'firecracker');
     expectInvalid(base({ provider: '' }), ['macvtap network interfaces not supported by the microvm provider firecracker'], DEFAULT_LIMITS, fc);
   });
   it('tap on a provider without it', () => {
@@ -400,7 +381,7 @@ describe('validateCreate: provider', () => {
       'interfaces:',
       'tap network interfaces not supported by the microvm provider bare',
     ]);
-    expectValid(base({ provider: 'firecracker', interfaces: [{ deviceId: 'eth0', type: 'tap' }] }));
+    expectValid(base({ provider: 'firecracker', interfaces: [{ deviceId: 'eth1', type: 'tap' }] }));
   });
   it('virtiofs on a provider without it', () => {
     expectInvalid(
@@ -417,7 +398,7 @@ describe('validateCreate: provider', () => {
       'allow_guest_agent:',
       'guest agent (vsock) not supported by the microvm provider bare',
     ]);
-    const v = expectValid(base({ provider: 'firecracker', interfaces: [{ deviceId: 'eth0', type: 'tap' }], allowGuestAgent: true }));
+    const v = expectValid(base({ provider: 'firecracker', interfaces: [{ deviceId: 'eth1', type: 'tap' }], allowGuestAgent: true }));
     assert.equal(v.spec.allowGuestAgent, true);
   });
 });
@@ -475,5 +456,28 @@ describe('isCidr', () => {
     ]) {
       assert.equal(isCidr(bad), false, bad);
     }
+  });
+});
+
+describe('the metadata interface of a metadata-service provider', () => {
+  const fcOnly = lookup([stubProvider('firecracker', ['tap', 'metadata-service', 'vsock'])], 'firecracker');
+  const tapInput = (deviceId: string): CreateInput => base({ provider: '', interfaces: [{ deviceId, type: 'tap' }] });
+
+  it('is prepended as eth0: an unbridged tap with the MMDS MAC and 169.254.0.1/16', () => {
+    const result = validateCreate(tapInput('eth1'), DEFAULT_LIMITS, fcOnly);
+    assert.ok(result.ok, result.ok ? '' : result.error.message);
+    assert.deepEqual(
+      result.value.spec.interfaces.map((i) => [i.deviceId, i.type, i.guestMac, i.address?.address, i.allowMetadata === true]),
+      [
+        ['eth0', 'tap', 'aa:ff:00:00:00:01', '169.254.0.1/16', true],
+        ['eth1', 'tap', undefined, undefined, false],
+      ],
+    );
+  });
+
+  it('reserves eth0 for itself', () => {
+    const result = validateCreate(tapInput('eth0'), DEFAULT_LIMITS, fcOnly);
+    assert.ok(!result.ok);
+    assert.match(result.error.message, /interfaces\[0\]\.device_id: eth0 is reserved for the metadata interface of the microvm provider firecracker/);
   });
 });

@@ -1,7 +1,7 @@
 // VM state directories and device nodes on the local filesystem.
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, rm, rmdir, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, mkdir, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { VmId } from '../../core/model.js';
 import type { VmFilesystem } from '../../core/ports.js';
@@ -70,5 +70,32 @@ export class NodeVmFilesystem implements VmFilesystem {
     });
     // Node has no mknod(2) binding; coreutils' mknod is always there on Debian.
     await run('mknod', ['-m', '0600', path, 'c', String(dev.major), String(dev.minor)]);
+  }
+
+  async cloneFile(source: string, target: string): Promise<void> {
+    await mkdir(dirname(target), { recursive: true });
+    // Written beside the target and renamed, so a crash never leaves a half copy under the
+    // final name. --reflink=auto shares blocks (btrfs/xfs); elsewhere --sparse keeps holes.
+    const partial = `${target}.partial`;
+    await run('cp', ['--reflink=auto', '--sparse=always', source, partial]);
+    await rename(partial, target);
+  }
+
+  async listDir(path: string): Promise<string[]> {
+    try {
+      return (await readdir(path)).sort();
+    } catch (e) {
+      if (isMissing(e)) return [];
+      throw e;
+    }
+  }
+
+  async fileExists(path: string): Promise<boolean> {
+    try {
+      return (await stat(path)).isFile();
+    } catch (e) {
+      if (isMissing(e)) return false;
+      throw e;
+    }
   }
 }

@@ -116,15 +116,19 @@ export class Iproute2NetworkService implements NetworkService {
 
   async ensureTap(req: TapRequest): Promise<LinkInfo> {
     validateIfName(req.name, 'tap device name');
-    validateIfName(req.bridge, 'bridge name');
+    if (req.bridge !== undefined) validateIfName(req.bridge, 'bridge name');
     validateAlias(req.alias);
 
-    const links = await this.readLinks([req.bridge, req.name]);
-    const bridge = links.get(req.bridge);
-    if (bridge === undefined) throw missingBridge(req.bridge);
-    if (bridge.info.kind !== 'bridge') {
-      throw new Error(`network device "${req.bridge}" is a ${describeKind(bridge.info.kind)} device, not a bridge`);
+    const links = await this.readLinks(req.bridge !== undefined ? [req.bridge, req.name] : [req.name]);
+    if (req.bridge !== undefined) {
+      const bridge = links.get(req.bridge);
+      if (bridge === undefined) throw missingBridge(req.bridge);
+      if (bridge.info.kind !== 'bridge') {
+        throw new Error(`network device "${req.bridge}" is a ${describeKind(bridge.info.kind)} device, not a bridge`);
+      }
     }
+    // A standalone tap (no bridge: Firecracker's metadata NIC) is just left without a master.
+    const attach = req.bridge !== undefined ? ['master', req.bridge] : [];
 
     let current = links.get(req.name);
     if (current === undefined) {
@@ -133,12 +137,15 @@ export class Iproute2NetworkService implements NetworkService {
           [
             // Persistent, so the tap outlives this process and the VMM opens it by name.
             ['tuntap', 'add', 'dev', req.name, 'mode', 'tap'],
-            ['link', 'set', 'dev', req.name, 'master', req.bridge, 'alias', req.alias, 'up'],
+            ['link', 'set', 'dev', req.name, ...attach, 'alias', req.alias, 'up'],
           ],
           req.name,
         );
       } catch (err) {
-        current = await this.afterFailedCreate(err, req.name, req.bridge, () => missingBridge(req.bridge));
+        const bridgeName = req.bridge;
+        current = await this.afterFailedCreate(err, req.name, bridgeName ?? req.name, () =>
+          bridgeName !== undefined ? missingBridge(bridgeName) : asError(err),
+        );
       }
     }
 
@@ -148,7 +155,7 @@ export class Iproute2NetworkService implements NetworkService {
       throw new Error(`network device "${req.name}" already exists and is ${what}, not a tap; refusing to reuse it`);
     }
     const set: string[] = [];
-    if (info.master !== req.bridge) set.push('master', req.bridge);
+    if (info.master !== req.bridge) set.push(...(req.bridge !== undefined ? ['master', req.bridge] : ['nomaster']));
     if (info.alias !== req.alias) set.push('alias', req.alias);
     if (!info.up) set.push('up');
     if (set.length === 0) return info;
@@ -520,4 +527,8 @@ function writeStdin(stdin: Writable | null, input: string | undefined): void {
   if (stdin === null) return;
   stdin.on('error', () => undefined);
   stdin.end(input ?? '');
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }

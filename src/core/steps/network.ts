@@ -14,8 +14,10 @@ export function macvtapNodePath(vmDir: string, deviceId: string): string {
   return `${vmDir}/tap-${deviceId}`;
 }
 
-function parentFor(ctx: StepContext, iface: NetworkInterfaceSpec): string {
+/** The macvtap parent or the tap's bridge; undefined for the standalone metadata tap. */
+function parentFor(ctx: StepContext, iface: NetworkInterfaceSpec): string | undefined {
   const { parentIface, bridgeName } = ctx.ports.hostNetwork;
+  if (iface.allowMetadata === true) return undefined;
   if (iface.type === 'macvtap') {
     if (parentIface === undefined || parentIface === '') throw new Error(MACVTAP_PARENT_REQUIRED);
     return parentIface;
@@ -31,7 +33,7 @@ function linkMatches(ctx: StepContext, iface: NetworkInterfaceSpec, link: LinkIn
   if (iface.type === 'macvtap') {
     return link.kind === 'macvtap' && link.macvtapMode === 'bridge' && (iface.guestMac === undefined || link.mac === iface.guestMac);
   }
-  return link.kind === 'tun' && link.master === (iface.bridgeName ?? ctx.ports.hostNetwork.bridgeName);
+  return link.kind === 'tun' && link.master === (iface.allowMetadata === true ? undefined : (iface.bridgeName ?? ctx.ports.hostNetwork.bridgeName));
 }
 
 /** The device name for this interface: from status, else from a record a crash left, else new. */
@@ -68,10 +70,14 @@ export function createInterfaceStep(ctx: StepContext, iface: NetworkInterfaceSpe
       const previous = ctx.status.interfaces[iface.deviceId];
       // Status names the device before it exists (index 0 until created).
       if (previous?.hostDeviceName !== name) ctx.setInterfaceStatus(iface.deviceId, { hostDeviceName: name, index: 0, macAddress: '' });
+      // A recreated macvtap (e.g. after a host reboot) keeps the MAC it had, so the guest's DHCP
+      // lease and its network-config still match.
+      const keptMac = previous !== undefined && previous.macAddress !== '' ? previous.macAddress : undefined;
+      const mac = iface.guestMac ?? keptMac;
       const link =
         iface.type === 'macvtap'
-          ? await network.ensureMacvtap({ name, parent, alias, ...(iface.guestMac !== undefined ? { mac: iface.guestMac } : {}) })
-          : await network.ensureTap({ name, bridge: parent, alias });
+          ? await network.ensureMacvtap({ name, parent: parent ?? '', alias, ...(mac !== undefined ? { mac } : {}) })
+          : await network.ensureTap({ name, alias, ...(parent !== undefined ? { bridge: parent } : {}) });
       // A macvtap's guest NIC must use the macvtap's own MAC (else unicast replies never arrive);
       // a tap's guest MAC is the spec's or one generated once and kept.
       const previousMac = ctx.status.interfaces[iface.deviceId]?.macAddress;

@@ -3,7 +3,18 @@
 // does it (`do`). The executor re-checks `shouldDo` after `do`, so a step that does not converge
 // is an error instead of an endless loop (a known failure of the Go original's actuator).
 import type { InterfaceStatus, MicroVM, MicroVMStatus } from '../model.js';
-import type { Clock, IdGenerator, Logger, MicroVMRepository, NetworkService, ProviderRegistry, VmFilesystem } from '../ports.js';
+import type {
+  Clock,
+  CloudInitDiskBuilder,
+  IdGenerator,
+  ImageService,
+  Logger,
+  MicroVMRepository,
+  NetworkService,
+  ProcessTable,
+  ProviderRegistry,
+  VmFilesystem,
+} from '../ports.js';
 
 export interface Step {
   readonly name: string;
@@ -21,11 +32,16 @@ export interface HostNetworkConfig {
 export interface StepPorts {
   readonly repo: MicroVMRepository;
   readonly network: NetworkService;
+  readonly images: ImageService;
   readonly fs: VmFilesystem;
   readonly providers: ProviderRegistry;
   readonly clock: Clock;
   readonly ids: IdGenerator;
   readonly hostNetwork: HostNetworkConfig;
+  readonly processes: ProcessTable;
+  readonly cidata: CloudInitDiskBuilder;
+  /** Graceful VMM stop before SIGKILL (`delete-vm-timeout`). */
+  readonly deleteVmTimeoutMs: number;
 }
 
 /**

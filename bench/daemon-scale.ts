@@ -1,0 +1,323 @@
+// Daemon RSS and List latency with 1000 stored VMs, against the real daemon (bin/flintlockd, the
+// built code; built first when dist/ is missing):
+//
+//   node --import tsx bench/daemon-scale.ts        (BENCH_VMS=1000 BENCH_CREATE_CONCURRENCY=16)
+//
+// The daemon runs in a fresh, empty network namespace (`unshare --net`: only a down loopback, no
+// route anywhere), so nothing it does can reach the network or touch the host's devices. Its
+// bridge (br-bench) and parent (bench0) don't exist and maximum-retry is 0: every VM fails at its
+// first host step (the tap on the missing bridge, or an image pull that cannot resolve the
+// registry) before any device is made, so each ends FAILED after one reconcile. The API is a unix socket in a temp dir; the daemon is stopped with SIGTERM (then
+// SIGKILL by its PID if it hangs) and the temp dir removed on success, error or Ctrl-C.
+//
+// Figures: RSS (VmRSS, VmHWM) at idle, after the creates, once all are reconciled and after the
+// List calls; create throughput; time until all are FAILED; ListMicroVMs latency (all
+// namespaces, and one namespace of 10) with its response size; GetMicroVM latency. Latencies
+// are measured with a raw-bytes client (server + transport, no client-side decoding); the
+// client's decode time of the full list is reported apart.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { stringify } from 'yaml';
+import { grpcServiceDefinition } from '../src/adapters/api/grpc/service-definition.js';
+import { MicroVMStatus_MicroVMState, NetworkInterface_IfaceType } from '../src/gen/flintlock/types/microvm_pb.js';
+import {
+  GetMicroVMRequestSchema,
+  ListMicroVMsRequestSchema,
+  ListMicroVMsResponseSchema,
+  MicroVM as MicroVMDesc,
+  type ListMessage,
+} from '../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
+import { capmvmSpec, TestClient } from '../test/helpers/grpc-client.js';
+
+const REPO_ROOT = resolve(import.meta.dirname, '..');
+const FLINTLOCKD = join(REPO_ROOT, 'bin/flintlockd');
+
+const envInt = (name: string, fallback: number, min: number, max: number): number => {
+  const n = Number.parseInt(process.env[name] ?? '', 10);
+  return Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
+};
+const VMS = envInt('BENCH_VMS', 1000, 10, 5000);
+const PER_NAMESPACE = 10;
+const CREATE_CONCURRENCY = envInt('BENCH_CREATE_CONCURRENCY', 16, 1, 128);
+const LIST_CALLS = 20;
+const GET_CALLS = 200;
+// Every wait is bounded so the whole run stays well under 2 minutes.
+const START_TIMEOUT_MS = 20_000;
+const RECONCILE_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_MS = 10_000;
+
+interface Memory {
+  rssKb: number;
+  hwmKb: number;
+}
+
+function memoryOf(pid: number): Memory {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
+  return { rssKb: field('VmRSS'), hwmKb: field('VmHWM') };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+/** Unary calls with pre-encoded requests and undecoded responses: server + transport time only. */
+class RawClient {
+  private readonly client: grpc.Client;
+  private readonly paths: Record<string, string>;
+  private readonly metadata = new grpc.Metadata();
+
+  constructor(endpoint: string) {
+    this.client = new grpc.Client(endpoint, grpc.credentials.createInsecure());
+    const definition = grpcServiceDefinition(MicroVMDesc);
+    this.paths = Object.fromEntries(Object.entries(definition).map(([k, v]) => [k, v.path]));
+  }
+
+  call(method: 'getMicroVM' | 'listMicroVMs', request: Buffer): Promise<Buffer> {
+    const identity = (b: Buffer): Buffer => b;
+    return new Promise((res, rej) =>
+      this.client.makeUnaryRequest(this.paths[method] ?? '', identity, identity, request, this.metadata, (e, v) =>
+        e !== null ? rej(e) : v === undefined ? rej(new Error('no response')) : res(v),
+      ),
+    );
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+const listRequest = (namespace: string): Buffer => Buffer.from(toBinary(ListMicroVMsRequestSchema, create(ListMicroVMsRequestSchema, { namespace })));
+const getRequest = (uid: string): Buffer => Buffer.from(toBinary(GetMicroVMRequestSchema, create(GetMicroVMRequestSchema, { uid })));
+
+async function timeCalls(n: number, fn: (i: number) => Promise<Buffer>): Promise<{ ms: number[]; bytes: number }> {
+  const ms: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const res = await fn(i);
+    ms.push(performance.now() - t0);
+    bytes = res.length;
+  }
+  return { ms, bytes };
+}
+
+const mb = (kb: number): string => `${(kb / 1024).toFixed(1)} MB`;
+
+async function main(): Promise<void> {
+  if (!existsSync(join(REPO_ROOT, 'dist/cli/flintlockd/main.js'))) {
+    console.log('dist/ is missing: npm run build');
+    execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
+  }
+
+  const dir = mkdtempSync(join(tmpdir(), 'fl-bench-scale-'));
+  const socket = join(dir, 'grpc.sock');
+  const endpoint = `unix:${socket}`;
+  const logFile = join(dir, 'daemon.log');
+  const configFile = join(dir, 'config.yaml');
+  writeFileSync(
+    configFile,
+    stringify({
+      'state-dir': join(dir, 'state'),
+      'grpc-endpoint': endpoint,
+      insecure: true,
+      'log-format': 'json',
+      'log-output': logFile,
+      'bridge-name': 'br-bench',
+      'parent-iface': 'bench0',
+      'maximum-retry': 0,
+    }),
+  );
+
+  let daemon: ChildProcess | undefined;
+  let exited: Promise<number | null> | undefined;
+  let output = '';
+  const clients: Array<{ close(): void }> = [];
+  const stopDaemon = async (): Promise<{ code: number | null; ms: number; killed: boolean } | undefined> => {
+    const child = daemon;
+    daemon = undefined;
+    if (child === undefined || exited === undefined || child.pid === undefined) return undefined;
+    if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, ms: 0, killed: false };
+    const t0 = performance.now();
+    process.kill(child.pid, 'SIGTERM');
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+    }, STOP_TIMEOUT_MS);
+    const code = await exited;
+    clearTimeout(timer);
+    return { code, ms: performance.now() - t0, killed };
+  };
+  const cleanup = async (): Promise<void> => {
+    for (const c of clients.splice(0)) c.close();
+    await stopDaemon();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    void cleanup().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    const [l1, l5] = loadavg();
+    console.log(`Daemon scale: ${VMS} VMs (${VMS / PER_NAMESPACE} namespaces of ${PER_NAMESPACE}), creates ${CREATE_CONCURRENCY} at a time`);
+    console.log('daemon: bin/flintlockd (dist/) in a private network namespace (unshare --net)');
+    console.log(`host: load average ${l1?.toFixed(2)} (1 min) ${l5?.toFixed(2)} (5 min), node ${process.version}\n`);
+
+    // --- start ------------------------------------------------------------------------------
+    const tStart = performance.now();
+    // unshare execs the daemon in place: the PID is the daemon's own (for /proc and signals).
+    const child = spawn('unshare', ['--net', process.execPath, FLINTLOCKD, 'run', '--config', configFile], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    daemon = child;
+    exited = new Promise((res) => child.once('exit', (code) => res(code)));
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const pid = child.pid;
+    if (pid === undefined) throw new Error('flintlockd did not start');
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        const log = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
+        throw new Error(`flintlockd exited with ${child.exitCode ?? child.signalCode}:\n${output}${log}`);
+      }
+      if (existsSync(socket)) break;
+      if (performance.now() - tStart > START_TIMEOUT_MS) throw new Error(`flintlockd did not listen within ${START_TIMEOUT_MS} ms:\n${output}`);
+      await sleep(20);
+    }
+    const startMs = performance.now() - tStart;
+    if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(FLINTLOCKD)) throw new Error(`PID ${pid} is not the daemon`);
+    await sleep(1000);
+    const idle = memoryOf(pid);
+
+    const client = new TestClient(endpoint);
+    clients.push(client);
+    const raw = new RawClient(endpoint);
+    clients.push(raw);
+
+    // --- create -----------------------------------------------------------------------------
+    const uids: string[] = new Array<string>(VMS);
+    let next = 0;
+    const tCreate = performance.now();
+    const creator = async (): Promise<void> => {
+      for (let i = next++; i < VMS; i = next++) {
+        const name = `vm-${String(i).padStart(4, '0')}`;
+        const spec = capmvmSpec(name);
+        spec.namespace = `ns-${String(Math.floor(i / PER_NAMESPACE)).padStart(3, '0')}`;
+        for (const iface of spec.interfaces) iface.type = NetworkInterface_IfaceType.TAP;
+        const vm = await client.create(spec);
+        uids[i] = vm.spec?.uid ?? '';
+      }
+    };
+    await Promise.all(Array.from({ length: CREATE_CONCURRENCY }, creator));
+    const createMs = performance.now() - tCreate;
+    const afterCreate = memoryOf(pid);
+
+    // --- wait until every VM is FAILED --------------------------------------------------------
+    // Watched on ListMicroVMsStream (a snapshot, then every change as it is stored) rather than by
+    // polling List, which would cost the daemon a full 1000-VM encode each time.
+    const allRequest = listRequest('');
+    let sample = '';
+    await new Promise<void>((res, rej) => {
+      const stream = client.stream('');
+      const failed = new Set<string>();
+      let done = false;
+      const finish = (error?: Error): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        stream.cancel();
+        if (error !== undefined) rej(error);
+        else res();
+      };
+      const timer = setTimeout(
+        () => finish(new Error(`only ${failed.size}/${VMS} VMs FAILED after ${RECONCILE_TIMEOUT_MS} ms`)),
+        Math.max(0, RECONCILE_TIMEOUT_MS - (performance.now() - tCreate)),
+      );
+      stream.on('data', (message: ListMessage) => {
+        const vm = message.microvm;
+        const uid = vm?.spec?.uid ?? '';
+        if (vm?.status?.state === MicroVMStatus_MicroVMState.FAILED) {
+          failed.add(uid);
+          sample = vm.status.lastError;
+        } else failed.delete(uid);
+        if (failed.size === VMS) finish();
+      });
+      stream.on('error', (e: grpc.ServiceError) => {
+        if (e.code !== grpc.status.CANCELLED) finish(e);
+      });
+    });
+    const reconciledMs = performance.now() - tCreate;
+    await sleep(1000);
+    const stored = memoryOf(pid);
+
+    // --- List and Get latency ----------------------------------------------------------------
+    await raw.call('listMicroVMs', allRequest); // warm
+    const listAll = await timeCalls(LIST_CALLS, () => raw.call('listMicroVMs', allRequest));
+    const allBytes = await raw.call('listMicroVMs', allRequest);
+    const decodeMs: number[] = [];
+    let items = 0;
+    for (let i = 0; i < LIST_CALLS; i++) {
+      const t0 = performance.now();
+      items = fromBinary(ListMicroVMsResponseSchema, allBytes).microvm.length;
+      decodeMs.push(performance.now() - t0);
+    }
+    const nsRequest = listRequest('ns-042');
+    const nsItems = fromBinary(ListMicroVMsResponseSchema, await raw.call('listMicroVMs', nsRequest)).microvm.length;
+    const listNs = await timeCalls(LIST_CALLS, () => raw.call('listMicroVMs', nsRequest));
+    const getRequests = uids.map(getRequest);
+    await raw.call('getMicroVM', getRequests[0] as Buffer);
+    const get = await timeCalls(GET_CALLS, (i) => raw.call('getMicroVM', getRequests[(i * 7919) % getRequests.length] as Buffer));
+    const afterList = memoryOf(pid);
+
+    for (const c of clients.splice(0)) c.close();
+    const stopped = await stopDaemon();
+
+    // --- report -------------------------------------------------------------------------------
+    const rows: Array<[string, string]> = [
+      ['daemon start (spawn -> socket)', `${startMs.toFixed(0)} ms`],
+      ['RSS idle (0 VMs)', `${mb(idle.rssKb)}  (HWM ${mb(idle.hwmKb)})`],
+      [`create ${VMS} VMs (gRPC, ${CREATE_CONCURRENCY} in flight)`, `${createMs.toFixed(0)} ms = ${((VMS * 1000) / createMs).toFixed(0)} VMs/s`],
+      ['RSS right after creates', `${mb(afterCreate.rssKb)}  (HWM ${mb(afterCreate.hwmKb)})`],
+      [`all ${VMS} FAILED (from first create)`, `${reconciledMs.toFixed(0)} ms (${(reconciledMs - createMs).toFixed(0)} ms after the last create)`],
+      [`RSS with ${VMS} stored, reconciled, idle`, `${mb(stored.rssKb)}  (HWM ${mb(stored.hwmKb)})`],
+      [`ListMicroVMs all (${items} items) p50 / p99`, `${percentile(listAll.ms, 50).toFixed(1)} / ${percentile(listAll.ms, 99).toFixed(1)} ms`],
+      [
+        'ListMicroVMs all: response size',
+        `${allBytes.length} B (${(allBytes.length / 1024).toFixed(0)} KiB, ${(allBytes.length / Math.max(1, items)).toFixed(0)} B/VM)`,
+      ],
+      ['ListMicroVMs all: client decode p50', `${percentile(decodeMs, 50).toFixed(1)} ms (protobuf-es fromBinary, not in the latency above)`],
+      [
+        `ListMicroVMs one ns (${nsItems} items) p50 / p99`,
+        `${percentile(listNs.ms, 50).toFixed(2)} / ${percentile(listNs.ms, 99).toFixed(2)} ms  (${listNs.bytes} B)`,
+      ],
+      [`GetMicroVM p50 / p99 (${GET_CALLS} calls)`, `${percentile(get.ms, 50).toFixed(2)} / ${percentile(get.ms, 99).toFixed(2)} ms  (${get.bytes} B)`],
+      ['RSS after the List/Get calls', `${mb(afterList.rssKb)}  (HWM ${mb(afterList.hwmKb)})`],
+      ['SIGTERM -> exit', stopped === undefined ? '?' : `${stopped.ms.toFixed(0)} ms, code ${String(stopped.code)}${stopped.killed ? ' (SIGKILLed)' : ''}`],
+    ];
+    const width = Math.max(...rows.map(([k]) => k.length));
+    for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+    console.log(`\nfailure reason of a VM: ${sample}`);
+    console.log(`RSS growth idle -> ${VMS} stored: ${mb(stored.rssKb - idle.rssKb)} (${((stored.rssKb - idle.rssKb) / VMS).toFixed(1)} kB/VM)`);
+  } finally {
+    await cleanup();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  process.exitCode = 1;
+});

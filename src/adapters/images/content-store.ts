@@ -1,0 +1,336 @@
+// The content-addressed blob cache under `<state-dir>/images/`:
+//
+//   blobs/<alg>/<hex>     verified blobs; a file here was hashed before it got this name
+//   tmp/<hex>.partial     a download in progress (or interrupted): resumable, never trusted
+//
+// A blob only reaches `blobs/` by rename after its digest matched, and the file is fsynced
+// first, so after a crash a name in `blobs/` always means complete, verified content. A partial
+// is re-hashed from disk before a download resumes after it, so a partial with garbage in it
+// costs one failed verification and a restart from byte 0, never a corrupt blob.
+import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { once } from 'node:events';
+
+import { DigestMismatchError, RegistryError, digestOf, splitDigest, type BlobResponse } from './registry-client.js';
+
+export interface BlobDescriptor {
+  readonly digest: string;
+  readonly size: number;
+}
+
+/** Opens the blob's bytes from `start`; the answer may still start at 0 (server ignored Range). */
+export type BlobOpener = (start: number, signal: AbortSignal) => Promise<BlobResponse>;
+
+export type BlobProgress = (bytes: number, total: number) => void;
+
+export interface ContentStoreOptions {
+  /** Abort (and resume) a download that received nothing for this long (default 60 s). */
+  readonly idleTimeoutMs?: number;
+  /** Tries per blob for transport failures, each resuming where the last stopped (default 4). */
+  readonly maxAttempts?: number;
+  /** Pause between attempts, multiplied by the attempt number (default 250 ms). */
+  readonly retryDelayMs?: number;
+}
+
+export interface StoredBlob {
+  readonly digest: string;
+  readonly path: string;
+  readonly mtimeMs: number;
+}
+
+interface InFlight {
+  readonly promise: Promise<string>;
+  readonly listeners: Set<BlobProgress>;
+}
+
+function isMissing(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+async function sizeOf(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).size;
+  } catch (e) {
+    if (isMissing(e)) return undefined;
+    throw e;
+  }
+}
+
+/** Makes written data durable before the rename that makes it trusted. */
+export async function fsyncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function endStream(ws: WriteStream): Promise<void> {
+  if (ws.closed) return;
+  const closed = once(ws, 'close');
+  ws.end();
+  await closed;
+}
+
+/** A transport failure part-way through a body: worth resuming. */
+class InterruptedError extends RegistryError {
+  constructor(message: string) {
+    super(message, undefined, true);
+  }
+}
+
+export class ContentStore {
+  private readonly inflight = new Map<string, InFlight>();
+  private readonly idleTimeoutMs: number;
+  private readonly maxAttempts: number;
+  private readonly retryDelayMs: number;
+
+  constructor(
+    /** `<state-dir>/images` */
+    readonly root: string,
+    options: ContentStoreOptions = {},
+  ) {
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
+    this.maxAttempts = Math.max(1, options.maxAttempts ?? 4);
+    this.retryDelayMs = options.retryDelayMs ?? 250;
+  }
+
+  blobPath(digest: string): string {
+    const { algorithm, hex } = splitDigest(digest);
+    return join(this.root, 'blobs', algorithm, hex);
+  }
+
+  partialPath(digest: string): string {
+    return join(this.root, 'tmp', `${splitDigest(digest).hex}.partial`);
+  }
+
+  async has(digest: string): Promise<boolean> {
+    return (await sizeOf(this.blobPath(digest))) !== undefined;
+  }
+
+  async read(digest: string): Promise<Buffer> {
+    return readFile(this.blobPath(digest));
+  }
+
+  /** Stores bytes already in memory (manifests), verified and atomically. */
+  async put(digest: string, bytes: Buffer): Promise<string> {
+    const { algorithm, hex } = splitDigest(digest);
+    const actual = digestOf(bytes, algorithm);
+    if (actual !== digest) throw new DigestMismatchError(`blob ${digest}`, digest, actual);
+    const target = this.blobPath(digest);
+    if (await this.has(digest)) return target;
+    await mkdir(join(this.root, 'tmp'), { recursive: true });
+    await mkdir(join(this.root, 'blobs', algorithm), { recursive: true });
+    const tmp = join(this.root, 'tmp', `${hex}.put-${randomBytes(4).toString('hex')}`);
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, target);
+    return target;
+  }
+
+  /** Digests of blobs being downloaded right now (garbage collection must leave them alone). */
+  inflightDigests(): ReadonlySet<string> {
+    return new Set(this.inflight.keys());
+  }
+
+  /**
+   * The path of the verified blob, downloading it if needed. Concurrent calls for one digest share
+   * a single download (each caller still gets progress).
+   */
+  fetch(desc: BlobDescriptor, openBlob: BlobOpener, onProgress?: BlobProgress): Promise<string> {
+    const running = this.inflight.get(desc.digest);
+    if (running !== undefined) {
+      if (onProgress !== undefined) {
+        running.listeners.add(onProgress);
+        void running.promise.finally(() => running.listeners.delete(onProgress)).catch(() => undefined);
+      }
+      return running.promise;
+    }
+    const listeners = new Set<BlobProgress>(onProgress !== undefined ? [onProgress] : []);
+    const report: BlobProgress = (bytes, total) => {
+      for (const l of listeners) l(bytes, total);
+    };
+    const promise = this.download(desc, openBlob, report).finally(() => this.inflight.delete(desc.digest));
+    this.inflight.set(desc.digest, { promise, listeners });
+    return promise;
+  }
+
+  private async download(desc: BlobDescriptor, openBlob: BlobOpener, report: BlobProgress): Promise<string> {
+    const { algorithm } = splitDigest(desc.digest);
+    const target = this.blobPath(desc.digest);
+    if ((await sizeOf(target)) !== undefined) {
+      report(desc.size, desc.size);
+      return target;
+    }
+    await mkdir(join(this.root, 'tmp'), { recursive: true });
+    await mkdir(join(this.root, 'blobs', algorithm), { recursive: true });
+    const partial = this.partialPath(desc.digest);
+
+    let restartedAfterMismatch = false;
+    for (let attempt = 1; ; attempt++) {
+      let offset = (await sizeOf(partial)) ?? 0;
+      if (offset > desc.size) {
+        await unlink(partial);
+        offset = 0;
+      }
+      let result: { digest: string; resumedFrom: number };
+      try {
+        result = await this.attempt(desc, partial, offset, openBlob, report);
+      } catch (e) {
+        if (e instanceof RegistryError && e.unavailable && attempt < this.maxAttempts) {
+          await new Promise((r) => setTimeout(r, this.retryDelayMs * attempt));
+          continue;
+        }
+        throw e;
+      }
+      if (result.digest === desc.digest) {
+        await fsyncFile(partial);
+        await rename(partial, target);
+        return target;
+      }
+      await rm(partial, { force: true });
+      // Bytes kept from an earlier attempt (or a crash) may be what is wrong: try once from zero.
+      if (result.resumedFrom > 0 && !restartedAfterMismatch) {
+        restartedAfterMismatch = true;
+        continue;
+      }
+      throw new DigestMismatchError(`blob ${desc.digest}`, desc.digest, result.digest);
+    }
+  }
+
+  private async attempt(
+    desc: BlobDescriptor,
+    partial: string,
+    offset: number,
+    openBlob: BlobOpener,
+    report: BlobProgress,
+  ): Promise<{ digest: string; resumedFrom: number }> {
+    const { algorithm } = splitDigest(desc.digest);
+    let hash: Hash = createHash(algorithm);
+    if (offset > 0) {
+      for await (const chunk of createReadStream(partial, { end: offset - 1 })) hash.update(chunk as Buffer);
+    }
+    if (offset === desc.size) {
+      if (offset === 0) await (await open(partial, 'w')).close();
+      report(desc.size, desc.size);
+      return { digest: `${algorithm}:${hash.digest('hex')}`, resumedFrom: offset };
+    }
+
+    const controller = new AbortController();
+    const res = await openBlob(offset, controller.signal);
+    let have = offset;
+    if (offset > 0 && (res.status !== 206 || res.start !== offset)) {
+      // The server ignored the Range (or answered another one): what it sends starts at byte 0.
+      hash = createHash(algorithm);
+      have = 0;
+    }
+    const resumedFrom = have;
+    const ws = createWriteStream(partial, { flags: have === 0 ? 'w' : 'a' });
+    let wsError: Error | undefined;
+    ws.on('error', (e) => (wsError = e));
+    let idle: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      clearTimeout(idle);
+      idle = setTimeout(() => controller.abort(new Error(`no data for ${this.idleTimeoutMs} ms`)), this.idleTimeoutMs);
+    };
+    let oversize = false;
+    try {
+      arm();
+      try {
+        for await (const chunk of res.body) {
+          const buf = chunk as Buffer;
+          have += buf.length;
+          if (have > desc.size) {
+            oversize = true;
+            break;
+          }
+          hash.update(buf);
+          if (wsError !== undefined) throw wsError;
+          if (!ws.write(buf)) await once(ws, 'drain');
+          arm();
+          report(have, desc.size);
+        }
+      } catch (e) {
+        if (wsError !== undefined) throw wsError;
+        const reason = controller.signal.aborted ? (controller.signal.reason as Error).message : (e as Error).message;
+        throw new InterruptedError(`download of ${desc.digest} interrupted after ${have} of ${desc.size} bytes: ${reason}`);
+      }
+      if (!oversize && have < desc.size) throw new InterruptedError(`download of ${desc.digest} ended after ${have} of ${desc.size} bytes`);
+    } finally {
+      clearTimeout(idle);
+      res.body.destroy();
+      // Keep what arrived: the next attempt re-hashes it and resumes after it.
+      await endStream(ws);
+    }
+    if (wsError !== undefined) throw wsError;
+    if (oversize) {
+      // Not worth resuming: the registry serves something else under this digest.
+      await rm(partial, { force: true });
+      throw new Error(`blob ${desc.digest} is larger than the ${desc.size} bytes its descriptor says`);
+    }
+    return { digest: `${algorithm}:${hash.digest('hex')}`, resumedFrom };
+  }
+
+  /** Every verified blob with its mtime (garbage collection). */
+  async list(): Promise<StoredBlob[]> {
+    const out: StoredBlob[] = [];
+    for (const algorithm of ['sha256', 'sha512']) {
+      const dir = join(this.root, 'blobs', algorithm);
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch (e) {
+        if (isMissing(e)) continue;
+        throw e;
+      }
+      for (const hex of names) {
+        const path = join(dir, hex);
+        try {
+          out.push({ digest: `${algorithm}:${hex}`, path, mtimeMs: (await stat(path)).mtimeMs });
+        } catch (e) {
+          if (!isMissing(e)) throw e;
+        }
+      }
+    }
+    return out;
+  }
+
+  async remove(digest: string): Promise<void> {
+    await rm(this.blobPath(digest), { force: true });
+  }
+
+  /** Removes temp files older than `before` (epoch ms) that no download is using; returns their paths. */
+  async removeStaleTemp(before: number): Promise<string[]> {
+    const dir = join(this.root, 'tmp');
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (e) {
+      if (isMissing(e)) return [];
+      throw e;
+    }
+    const busy = new Set([...this.inflight.keys()].map((d) => splitDigest(d).hex));
+    const removed: string[] = [];
+    for (const name of names) {
+      if (busy.has(name.split('.')[0] ?? '')) continue;
+      const path = join(dir, name);
+      try {
+        if ((await stat(path)).mtimeMs >= before) continue;
+      } catch (e) {
+        if (isMissing(e)) continue;
+        throw e;
+      }
+      await rm(path, { force: true, recursive: true });
+      removed.push(path);
+    }
+    return removed;
+  }
+}

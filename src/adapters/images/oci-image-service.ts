@@ -1,0 +1,489 @@
+// ImageService on our own registry client, content store, unpacker and ext4 builder. Layout under
+// `<state-dir>/images/`:
+//
+//   refs.json                   ref → manifest digest (last resolution), image → last use, blobs
+//   blobs/sha256/<hex>          verified manifests, configs and layers (content-store.ts)
+//   tmp/<hex>.partial           downloads in progress, resumable, never trusted
+//   rootfs/<manifest-hex>/      unpacked filesystems; `.tmp-*` siblings are unfinished (unpack.ts)
+//   ext4/<hex>-<size|auto>.img  filesystem images for volumes; `*.partial` are unfinished (ext4.ts)
+//
+// Every trusted name appears by rename after its content is complete, so after a crash the
+// cache holds finished entries plus leftovers that are deleted (or, for blobs, re-verified).
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { isImageRefError, parseImageRef, type ImageRef } from '../../core/image-ref.js';
+import type { Clock, ImageProgress, ImageService, LocalImage, Logger } from '../../core/ports.js';
+import { ContentStore, type ContentStoreOptions } from './content-store.js';
+import { buildExt4 } from './ext4.js';
+import {
+  RegistryClient,
+  RegistryError,
+  splitDigest,
+  type Descriptor,
+  type Platform,
+  type RegistryCredential,
+  type ResolvedManifest,
+} from './registry-client.js';
+import { layerCompression, removeTempDirs, unpackImage, type LayerSource } from './unpack.js';
+
+export interface OciImageServiceOptions {
+  readonly stateDir: string;
+  /** Registry hosts reached over plain HTTP (loopback hosts always are). */
+  readonly insecureRegistries?: readonly string[];
+  /** Per registry host: username/password (token realm or Basic) or a ready bearer token. */
+  readonly credentials?: Readonly<Record<string, RegistryCredential>>;
+  /** Garbage collection spares unreferenced images used within this long (default 24 h). */
+  readonly keepMs?: number;
+  readonly log: Logger;
+  /** Platform picked from image indexes (default linux and the host's architecture). */
+  readonly platform?: Platform;
+  readonly clock?: Clock;
+  /** Layers downloaded at once per image (default 3). */
+  readonly concurrentDownloads?: number;
+  /** Label of built ext4 filesystems (default `rootfs`). */
+  readonly ext4Label?: string;
+  /** Transport tuning (timeouts, retries); tests shorten them. */
+  readonly store?: ContentStoreOptions;
+  readonly requestTimeoutMs?: number;
+}
+
+interface RefEntry {
+  readonly digest: string;
+  readonly resolvedAt: number;
+}
+
+interface ImageEntry {
+  lastUsed: number;
+  /** Manifest, index, config and layer digests: what GC may delete along with the image. */
+  blobs: string[];
+}
+
+interface IndexFile {
+  version: 1;
+  refs: Record<string, RefEntry>;
+  images: Record<string, ImageEntry>;
+}
+
+type ProgressListener = (progress: ImageProgress) => void;
+
+interface PullInFlight {
+  readonly promise: Promise<LocalImage>;
+  readonly listeners: Set<ProgressListener>;
+}
+
+const DEFAULT_KEEP_MS = 24 * 60 * 60 * 1000;
+const PROGRESS_LOG_INTERVAL_MS = 500;
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+
+function canonical(ref: ImageRef): string {
+  return `${ref.registry}/${ref.repository}${ref.tag !== undefined ? `:${ref.tag}` : ''}${ref.digest !== undefined ? `@${ref.digest}` : ''}`;
+}
+
+function shortDigest(digest: string): string {
+  return digest.slice(0, digest.indexOf(':') + 13);
+}
+
+function isMissing(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+async function mtimeOf(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).mtimeMs;
+  } catch (e) {
+    if (isMissing(e)) return undefined;
+    throw e;
+  }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch (e) {
+    if (isMissing(e)) return false;
+    throw e;
+  }
+}
+
+async function listDir(path: string): Promise<string[]> {
+  try {
+    return await readdir(path);
+  } catch (e) {
+    if (isMissing(e)) return [];
+    throw e;
+  }
+}
+
+/** Runs at most `limit` of the tasks at a time, in order of submission. */
+function limiter(limit: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  return async <T>(task: () => Promise<T>): Promise<T> => {
+    if (running >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
+    running++;
+    try {
+      return await task();
+    } finally {
+      running--;
+      waiting.shift()?.();
+    }
+  };
+}
+
+function diffIds(config: Buffer, layers: number): (string | undefined)[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(config.toString('utf8'));
+  } catch {
+    throw new Error('the image config is not JSON');
+  }
+  const rootfs = (parsed as { rootfs?: { diff_ids?: unknown } } | null)?.rootfs;
+  const ids = Array.isArray(rootfs?.diff_ids) ? rootfs.diff_ids : undefined;
+  if (ids === undefined) return new Array<undefined>(layers).fill(undefined);
+  if (ids.length !== layers) throw new Error(`the image config lists ${ids.length} diff_ids for ${layers} layers`);
+  return ids.map((id) => (typeof id === 'string' ? id : undefined));
+}
+
+export class OciImageService implements ImageService {
+  private readonly root: string;
+  private readonly rootfsDir: string;
+  private readonly ext4Dir: string;
+  private readonly indexPath: string;
+  private readonly client: RegistryClient;
+  private readonly store: ContentStore;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly keepMs: number;
+  private readonly concurrentDownloads: number;
+  private readonly ext4Label: string;
+
+  private readonly pulls = new Map<string, PullInFlight>();
+  /** Fetch-and-unpack per manifest digest, with the blobs it uses (GC spares them). */
+  private readonly builds = new Map<string, { promise: Promise<void>; blobs: ReadonlySet<string>; watchers: Set<ProgressListener> }>();
+  private readonly ext4Builds = new Map<string, Promise<string>>();
+  private ready: Promise<IndexFile> | undefined;
+  private saving: Promise<void> = Promise.resolve();
+
+  constructor(options: OciImageServiceOptions) {
+    this.root = join(options.stateDir, 'images');
+    this.rootfsDir = join(this.root, 'rootfs');
+    this.ext4Dir = join(this.root, 'ext4');
+    this.indexPath = join(this.root, 'refs.json');
+    this.client = new RegistryClient({
+      ...(options.insecureRegistries !== undefined ? { insecureRegistries: options.insecureRegistries } : {}),
+      ...(options.credentials !== undefined ? { credentials: options.credentials } : {}),
+      ...(options.platform !== undefined ? { platform: options.platform } : {}),
+      ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+    });
+    this.store = new ContentStore(this.root, options.store);
+    this.log = options.log;
+    this.clock = options.clock ?? { now: () => Date.now() };
+    this.keepMs = options.keepMs ?? DEFAULT_KEEP_MS;
+    this.concurrentDownloads = Math.max(1, options.concurrentDownloads ?? 3);
+    this.ext4Label = options.ext4Label ?? 'rootfs';
+  }
+
+  pull(ref: string, onProgress?: (progress: ImageProgress) => void): Promise<LocalImage> {
+    const parsed = parseImageRef(ref);
+    if (isImageRefError(parsed)) return Promise.reject(new Error(`invalid image reference "${ref}": it ${parsed.error}`));
+    const key = canonical(parsed);
+
+    let inflight = this.pulls.get(key);
+    if (inflight === undefined) {
+      const listeners = new Set<ProgressListener>();
+      const promise = this.doPull(ref, parsed, key, listeners).finally(() => this.pulls.delete(key));
+      inflight = { promise, listeners };
+      this.pulls.set(key, inflight);
+    }
+    const { promise, listeners } = inflight;
+    if (onProgress !== undefined) listeners.add(onProgress);
+    return promise.then(
+      (image) => {
+        if (onProgress !== undefined) listeners.delete(onProgress);
+        return { ...image, ref };
+      },
+      (e: unknown) => {
+        if (onProgress !== undefined) listeners.delete(onProgress);
+        const message = e instanceof Error ? e.message : String(e);
+        throw new Error(`pulling ${ref}: ${message}`, { cause: e });
+      },
+    );
+  }
+
+  async ext4(image: LocalImage, sizeMb?: number): Promise<string> {
+    if (sizeMb !== undefined && sizeMb !== 0 && (!Number.isSafeInteger(sizeMb) || sizeMb < 0)) {
+      throw new Error(`size_in_mb must be a positive whole number, not ${sizeMb}`);
+    }
+    const size = sizeMb !== undefined && sizeMb > 0 ? sizeMb : undefined;
+    await this.init();
+    const { hex } = splitDigest(image.digest);
+    const target = join(this.ext4Dir, `${hex}-${size ?? 'auto'}.img`);
+    let build = this.ext4Builds.get(target);
+    if (build === undefined) {
+      build = (async () => {
+        if (!(await isDirectory(image.rootfs))) throw new Error(`image ${image.ref} (${image.digest}) is not in the cache; pull it first`);
+        await mkdir(this.ext4Dir, { recursive: true });
+        const started = this.clock.now();
+        const existed = (await mtimeOf(target)) !== undefined;
+        const path = await buildExt4({ rootfs: image.rootfs, target, label: this.ext4Label, ...(size !== undefined ? { sizeMb: size } : {}) });
+        if (!existed) this.log.info({ image: image.ref, digest: image.digest, path, ms: this.clock.now() - started }, `built ext4 image for ${image.ref}`);
+        return path;
+      })().finally(() => this.ext4Builds.delete(target));
+      this.ext4Builds.set(target, build);
+    }
+    let path: string;
+    try {
+      path = await build;
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      throw new Error(`building the ext4 volume of ${image.ref}: ${message}`, { cause: e });
+    }
+    await this.touch(image.digest, []);
+    return path;
+  }
+
+  async collectGarbage(referenced: ReadonlySet<string>): Promise<string[]> {
+    const index = await this.init();
+    const now = this.clock.now();
+    const cutoff = now - this.keepMs;
+    const removed: string[] = [];
+    const busy = new Set<string>(this.builds.keys());
+    const busyBlobs = new Set<string>(this.store.inflightDigests());
+    for (const build of this.builds.values()) for (const b of build.blobs) busyBlobs.add(b);
+    const building = new Set([...this.ext4Builds.keys()].map((p) => p.slice(this.ext4Dir.length + 1, this.ext4Dir.length + 65)));
+
+    const ext4Files = await listDir(this.ext4Dir);
+    const candidates = new Set<string>(Object.keys(index.images));
+    for (const name of await listDir(this.rootfsDir)) if (!name.startsWith('.')) candidates.add(`sha256:${name}`);
+    for (const name of ext4Files) if (/^[a-f0-9]{64}-/.test(name)) candidates.add(`sha256:${name.slice(0, 64)}`);
+
+    const removedBlobs = new Set<string>();
+    for (const digest of candidates) {
+      if (referenced.has(digest) || busy.has(digest)) continue;
+      let hex: string;
+      try {
+        hex = splitDigest(digest).hex;
+      } catch {
+        continue;
+      }
+      if (building.has(hex)) continue;
+      const rootfs = join(this.rootfsDir, hex);
+      const files = ext4Files.filter((n) => n.startsWith(`${hex}-`)).map((n) => join(this.ext4Dir, n));
+      // Without an index entry (index lost), the newest of the entry's files stands for its last use.
+      let lastUsed = index.images[digest]?.lastUsed;
+      if (lastUsed === undefined) {
+        const times = await Promise.all([rootfs, ...files].map(mtimeOf));
+        lastUsed = Math.max(0, ...times.filter((t): t is number => t !== undefined));
+      }
+      if (lastUsed > cutoff) continue;
+
+      if (await isDirectory(rootfs)) {
+        await rm(rootfs, { recursive: true, force: true });
+        removed.push(rootfs);
+      }
+      for (const file of files) {
+        await rm(file, { force: true });
+        removed.push(file);
+      }
+      for (const b of index.images[digest]?.blobs ?? []) removedBlobs.add(b);
+      removedBlobs.add(digest);
+      delete index.images[digest];
+      for (const [ref, entry] of Object.entries(index.refs)) if (entry.digest === digest) delete index.refs[ref];
+    }
+
+    const kept = new Set<string>(busyBlobs);
+    for (const image of Object.values(index.images)) for (const b of image.blobs) kept.add(b);
+    for (const entry of Object.values(index.refs)) kept.add(entry.digest);
+    for (const blob of await this.store.list()) {
+      if (kept.has(blob.digest)) continue;
+      // Blobs of a removed image go with it; others (failed pulls, old indexes) once old enough.
+      if (removedBlobs.has(blob.digest) || blob.mtimeMs < cutoff) {
+        await this.store.remove(blob.digest);
+        removed.push(blob.path);
+      }
+    }
+    removed.push(...(await this.store.removeStaleTemp(cutoff)));
+    await this.save(index);
+    if (removed.length > 0) this.log.info({ removed: removed.length }, `image garbage collection removed ${removed.length} entries`);
+    return removed;
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  /** First use: directories, leftovers of a crash removed, the index loaded. */
+  private init(): Promise<IndexFile> {
+    this.ready ??= (async () => {
+      await mkdir(this.rootfsDir, { recursive: true });
+      await mkdir(this.ext4Dir, { recursive: true });
+      const stale = await removeTempDirs(this.rootfsDir);
+      for (const name of await listDir(this.ext4Dir)) {
+        if (!name.endsWith('.partial')) continue;
+        await rm(join(this.ext4Dir, name), { force: true });
+        stale.push(join(this.ext4Dir, name));
+      }
+      if (stale.length > 0) this.log.info({ removed: stale }, 'removed unfinished image cache entries');
+      return this.loadIndex();
+    })();
+    return this.ready;
+  }
+
+  private async loadIndex(): Promise<IndexFile> {
+    let text: string;
+    try {
+      text = await readFile(this.indexPath, 'utf8');
+    } catch (e) {
+      if (isMissing(e)) return { version: 1, refs: {}, images: {} };
+      throw e;
+    }
+    try {
+      const parsed = JSON.parse(text) as Partial<IndexFile>;
+      return { version: 1, refs: parsed.refs ?? {}, images: parsed.images ?? {} };
+    } catch (e) {
+      // Written by rename, so this takes a foreign hand; the cache itself stays usable.
+      this.log.warn({ path: this.indexPath, err: (e as Error).message }, 'image index unreadable; starting a new one');
+      return { version: 1, refs: {}, images: {} };
+    }
+  }
+
+  /** Writes the index atomically (temp + fsync + rename), one write at a time. */
+  private save(index: IndexFile): Promise<void> {
+    const write = async (): Promise<void> => {
+      const tmp = `${this.indexPath}.tmp-${randomBytes(4).toString('hex')}`;
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.writeFile(`${JSON.stringify(index, null, 1)}\n`);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, this.indexPath);
+    };
+    this.saving = this.saving.then(write, write);
+    return this.saving;
+  }
+
+  private async touch(digest: string, blobs: readonly string[], ref?: { key: string }): Promise<void> {
+    const index = await this.init();
+    const now = this.clock.now();
+    const entry = (index.images[digest] ??= { lastUsed: now, blobs: [] });
+    entry.lastUsed = now;
+    for (const b of blobs) if (!entry.blobs.includes(b)) entry.blobs.push(b);
+    if (ref !== undefined) index.refs[ref.key] = { digest, resolvedAt: now };
+    await this.save(index);
+  }
+
+  private async doPull(ref: string, parsed: ImageRef, key: string, listeners: Set<ProgressListener>): Promise<LocalImage> {
+    const index = await this.init();
+    const cached = index.refs[key];
+    const cachedRootfs = cached !== undefined ? join(this.rootfsDir, splitDigest(cached.digest).hex) : undefined;
+
+    // A digest names fixed content: once unpacked, there is nothing to ask the registry.
+    if (parsed.digest !== undefined && cached !== undefined && cachedRootfs !== undefined && (await isDirectory(cachedRootfs))) {
+      await this.touch(cached.digest, []);
+      return { ref, digest: cached.digest, rootfs: cachedRootfs };
+    }
+
+    let resolved: ResolvedManifest;
+    try {
+      resolved = await this.client.resolve(parsed);
+    } catch (e) {
+      if (e instanceof RegistryError && e.unavailable && cached !== undefined && cachedRootfs !== undefined && (await isDirectory(cachedRootfs))) {
+        this.log.warn(
+          { image: ref, digest: cached.digest, err: e.message },
+          `pulling ${ref}: registry unavailable (${e.message}); using the cached ${shortDigest(cached.digest)} resolved at ${new Date(cached.resolvedAt).toISOString()}`,
+        );
+        await this.touch(cached.digest, []);
+        return { ref, digest: cached.digest, rootfs: cachedRootfs };
+      }
+      throw e;
+    }
+
+    const digest = resolved.digest;
+    const rootfs = join(this.rootfsDir, splitDigest(digest).hex);
+    const blobs = [
+      digest,
+      ...(resolved.index !== undefined ? [resolved.index.digest] : []),
+      resolved.manifest.config.digest,
+      ...resolved.manifest.layers.map((l) => l.digest),
+    ];
+    if (!(await isDirectory(rootfs))) {
+      // Pulls of other references to the same content share the work and see its progress.
+      let build = this.builds.get(digest);
+      if (build === undefined) {
+        const watchers = new Set<ProgressListener>();
+        const promise = this.build(ref, parsed, resolved, (p) => {
+          for (const w of watchers) w(p);
+        }).finally(() => this.builds.delete(digest));
+        build = { promise, blobs: new Set(blobs), watchers };
+        this.builds.set(digest, build);
+      }
+      const watch = (p: ImageProgress): void => this.progress(ref, listeners, p);
+      build.watchers.add(watch);
+      try {
+        await build.promise;
+      } finally {
+        build.watchers.delete(watch);
+      }
+    }
+    await this.touch(digest, blobs, { key });
+    return { ref, digest, rootfs };
+  }
+
+  private readonly lastLogged = new Map<string, number>();
+
+  private progress(ref: string, listeners: Set<ProgressListener>, p: ImageProgress): void {
+    for (const l of listeners) l({ ...p, ref });
+    const key = `${ref}|${p.layer}`;
+    const now = Date.now();
+    const last = this.lastLogged.get(key);
+    const done = p.bytes >= p.total;
+    if (done || last === undefined || now - last >= PROGRESS_LOG_INTERVAL_MS) {
+      this.lastLogged.set(key, now);
+      this.log.info({ image: ref, layer: p.layer, bytes: p.bytes, total: p.total }, `pulling ${ref}: layer ${shortDigest(p.layer)} ${p.bytes}/${p.total}`);
+    }
+    if (done) this.lastLogged.delete(key);
+  }
+
+  private async build(ref: string, parsed: ImageRef, resolved: ResolvedManifest, report: (p: ImageProgress) => void): Promise<void> {
+    const { manifest } = resolved;
+    const started = this.clock.now();
+    // Refuse what we cannot unpack before downloading anything.
+    for (const layer of manifest.layers) layerCompression(layer.mediaType, layer.digest);
+    if (resolved.index !== undefined) await this.store.put(resolved.index.digest, resolved.index.raw);
+    await this.store.put(resolved.digest, resolved.raw);
+
+    const opener = (desc: Descriptor) => (start: number, signal: AbortSignal) => this.client.blob(parsed, desc.digest, start, signal);
+    if (manifest.config.size > MAX_CONFIG_BYTES) throw new Error(`the image config is ${manifest.config.size} bytes, more than ${MAX_CONFIG_BYTES}`);
+    const configPath = await this.store.fetch(manifest.config, opener(manifest.config));
+    const ids = diffIds(await readFile(configPath), manifest.layers.length);
+
+    const limit = limiter(this.concurrentDownloads);
+    const downloads = manifest.layers.map((layer) =>
+      limit(() => this.store.fetch(layer, opener(layer), (bytes, total) => report({ ref, layer: layer.digest, bytes, total }))),
+    );
+    // Rejections are read in order below; this keeps an early one from counting as unhandled.
+    for (const d of downloads) d.catch(() => undefined);
+
+    const layers: LayerSource[] = manifest.layers.map((layer, i) => ({
+      digest: layer.digest,
+      mediaType: layer.mediaType,
+      path: downloads[i] as Promise<string>,
+      ...(ids[i] !== undefined ? { diffId: ids[i] } : {}),
+    }));
+    try {
+      await unpackImage(this.rootfsDir, splitDigest(resolved.digest).hex, layers, {
+        warn: (message) => this.log.warn({ image: ref }, `pulling ${ref}: ${message}`),
+      });
+    } finally {
+      // Downloads still running finish into the cache (useful next time) before we report.
+      await Promise.allSettled(downloads);
+    }
+    const bytes = manifest.layers.reduce((n, l) => n + l.size, 0);
+    this.log.info(
+      { image: ref, digest: resolved.digest, layers: manifest.layers.length, bytes, ms: this.clock.now() - started },
+      `pulled ${ref} (${shortDigest(resolved.digest)})`,
+    );
+  }
+}

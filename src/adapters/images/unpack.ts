@@ -1,0 +1,464 @@
+// Layers → one root filesystem directory, `rootfs/<manifest-hex>`, built in a temp directory and
+// renamed into place, so the name exists only once every layer is fully applied.
+//
+// Why not node-tar's Unpack: with `preservePaths: false` it rewrites absolute symlink targets
+// (`/etc/localtime -> /usr/share/zoneinfo/UTC` becomes a relative, broken link), drops symlinks
+// whose target has `..` reaching above their directory, and refuses entries under an in-image
+// symlink; with `preservePaths: true` an entry can escape through a symlink. A root filesystem
+// needs symlinks stored verbatim and paths resolved inside the root (what containerd does), so
+// node-tar parses (headers, pax, long names) and this file applies the entries one at a time:
+//   - every parent path is resolved inside the root, following in-image symlinks but clamped
+//     at the root, so nothing is ever written outside it;
+//   - entry paths with `..` are refused; absolute entry paths are taken relative to the root;
+//   - OCI whiteouts: `.wh.<name>` removes `<name>` from lower layers and `.wh..wh..opq` clears
+//     a directory's lower contents; what the same layer wrote is kept whatever the entry order.
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, type Stats } from 'node:fs';
+import { chmod, chown, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rename, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { createGunzip } from 'node:zlib';
+import { Parser, type ReadEntry } from 'tar';
+
+const execFileAsync = promisify(execFile);
+
+export type LayerCompression = 'gzip' | 'none';
+
+export interface LayerSource {
+  readonly digest: string;
+  readonly mediaType: string;
+  /** The verified blob on disk (a promise while it downloads: unpacking starts with the first layer). */
+  readonly path: string | Promise<string>;
+  /** The config's `rootfs.diff_ids` entry: digest of the uncompressed tar, checked while unpacking. */
+  readonly diffId?: string;
+}
+
+export interface UnpackOptions {
+  /** Entries we skip (device nodes that could not be made, unknown types). */
+  readonly warn?: (message: string) => void;
+}
+
+const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
+const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+const MAX_SYMLINK_HOPS = 40;
+const WHITEOUT = '.wh.';
+const OPAQUE = '.wh..wh..opq';
+
+function zstdError(digest: string): Error {
+  return new Error(`zstd-compressed layers are not supported yet (layer ${digest})`);
+}
+
+/** What a layer media type says about compression; refuses what we cannot unpack, before any download. */
+export function layerCompression(mediaType: string, digest: string): LayerCompression {
+  const type = mediaType.toLowerCase();
+  if (type.endsWith('+zstd') || type.endsWith('.zstd')) throw zstdError(digest);
+  if (type.endsWith('+gzip') || type.endsWith('.tar.gzip') || type.endsWith('.tar.gz')) return 'gzip';
+  if (type.endsWith('.tar') || type.endsWith('.v1.tar')) return 'none';
+  throw new Error(`unsupported layer media type ${mediaType} (layer ${digest})`);
+}
+
+function isMissing(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(path);
+  } catch (e) {
+    if (isMissing(e)) return undefined;
+    throw e;
+  }
+}
+
+/** The entry path as clean relative components; undefined when it climbs with `..`. */
+export function cleanEntryPath(p: string): string | undefined {
+  const parts = p.split('/').filter((s) => s !== '' && s !== '.');
+  if (parts.includes('..')) return undefined;
+  return parts.join('/');
+}
+
+function joinRel(dir: string, name: string): string {
+  return dir === '' ? name : `${dir}/${name}`;
+}
+
+function splitRel(rel: string): { dir: string; base: string } {
+  const slash = rel.lastIndexOf('/');
+  return slash < 0 ? { dir: '', base: rel } : { dir: rel.slice(0, slash), base: rel.slice(slash + 1) };
+}
+
+/**
+ * The real path (relative to root) of directory `rel`, following symlinks as the guest would see
+ * them: absolute targets restart at the root and `..` stops at the root. Creates missing
+ * components when `create`; returns undefined for a missing one otherwise.
+ */
+export async function resolveInRoot(root: string, rel: string, create: boolean): Promise<string | undefined> {
+  const pending = rel === '' ? [] : rel.split('/');
+  const resolved: string[] = [];
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift() as string;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      resolved.pop();
+      continue;
+    }
+    const abs = join(root, ...resolved, part);
+    const st = await lstatOrUndefined(abs);
+    if (st === undefined) {
+      if (!create) return undefined;
+      await mkdir(abs, { mode: 0o755 });
+      resolved.push(part);
+      continue;
+    }
+    if (st.isSymbolicLink()) {
+      if (++hops > MAX_SYMLINK_HOPS) throw new Error(`too many levels of symbolic links resolving ${rel}`);
+      const target = await readlink(abs);
+      if (target.startsWith('/')) resolved.length = 0;
+      pending.unshift(...target.split('/'));
+      continue;
+    }
+    if (!st.isDirectory()) {
+      if (!create) return undefined;
+      throw new Error(`${joinRel(resolved.join('/'), part)} is not a directory`);
+    }
+    resolved.push(part);
+  }
+  return resolved.join('/');
+}
+
+/** What one layer wrote (real paths relative to the root), so its own whiteouts leave them be. */
+interface LayerState {
+  readonly written: Set<string>;
+  readonly ancestors: Set<string>;
+  readonly dirTimes: { path: string; atime: Date; mtime: Date }[];
+  /** Stops the file write in progress, whose entry data may never come once the layer failed. */
+  abortWrite?: (e: Error) => void;
+}
+
+function markWritten(state: LayerState, rel: string): void {
+  state.written.add(rel);
+  for (let i = rel.indexOf('/'); i >= 0; i = rel.indexOf('/', i + 1)) state.ancestors.add(rel.slice(0, i));
+}
+
+/** Removes `rel` as lower layers left it: what this layer wrote there (and below) stays. */
+async function prune(root: string, rel: string, state: LayerState): Promise<void> {
+  const abs = join(root, rel);
+  if (state.written.has(rel) || state.ancestors.has(rel)) {
+    const st = await lstatOrUndefined(abs);
+    if (st?.isDirectory() === true) await pruneChildren(root, rel, state);
+    return;
+  }
+  await rm(abs, { recursive: true, force: true });
+}
+
+async function pruneChildren(root: string, rel: string, state: LayerState): Promise<void> {
+  for (const name of await readdir(join(root, rel))) await prune(root, joinRel(rel, name), state);
+}
+
+/** Makes room for a new entry: anything at the path goes, except a directory a directory replaces. */
+async function clear(abs: string, keepDirectory: boolean): Promise<Stats | undefined> {
+  const st = await lstatOrUndefined(abs);
+  if (st === undefined) return undefined;
+  if (st.isDirectory()) {
+    if (keepDirectory) return st;
+    await rm(abs, { recursive: true, force: true });
+    return undefined;
+  }
+  await unlink(abs);
+  return undefined;
+}
+
+function mode(entry: ReadEntry, fallback: number): number {
+  return (entry.mode ?? fallback) & 0o7777;
+}
+
+async function setOwner(abs: string, entry: ReadEntry, symbolic: boolean): Promise<void> {
+  const uid = entry.uid ?? 0;
+  const gid = entry.gid ?? 0;
+  try {
+    await (symbolic ? lchown(abs, uid, gid) : chown(abs, uid, gid));
+  } catch (e) {
+    // Not root (tests, rootless): files stay ours, as any unprivileged unpacker leaves them.
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
+  }
+}
+
+async function writeFileEntry(abs: string, entry: ReadEntry, state: LayerState): Promise<void> {
+  const ws = createWriteStream(abs, { flags: 'wx', mode: 0o600 });
+  const done = new Promise<void>((resolve, reject) => {
+    ws.on('close', resolve);
+    ws.on('error', reject);
+    entry.on('error', reject);
+  });
+  state.abortWrite = (e) => {
+    entry.unpipe(ws);
+    ws.destroy(e);
+  };
+  entry.pipe(ws);
+  try {
+    await done;
+  } finally {
+    state.abortWrite = undefined;
+  }
+}
+
+async function makeNode(abs: string, entry: ReadEntry, warn: (m: string) => void): Promise<boolean> {
+  const kind = entry.type === 'CharacterDevice' ? 'c' : entry.type === 'BlockDevice' ? 'b' : 'p';
+  const args = ['-m', mode(entry, 0o644).toString(8), abs, kind];
+  if (kind !== 'p') args.push(String(entry.header.devmaj), String(entry.header.devmin));
+  try {
+    await execFileAsync('mknod', args);
+    return true;
+  } catch (e) {
+    warn(`skipped ${entry.type} ${entry.path}: ${(e as Error).message.trim()}`);
+    return false;
+  }
+}
+
+async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, state: LayerState, warn: (m: string) => void): Promise<void> {
+  const rel = cleanEntryPath(entry.path);
+  if (rel === undefined) throw new Error(`layer ${layer.digest}: entry "${entry.path}" leaves the root filesystem`);
+  const { dir, base } = splitRel(rel);
+
+  if (base.startsWith(WHITEOUT)) {
+    entry.resume();
+    const realDir = await resolveInRoot(root, dir, false);
+    if (realDir === undefined) return;
+    if (base === OPAQUE) {
+      const st = await lstatOrUndefined(join(root, realDir));
+      if (st?.isDirectory() === true) await pruneChildren(root, realDir, state);
+    } else if (!base.startsWith(`${WHITEOUT}${WHITEOUT}`)) {
+      // `.wh..wh.*` other than the opaque marker is AUFS bookkeeping, not a whiteout.
+      await prune(root, joinRel(realDir, base.slice(WHITEOUT.length)), state);
+    }
+    return;
+  }
+
+  if (rel === '') {
+    // The archive's own root: only its metadata applies.
+    entry.resume();
+    if (entry.type === 'Directory') {
+      await setOwner(root, entry, false);
+      await chmod(root, mode(entry, 0o755));
+    }
+    return;
+  }
+
+  const realDir = await resolveInRoot(root, dir, true);
+  if (realDir === undefined) throw new Error(`layer ${layer.digest}: cannot create the parent of ${rel}`);
+  const realRel = joinRel(realDir, base);
+  const abs = join(root, realRel);
+
+  switch (entry.type) {
+    case 'Directory':
+    case 'GNUDumpDir': {
+      entry.resume();
+      const existing = await clear(abs, true);
+      if (existing === undefined) await mkdir(abs, { mode: 0o700 });
+      await setOwner(abs, entry, false);
+      await chmod(abs, mode(entry, 0o755));
+      if (entry.mtime !== undefined) state.dirTimes.push({ path: abs, atime: entry.atime ?? entry.mtime, mtime: entry.mtime });
+      break;
+    }
+    case 'File':
+    case 'OldFile':
+    case 'ContiguousFile': {
+      await clear(abs, false);
+      await writeFileEntry(abs, entry, state);
+      // chown before chmod: chown clears setuid/setgid bits.
+      await setOwner(abs, entry, false);
+      await chmod(abs, mode(entry, 0o644));
+      if (entry.mtime !== undefined) await utimes(abs, entry.atime ?? entry.mtime, entry.mtime);
+      break;
+    }
+    case 'SymbolicLink': {
+      entry.resume();
+      await clear(abs, false);
+      // Stored verbatim: the target is the guest's business and is never followed here.
+      await symlink(entry.linkpath ?? '', abs);
+      await setOwner(abs, entry, true);
+      if (entry.mtime !== undefined) await lutimes(abs, entry.atime ?? entry.mtime, entry.mtime);
+      break;
+    }
+    case 'Link': {
+      entry.resume();
+      const targetRel = cleanEntryPath(entry.linkpath ?? '');
+      if (targetRel === undefined || targetRel === '') throw new Error(`layer ${layer.digest}: hard link ${rel} points outside the root (${entry.linkpath})`);
+      const target = splitRel(targetRel);
+      const targetDir = await resolveInRoot(root, target.dir, false);
+      const targetAbs = targetDir === undefined ? undefined : join(root, targetDir, target.base);
+      if (targetAbs === undefined || (await lstatOrUndefined(targetAbs)) === undefined) {
+        throw new Error(`layer ${layer.digest}: hard link ${rel} points to ${targetRel}, which does not exist`);
+      }
+      if (targetAbs === abs) break;
+      await clear(abs, false);
+      await link(targetAbs, abs);
+      break;
+    }
+    case 'CharacterDevice':
+    case 'BlockDevice':
+    case 'FIFO': {
+      entry.resume();
+      await clear(abs, false);
+      if (!(await makeNode(abs, entry, warn))) return;
+      await setOwner(abs, entry, false);
+      await chmod(abs, mode(entry, 0o644));
+      break;
+    }
+    default:
+      entry.resume();
+      warn(`skipped ${entry.path}: unsupported tar entry type ${entry.type}`);
+      return;
+  }
+  markWritten(state, realRel);
+}
+
+async function sniff(path: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of createReadStream(path, { start: 0, end: 3 })) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Applies one layer's tar on top of `root`. */
+async function applyLayer(root: string, layer: LayerSource, path: string, warn: (m: string) => void): Promise<void> {
+  layerCompression(layer.mediaType, layer.digest);
+  // Trust the bytes over the media type (as containerd does): some tools label gzip as plain tar.
+  const head = await sniff(path);
+  if (head.subarray(0, 4).equals(ZSTD_MAGIC)) throw zstdError(layer.digest);
+  const gzip = head.subarray(0, 2).equals(GZIP_MAGIC);
+
+  const state: LayerState = { written: new Set(), ancestors: new Set(), dirTimes: [] };
+  const diffHash = createHash('sha256');
+  const parser = new Parser();
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  let onFailure: () => void = () => undefined;
+  const failed = new Promise<void>((resolve) => (onFailure = resolve));
+  const fail = (e: unknown): void => {
+    failure ??= e;
+    onFailure();
+    wake?.();
+    state.abortWrite?.(e instanceof Error ? e : new Error('layer failed'));
+  };
+  // Docker's classic empty layer is 1024 zero bytes: no entries, which node-tar calls "not a tar".
+  let onlyZeros = true;
+
+  // Entries are applied strictly in order; the parser hands out the next one only after the
+  // current one's data has been consumed, and buffers (with backpressure) meanwhile.
+  let chain: Promise<void> = Promise.resolve();
+  parser.on('entry', (entry: ReadEntry) => {
+    chain = chain.then(async () => {
+      if (failure !== undefined) {
+        entry.resume();
+        return;
+      }
+      try {
+        await applyEntry(root, layer, entry, state, warn);
+      } catch (e) {
+        entry.resume();
+        fail(e);
+      }
+    });
+  });
+  parser.on('error', fail);
+  parser.on('warn', (code: string, message: string) => {
+    if (code === 'TAR_BAD_ARCHIVE' && onlyZeros) return;
+    fail(new Error(`${code}: ${message}`));
+  });
+  parser.on('drain', () => wake?.());
+  const ended = new Promise<void>((resolve) => parser.on('end', resolve));
+
+  const file = createReadStream(path, { highWaterMark: 256 * 1024 });
+  const source: Readable = gzip ? file.pipe(createGunzip({ chunkSize: 64 * 1024 })) : file;
+  if (gzip) file.on('error', (e) => source.destroy(e));
+  try {
+    for await (const chunk of source) {
+      if (failure !== undefined) break;
+      const buf = chunk as Buffer;
+      diffHash.update(buf);
+      if (onlyZeros && buf.some((b) => b !== 0)) onlyZeros = false;
+      if (!parser.write(buf)) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
+    }
+  } catch (e) {
+    fail(new Error(`layer ${layer.digest}: ${gzip ? 'gunzip' : 'read'} failed: ${(e as Error).message}`));
+  } finally {
+    file.destroy();
+    source.destroy();
+  }
+  if (failure === undefined) {
+    parser.end();
+    await Promise.race([ended, failed]);
+  }
+  await chain;
+  if (failure !== undefined) {
+    const err = failure instanceof Error ? failure : new Error(JSON.stringify(failure));
+    if (!err.message.startsWith(`layer ${layer.digest}`)) err.message = `layer ${layer.digest}: ${err.message}`;
+    throw err;
+  }
+  const diffId = `sha256:${diffHash.digest('hex')}`;
+  if (layer.diffId !== undefined && layer.diffId.startsWith('sha256:') && layer.diffId !== diffId) {
+    throw new Error(`layer ${layer.digest}: uncompressed content ${diffId} does not match the config's diff_id ${layer.diffId}`);
+  }
+  // Last, so the entries written under a directory don't bump its time again.
+  for (const d of state.dirTimes.reverse()) await utimes(d.path, d.atime, d.mtime);
+}
+
+/** Removes leftovers from an interrupted unpack: a temp directory is never trusted or reused. */
+export async function removeTempDirs(rootfsParent: string, prefix = '.tmp-'): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(rootfsParent);
+  } catch (e) {
+    if (isMissing(e)) return [];
+    throw e;
+  }
+  const removed: string[] = [];
+  for (const name of names.filter((n) => n.startsWith(prefix))) {
+    const path = join(rootfsParent, name);
+    await rm(path, { recursive: true, force: true });
+    removed.push(path);
+  }
+  return removed;
+}
+
+async function syncFilesystem(path: string): Promise<void> {
+  // syncfs(2) through coreutils: one call flushes every file just written (Node has no syncfs).
+  await execFileAsync('sync', ['-f', path]);
+}
+
+/**
+ * Unpacks the layers, bottom first, into `<rootfsParent>/<hex>` and returns that path. Existing
+ * content under the name is trusted (it only ever appears by rename of a finished unpack).
+ */
+export async function unpackImage(rootfsParent: string, hex: string, layers: readonly LayerSource[], options: UnpackOptions = {}): Promise<string> {
+  const target = join(rootfsParent, hex);
+  if ((await lstatOrUndefined(target))?.isDirectory() === true) return target;
+  for (const layer of layers) layerCompression(layer.mediaType, layer.digest);
+  await mkdir(rootfsParent, { recursive: true });
+  await removeTempDirs(rootfsParent, `.tmp-${hex}-`);
+
+  const tmp = join(rootfsParent, `.tmp-${hex}-${randomBytes(4).toString('hex')}`);
+  await mkdir(tmp, { mode: 0o755 });
+  const warn = options.warn ?? (() => undefined);
+  try {
+    for (const layer of layers) await applyLayer(tmp, layer, await layer.path, warn);
+    await syncFilesystem(tmp);
+    try {
+      await rename(tmp, target);
+    } catch (e) {
+      // Someone else finished the same image first; theirs is as good as ours.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+      await rm(tmp, { recursive: true, force: true });
+    }
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return target;
+}

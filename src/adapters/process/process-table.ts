@@ -1,0 +1,149 @@
+// ProcessTable on Linux: VMMs are spawned detached (own session, so they outlive the daemon and a
+// signal to the daemon's process group never reaches them), with stdout/stderr appended to a log
+// file and extra descriptors (macvtap fds) handed over as fd 3, 4, ...
+//
+// A process is identified by pid AND start time (field 22 of /proc/<pid>/stat, clock ticks since
+// boot): after a daemon restart, or after a VMM died long ago, its pid may belong to an unrelated
+// process, which must never be taken for the VMM nor signalled.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, constants, openSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+
+import type { ProcessTable, SpawnOptions, VmmProcess } from '../../core/ports.js';
+
+/** The fields of /proc/<pid>/stat this module needs. */
+export interface ProcStat {
+  /** Field 3: R, S, D, Z, T, t, X, I, ... */
+  readonly state: string;
+  /** Field 6. */
+  readonly session: number;
+  /** Field 22: start time in clock ticks since boot. */
+  readonly startTime: number;
+}
+
+/**
+ * Parses /proc/<pid>/stat. Field 2 (comm) is in parentheses and may itself contain spaces and
+ * parentheses, so the remaining fields are split after the LAST ')'.
+ */
+export function parseProcStat(text: string): ProcStat | undefined {
+  const close = text.lastIndexOf(')');
+  if (close < 0) return undefined;
+  // Fields 3.. (state is field 3, so index 0 here).
+  const rest = text
+    .slice(close + 1)
+    .trim()
+    .split(/\s+/);
+  const state = rest[0];
+  const session = Number(rest[6 - 3]);
+  const startTime = Number(rest[22 - 3]);
+  if (state === undefined || !Number.isSafeInteger(session) || !Number.isSafeInteger(startTime)) return undefined;
+  return { state, session, startTime };
+}
+
+export function readProcStatSync(pid: number): ProcStat | undefined {
+  try {
+    return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
+  try {
+    return parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function key(process: VmmProcess): string {
+  return `${process.pid}:${process.startTime}`;
+}
+
+/** How many ended processes' exit reasons are remembered (oldest forgotten first). */
+const MAX_REMEMBERED_EXITS = 1024;
+
+/** How long isAlive() waits for a zombie child's exit event (so its exit reason is known). */
+const ZOMBIE_EXIT_WAIT_MS = 1000;
+
+export class LinuxProcessTable implements ProcessTable {
+  private readonly exits = new Map<string, string>();
+  /** Children spawned here that have not been reaped yet: resolves on their 'exit' event. */
+  private readonly running = new Map<string, Promise<void>>();
+
+  async spawn(bin: string, args: readonly string[], options: SpawnOptions): Promise<VmmProcess> {
+    const logFd = openSync(options.logPath, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o640);
+    let child: ChildProcess;
+    try {
+      child = spawn(bin, [...args], {
+        detached: true,
+        stdio: ['ignore', logFd, logFd, ...(options.extraFds ?? [])],
+        ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      });
+    } finally {
+      closeSync(logFd);
+    }
+    const pid = child.pid;
+    if (pid === undefined) {
+      // Not started at all (e.g. ENOENT): the 'error' event carries the reason.
+      return await new Promise<never>((_resolve, reject) => {
+        child.once('error', (e) => reject(new Error(`cannot start ${bin}: ${e.message}`)));
+      });
+    }
+    // Read synchronously, before the event loop can reap a child that already exited: a zombie's
+    // stat is still there, so even a process that died at once gets its real start time.
+    const startTime = readProcStatSync(pid)?.startTime ?? 0;
+    const process: VmmProcess = { pid, startTime };
+    this.running.set(
+      key(process),
+      new Promise<void>((resolve) => {
+        child.once('exit', (code, signal) => {
+          this.remember(process, signal !== null ? `killed by ${signal}` : `exited with code ${code ?? 'unknown'}`);
+          this.running.delete(key(process));
+          resolve();
+        });
+      }),
+    );
+    // A failure after the pid exists (rare: the process is already running) is not fatal here.
+    child.on('error', () => undefined);
+    child.unref();
+    return process;
+  }
+
+  async isAlive(process: VmmProcess): Promise<boolean> {
+    const stat = await readProcStat(process.pid);
+    if (stat === undefined || stat.startTime !== process.startTime) return false;
+    if (stat.state !== 'Z' && stat.state !== 'X') return true;
+    // A zombie child of ours: its exit event comes with the next reap (libuv's SIGCHLD handling).
+    // Wait for it, so that a caller seeing "not alive" can read exitReason() at once.
+    const exited = this.running.get(key(process));
+    if (exited !== undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise<void>((r) => (timer = setTimeout(r, ZOMBIE_EXIT_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
+    return false;
+  }
+
+  exitReason(process: VmmProcess): string | undefined {
+    return this.exits.get(key(process));
+  }
+
+  async signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void> {
+    if (!(await this.isAlive(process))) return;
+    try {
+      globalThis.process.kill(process.pid, signal);
+    } catch (e) {
+      // Gone between the check and the kill: nothing to signal.
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+    }
+  }
+
+  private remember(process: VmmProcess, reason: string): void {
+    this.exits.set(key(process), reason);
+    if (this.exits.size > MAX_REMEMBERED_EXITS) {
+      const oldest = this.exits.keys().next().value;
+      if (oldest !== undefined) this.exits.delete(oldest);
+    }
+  }
+}

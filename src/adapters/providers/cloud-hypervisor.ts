@@ -1,0 +1,222 @@
+// The Cloud Hypervisor provider.
+//
+// Why the VM is configured on the command line and not with `PUT /api/v1/vm.create`:
+// a macvtap NIC reaches Cloud Hypervisor as an open file descriptor, and CH takes descriptors in
+// exactly two ways: `--net fd=<n>` on its command line (inherited fds), or SCM_RIGHTS ancillary
+// data on the API socket with `vm.add-net`/`vm.restore`. A `fds` field in a `vm.create` body is
+// not part of the published API (NetConfig in cloud-hypervisor-api.yaml has no `fds`), and CH
+// itself discards it ("Ignoring FDs sent via the HTTP request body"), leaving a NIC with neither
+// tap nor fd, for which CH invents a tap of its own: the guest would silently get no network.
+// Node can't send SCM_RIGHTS over a socket, so the whole VM goes on the command line, the form
+// CH's own macvtap guide uses (`--net fd=3,mac=...` with fd 3 inherited), and the API socket is
+// used for what it is good at: state (`GET vm.info`) and shutdown. CH creates and boots a VM
+// given on its command line at once.
+//
+//   cloud-hypervisor --api-socket path=<vmDir>/ch.sock
+//     --kernel <kernel> [--initramfs <initrd>] --cmdline "<cmdline>"
+//     --cpus boot=<vcpu> --memory size=<mem>M
+//     --disk path=<root>,readonly=off,image_type=raw path=<vol>,readonly=on,image_type=raw ... path=<cidata>,readonly=on,image_type=raw
+//     --net tap=<tap>,mac=<mac> fd=3,mac=<macvtap mac> ...
+//     --serial file=<console log> --console off
+//     [--vsock cid=3,socket=<vmDir>/guest-agent.vsock]
+//
+// The original's CH bugs, avoided: the initrd is passed (`--initramfs`), `readonly=on` is honoured
+// for read-only volumes and the cidata disk, `mac=` is always the NIC's resolved MAC (a macvtap's
+// own MAC, so DHCP and cloud-init match), and the tap-node fds are closed in the daemon right
+// after the spawn (the child holds its own copies). `image_type=raw` is explicit because CH
+// refuses writes to sector 0 of a disk whose raw type it only guessed, and an ext4 image
+// without a partition table keeps its superblock in block 0.
+//
+// Start-up waits for the API socket, then polls `GET /api/v1/vm.info` until the VM is Running.
+// Stop: `PUT vm.power-button` (ACPI; CH exits when the guest powers off), wait up to the timeout,
+// then `PUT vm.shutdown` and `PUT vmm.shutdown`, and SIGKILL if the process is still there.
+import { constants } from 'node:fs';
+import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
+import { guestDiskName, killAndWait, renderCmdline, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
+import { findExecutable, kvmUsable as defaultKvmUsable } from './host.js';
+
+export const CLOUD_HYPERVISOR_FILES = {
+  socket: 'ch.sock',
+  vmmLog: 'vmm.log',
+  vsock: 'guest-agent.vsock',
+} as const;
+
+/** Where the API lives on the socket (the spec's `servers` URL). */
+export const CH_API_BASE = '/api/v1';
+
+/** The first fd a child gets from SpawnOptions.extraFds. */
+const FIRST_EXTRA_FD = 3;
+
+export interface CloudHypervisorProviderOptions {
+  readonly bin: string;
+  readonly processes: ProcessTable;
+  readonly log: Logger;
+  readonly kvmUsable?: () => boolean;
+  /** How long the API socket may take to appear (default 5 s). */
+  readonly socketTimeoutMs?: number;
+  /** How long the VM may take to reach Running once the socket is up (default 10 s). */
+  readonly bootTimeoutMs?: number;
+}
+
+/** CH splits option values on commas and `=`: a path with them can't be said on its command line. */
+function optionValue(what: string, value: string): string {
+  if (/[,"]/.test(value)) throw new Error(`cloud-hypervisor can't take ${what} "${value}": it contains a comma or a quote`);
+  return value;
+}
+
+/**
+ * The command line for a VM (pure; exported for docs and tests). `fds` are the child's fd numbers
+ * of the macvtap NICs' tap nodes, in NIC order.
+ */
+export function cloudHypervisorArgs(launch: LaunchSpec, cmdline: string, socketPath: string, fds: readonly number[]): string[] {
+  const args = ['--api-socket', `path=${optionValue('the API socket path', socketPath)}`, '--kernel', launch.kernelPath];
+  if (launch.initrdPath !== undefined) args.push('--initramfs', launch.initrdPath);
+  args.push('--cmdline', cmdline, '--cpus', `boot=${launch.vcpu}`, '--memory', `size=${launch.memoryMb}M`);
+  if (launch.disks.length > 0) {
+    args.push(
+      '--disk',
+      ...launch.disks.map((d) => `path=${optionValue(`the disk path of ${d.id}`, d.path)},readonly=${d.readOnly ? 'on' : 'off'},image_type=raw`),
+    );
+  }
+  if (launch.nics.length > 0) {
+    let nextFd = 0;
+    args.push(
+      '--net',
+      ...launch.nics.map((nic) => {
+        if (nic.type === 'tap') return `tap=${optionValue(`the tap name of ${nic.deviceId}`, nic.hostDevice)},mac=${nic.mac}`;
+        const fd = fds[nextFd++];
+        if (fd === undefined) throw new Error(`no fd for macvtap interface ${nic.deviceId}`);
+        return `fd=${fd},mac=${nic.mac}`;
+      }),
+    );
+  }
+  args.push('--serial', `file=${optionValue('the console log path', launch.consoleLogPath)}`, '--console', 'off');
+  if (launch.vm.spec.allowGuestAgent) args.push('--vsock', `cid=3,socket=${optionValue('the vsock path', join(launch.vmDir, CLOUD_HYPERVISOR_FILES.vsock))}`);
+  return args;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function vmState(json: unknown): string | undefined {
+  if (typeof json !== 'object' || json === null || !('state' in json)) return undefined;
+  const state = json.state;
+  return typeof state === 'string' ? state : undefined;
+}
+
+export class CloudHypervisorProvider implements VmmProvider {
+  readonly name = 'cloudhypervisor';
+  readonly capabilities: ReadonlySet<ProviderCapability> = new Set<ProviderCapability>(['macvtap', 'tap', 'virtiofs', 'vsock', 'pause']);
+
+  private readonly bin: string;
+  private readonly processes: ProcessTable;
+  private readonly log: Logger;
+  private readonly kvmUsable: () => boolean;
+  private readonly socketTimeoutMs: number;
+  private readonly bootTimeoutMs: number;
+
+  constructor(options: CloudHypervisorProviderOptions) {
+    this.bin = options.bin;
+    this.processes = options.processes;
+    this.log = options.log.child({ provider: 'cloudhypervisor' });
+    this.kvmUsable = options.kvmUsable ?? defaultKvmUsable;
+    this.socketTimeoutMs = options.socketTimeoutMs ?? 5000;
+    this.bootTimeoutMs = options.bootTimeoutMs ?? 10_000;
+  }
+
+  availability(): ProviderAvailability {
+    if (this.bin === '') return { available: false, reason: 'cloudhypervisor-bin is empty, so the provider is disabled' };
+    const missing: string[] = [];
+    if (findExecutable(this.bin) === undefined) missing.push(`binary "${this.bin}" not found`);
+    if (!this.kvmUsable()) missing.push('/dev/kvm is missing or not readable and writable (Cloud Hypervisor needs KVM)');
+    return missing.length === 0 ? { available: true } : { available: false, reason: missing.join('; ') };
+  }
+
+  defaultCmdline(launch: Omit<LaunchSpec, 'cmdline'>): Readonly<Record<string, string>> {
+    const entries: Record<string, string> = { console: 'ttyS0', reboot: 'k', panic: '1' };
+    const rootIndex = launch.disks.findIndex((d) => d.root);
+    const root = launch.disks[rootIndex];
+    if (root !== undefined) {
+      entries.root = `/dev/${guestDiskName(rootIndex)}`;
+      entries[root.readOnly ? 'ro' : 'rw'] = '';
+    }
+    return entries;
+  }
+
+  async start(launch: LaunchSpec): Promise<VmmProcess> {
+    const dir = launch.vmDir;
+    const socketPath = join(dir, CLOUD_HYPERVISOR_FILES.socket);
+    const cmdline = renderCmdline({ ...this.defaultCmdline(launch), ...launch.cmdline });
+    await mkdir(dir, { recursive: true });
+    await rm(socketPath, { force: true });
+    await rm(join(dir, CLOUD_HYPERVISOR_FILES.vsock), { force: true });
+
+    let process: VmmProcess | undefined;
+    try {
+      const tapNodes: FileHandle[] = [];
+      try {
+        for (const nic of launch.nics) {
+          if (nic.type !== 'macvtap') continue;
+          if (nic.tapNode === undefined) throw new Error(`macvtap interface ${nic.deviceId} has no tap device node`);
+          tapNodes.push(await open(nic.tapNode, constants.O_RDWR));
+        }
+        const fds = tapNodes.map((_, i) => FIRST_EXTRA_FD + i);
+        const args = cloudHypervisorArgs(launch, cmdline, socketPath, fds);
+        process = await this.processes.spawn(this.bin, args, {
+          logPath: join(dir, CLOUD_HYPERVISOR_FILES.vmmLog),
+          cwd: dir,
+          extraFds: tapNodes.map((h) => h.fd),
+        });
+      } finally {
+        // The child has its own copies now; the daemon keeps none (the original leaked them).
+        await Promise.all(tapNodes.map((h) => h.close()));
+      }
+      const spawned = process;
+      const stillRunning = (): Promise<boolean> => this.processes.isAlive(spawned);
+      await waitForSocket(socketPath, { timeoutMs: this.socketTimeoutMs, stillRunning, what: 'cloud-hypervisor' });
+      await this.waitRunning(new UnixSocketApiClient(socketPath), stillRunning);
+      this.log.info({ pid: spawned.pid, vmDir: dir }, 'cloud-hypervisor running the guest');
+      return spawned;
+    } catch (err) {
+      if (process !== undefined) await killAndWait(this.processes, process);
+      const reason = err instanceof Error ? err.message : String(err);
+      const tail = await tailOfFile(join(dir, CLOUD_HYPERVISOR_FILES.vmmLog));
+      throw new Error(`cloud-hypervisor failed to start: ${reason}${tail !== '' ? `; vmm.log ends with: ${tail}` : ''}`, { cause: err });
+    }
+  }
+
+  /** Polls `vm.info` until the VM is Running (CH creates and boots a command-line VM itself). */
+  private async waitRunning(api: UnixSocketApiClient, stillRunning: () => Promise<boolean>): Promise<void> {
+    const deadline = Date.now() + this.bootTimeoutMs;
+    for (;;) {
+      const res = await api.raw('GET', `${CH_API_BASE}/vm.info`);
+      const state = res.status === 200 ? vmState(res.json) : undefined;
+      if (state === 'Running') return;
+      if (state === 'Shutdown' || state === 'BreakPoint') throw new Error(`the VM is ${state} right after start`);
+      const last = state !== undefined ? `state ${state}` : `HTTP ${res.status} ${res.text.trim()}`;
+      if (!(await stillRunning())) throw new Error(`cloud-hypervisor exited before the VM ran (last vm.info: ${last})`);
+      if (Date.now() > deadline) throw new Error(`the VM was not Running within ${this.bootTimeoutMs} ms (last vm.info: ${last})`);
+      await sleep(50);
+    }
+  }
+
+  async stop(vmDir: string, process: VmmProcess, timeoutMs: number): Promise<void> {
+    if (!(await this.processes.isAlive(process))) return;
+    const api = new UnixSocketApiClient(join(vmDir, CLOUD_HYPERVISOR_FILES.socket), Math.max(100, Math.min(timeoutMs, 5000)));
+    const put = async (what: string): Promise<void> => {
+      try {
+        await api.request('PUT', `${CH_API_BASE}/${what}`);
+      } catch (err) {
+        this.log.warn({ pid: process.pid, err: err instanceof Error ? err.message : String(err) }, `${what} failed`);
+      }
+    };
+    await put('vm.power-button');
+    if (await waitForExit(this.processes, process, timeoutMs)) return;
+    this.log.warn({ pid: process.pid, timeoutMs }, 'guest did not power off in time; shutting the VMM down');
+    if (await this.processes.isAlive(process)) await put('vm.shutdown');
+    if (await this.processes.isAlive(process)) await put('vmm.shutdown');
+    if (await waitForExit(this.processes, process, 1000)) return;
+    if (!(await killAndWait(this.processes, process))) throw new Error(`cloud-hypervisor process ${process.pid} survived SIGKILL`);
+  }
+}

@@ -1,0 +1,60 @@
+// From a reconciled VM to the LaunchSpec a provider runs: disks and NICs in the guest's order,
+// paths from the status the earlier steps wrote. Pure: no I/O.
+import { join } from 'node:path';
+import type { MicroVM } from './model.js';
+import type { CloudInitFiles, LaunchDisk, LaunchNic, LaunchSpec } from './ports.js';
+import { macvtapNodePath } from './steps/network.js';
+
+export const CIDATA_FILE = 'cidata.img';
+export const CONSOLE_LOG_FILE = 'console.log';
+
+/** Root first, then container-sourced additional volumes in spec order (virtiofs shares are not disks). */
+export function launchDisks(vm: MicroVM): LaunchDisk[] {
+  const volumes = [
+    ...(vm.spec.rootVolume !== undefined ? [{ volume: vm.spec.rootVolume, root: true }] : []),
+    ...vm.spec.additionalVolumes.map((volume) => ({ volume, root: false })),
+  ];
+  return volumes
+    .filter(({ volume }) => volume.source.containerImage !== undefined)
+    .map(({ volume, root }) => {
+      const mount = vm.status.volumes[volume.id];
+      if (mount === undefined) throw new Error(`volume ${volume.id} is not prepared yet`);
+      return { id: volume.id, path: mount.source, readOnly: volume.readOnly, root };
+    });
+}
+
+/** The spec's interfaces in order, with their host devices and guest MACs from the status. */
+export function launchNics(vm: MicroVM, vmDir: string): LaunchNic[] {
+  return vm.spec.interfaces.map((iface) => {
+    const status = vm.status.interfaces[iface.deviceId];
+    if (status === undefined || status.hostDeviceName === '' || status.macAddress === '') throw new Error(`interface ${iface.deviceId} has no host device yet`);
+    return {
+      deviceId: iface.deviceId,
+      type: iface.type,
+      hostDevice: status.hostDeviceName,
+      mac: status.macAddress,
+      ...(iface.type === 'macvtap' ? { tapNode: macvtapNodePath(vmDir, iface.deviceId) } : {}),
+      ...(iface.allowMetadata === true ? { allowMetadata: true } : {}),
+    };
+  });
+}
+
+export function buildLaunchSpec(vm: MicroVM, vmDir: string, cloudInit: CloudInitFiles, cidataPath: string | undefined): LaunchSpec {
+  const kernel = vm.status.kernelMount;
+  if (kernel === undefined) throw new Error('the kernel is not prepared yet');
+  const disks = launchDisks(vm);
+  if (cidataPath !== undefined) disks.push({ id: 'cidata', path: cidataPath, readOnly: true, root: false });
+  return {
+    vm,
+    vmDir,
+    vcpu: vm.spec.vcpu,
+    memoryMb: vm.spec.memoryMb,
+    kernelPath: kernel.source,
+    ...(vm.status.initrdMount !== undefined ? { initrdPath: vm.status.initrdMount.source } : {}),
+    cmdline: vm.spec.kernel.cmdline,
+    disks,
+    nics: launchNics(vm, vmDir),
+    cloudInit,
+    consoleLogPath: join(vmDir, CONSOLE_LOG_FILE),
+  };
+}

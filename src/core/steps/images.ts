@@ -1,0 +1,96 @@
+// Kernel, initrd and volumes from OCI images (COMPAT §5). The image service pulls and unpacks
+// into a shared cache; these steps pick the files out and give each VM its own writable volume.
+import { join } from 'node:path';
+import type { MicroVMStatus, Mount, VolumeSpec } from '../model.js';
+import type { ImageService, LocalImage } from '../ports.js';
+import type { Step, StepContext } from './step.js';
+
+/** Where the usual VMM kernels live in an image, in the order tried (COMPAT §2.3). */
+export const KERNEL_CANDIDATES = ['boot/vmlinux', 'vmlinux', 'boot/vmlinuz'];
+export const INITRD_CANDIDATES = ['boot/initrd', 'initrd', 'boot/initrd.img', 'initrd.img'];
+
+/** Where a VM's writable copy of a volume lives. */
+export function volumePath(vmDir: string, volumeId: string): string {
+  return join(vmDir, 'volumes', `${volumeId}.img`);
+}
+
+async function pull(ctx: StepContext, images: ImageService, ref: string): Promise<LocalImage> {
+  let lastLogged = 0;
+  return images.pull(ref, (p) => {
+    const now = Date.now();
+    if (now - lastLogged < 500 && p.bytes < p.total) return;
+    lastLogged = now;
+    ctx.log.info({ image: ref, layer: p.layer.slice(0, 19), bytes: p.bytes, total: p.total }, `pulling ${ref}: ${p.bytes}/${p.total} bytes`);
+  });
+}
+
+/** The first candidate that exists in the image, or an error listing what `boot/` holds. */
+async function findInImage(ctx: StepContext, image: LocalImage, what: string, candidates: readonly string[]): Promise<string> {
+  for (const candidate of candidates) {
+    const path = join(image.rootfs, candidate);
+    if (await ctx.ports.fs.fileExists(path)) return path;
+  }
+  const boot = await ctx.ports.fs.listDir(join(image.rootfs, 'boot'));
+  throw new Error(
+    `${what} ${candidates.join(' or ')} not found in image ${image.ref}; its boot/ directory ${boot.length > 0 ? `holds: ${boot.join(', ')}` : 'is empty or missing'}`,
+  );
+}
+
+function withImage(status: MicroVMStatus, use: string, digest: string): Readonly<Record<string, string>> {
+  return { ...status.images, [use]: digest };
+}
+
+async function mountMissing(ctx: StepContext, mount: Mount | undefined): Promise<boolean> {
+  return mount === undefined || !(await ctx.ports.fs.fileExists(mount.source));
+}
+
+export function kernelStep(ctx: StepContext, images: ImageService): Step {
+  const kernel = ctx.vm.spec.kernel;
+  return {
+    name: 'kernel_image',
+    shouldDo: () => mountMissing(ctx, ctx.status.kernelMount),
+    do: async () => {
+      const image = await pull(ctx, images, kernel.image);
+      const source = await findInImage(ctx, image, 'kernel', kernel.filename !== undefined ? [kernel.filename] : KERNEL_CANDIDATES);
+      ctx.saveStatus({ ...ctx.status, kernelMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'kernel', image.digest) });
+    },
+  };
+}
+
+export function initrdStep(ctx: StepContext, images: ImageService): Step | undefined {
+  const initrd = ctx.vm.spec.initrd;
+  if (initrd === undefined) return undefined;
+  return {
+    name: 'initrd_image',
+    shouldDo: () => mountMissing(ctx, ctx.status.initrdMount),
+    do: async () => {
+      const image = await pull(ctx, images, initrd.image);
+      const source = await findInImage(ctx, image, 'initrd', initrd.filename !== undefined ? [initrd.filename] : INITRD_CANDIDATES);
+      ctx.saveStatus({ ...ctx.status, initrdMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'initrd', image.digest) });
+    },
+  };
+}
+
+/** A container-sourced volume: an ext4 image per (image, size), then a private copy unless read-only. */
+export function volumeStep(ctx: StepContext, images: ImageService, volume: VolumeSpec): Step | undefined {
+  const ref = volume.source.containerImage;
+  if (ref === undefined) return undefined;
+  return {
+    name: `volume_image[${volume.id}]`,
+    shouldDo: () => mountMissing(ctx, ctx.status.volumes[volume.id]),
+    do: async () => {
+      const image = await pull(ctx, images, ref);
+      const base = await images.ext4(image, volume.sizeMb);
+      let source = base;
+      if (!volume.readOnly) {
+        source = volumePath(ctx.vmDir, volume.id);
+        await ctx.ports.fs.cloneFile(base, source);
+      }
+      ctx.saveStatus({
+        ...ctx.status,
+        volumes: { ...ctx.status.volumes, [volume.id]: { type: 'hostpath', source } },
+        images: withImage(ctx.status, `volume:${volume.id}`, image.digest),
+      });
+    },
+  };
+}

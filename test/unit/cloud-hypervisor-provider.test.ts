@@ -1,0 +1,318 @@
+// The Cloud Hypervisor provider against a fake cloud-hypervisor that serves the published OpenAPI
+// document (../shared/ref/cloud-hypervisor-api.yaml), refuses whatever it doesn't allow, and checks
+// that its command line makes a VmConfig the document allows (test/helpers/fake-vmm-bin.ts).
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmod, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { silentLogger } from '../../src/adapters/log/logger.js';
+import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
+import { CLOUD_HYPERVISOR_FILES, CloudHypervisorProvider } from '../../src/adapters/providers/cloud-hypervisor.js';
+import { UnixSocketApiClient, VmmApiError } from '../../src/adapters/providers/openapi-http.js';
+import type { LaunchSpec } from '../../src/core/ports.js';
+import { ApiSpec, RecordingProcessTable, FakeVmm, readRequestLog, requestLogPath, startInfoPath, type RecordedRequest } from '../helpers/fake-vmm.js';
+import { sampleVm } from '../helpers/fixtures.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const specFile = join(here, '../../../shared/ref/cloud-hypervisor-api.yaml');
+
+/** The daemon's real process table, recording what the provider asked of it. */
+const processTable = (): RecordingProcessTable => new RecordingProcessTable(new LinuxProcessTable());
+
+async function writeFakeBin(dir: string, name: string, env = ''): Promise<string> {
+  const bin = join(dir, name);
+  const script = [
+    '#!/bin/sh',
+    `${env} exec "${process.execPath}" --import "${import.meta.resolve('tsx')}" "${join(here, '../helpers/fake-vmm-bin.ts')}" "$@"`,
+    '',
+  ].join('\n');
+  await writeFile(bin, script);
+  await chmod(bin, 0o755);
+  return bin;
+}
+
+interface StartInfo {
+  readonly argv: string[];
+  readonly config: Record<string, unknown>;
+  readonly fds: Record<string, string>;
+}
+
+/** The fds this process has open on `path`. */
+async function openFdsOn(path: string): Promise<string[]> {
+  const fds = await readdir('/proc/self/fd');
+  const targets = await Promise.all(fds.map(async (fd) => ({ fd, target: await readlink(`/proc/self/fd/${fd}`).catch(() => '') })));
+  return targets.filter((t) => t.target === path).map((t) => t.fd);
+}
+
+describe('CloudHypervisorProvider', () => {
+  let tmp: string;
+  let fakeBin: string;
+  let deafBin: string;
+  let stuckBin: string;
+  let files: { kernel: string; initrd: string; root: string; data: string; cidata: string };
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'ch-provider-'));
+    fakeBin = await writeFakeBin(tmp, 'cloud-hypervisor');
+    deafBin = await writeFakeBin(tmp, 'cloud-hypervisor-deaf', 'FAKE_VMM_STOP=ignore-acpi');
+    stuckBin = await writeFakeBin(tmp, 'cloud-hypervisor-stuck', 'FAKE_VMM_STOP=ignore-all');
+    files = {
+      kernel: join(tmp, 'vmlinux'),
+      initrd: join(tmp, 'initrd.img'),
+      root: join(tmp, 'root.ext4'),
+      data: join(tmp, 'data.ext4'),
+      cidata: join(tmp, 'cidata.img'),
+    };
+    for (const f of Object.values(files)) await writeFile(f, 'x');
+  });
+
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  let vmCounter = 0;
+  async function launchSpec(overrides: Partial<LaunchSpec> = {}): Promise<LaunchSpec> {
+    const vmDir = join(tmp, `vm${++vmCounter}`);
+    await mkdir(vmDir, { recursive: true });
+    // A regular file stands in for the macvtap's tap character device: the fd-passing path runs.
+    const tapNode = join(vmDir, 'tap-eth1');
+    await writeFile(tapNode, '');
+    return {
+      vm: sampleVm({ spec: { provider: 'cloudhypervisor' } }),
+      vmDir,
+      vcpu: 2,
+      memoryMb: 512,
+      kernelPath: files.kernel,
+      initrdPath: files.initrd,
+      cmdline: { quiet: '', console: 'hvc0' },
+      disks: [
+        { id: 'root', path: files.root, readOnly: false, root: true },
+        { id: 'data', path: files.data, readOnly: true, root: false },
+        { id: 'cidata', path: files.cidata, readOnly: true, root: false },
+      ],
+      nics: [
+        { deviceId: 'eth0', type: 'tap', hostDevice: 'fltap0a1b2c', mac: '02:00:00:aa:bb:01' },
+        { deviceId: 'eth1', type: 'macvtap', hostDevice: 'flvtap3d4e5f', mac: '5a:11:22:33:44:55', tapNode },
+      ],
+      cloudInit: { 'meta-data': 'instance_id: x\n' },
+      consoleLogPath: join(vmDir, 'console.log'),
+      ...overrides,
+    };
+  }
+
+  function provider(processes: RecordingProcessTable, bin = fakeBin): CloudHypervisorProvider {
+    return new CloudHypervisorProvider({ bin, processes, log: silentLogger(), kvmUsable: () => true });
+  }
+
+  it('reports what is missing when the binary or /dev/kvm is', () => {
+    const processes = processTable();
+    const log = silentLogger();
+    assert.deepEqual(new CloudHypervisorProvider({ bin: fakeBin, processes, log, kvmUsable: () => true }).availability(), { available: true });
+    const noBin = new CloudHypervisorProvider({ bin: 'no-such-cloud-hypervisor', processes, log, kvmUsable: () => true }).availability();
+    assert.deepEqual(noBin, { available: false, reason: 'binary "no-such-cloud-hypervisor" not found' });
+    const noKvm = new CloudHypervisorProvider({ bin: fakeBin, processes, log, kvmUsable: () => false }).availability();
+    assert.equal(noKvm.available, false);
+    assert.match(noKvm.reason ?? '', /^\/dev\/kvm is missing/);
+    const neither = new CloudHypervisorProvider({ bin: 'no-such-cloud-hypervisor', processes, log, kvmUsable: () => false }).availability();
+    assert.match(neither.reason ?? '', /not found; \/dev\/kvm/);
+    assert.match(new CloudHypervisorProvider({ bin: '', processes, log }).availability().reason ?? '', /cloudhypervisor-bin is empty/);
+  });
+
+  it('has the capabilities of COMPAT §3 and a serial console command line', async () => {
+    const p = provider(processTable());
+    assert.equal(p.name, 'cloudhypervisor');
+    assert.deepEqual([...p.capabilities].sort(), ['macvtap', 'pause', 'tap', 'virtiofs', 'vsock']);
+    const launch = await launchSpec();
+    assert.deepEqual(p.defaultCmdline(launch), { console: 'ttyS0', reboot: 'k', panic: '1', root: '/dev/vda', rw: '' });
+    assert.deepEqual(p.defaultCmdline({ ...launch, disks: [] }), { console: 'ttyS0', reboot: 'k', panic: '1' });
+  });
+
+  it('starts the VM with its config on the command line, the macvtap as fd 3, and checks it runs', async () => {
+    const processes = processTable();
+    const ch = provider(processes);
+    const launch = await launchSpec();
+    const tapNode = launch.nics[1]?.tapNode ?? '';
+    const vmm = await ch.start(launch);
+    try {
+      assert.equal(await processes.isAlive(vmm), true);
+      const dir = launch.vmDir;
+      const socket = join(dir, CLOUD_HYPERVISOR_FILES.socket);
+      const cmdline = 'console=hvc0 reboot=k panic=1 root=/dev/vda rw quiet';
+      const argv = [
+        '--api-socket',
+        `path=${socket}`,
+        '--kernel',
+        files.kernel,
+        '--initramfs',
+        files.initrd,
+        '--cmdline',
+        cmdline,
+        '--cpus',
+        'boot=2',
+        '--memory',
+        'size=512M',
+        '--disk',
+        `path=${files.root},readonly=off,image_type=raw`,
+        `path=${files.data},readonly=on,image_type=raw`,
+        `path=${files.cidata},readonly=on,image_type=raw`,
+        '--net',
+        'tap=fltap0a1b2c,mac=02:00:00:aa:bb:01',
+        'fd=3,mac=5a:11:22:33:44:55',
+        '--serial',
+        `file=${join(dir, 'console.log')}`,
+        '--console',
+        'off',
+      ];
+      assert.deepEqual(processes.spawned[0]?.args, argv);
+
+      // What the command line means, as the API document's VmConfig (the fake validated it).
+      const info = JSON.parse(await readFile(startInfoPath(socket), 'utf8')) as StartInfo;
+      assert.deepEqual(info.argv, argv);
+      const config = {
+        payload: { kernel: files.kernel, initramfs: files.initrd, cmdline },
+        cpus: { boot_vcpus: 2, max_vcpus: 2 },
+        memory: { size: 512 * 1024 * 1024 },
+        disks: [
+          { path: files.root, readonly: false, image_type: 'Raw' },
+          { path: files.data, readonly: true, image_type: 'Raw' },
+          { path: files.cidata, readonly: true, image_type: 'Raw' },
+        ],
+        net: [{ tap: 'fltap0a1b2c', mac: '02:00:00:aa:bb:01' }, { mac: '5a:11:22:33:44:55' }],
+        serial: { mode: 'File', file: join(dir, 'console.log') },
+        console: { mode: 'Off' },
+      };
+      assert.deepEqual(info.config, config);
+      const spec = ApiSpec.load(specFile);
+      assert.deepEqual(spec.validate(spec.schema('VmConfig'), info.config), []);
+      // fd 3 in the VMM is the macvtap's tap node, and the daemon kept no copy of it.
+      assert.deepEqual(info.fds, { '3': tapNode });
+      assert.deepEqual(await openFdsOn(tapNode), []);
+
+      // The API: the provider waited for the VM to run.
+      const expected: RecordedRequest[] = [{ method: 'GET', path: '/api/v1/vm.info', status: 200 }];
+      assert.deepEqual(await readRequestLog(requestLogPath(socket)), expected);
+
+      // Stop: ACPI power button; the guest powers off and CH exits (no SIGKILL).
+      await ch.stop(dir, vmm, 5000);
+      assert.equal(await processes.isAlive(vmm), false);
+      assert.deepEqual(processes.signals, []);
+      assert.deepEqual((await readRequestLog(requestLogPath(socket))).slice(1), [{ method: 'PUT', path: '/api/v1/vm.power-button', status: 204 }]);
+    } finally {
+      await processes.signal(vmm, 'SIGKILL');
+    }
+  });
+
+  it('shuts the VMM down through the API when the guest ignores the power button', async () => {
+    const processes = processTable();
+    const ch = provider(processes, deafBin);
+    const launch = await launchSpec({ nics: [], initrdPath: undefined, cmdline: {}, disks: [{ id: 'root', path: files.root, readOnly: true, root: true }] });
+    const vmm = await ch.start(launch);
+    const argv = processes.spawned[0]?.args ?? [];
+    assert.equal(argv.includes('--initramfs') || argv.includes('--net'), false);
+    assert.equal(argv[argv.indexOf('--cmdline') + 1], 'console=ttyS0 reboot=k panic=1 root=/dev/vda ro');
+    await ch.stop(launch.vmDir, vmm, 200);
+    assert.equal(await processes.isAlive(vmm), false);
+    assert.deepEqual(processes.signals, []);
+    assert.deepEqual(await readRequestLog(requestLogPath(join(launch.vmDir, CLOUD_HYPERVISOR_FILES.socket))), [
+      { method: 'GET', path: '/api/v1/vm.info', status: 200 },
+      { method: 'PUT', path: '/api/v1/vm.power-button', status: 204 },
+      { method: 'PUT', path: '/api/v1/vm.shutdown', status: 204 },
+      { method: 'PUT', path: '/api/v1/vmm.shutdown', status: 204 },
+    ]);
+  });
+
+  it('kills the VMM when nothing else ends it', async () => {
+    const processes = processTable();
+    const ch = provider(processes, stuckBin);
+    const launch = await launchSpec();
+    const vmm = await ch.start(launch);
+    await ch.stop(launch.vmDir, vmm, 100);
+    assert.equal(await processes.isAlive(vmm), false);
+    assert.deepEqual(processes.signals, [`SIGKILL ${vmm.pid}`]);
+  });
+
+  it('passes the vsock when the guest agent is allowed', async () => {
+    const processes = processTable();
+    const launch = await launchSpec({ vm: sampleVm({ spec: { provider: 'cloudhypervisor', allowGuestAgent: true } }) });
+    const vmm = await provider(processes).start(launch);
+    try {
+      const argv = processes.spawned[0]?.args ?? [];
+      assert.deepEqual(argv.slice(-2), ['--vsock', `cid=3,socket=${join(launch.vmDir, 'guest-agent.vsock')}`]);
+    } finally {
+      await processes.signal(vmm, 'SIGKILL');
+    }
+  });
+
+  it('refuses a macvtap interface without a tap node, spawning nothing', async () => {
+    const processes = processTable();
+    const launch = await launchSpec({ nics: [{ deviceId: 'eth0', type: 'macvtap', hostDevice: 'flvtap1', mac: '02:00:00:00:00:02' }] });
+    await assert.rejects(provider(processes).start(launch), /macvtap interface eth0 has no tap device node/);
+    assert.equal(processes.spawned.length, 0);
+  });
+
+  it('fails with the VMM log and leaves no process when cloud-hypervisor refuses its command line', async () => {
+    const processes = processTable();
+    const launch = await launchSpec({ kernelPath: join(tmp, 'missing-vmlinux') });
+    await assert.rejects(
+      provider(processes).start(launch),
+      /cloud-hypervisor failed to start: cloud-hypervisor exited before its API socket .* vmm\.log ends with: fake-vmm: cloud-hypervisor: kernel .*missing-vmlinux does not exist/,
+    );
+    // The tap node fd was closed even though the start failed.
+    assert.deepEqual(await openFdsOn(launch.nics[1]?.tapNode ?? ''), []);
+  });
+});
+
+describe('the fake Cloud Hypervisor API validates against the spec', () => {
+  let tmp: string;
+  let fake: FakeVmm;
+  let api: UnixSocketApiClient;
+  const config = { payload: { kernel: '/k', cmdline: 'console=ttyS0' }, cpus: { boot_vcpus: 1, max_vcpus: 1 }, memory: { size: 1 << 29 } };
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'ch-fake-'));
+    const socketPath = join(tmp, 'api.sock');
+    fake = new FakeVmm({ spec: ApiSpec.load(specFile), socketPath });
+    await fake.listen();
+    api = new UnixSocketApiClient(socketPath);
+  });
+
+  after(async () => {
+    await fake.close();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  async function refused(method: string, path: string, body: unknown, status: number, fault: RegExp): Promise<void> {
+    await assert.rejects(api.request(method, path, body), (err: unknown) => {
+      assert.ok(err instanceof VmmApiError, String(err));
+      assert.equal(err.status, status);
+      assert.match(err.detail, fault);
+      return true;
+    });
+  }
+
+  it('accepts a valid vm.create and vm.boot', async () => {
+    assert.equal((await api.request('PUT', '/api/v1/vm.create', { ...config, net: [{ tap: 'tap0', mac: '02:00:00:00:00:01' }] })).status, 204);
+    assert.equal((await api.request('PUT', '/api/v1/vm.boot')).status, 204);
+  });
+
+  it('refuses fds in a vm.create body: NetConfig has none (why the provider uses the command line)', () =>
+    refused('PUT', '/api/v1/vm.create', { ...config, net: [{ fds: [3], mac: '02:00:00:00:00:01' }] }, 400, /body\.net\[0\]: unknown property "fds"/));
+  it('refuses a missing payload', () => refused('PUT', '/api/v1/vm.create', { cpus: config.cpus }, 400, /missing required property "payload"/));
+  it('refuses a wrong nested type', () =>
+    refused('PUT', '/api/v1/vm.create', { ...config, disks: [{ path: '/d', readonly: 'on' }] }, 400, /body\.disks\[0\]\.readonly: expected a boolean/));
+  it('refuses an enum violation', () =>
+    refused('PUT', '/api/v1/vm.create', { ...config, serial: { mode: 'file' } }, 400, /body\.serial\.mode: "file" is not one of/));
+  it('refuses a body on an operation without one', () => refused('PUT', '/api/v1/vm.boot', { now: true }, 400, /takes no body/));
+  it('answers 404 outside the API base path and for unknown paths', async () => {
+    await refused('PUT', '/vm.create', config, 404, /no such path/);
+    await refused('PUT', '/api/v1/vm.explode', undefined, 404, /no such path/);
+  });
+  it('answers 405 for a method the path lacks', () => refused('PUT', '/api/v1/vm.info', undefined, 405, /allowed: GET/));
+  it('answers vm.info with a VmInfo-shaped sample', async () => {
+    const res = await api.request('GET', '/api/v1/vm.info');
+    const spec = ApiSpec.load(specFile);
+    assert.deepEqual(spec.validate(spec.schema('VmInfo'), res.json, 'response', false), []);
+  });
+});

@@ -1,0 +1,322 @@
+// The Firecracker provider against a fake Firecracker that serves the published OpenAPI document
+// (../shared/ref/firecracker-api.yaml) and refuses whatever it doesn't allow (test/helpers/fake-vmm.ts).
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { silentLogger } from '../../src/adapters/log/logger.js';
+import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
+import { FirecrackerProvider, FIRECRACKER_FILES, NOCLOUD_SEED } from '../../src/adapters/providers/firecracker.js';
+import { renderCmdline, UnixSocketApiClient, VmmApiError } from '../../src/adapters/providers/openapi-http.js';
+import type { LaunchSpec } from '../../src/core/ports.js';
+import { ApiSpec, RecordingProcessTable, FakeVmm, readRequestLog, requestLogPath, type RecordedRequest } from '../helpers/fake-vmm.js';
+import { sampleVm } from '../helpers/fixtures.js';
+import { waitFor } from '../helpers/wait.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const specFile = join(here, '../../../shared/ref/firecracker-api.yaml');
+
+/** The daemon's real process table, recording what the provider asked of it. */
+const processTable = (): RecordingProcessTable => new RecordingProcessTable(new LinuxProcessTable());
+
+/** A shell script that runs the fake binary with the given environment; the provider's `bin`. */
+async function writeFakeBin(dir: string, name: string, env = ''): Promise<string> {
+  const bin = join(dir, name);
+  const script = [
+    '#!/bin/sh',
+    `${env} exec "${process.execPath}" --import "${import.meta.resolve('tsx')}" "${join(here, '../helpers/fake-vmm-bin.ts')}" "$@"`,
+    '',
+  ].join('\n');
+  await writeFile(bin, script);
+  await chmod(bin, 0o755);
+  return bin;
+}
+
+const META_DATA = 'instance_id: 01HGW2N7EH0000000000000001\nlocal-hostname: vm1\n';
+const USER_DATA = '#cloud-config\nruncmd: [echo hi]\n';
+const NETWORK_CONFIG = 'version: 2\nethernets:\n  eth1:\n    match: {macaddress: "02:00:00:aa:bb:01"}\n    dhcp4: true\n';
+
+describe('FirecrackerProvider', () => {
+  let tmp: string;
+  let fakeBin: string;
+  let ignoringBin: string;
+  let files: { kernel: string; initrd: string; root: string; data: string };
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'fc-provider-'));
+    fakeBin = await writeFakeBin(tmp, 'firecracker');
+    ignoringBin = await writeFakeBin(tmp, 'firecracker-deaf', 'FAKE_VMM_STOP=ignore-acpi');
+    files = { kernel: join(tmp, 'vmlinux'), initrd: join(tmp, 'initrd.img'), root: join(tmp, 'root.ext4'), data: join(tmp, 'data.ext4') };
+    for (const f of Object.values(files)) await writeFile(f, 'x');
+  });
+
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  let vmCounter = 0;
+  async function launchSpec(overrides: Partial<LaunchSpec> = {}): Promise<LaunchSpec> {
+    const vmDir = join(tmp, `vm${++vmCounter}`);
+    await mkdir(vmDir, { recursive: true });
+    const vm = sampleVm({ spec: { provider: 'firecracker' } });
+    return {
+      vm,
+      vmDir,
+      vcpu: 2,
+      memoryMb: 512,
+      kernelPath: files.kernel,
+      initrdPath: files.initrd,
+      cmdline: { panic: '0', quiet: '' },
+      disks: [
+        { id: 'root', path: files.root, readOnly: false, root: true },
+        { id: 'data-1', path: files.data, readOnly: true, root: false },
+      ],
+      nics: [
+        { deviceId: 'metadata', type: 'tap', hostDevice: 'fltapmeta01', mac: 'AA:FF:00:00:00:01', allowMetadata: true },
+        { deviceId: 'eth1', type: 'tap', hostDevice: 'fltap0a1b2c', mac: '02:00:00:aa:bb:01' },
+      ],
+      cloudInit: { 'meta-data': META_DATA, 'user-data': USER_DATA, 'network-config': NETWORK_CONFIG },
+      consoleLogPath: join(vmDir, 'console.log'),
+      ...overrides,
+    };
+  }
+
+  function provider(processes: RecordingProcessTable, bin = fakeBin): FirecrackerProvider {
+    return new FirecrackerProvider({ bin, processes, log: silentLogger(), kvmUsable: () => true });
+  }
+
+  it('reports what is missing when the binary or /dev/kvm is', () => {
+    const processes = processTable();
+    const log = silentLogger();
+    assert.deepEqual(new FirecrackerProvider({ bin: fakeBin, processes, log, kvmUsable: () => true }).availability(), { available: true });
+    const noBin = new FirecrackerProvider({ bin: join(tmp, 'no-such-firecracker'), processes, log, kvmUsable: () => true }).availability();
+    assert.equal(noBin.available, false);
+    assert.match(noBin.reason ?? '', /binary ".*no-such-firecracker" not found/);
+    assert.doesNotMatch(noBin.reason ?? '', /kvm/);
+    const noKvm = new FirecrackerProvider({ bin: fakeBin, processes, log, kvmUsable: () => false }).availability();
+    assert.equal(noKvm.available, false);
+    assert.match(noKvm.reason ?? '', /\/dev\/kvm/);
+    assert.doesNotMatch(noKvm.reason ?? '', /not found/);
+    const neither = new FirecrackerProvider({ bin: 'no-such-firecracker', processes, log, kvmUsable: () => false }).availability();
+    assert.match(neither.reason ?? '', /binary "no-such-firecracker" not found; \/dev\/kvm/);
+    assert.match(new FirecrackerProvider({ bin: '', processes, log }).availability().reason ?? '', /firecracker-bin is empty/);
+  });
+
+  it('has the capabilities of COMPAT §3 (no macvtap)', () => {
+    const p = provider(processTable());
+    assert.equal(p.name, 'firecracker');
+    assert.deepEqual([...p.capabilities].sort(), ['metadata-service', 'tap', 'vsock']);
+  });
+
+  it('puts the console, root, MMDS seed and network-config on the kernel command line', async () => {
+    const launch = await launchSpec();
+    const defaults = provider(processTable()).defaultCmdline(launch);
+    assert.deepEqual(defaults, {
+      console: 'ttyS0',
+      reboot: 'k',
+      panic: '1',
+      pci: 'off',
+      'i8042.noaux': '',
+      'i8042.nomux': '',
+      'i8042.nopnp': '',
+      'i8042.dumbkbd': '',
+      root: '/dev/vda',
+      rw: '',
+      ds: 'nocloud-net;s=http://169.254.169.254/latest/',
+      'network-config': Buffer.from(NETWORK_CONFIG).toString('base64'),
+    });
+    const bare = provider(processTable()).defaultCmdline({
+      ...launch,
+      disks: [],
+      nics: [{ deviceId: 'eth0', type: 'tap', hostDevice: 'fltap1', mac: '02:00:00:00:00:01' }],
+      cloudInit: { 'meta-data': META_DATA },
+    });
+    assert.equal('root' in bare || 'ds' in bare || 'network-config' in bare, false);
+  });
+
+  it('configures the VM through the API in the documented order, every request accepted by the spec', async () => {
+    const processes = processTable();
+    const fc = provider(processes);
+    const launch = await launchSpec();
+    const vmm = await fc.start(launch);
+    try {
+      assert.equal(await processes.isAlive(vmm), true);
+      assert.deepEqual(processes.spawned[0]?.args, ['--api-sock', join(launch.vmDir, 'firecracker.sock'), '--id', launch.vm.id.uid]);
+
+      const bootArgs = [
+        'console=ttyS0 reboot=k panic=0 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd root=/dev/vda rw',
+        `ds=${NOCLOUD_SEED}`,
+        `network-config=${Buffer.from(NETWORK_CONFIG).toString('base64')}`,
+        'quiet',
+      ].join(' ');
+      const dir = launch.vmDir;
+      const expected: RecordedRequest[] = [
+        {
+          method: 'PUT',
+          path: '/logger',
+          body: { log_path: join(dir, 'firecracker.log.fifo'), level: 'Info', show_level: true, show_log_origin: false },
+          status: 204,
+        },
+        { method: 'PUT', path: '/metrics', body: { metrics_path: join(dir, 'firecracker.metrics.fifo') }, status: 204 },
+        { method: 'PUT', path: '/serial', body: { serial_out_path: join(dir, 'console.log') }, status: 204 },
+        { method: 'PUT', path: '/machine-config', body: { vcpu_count: 2, mem_size_mib: 512 }, status: 204 },
+        { method: 'PUT', path: '/boot-source', body: { kernel_image_path: files.kernel, boot_args: bootArgs, initrd_path: files.initrd }, status: 204 },
+        { method: 'PUT', path: '/drives/root', body: { drive_id: 'root', path_on_host: files.root, is_root_device: true, is_read_only: false }, status: 204 },
+        {
+          method: 'PUT',
+          path: '/drives/data_1',
+          body: { drive_id: 'data_1', path_on_host: files.data, is_root_device: false, is_read_only: true },
+          status: 204,
+        },
+        {
+          method: 'PUT',
+          path: '/network-interfaces/eth0',
+          body: { iface_id: 'eth0', host_dev_name: 'fltapmeta01', guest_mac: 'AA:FF:00:00:00:01' },
+          status: 204,
+        },
+        {
+          method: 'PUT',
+          path: '/network-interfaces/eth1',
+          body: { iface_id: 'eth1', host_dev_name: 'fltap0a1b2c', guest_mac: '02:00:00:aa:bb:01' },
+          status: 204,
+        },
+        { method: 'PUT', path: '/mmds/config', body: { version: 'V1', network_interfaces: ['eth0'], ipv4_address: '169.254.169.254' }, status: 204 },
+        { method: 'PUT', path: '/mmds', body: { latest: { 'meta-data': META_DATA, 'user-data': USER_DATA, 'network-config': NETWORK_CONFIG } }, status: 204 },
+        { method: 'PUT', path: '/actions', body: { action_type: 'InstanceStart' }, status: 204 },
+      ];
+      const socket = join(dir, FIRECRACKER_FILES.socket);
+      assert.deepEqual(await readRequestLog(requestLogPath(socket)), expected);
+
+      // Logs and metrics arrive through FIFOs the daemon drains.
+      assert.equal((await stat(join(dir, 'firecracker.log.fifo'))).isFIFO(), true);
+      assert.equal((await stat(join(dir, 'firecracker.metrics.fifo'))).isFIFO(), true);
+      await waitFor('the drained log', async () => (await readFile(join(dir, 'firecracker.log'), 'utf8').catch(() => '')).includes('logger configured'));
+      const metrics = await waitFor(
+        'the latest metrics line',
+        async () => (await readFile(join(dir, 'firecracker.metrics'), 'utf8').catch(() => '')) || undefined,
+      );
+      assert.equal(metrics.trim().split('\n').length, 1, 'only the latest metrics line is kept');
+      assert.ok(JSON.parse(metrics) as unknown);
+
+      // Stop: SendCtrlAltDel, and the VMM goes away on its own (no SIGKILL).
+      await fc.stop(dir, vmm, 5000);
+      assert.equal(await processes.isAlive(vmm), false);
+      assert.deepEqual(processes.signals, []);
+      const after = await readRequestLog(requestLogPath(socket));
+      assert.deepEqual(after.slice(expected.length), [{ method: 'PUT', path: '/actions', body: { action_type: 'SendCtrlAltDel' }, status: 204 }]);
+    } finally {
+      await processes.signal(vmm, 'SIGKILL');
+    }
+  });
+
+  it('kills the VMM when the guest ignores SendCtrlAltDel past the timeout', async () => {
+    const processes = processTable();
+    const fc = provider(processes, ignoringBin);
+    const launch = await launchSpec({ nics: [{ deviceId: 'eth0', type: 'tap', hostDevice: 'fltap1', mac: '02:00:00:00:00:01' }] });
+    const vmm = await fc.start(launch);
+    const started = Date.now();
+    await fc.stop(launch.vmDir, vmm, 300);
+    assert.ok(Date.now() - started >= 300);
+    assert.equal(await processes.isAlive(vmm), false);
+    assert.deepEqual(processes.signals, [`SIGKILL ${vmm.pid}`]);
+    const log = await readRequestLog(requestLogPath(join(launch.vmDir, FIRECRACKER_FILES.socket)));
+    // Without a metadata NIC there is no MMDS.
+    assert.equal(
+      log.some((r) => r.path.startsWith('/mmds')),
+      false,
+    );
+    assert.deepEqual(log.at(-1), { method: 'PUT', path: '/actions', body: { action_type: 'SendCtrlAltDel' }, status: 204 });
+  });
+
+  it('refuses a macvtap interface before spawning anything', async () => {
+    const processes = processTable();
+    const launch = await launchSpec({
+      nics: [{ deviceId: 'eth0', type: 'macvtap', hostDevice: 'flvtap1', mac: '02:00:00:00:00:02', tapNode: '/nonexistent' }],
+    });
+    await assert.rejects(provider(processes).start(launch), /firecracker does not support macvtap interfaces \(interface eth0\)/);
+    assert.equal(processes.spawned.length, 0);
+  });
+
+  it("fails with the VMM's fault_message and leaves no process when the VMM refuses the config", async () => {
+    const processes = processTable();
+    const launch = await launchSpec({ kernelPath: join(tmp, 'missing-vmlinux') });
+    await assert.rejects(provider(processes).start(launch), (err: Error) => {
+      assert.match(err.message, /firecracker failed to start: PUT \/boot-source failed with HTTP 400: kernel_image_path .*missing-vmlinux does not exist/);
+      return true;
+    });
+    const spawned = processes.spawned[0];
+    assert.ok(spawned !== undefined);
+    await waitFor('the refused VMM to be gone', async () => !(await processes.isAlive(spawned.process)) || undefined);
+    assert.equal(processes.signals.length, 1);
+  });
+
+  it('renders bare flags and quotes values with spaces', () => {
+    assert.equal(renderCmdline({ console: 'ttyS0', quiet: '', dyndbg: 'file a.c +p' }), 'console=ttyS0 quiet dyndbg="file a.c +p"');
+  });
+});
+
+describe('the fake Firecracker API validates against the spec', () => {
+  let tmp: string;
+  let fake: FakeVmm;
+  let api: UnixSocketApiClient;
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'fc-fake-'));
+    const socketPath = join(tmp, 'api.sock');
+    fake = new FakeVmm({ spec: ApiSpec.load(specFile), socketPath });
+    await fake.listen();
+    api = new UnixSocketApiClient(socketPath);
+  });
+
+  after(async () => {
+    await fake.close();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  async function refused(method: string, path: string, body: unknown, status: number, fault: RegExp): Promise<void> {
+    await assert.rejects(api.request(method, path, body), (err: unknown) => {
+      assert.ok(err instanceof VmmApiError, String(err));
+      assert.equal(err.status, status);
+      assert.match(err.detail, fault);
+      return true;
+    });
+  }
+
+  it('accepts a valid drive', async () => {
+    const res = await api.request('PUT', '/drives/root', { drive_id: 'root', path_on_host: '/x', is_root_device: true, is_read_only: false });
+    assert.equal(res.status, 204);
+  });
+
+  it('refuses an unknown field', () =>
+    refused('PUT', '/drives/root', { drive_id: 'root', is_root_device: true, readonly: true }, 400, /unknown property "readonly"/));
+  it('refuses a wrong type', () =>
+    refused('PUT', '/machine-config', { vcpu_count: '2', mem_size_mib: 512 }, 400, /body\.vcpu_count: expected an integer, got string/));
+  it('refuses a missing required field', () =>
+    refused('PUT', '/network-interfaces/eth0', { iface_id: 'eth0' }, 400, /missing required property "host_dev_name"/));
+  it('refuses a value outside an enum', () => refused('PUT', '/mmds/config', { version: 'V3', network_interfaces: [] }, 400, /"V3" is not one of "V1", "V2"/));
+  it('refuses a value under the minimum', () => refused('PUT', '/machine-config', { vcpu_count: 0, mem_size_mib: 512 }, 400, /less than the minimum 1/));
+  it('refuses nested violations', () =>
+    refused(
+      'PUT',
+      '/drives/root',
+      { drive_id: 'root', is_root_device: false, rate_limiter: { bandwidth: { size: 1 } } },
+      400,
+      /rate_limiter\.bandwidth: missing required property "refill_time"/,
+    ));
+  it('refuses a body id that differs from the path', () =>
+    refused('PUT', '/drives/root', { drive_id: 'other', is_root_device: false }, 400, /differs from the path/));
+  it('refuses a missing required body', () => refused('PUT', '/actions', undefined, 400, /requires a body/));
+  it('answers 404 for an unknown path', () => refused('PUT', '/no-such-thing', { a: 1 }, 404, /no such path/));
+  it('answers 405 for a method the path lacks', () =>
+    refused('DELETE', '/drives/root', undefined, 405, /DELETE is not allowed on \/drives\/root \(allowed: PUT, PATCH\)/));
+  it('answers GETs with a body shaped like the spec', async () => {
+    const res = await api.request('GET', '/machine-config');
+    assert.equal(res.status, 200);
+    assert.deepEqual(ApiSpec.load(specFile).validate(ApiSpec.load(specFile).schema('MachineConfiguration'), res.json, 'response', false), []);
+  });
+  it('records refusals too', () => {
+    assert.ok(fake.requests.some((r) => r.status === 400 && r.fault?.includes('unknown property') === true));
+  });
+});
