@@ -51,6 +51,13 @@ const START_TIMEOUT_MS = 20_000;
 const RECONCILE_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 10_000;
 
+interface Stopped {
+  readonly code: number | null;
+  readonly ms: number;
+  /** SIGKILLed after STOP_TIMEOUT_MS. */
+  readonly killed: boolean;
+}
+
 interface Memory {
   rssKb: number;
   hwmKb: number;
@@ -141,9 +148,10 @@ async function main(): Promise<void> {
   let exited: Promise<number | null> | undefined;
   let output = '';
   const clients: Array<{ close(): void }> = [];
-  const stopDaemon = async (): Promise<{ code: number | null; ms: number; killed: boolean } | undefined> => {
+  let stopping: Promise<Stopped | undefined> | undefined;
+  const stopDaemon = (): Promise<Stopped | undefined> => (stopping ??= stopOnce());
+  const stopOnce = async (): Promise<Stopped | undefined> => {
     const child = daemon;
-    daemon = undefined;
     if (child === undefined || exited === undefined || child.pid === undefined) return undefined;
     if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, ms: 0, killed: false };
     const t0 = performance.now();
@@ -157,11 +165,14 @@ async function main(): Promise<void> {
     clearTimeout(timer);
     return { code, ms: performance.now() - t0, killed };
   };
-  const cleanup = async (): Promise<void> => {
-    for (const c of clients.splice(0)) c.close();
-    await stopDaemon();
-    rmSync(dir, { recursive: true, force: true });
-  };
+  // Once: a signal's cleanup and the main flow's (its calls fail meanwhile) must not race.
+  let cleaning: Promise<void> | undefined;
+  const cleanup = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      for (const c of clients.splice(0)) c.close();
+      await stopDaemon();
+      rmSync(dir, { recursive: true, force: true });
+    })());
   const onSignal = (signal: NodeJS.Signals): void => {
     void cleanup().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
   };

@@ -127,6 +127,8 @@ async function captureResponse(endpoint: string, uidRequest: Buffer): Promise<Bu
 }
 
 const children = new Set<ChildProcess>();
+/** Set by cleanup: no client is started after it. */
+let stopping = false;
 
 interface Run extends ClientResult {
   /** The server process's CPU use over the client's measured window (100 = one core). */
@@ -144,6 +146,10 @@ function hostBusyMs(): number {
 
 function runClient(endpoint: string, uids: readonly string[]): Promise<Run> {
   return new Promise((res, rej) => {
+    if (stopping) {
+      rej(new Error('stopping'));
+      return;
+    }
     const child = spawn(process.execPath, ['--import', 'tsx', CLIENT, endpoint, String(SECONDS), String(CONCURRENCY), ...uids], {
       cwd: REPO_ROOT,
       env: { ...process.env, BENCH_CHANNELS: String(CHANNELS) },
@@ -227,16 +233,17 @@ async function main(): Promise<void> {
   let repo: SqliteMicroVMRepository | undefined;
   let ours: RunningGrpcServer | undefined;
   let bare: grpc.Server | undefined;
-  const cleanup = async (): Promise<void> => {
-    for (const child of children) if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
-    bare?.forceShutdown();
-    bare = undefined;
-    await ours?.close();
-    ours = undefined;
-    repo?.close();
-    repo = undefined;
-    rmSync(dir, { recursive: true, force: true });
-  };
+  // Once: a signal's cleanup and the main flow's (its calls fail meanwhile) must not race.
+  let cleaning: Promise<void> | undefined;
+  const cleanup = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      stopping = true;
+      for (const child of children) if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+      bare?.forceShutdown();
+      await ours?.close();
+      repo?.close();
+      rmSync(dir, { recursive: true, force: true });
+    })());
   const onSignal = (signal: NodeJS.Signals): void => {
     void cleanup().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
   };

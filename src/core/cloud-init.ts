@@ -5,6 +5,7 @@
 // YAML we generate is rendered with the YAML 1.1 schema because the guest side (cloud-init's
 // PyYAML, netplan's libyaml) reads YAML 1.1: a MAC like 52:54:00:12:34:56 is a base-60 integer
 // there unless quoted, and `yes`/`no`/`on`/`off` are booleans.
+import { guestDiskName } from './guest.js';
 import { Document, isMap, isScalar, isSeq, parseDocument, stringify, YAMLSeq } from 'yaml';
 import { decodeBase64Strict, injectInstanceId } from './metadata.js';
 import type { MicroVM, StaticAddress } from './model.js';
@@ -203,9 +204,7 @@ export function vendorDataWithMounts(vendorData: string | undefined, mounts: rea
 /** The guest's virtio-blk device for the disk at `index` in the guest's order: vda..vdz, vdaa... */
 export function guestDiskDevice(index: number): string {
   if (!Number.isSafeInteger(index) || index < 0) throw new RangeError(`invalid disk index ${index}`);
-  let suffix = '';
-  for (let n = index; n >= 0; n = Math.floor(n / 26) - 1) suffix = String.fromCharCode(97 + (n % 26)) + suffix;
-  return `/dev/vd${suffix}`;
+  return `/dev/${guestDiskName(index)}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,24 +314,4 @@ export function mmdsPayload(files: CloudInitFiles): MmdsPayload {
     if (value !== undefined) latest[key] = value;
   }
   return { latest };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Kernel command line
-
-/**
- * The kernel command line: the provider's defaults with the user's entries over them (the user
- * wins per key). Defaults keep their order, the user's extra keys follow sorted (stable output,
- * unlike the original's Go map order). An empty value renders a bare flag; a value with
- * whitespace is double-quoted.
- */
-export function renderCmdline(defaults: Readonly<Record<string, string>>, user: Readonly<Record<string, string>>): string {
-  const merged = new Map<string, string>(Object.entries(defaults));
-  for (const key of Object.keys(user).sort()) merged.set(key, user[key] ?? '');
-  const parts: string[] = [];
-  for (const [key, value] of merged) {
-    if (value === '') parts.push(key);
-    else parts.push(`${key}=${/\s/.test(value) ? `"${value}"` : value}`);
-  }
-  return parts.join(' ');
 }

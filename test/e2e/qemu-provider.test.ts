@@ -17,7 +17,8 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
 import { LinuxProcessTable, readProcStatSync } from '../../src/adapters/process/process-table.js';
-import { QemuProvider, guestDiskName, hostTscKhz, mergeCmdline, qemuArgs } from '../../src/adapters/providers/qemu.js';
+import { QemuProvider, hostTscKhz, qemuArgs } from '../../src/adapters/providers/qemu.js';
+import { guestDiskName, renderCmdline } from '../../src/core/guest.js';
 import { findExecutable } from '../../src/adapters/providers/host.js';
 import type { LaunchDisk, LaunchNic, LaunchSpec, Logger, VmmProcess } from '../../src/core/ports.js';
 import { sampleVm } from '../helpers/fixtures.js';
@@ -106,7 +107,7 @@ describe('QemuProvider command line', () => {
   });
 
   it('merges the user cmdline over the defaults: defaults in order, user values win, then the rest sorted', () => {
-    const merged = mergeCmdline({ console: 'ttyS0', quiet: '', panic: '-1' }, { zeta: '1', panic: '5', alpha: '', 'init.msg': 'hello world' });
+    const merged = renderCmdline({ console: 'ttyS0', quiet: '', panic: '-1' }, { zeta: '1', panic: '5', alpha: '', 'init.msg': 'hello world' });
     assert.equal(merged, 'console=ttyS0 quiet panic=5 alpha init.msg="hello world" zeta=1');
   });
 

@@ -1,3 +1,4 @@
+import { renderCmdline } from '../../src/core/guest.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
@@ -10,7 +11,6 @@ import {
   isCloudConfig,
   mmdsPayload,
   networkConfig,
-  renderCmdline,
   vendorDataWithMounts,
   type CloudInitResult,
   type NetworkConfigInterface,

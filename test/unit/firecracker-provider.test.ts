@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
 import { FirecrackerProvider, FIRECRACKER_FILES, NOCLOUD_SEED } from '../../src/adapters/providers/firecracker.js';
-import { renderCmdline, UnixSocketApiClient, VmmApiError } from '../../src/adapters/providers/openapi-http.js';
+import { UnixSocketApiClient, VmmApiError } from '../../src/adapters/providers/openapi-http.js';
+import { renderCmdline } from '../../src/core/guest.js';
 import type { LaunchSpec } from '../../src/core/ports.js';
 import { ApiSpec, RecordingProcessTable, FakeVmm, readRequestLog, requestLogPath, type RecordedRequest } from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
@@ -253,7 +254,7 @@ describe('FirecrackerProvider', () => {
   });
 
   it('renders bare flags and quotes values with spaces', () => {
-    assert.equal(renderCmdline({ console: 'ttyS0', quiet: '', dyndbg: 'file a.c +p' }), 'console=ttyS0 quiet dyndbg="file a.c +p"');
+    assert.equal(renderCmdline({ console: 'ttyS0', quiet: '', dyndbg: 'file a.c +p' }, {}), 'console=ttyS0 quiet dyndbg="file a.c +p"');
   });
 });
 

@@ -34,7 +34,8 @@ import { constants } from 'node:fs';
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
-import { guestDiskName, killAndWait, renderCmdline, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
+import { guestDiskName, renderCmdline } from '../../core/guest.js';
+import { killAndWait, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
 import { findExecutable, kvmUsable as defaultKvmUsable } from './host.js';
 
 export const CLOUD_HYPERVISOR_FILES = {
@@ -147,7 +148,7 @@ export class CloudHypervisorProvider implements VmmProvider {
   async start(launch: LaunchSpec): Promise<VmmProcess> {
     const dir = launch.vmDir;
     const socketPath = join(dir, CLOUD_HYPERVISOR_FILES.socket);
-    const cmdline = renderCmdline({ ...this.defaultCmdline(launch), ...launch.cmdline });
+    const cmdline = renderCmdline(this.defaultCmdline(launch), launch.cmdline);
     await mkdir(dir, { recursive: true });
     await rm(socketPath, { force: true });
     await rm(join(dir, CLOUD_HYPERVISOR_FILES.vsock), { force: true });

@@ -38,7 +38,8 @@ import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { LaunchNic, LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
-import { guestDiskName, killAndWait, renderCmdline, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
+import { guestDiskName, renderCmdline } from '../../core/guest.js';
+import { killAndWait, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
 import { findExecutable, kvmUsable as defaultKvmUsable } from './host.js';
 
 export const FIRECRACKER_FILES = {
@@ -256,7 +257,7 @@ export class FirecrackerProvider implements VmmProvider {
     }
     const dir = launch.vmDir;
     const socketPath = join(dir, FIRECRACKER_FILES.socket);
-    const bootArgs = renderCmdline({ ...this.defaultCmdline(launch), ...launch.cmdline });
+    const bootArgs = renderCmdline(this.defaultCmdline(launch), launch.cmdline);
     const calls = firecrackerStartCalls(launch, bootArgs);
 
     await mkdir(dir, { recursive: true });

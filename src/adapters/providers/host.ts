@@ -1,5 +1,5 @@
 // Facts about this host that decide which VMMs can run: executables on PATH, a usable /dev/kvm.
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
 /** Absolute path of an executable, searching PATH for a bare name. */
@@ -20,11 +20,26 @@ export function findExecutable(bin: string, path = process.env.PATH ?? ''): stri
   });
 }
 
-export function kvmUsable(): boolean {
+export interface KvmSupport {
+  readonly usable: boolean;
+  readonly reason: string;
+}
+
+/** Whether KVM can run an ordinary guest here. */
+export function kvmSupport(): KvmSupport {
   try {
     accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
-    return true;
   } catch {
-    return false;
+    return { usable: false, reason: '/dev/kvm is missing or not accessible' };
   }
+  const loaded = (m: string): boolean => existsSync(`/sys/module/${m}`);
+  if (loaded('kvm_pvm') && !loaded('kvm_intel') && !loaded('kvm_amd')) {
+    return { usable: false, reason: '/dev/kvm is served by kvm_pvm, which cannot run an ordinary guest kernel' };
+  }
+  return { usable: true, reason: '/dev/kvm is usable' };
+}
+
+/** KVM can run an ordinary guest here (see kvmSupport for why it sometimes can't). */
+export function kvmUsable(): boolean {
+  return kvmSupport().usable;
 }

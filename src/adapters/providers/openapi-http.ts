@@ -156,28 +156,6 @@ export async function killAndWait(processes: ProcessTable, process: VmmProcess, 
   return waitForExit(processes, process, timeoutMs);
 }
 
-/**
- * The kernel command line from ordered entries: `key=value`, or a bare `key` when the value is
- * empty. A value with whitespace is double-quoted (the kernel's own quoting). Merge defaults and
- * the user's entries with `{ ...defaults, ...user }`: a key the user overrides keeps its place.
- */
-export function renderCmdline(entries: Readonly<Record<string, string>>): string {
-  return Object.entries(entries)
-    .map(([key, value]) => (value === '' ? key : /\s/.test(value) ? `${key}="${value}"` : `${key}=${value}`))
-    .join(' ');
-}
-
-/** The guest device name of the disk at `index` in the guest's order (vda, vdb, ..., vdz, vdaa). */
-export function guestDiskName(index: number): string {
-  let name = '';
-  let n = index;
-  do {
-    name = String.fromCharCode(97 + (n % 26)) + name;
-    n = Math.floor(n / 26) - 1;
-  } while (n >= 0);
-  return `vd${name}`;
-}
-
 /** The last bytes of a log file (for start-up errors); empty when it can't be read. */
 export async function tailOfFile(path: string, maxBytes = 2000): Promise<string> {
   try {

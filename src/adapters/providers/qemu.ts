@@ -22,13 +22,14 @@
 // - /dev/kvm can exist without being able to run a normal guest: on a PVM host (module kvm_pvm,
 //   no kvm_intel/kvm_amd) KVM_CREATE_VM works but an ordinary kernel hangs right after
 //   "Probing EDD". That counts as no KVM.
-import { existsSync, openSync, closeSync, constants, readFileSync, accessSync } from 'node:fs';
+import { guestDiskName, renderCmdline } from '../../core/guest.js';
+import { existsSync, openSync, closeSync, constants, readFileSync } from 'node:fs';
 import { appendFile, open, rm, stat } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 
 import type { LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
-import { findExecutable } from './host.js';
+import { findExecutable, kvmSupport } from './host.js';
 
 export interface QemuProviderOptions {
   readonly bin: string;
@@ -56,25 +57,6 @@ const MAX_UNIX_PATH = 107;
 /** virtio-blk serial (VIRTIO_BLK_ID_BYTES). */
 const MAX_SERIAL = 20;
 
-export interface KvmSupport {
-  readonly usable: boolean;
-  readonly reason: string;
-}
-
-/** Whether KVM can run an ordinary guest here. */
-export function kvmSupport(): KvmSupport {
-  try {
-    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
-  } catch {
-    return { usable: false, reason: '/dev/kvm is missing or not accessible' };
-  }
-  const loaded = (m: string): boolean => existsSync(`/sys/module/${m}`);
-  if (loaded('kvm_pvm') && !loaded('kvm_intel') && !loaded('kvm_amd')) {
-    return { usable: false, reason: '/dev/kvm is served by kvm_pvm, which cannot run an ordinary guest kernel' };
-  }
-  return { usable: true, reason: '/dev/kvm is usable' };
-}
-
 /** Host TSC kHz from /proc/cpuinfo (`cpu MHz` of the first CPU), or undefined. */
 export function hostTscKhz(cpuinfo?: string): number | undefined {
   let text = cpuinfo;
@@ -89,32 +71,6 @@ export function hostTscKhz(cpuinfo?: string): number | undefined {
   if (m?.[1] === undefined) return undefined;
   const khz = Math.round(Number(m[1]) * 1000);
   return Number.isFinite(khz) && khz > 0 ? khz : undefined;
-}
-
-/**
- * The kernel command line: defaults first in their order (a user value replaces a default's),
- * then the user's other entries sorted by key. An empty value is a bare word; a value with
- * whitespace is double-quoted.
- */
-export function mergeCmdline(defaults: Readonly<Record<string, string>>, user: Readonly<Record<string, string>>): string {
-  const word = (k: string, v: string): string => (v === '' ? k : `${k}=${/\s/.test(v) ? `"${v}"` : v}`);
-  const out: string[] = [];
-  for (const [k, v] of Object.entries(defaults)) out.push(word(k, Object.hasOwn(user, k) ? (user[k] ?? v) : v));
-  for (const k of Object.keys(user).sort()) {
-    if (!Object.hasOwn(defaults, k)) out.push(word(k, user[k] ?? ''));
-  }
-  return out.join(' ');
-}
-
-/** vda, vdb, ..., vdz, vdaa, ... (the kernel's virtio-blk naming). */
-export function guestDiskName(index: number): string {
-  let n = index;
-  let s = '';
-  do {
-    s = String.fromCharCode(97 + (n % 26)) + s;
-    n = Math.floor(n / 26) - 1;
-  } while (n >= 0);
-  return `vd${s}`;
 }
 
 /** A QEMU option value: commas are doubled. */
@@ -392,7 +348,7 @@ export class QemuProvider implements VmmProvider {
     // A long VM dir would overflow sun_path: QEMU then binds relative to its cwd (the VM dir).
     const qmpPath = Buffer.byteLength(absQmp) <= MAX_UNIX_PATH ? absQmp : QMP_SOCKET;
     const { cmdline, ...rest } = launch;
-    const append = mergeCmdline(this.defaultCmdline(rest), cmdline);
+    const append = renderCmdline(this.defaultCmdline(rest), cmdline);
     const args = qemuArgs(launch, { kvm: this.kvm, append, qmpPath });
     const [bin, fullArgs] = this.netns === undefined ? [this.bin, args] : ['ip', ['netns', 'exec', this.netns, this.bin, ...args]];
 
