@@ -116,6 +116,8 @@ export interface NetworkService {
   listLinks(): Promise<LinkInfo[]>;
   /** Deletes the link; a link that does not exist is not an error. */
   deleteLink(name: string): Promise<void>;
+  /** The host's neighbour table (IP -> MAC), for reporting guest addresses. */
+  neighbours(): Promise<Array<{ readonly ip: string; readonly mac: string }>>;
   /** major:minor of a macvtap's tap character device, read from sysfs (never /dev/tapN). */
   macvtapDeviceNumbers(name: string): Promise<CharDeviceNumbers>;
 }

@@ -1,25 +1,35 @@
-// Notices within a second when a VMM process ends on its own: the VM stops being CREATED (it no
-// longer runs its guest), the exit is recorded and logged, and the reconciler restarts it.
-import type { Logger, MicroVMRepository, ProcessTable } from './ports.js';
+// Watches running VMs. Within a second of a VMM process ending on its own, the VM stops being
+// CREATED (it no longer runs its guest), the exit is recorded and logged, and the reconciler
+// restarts it. Every few seconds it also reports the guest addresses the host has seen (the
+// neighbour table entries for the guests' MACs).
+import { vmIdString, type MicroVM } from './model.js';
+import type { Clock, Logger, MicroVMRepository, NetworkService, ProcessTable } from './ports.js';
 import type { ReconcileTrigger } from './reconciler.js';
-import type { Clock } from './ports.js';
-import { vmIdString } from './model.js';
+import { errorMessage } from './result.js';
+
+export interface VmmWatcherOptions {
+  readonly intervalMs: number;
+  /** Guest addresses are refreshed every this many checks (one `ip neigh` per refresh). */
+  readonly addressEvery: number;
+}
 
 export class VmmWatcher {
   private timer: NodeJS.Timeout | undefined;
   private checking = false;
+  private ticks = 0;
 
   constructor(
     private readonly repo: MicroVMRepository,
     private readonly processes: ProcessTable,
+    private readonly network: NetworkService,
     private readonly reconciler: ReconcileTrigger,
     private readonly clock: Clock,
     private readonly log: Logger,
-    private readonly intervalMs = 500,
+    private readonly options: VmmWatcherOptions = { intervalMs: 500, addressEvery: 4 },
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.check(), this.intervalMs);
+    this.timer = setInterval(() => void this.check(), this.options.intervalMs);
     this.timer.unref();
   }
 
@@ -32,17 +42,41 @@ export class VmmWatcher {
     if (this.checking) return;
     this.checking = true;
     try {
-      for (const vm of this.repo.list({})) {
-        const vmm = vm.status.vmm;
-        if (vm.status.state !== 'created' || vm.deletedAt !== undefined || vmm === undefined) continue;
-        if (await this.processes.isAlive(vmm)) continue;
-        const lastExitReason = `vmm process ${vmm.pid} ended: ${this.processes.exitReason(vmm) ?? 'exit status unknown'}`;
-        this.repo.saveStatus(vm.id.uid, { ...vm.status, state: 'pending', lastExitReason }, this.clock.now());
-        this.log.warn({ vmid: vmIdString(vm.id), pid: vmm.pid, reason: lastExitReason }, 'vmm exited; reconciling to restart it');
-        this.reconciler.trigger(vm.id.uid);
+      const running = this.repo.list({}).filter((vm) => vm.status.state === 'created' && vm.deletedAt === undefined && vm.status.vmm !== undefined);
+      const alive: MicroVM[] = [];
+      for (const vm of running) {
+        if (await this.vmmAlive(vm)) alive.push(vm);
       }
+      this.ticks += 1;
+      if (alive.length > 0 && this.ticks % this.options.addressEvery === 0) await this.refreshAddresses(alive);
+    } catch (e) {
+      this.log.warn({ error: errorMessage(e) }, 'vmm watcher check failed');
     } finally {
       this.checking = false;
+    }
+  }
+
+  private async vmmAlive(vm: MicroVM): Promise<boolean> {
+    const vmm = vm.status.vmm;
+    if (vmm === undefined || (await this.processes.isAlive(vmm))) return true;
+    const lastExitReason = `vmm process ${vmm.pid} ended: ${this.processes.exitReason(vmm) ?? 'exit status unknown'}`;
+    this.repo.saveStatus(vm.id.uid, { ...vm.status, state: 'pending', lastExitReason }, this.clock.now());
+    this.log.warn({ vmid: vmIdString(vm.id), pid: vmm.pid, reason: lastExitReason }, 'vmm exited; reconciling to restart it');
+    this.reconciler.trigger(vm.id.uid);
+    return false;
+  }
+
+  private async refreshAddresses(vms: readonly MicroVM[]): Promise<void> {
+    const table = await this.network.neighbours();
+    for (const vm of vms) {
+      const macs = new Set(Object.values(vm.status.interfaces).map((i) => i.macAddress.toLowerCase()));
+      const ips = [...new Set(table.filter((n) => macs.has(n.mac)).map((n) => n.ip))].sort();
+      const known = vm.status.guestIps ?? [];
+      if (ips.length === known.length && ips.every((ip, i) => ip === known[i])) continue;
+      // Re-read: the VM may have changed while `ip neigh` ran.
+      const current = this.repo.get(vm.id.uid);
+      if (current?.status.state !== 'created') continue;
+      this.repo.saveStatus(vm.id.uid, { ...current.status, guestIps: ips }, this.clock.now());
     }
   }
 }

@@ -86,7 +86,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   const removed = await sweepOrphanDevices(repo, network, log);
   if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
   reconciler.start();
-  const watcher = new VmmWatcher(repo, processes, reconciler, clock, log.child({ component: 'watcher' }));
+  const watcher = new VmmWatcher(repo, processes, network, reconciler, clock, log.child({ component: 'watcher' }));
   watcher.start();
   const janitor = new ImageJanitor(repo, images, log.child({ component: 'images' }));
   janitor.start();

@@ -11,25 +11,17 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
 import { LinuxProcessTable, readProcStatSync } from '../../src/adapters/process/process-table.js';
 import { QemuProvider, hostTscKhz, qemuArgs } from '../../src/adapters/providers/qemu.js';
 import { guestDiskName, renderCmdline } from '../../src/core/guest.js';
-import { findExecutable } from '../../src/adapters/providers/host.js';
 import type { LaunchDisk, LaunchNic, LaunchSpec, Logger, VmmProcess } from '../../src/core/ports.js';
 import { sampleVm } from '../helpers/fixtures.js';
-import { waitFor } from '../helpers/wait.js';
-
-const REPO = resolve(import.meta.dirname, '../..');
-const GUEST_DIR = join(REPO, '.cache/guest');
-const KERNEL = join(GUEST_DIR, 'vmlinuz');
-const INITRD = join(GUEST_DIR, 'initramfs.cpio.gz');
-const QEMU = 'qemu-system-x86_64';
-const BOOT_DEADLINE_MS = 30_000;
+import { ensureGuestImage, guestAddress, INITRD, KERNEL, labSkipReason, pingFrom, QEMU, startDnsmasq } from '../helpers/guest-lab.js';
 
 /** Records what the provider logs, to check the KVM/TCG start-up line. */
 class CaptureLogger implements Logger {
@@ -165,19 +157,7 @@ describe('QemuProvider command line', () => {
 // ---------------------------------------------------------------------------------------------
 // Real boots
 
-function skipReason(): string | false {
-  if (process.getuid?.() !== 0) return 'needs root (network namespaces, taps, macvtaps, dnsmasq)';
-  if (findExecutable(QEMU) === undefined) return `${QEMU} not installed (scripts/build-guest-image.sh installs it)`;
-  if (findExecutable('dnsmasq') === undefined && findExecutable('/usr/sbin/dnsmasq') === undefined)
-    return 'dnsmasq not installed (scripts/build-guest-image.sh installs it)';
-  return false;
-}
-const skip = skipReason();
-
-function ensureGuestImage(): void {
-  if (existsSync(KERNEL) && existsSync(INITRD)) return;
-  execFileSync(join(REPO, 'scripts/build-guest-image.sh'), [GUEST_DIR], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 180_000 });
-}
+const skip = labSkipReason();
 
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -199,75 +179,6 @@ function makeNetns(tag: string): { name: string; ip: (...a: string[]) => string;
       }
     },
   };
-}
-
-/** dnsmasq (daemon mode, --no-ping) in a namespace on one interface; stopped by pid. */
-function startDnsmasq(ns: string, iface: string, range: string, dir: string): { leases: string; stop: () => void } {
-  const leases = join(dir, 'dnsmasq.leases');
-  const pidFile = join(dir, 'dnsmasq.pid');
-  sh('ip', [
-    'netns',
-    'exec',
-    ns,
-    'dnsmasq',
-    '--port=0',
-    `--interface=${iface}`,
-    '--bind-interfaces',
-    `--dhcp-range=${range},255.255.255.0,1h`,
-    '--dhcp-authoritative',
-    '--no-ping',
-    `--dhcp-leasefile=${leases}`,
-    `--pid-file=${pidFile}`,
-    '--log-dhcp',
-    `--log-facility=${join(dir, 'dnsmasq.log')}`,
-  ]);
-  return {
-    leases,
-    stop: () => {
-      try {
-        const pid = Number(readFileSync(pidFile, 'utf8').trim());
-        // Only if that pid is still a dnsmasq (never a reused pid).
-        if (pid > 0 && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'dnsmasq') process.kill(pid, 'SIGTERM');
-      } catch {
-        // not running
-      }
-    },
-  };
-}
-
-/** Waits for `FLINTLOCK-GUEST <ifname> <mac> <ip/prefix>` on the console; returns the ip/prefix. */
-async function guestAddress(consoleLog: string, ifname: string, mac: string, deadlineMs = BOOT_DEADLINE_MS): Promise<string> {
-  const re = new RegExp(`^FLINTLOCK-GUEST ${ifname} ${mac.toLowerCase()} (\\S+)\\s*$`, 'm');
-  const read = (): string => (existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : '');
-  try {
-    return await waitFor(
-      `${ifname} ${mac} address on the guest console`,
-      () => {
-        const text = read();
-        if (text.includes(`FLINTLOCK-GUEST-DHCP-FAILED ${ifname}`)) throw new Error(`guest: no DHCP lease on ${ifname}`);
-        const found = re.exec(text)?.[1];
-        if (found === undefined && text.includes('FLINTLOCK-GUEST-READY')) throw new Error(`guest ready without an address on ${ifname}`);
-        return found;
-      },
-      deadlineMs,
-      50,
-    );
-  } catch (e) {
-    throw new Error(`${(e as Error).message}; console:\n${read().split('\n').slice(-40).join('\n')}`, { cause: e });
-  }
-}
-
-function pingFrom(ns: string, ip: string): void {
-  let last: unknown;
-  for (let i = 0; i < 3; i++) {
-    try {
-      sh('ip', ['netns', 'exec', ns, 'busybox', 'ping', '-c', '1', '-W', '2', ip]);
-      return;
-    } catch (e) {
-      last = e;
-    }
-  }
-  throw new Error(`no ping reply from ${ip} in ${ns}: ${String(last)}`);
 }
 
 function vmDirFor(name: string): string {

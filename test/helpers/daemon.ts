@@ -2,7 +2,7 @@
 // a test network namespace. The API listens on a unix socket so a daemon inside a namespace is
 // reachable from the test process; every process is ended by its PID.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -40,6 +40,7 @@ export function makeTempDir(prefix: string): string {
 
 export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle> {
   const dir = options.dir ?? makeTempDir('fl-daemon-');
+  mkdirSync(dir, { recursive: true });
   const stateDir = join(dir, 'state');
   const socket = join(dir, 'grpc.sock');
   const configFile = join(dir, 'config.yaml');

@@ -71,6 +71,11 @@ export class MemoryNetwork implements NetworkService {
     return Promise.resolve();
   }
 
+  readonly neighbourTable: Array<{ ip: string; mac: string }> = [];
+  neighbours(): Promise<Array<{ ip: string; mac: string }>> {
+    return Promise.resolve(this.neighbourTable);
+  }
+
   macvtapDeviceNumbers(name: string): Promise<CharDeviceNumbers> {
     const link = this.links.get(name);
     if (link?.kind !== 'macvtap') return Promise.reject(new Error(`${name} is not a macvtap`));

@@ -36,13 +36,17 @@ export function canUseNetns(): boolean {
   }
 }
 
-/** A namespace with `lo` up, a veth `eth0` (peer `eth0p`, both up) and a bridge `br0` (up). */
-export function createTestNetns(prefix = 'fltest'): TestNetns {
+/**
+ * A namespace with `lo` up and, unless `bare`, a veth `eth0` (peer `eth0p`, both up) and a
+ * bridge `br0` (up).
+ */
+export function createTestNetns(prefix = 'fltest', options: { bare?: boolean } = {}): TestNetns {
   const name = `${prefix}-${process.pid}-${randomBytes(3).toString('hex')}`;
   execFileSync('ip', ['netns', 'add', name]);
   const ip = (...args: string[]): string => execFileSync('ip', ['-n', name, ...args], { encoding: 'utf8' });
   try {
     ip('link', 'set', 'lo', 'up');
+    if (options.bare === true) return handle(name, ip);
     ip('link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p');
     ip('link', 'set', 'eth0', 'up');
     ip('link', 'set', 'eth0p', 'up');
@@ -52,6 +56,10 @@ export function createTestNetns(prefix = 'fltest'): TestNetns {
     execFileSync('ip', ['netns', 'del', name]);
     throw e;
   }
+  return handle(name, ip);
+}
+
+function handle(name: string, ip: (...args: string[]) => string): TestNetns {
   const links = (): NetnsLink[] => JSON.parse(ip('-json', '-details', 'link', 'show')) as NetnsLink[];
   return {
     name,

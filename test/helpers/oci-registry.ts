@@ -190,6 +190,8 @@ export interface BlobBehaviour {
   slow?: { readonly chunks: number; readonly delayMs: number };
   /** Drop the connection after half the body, on the next request only. */
   cutOnce?: boolean;
+  /** Send half the body and then nothing (connection kept open), on the next request only. */
+  stallOnce?: boolean;
 }
 
 export interface RequestRecord {
@@ -395,6 +397,12 @@ export class TestRegistry {
       await new Promise<void>((resolve) => res.write(half, () => resolve()));
       await delay(30);
       res.socket?.destroy();
+      return;
+    }
+    if (behaviour.stallOnce === true) {
+      behaviour.stallOnce = false;
+      res.write(body.subarray(0, body.length >> 1));
+      await new Promise<void>((resolve) => res.on('close', resolve));
       return;
     }
     if (behaviour.slow !== undefined) {

@@ -303,8 +303,8 @@ describe('OciImageService: interrupted downloads', () => {
       const img = buildImage([buildLayer({ big: randomBytes(300_000) })]);
       const layer = img.layerDigests[0] as string;
       registry.push('test/img', 'v1', img);
-      registry.setBlobBehaviour(layer, { slow: { chunks: 3, delayMs: 400 } });
-      const { svc } = setup({ store: { idleTimeoutMs: 150, retryDelayMs: 1, maxAttempts: 5 } });
+      registry.setBlobBehaviour(layer, { stallOnce: true });
+      const { svc } = setup({ store: { idleTimeoutMs: 200, retryDelayMs: 1 } });
       const image = await svc.pull(`${registry.host}/test/img:v1`);
       assert.equal(statSync(join(image.rootfs, 'big')).size, 300_000);
       const ranges = registry.blobGets(layer).map((r) => r.range);

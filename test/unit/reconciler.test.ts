@@ -333,7 +333,7 @@ describe('reconciler', () => {
     await waitFor('CREATED', () => stateOf(uid) === 'created');
     const first = repo.get(uid)?.status.vmm;
     assert.ok(first);
-    const watcher = new VmmWatcher(repo, processes, reconciler, { now: () => Date.now() }, silentLogger());
+    const watcher = new VmmWatcher(repo, processes, network, reconciler, { now: () => Date.now() }, silentLogger(), { intervalMs: 500, addressEvery: 1 });
     processes.exit(first.pid, 'exited with code 137');
     await watcher.check();
     assert.equal(stateOf(uid) === 'created', false, 'a VM whose VMM is gone is not CREATED');
@@ -342,6 +342,10 @@ describe('reconciler', () => {
       return vm?.status.state === 'created' && vm.status.vmm?.pid !== first.pid ? vm : undefined;
     });
     assert.equal(restarted.status.restartCount, 1);
+    // The host saw the guest's MAC: the watcher reports its address.
+    network.neighbourTable.push({ ip: '10.0.0.7', mac: restarted.status.interfaces.eth0?.macAddress ?? '' }, { ip: '10.0.0.9', mac: '02:99:99:99:99:99' });
+    await watcher.check();
+    assert.deepEqual(repo.get(uid)?.status.guestIps, ['10.0.0.7']);
     assert.equal(restarted.status.lastExitReason, `vmm process ${first.pid} ended: exited with code 137`);
     assert.equal(startsOf(uid), 2);
   });

@@ -192,6 +192,12 @@ export function microvmToProto(vm: MicroVM): ProtoMicroVM {
       failureReason: status.failureReason ?? '',
       lastError: status.lastError ?? '',
       ...(status.nextRetryAt !== undefined ? { nextRetryAt: timestampFromMs(status.nextRetryAt) } : {}),
+      images: { ...status.images },
+      vmmPid: status.vmm?.pid ?? 0,
+      consoleLogPath: status.consoleLogPath ?? '',
+      lastExitReason: status.lastExitReason ?? '',
+      restartCount: status.restartCount ?? 0,
+      guestIps: [...(status.guestIps ?? [])],
     },
   });
 }

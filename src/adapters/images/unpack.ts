@@ -14,8 +14,26 @@
 //     a directory's lower contents; what the same layer wrote is kept whatever the entry order.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, type Stats } from 'node:fs';
-import { chmod, chown, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rename, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import {
+  chmodSync,
+  chownSync,
+  createReadStream,
+  createWriteStream,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+  type Stats,
+} from 'node:fs';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -63,13 +81,12 @@ function isMissing(e: unknown): boolean {
   return (e as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
-async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
-  try {
-    return await lstat(path);
-  } catch (e) {
-    if (isMissing(e)) return undefined;
-    throw e;
-  }
+// Entries are applied with synchronous fs calls, except for large file bodies. Measured on a
+// 20,000-file layer: ~10 thread-pool round trips per entry made the async version 20x slower
+// than GNU tar (11 s against 0.5 s); each of these syscalls takes microseconds, so the event
+// loop is never held for long, and entries must be applied one at a time anyway.
+function lstatOrUndefined(path: string): Stats | undefined {
+  return lstatSync(path, { throwIfNoEntry: false });
 }
 
 /** The entry path as clean relative components; undefined when it climbs with `..`. */
@@ -93,7 +110,7 @@ function splitRel(rel: string): { dir: string; base: string } {
  * them: absolute targets restart at the root and `..` stops at the root. Creates missing
  * components when `create`; returns undefined for a missing one otherwise.
  */
-export async function resolveInRoot(root: string, rel: string, create: boolean): Promise<string | undefined> {
+export function resolveInRoot(root: string, rel: string, create: boolean): string | undefined {
   const pending = rel === '' ? [] : rel.split('/');
   const resolved: string[] = [];
   let hops = 0;
@@ -105,16 +122,16 @@ export async function resolveInRoot(root: string, rel: string, create: boolean):
       continue;
     }
     const abs = join(root, ...resolved, part);
-    const st = await lstatOrUndefined(abs);
+    const st = lstatOrUndefined(abs);
     if (st === undefined) {
       if (!create) return undefined;
-      await mkdir(abs, { mode: 0o755 });
+      mkdirSync(abs, { mode: 0o755 });
       resolved.push(part);
       continue;
     }
     if (st.isSymbolicLink()) {
       if (++hops > MAX_SYMLINK_HOPS) throw new Error(`too many levels of symbolic links resolving ${rel}`);
-      const target = await readlink(abs);
+      const target = readlinkSync(abs);
       if (target.startsWith('/')) resolved.length = 0;
       pending.unshift(...target.split('/'));
       continue;
@@ -133,6 +150,8 @@ interface LayerState {
   readonly written: Set<string>;
   readonly ancestors: Set<string>;
   readonly dirTimes: { path: string; atime: Date; mtime: Date }[];
+  /** Parent directories already resolved (entry dir → real dir); dropped when the tree's shape changes. */
+  readonly dirs: Map<string, string>;
   /** Stops the file write in progress, whose entry data may never come once the layer failed. */
   abortWrite?: (e: Error) => void;
 }
@@ -142,31 +161,40 @@ function markWritten(state: LayerState, rel: string): void {
   for (let i = rel.indexOf('/'); i >= 0; i = rel.indexOf('/', i + 1)) state.ancestors.add(rel.slice(0, i));
 }
 
-/** Removes `rel` as lower layers left it: what this layer wrote there (and below) stays. */
-async function prune(root: string, rel: string, state: LayerState): Promise<void> {
-  const abs = join(root, rel);
-  if (state.written.has(rel) || state.ancestors.has(rel)) {
-    const st = await lstatOrUndefined(abs);
-    if (st?.isDirectory() === true) await pruneChildren(root, rel, state);
-    return;
-  }
-  await rm(abs, { recursive: true, force: true });
+function parentOf(root: string, dir: string, state: LayerState): string {
+  const cached = state.dirs.get(dir);
+  if (cached !== undefined) return cached;
+  const real = resolveInRoot(root, dir, true) as string;
+  state.dirs.set(dir, real);
+  return real;
 }
 
-async function pruneChildren(root: string, rel: string, state: LayerState): Promise<void> {
-  for (const name of await readdir(join(root, rel))) await prune(root, joinRel(rel, name), state);
+/** Removes `rel` as lower layers left it: what this layer wrote there (and below) stays. */
+function prune(root: string, rel: string, state: LayerState): void {
+  const abs = join(root, rel);
+  if (state.written.has(rel) || state.ancestors.has(rel)) {
+    if (lstatOrUndefined(abs)?.isDirectory() === true) pruneChildren(root, rel, state);
+    return;
+  }
+  rmSync(abs, { recursive: true, force: true });
+}
+
+function pruneChildren(root: string, rel: string, state: LayerState): void {
+  for (const name of readdirSync(join(root, rel))) prune(root, joinRel(rel, name), state);
 }
 
 /** Makes room for a new entry: anything at the path goes, except a directory a directory replaces. */
-async function clear(abs: string, keepDirectory: boolean): Promise<Stats | undefined> {
-  const st = await lstatOrUndefined(abs);
+function clear(abs: string, keepDirectory: boolean, state: LayerState): Stats | undefined {
+  const st = lstatOrUndefined(abs);
   if (st === undefined) return undefined;
   if (st.isDirectory()) {
     if (keepDirectory) return st;
-    await rm(abs, { recursive: true, force: true });
+    rmSync(abs, { recursive: true, force: true });
+    state.dirs.clear();
     return undefined;
   }
-  await unlink(abs);
+  unlinkSync(abs);
+  if (st.isSymbolicLink()) state.dirs.clear();
   return undefined;
 }
 
@@ -174,18 +202,33 @@ function mode(entry: ReadEntry, fallback: number): number {
   return (entry.mode ?? fallback) & 0o7777;
 }
 
-async function setOwner(abs: string, entry: ReadEntry, symbolic: boolean): Promise<void> {
+function setOwner(abs: string, entry: ReadEntry, symbolic: boolean): void {
   const uid = entry.uid ?? 0;
   const gid = entry.gid ?? 0;
   try {
-    await (symbolic ? lchown(abs, uid, gid) : chown(abs, uid, gid));
+    if (symbolic) lchownSync(abs, uid, gid);
+    else chownSync(abs, uid, gid);
   } catch (e) {
     // Not root (tests, rootless): files stay ours, as any unprivileged unpacker leaves them.
     if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
   }
 }
 
+/** Bodies up to this size are collected in memory and written with one call. */
+const SMALL_FILE = 1024 * 1024;
+
 async function writeFileEntry(abs: string, entry: ReadEntry, state: LayerState): Promise<void> {
+  if (entry.size <= SMALL_FILE) {
+    const chunks: Buffer[] = [];
+    const data = await new Promise<Buffer>((resolve, reject) => {
+      entry.on('data', (c: Buffer) => chunks.push(c));
+      entry.on('end', () => resolve(Buffer.concat(chunks)));
+      entry.on('error', reject);
+      state.abortWrite = reject;
+    }).finally(() => (state.abortWrite = undefined));
+    writeFileSync(abs, data, { flag: 'wx', mode: 0o600 });
+    return;
+  }
   const ws = createWriteStream(abs, { flags: 'wx', mode: 0o600 });
   const done = new Promise<void>((resolve, reject) => {
     ws.on('close', resolve);
@@ -224,15 +267,15 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
 
   if (base.startsWith(WHITEOUT)) {
     entry.resume();
-    const realDir = await resolveInRoot(root, dir, false);
+    const realDir = resolveInRoot(root, dir, false);
     if (realDir === undefined) return;
     if (base === OPAQUE) {
-      const st = await lstatOrUndefined(join(root, realDir));
-      if (st?.isDirectory() === true) await pruneChildren(root, realDir, state);
+      if (lstatOrUndefined(join(root, realDir))?.isDirectory() === true) pruneChildren(root, realDir, state);
     } else if (!base.startsWith(`${WHITEOUT}${WHITEOUT}`)) {
       // `.wh..wh.*` other than the opaque marker is AUFS bookkeeping, not a whiteout.
-      await prune(root, joinRel(realDir, base.slice(WHITEOUT.length)), state);
+      prune(root, joinRel(realDir, base.slice(WHITEOUT.length)), state);
     }
+    state.dirs.clear();
     return;
   }
 
@@ -240,46 +283,44 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
     // The archive's own root: only its metadata applies.
     entry.resume();
     if (entry.type === 'Directory') {
-      await setOwner(root, entry, false);
-      await chmod(root, mode(entry, 0o755));
+      setOwner(root, entry, false);
+      chmodSync(root, mode(entry, 0o755));
     }
     return;
   }
 
-  const realDir = await resolveInRoot(root, dir, true);
-  if (realDir === undefined) throw new Error(`layer ${layer.digest}: cannot create the parent of ${rel}`);
-  const realRel = joinRel(realDir, base);
+  const realRel = joinRel(parentOf(root, dir, state), base);
   const abs = join(root, realRel);
 
   switch (entry.type) {
     case 'Directory':
     case 'GNUDumpDir': {
       entry.resume();
-      const existing = await clear(abs, true);
-      if (existing === undefined) await mkdir(abs, { mode: 0o700 });
-      await setOwner(abs, entry, false);
-      await chmod(abs, mode(entry, 0o755));
+      if (clear(abs, true, state) === undefined) mkdirSync(abs, { mode: 0o700 });
+      setOwner(abs, entry, false);
+      chmodSync(abs, mode(entry, 0o755));
       if (entry.mtime !== undefined) state.dirTimes.push({ path: abs, atime: entry.atime ?? entry.mtime, mtime: entry.mtime });
       break;
     }
     case 'File':
     case 'OldFile':
     case 'ContiguousFile': {
-      await clear(abs, false);
+      clear(abs, false, state);
       await writeFileEntry(abs, entry, state);
       // chown before chmod: chown clears setuid/setgid bits.
-      await setOwner(abs, entry, false);
-      await chmod(abs, mode(entry, 0o644));
-      if (entry.mtime !== undefined) await utimes(abs, entry.atime ?? entry.mtime, entry.mtime);
+      setOwner(abs, entry, false);
+      chmodSync(abs, mode(entry, 0o644));
+      if (entry.mtime !== undefined) utimesSync(abs, entry.atime ?? entry.mtime, entry.mtime);
       break;
     }
     case 'SymbolicLink': {
       entry.resume();
-      await clear(abs, false);
+      clear(abs, false, state);
       // Stored verbatim: the target is the guest's business and is never followed here.
-      await symlink(entry.linkpath ?? '', abs);
-      await setOwner(abs, entry, true);
-      if (entry.mtime !== undefined) await lutimes(abs, entry.atime ?? entry.mtime, entry.mtime);
+      symlinkSync(entry.linkpath ?? '', abs);
+      state.dirs.clear();
+      setOwner(abs, entry, true);
+      if (entry.mtime !== undefined) lutimesSync(abs, entry.atime ?? entry.mtime, entry.mtime);
       break;
     }
     case 'Link': {
@@ -287,24 +328,24 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
       const targetRel = cleanEntryPath(entry.linkpath ?? '');
       if (targetRel === undefined || targetRel === '') throw new Error(`layer ${layer.digest}: hard link ${rel} points outside the root (${entry.linkpath})`);
       const target = splitRel(targetRel);
-      const targetDir = await resolveInRoot(root, target.dir, false);
+      const targetDir = resolveInRoot(root, target.dir, false);
       const targetAbs = targetDir === undefined ? undefined : join(root, targetDir, target.base);
-      if (targetAbs === undefined || (await lstatOrUndefined(targetAbs)) === undefined) {
+      if (targetAbs === undefined || lstatOrUndefined(targetAbs) === undefined) {
         throw new Error(`layer ${layer.digest}: hard link ${rel} points to ${targetRel}, which does not exist`);
       }
       if (targetAbs === abs) break;
-      await clear(abs, false);
-      await link(targetAbs, abs);
+      clear(abs, false, state);
+      linkSync(targetAbs, abs);
       break;
     }
     case 'CharacterDevice':
     case 'BlockDevice':
     case 'FIFO': {
       entry.resume();
-      await clear(abs, false);
+      clear(abs, false, state);
       if (!(await makeNode(abs, entry, warn))) return;
-      await setOwner(abs, entry, false);
-      await chmod(abs, mode(entry, 0o644));
+      setOwner(abs, entry, false);
+      chmodSync(abs, mode(entry, 0o644));
       break;
     }
     default:
@@ -329,7 +370,7 @@ async function applyLayer(root: string, layer: LayerSource, path: string, warn: 
   if (head.subarray(0, 4).equals(ZSTD_MAGIC)) throw zstdError(layer.digest);
   const gzip = head.subarray(0, 2).equals(GZIP_MAGIC);
 
-  const state: LayerState = { written: new Set(), ancestors: new Set(), dirTimes: [] };
+  const state: LayerState = { written: new Set(), ancestors: new Set(), dirTimes: [], dirs: new Map() };
   const diffHash = createHash('sha256');
   const parser = new Parser();
   let failure: unknown;
@@ -405,7 +446,7 @@ async function applyLayer(root: string, layer: LayerSource, path: string, warn: 
     throw new Error(`layer ${layer.digest}: uncompressed content ${diffId} does not match the config's diff_id ${layer.diffId}`);
   }
   // Last, so the entries written under a directory don't bump its time again.
-  for (const d of state.dirTimes.reverse()) await utimes(d.path, d.atime, d.mtime);
+  for (const d of state.dirTimes.reverse()) utimesSync(d.path, d.atime, d.mtime);
 }
 
 /** Removes leftovers from an interrupted unpack: a temp directory is never trusted or reused. */
@@ -437,7 +478,7 @@ async function syncFilesystem(path: string): Promise<void> {
  */
 export async function unpackImage(rootfsParent: string, hex: string, layers: readonly LayerSource[], options: UnpackOptions = {}): Promise<string> {
   const target = join(rootfsParent, hex);
-  if ((await lstatOrUndefined(target))?.isDirectory() === true) return target;
+  if (lstatOrUndefined(target)?.isDirectory() === true) return target;
   for (const layer of layers) layerCompression(layer.mediaType, layer.digest);
   await mkdir(rootfsParent, { recursive: true });
   await removeTempDirs(rootfsParent, `.tmp-${hex}-`);

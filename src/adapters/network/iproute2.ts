@@ -171,6 +171,17 @@ export class Iproute2NetworkService implements NetworkService {
     return parseLinks(await this.run(['-json', '-details', 'link', 'show'])).map((l) => l.info);
   }
 
+  async neighbours(): Promise<Array<{ ip: string; mac: string }>> {
+    const parsed: unknown = JSON.parse((await this.run(['-json', 'neigh', 'show'])) || '[]');
+    if (!Array.isArray(parsed)) return [];
+    return parsed.flatMap((entry: unknown) => {
+      const { dst, lladdr, state } = (entry ?? {}) as { dst?: unknown; lladdr?: unknown; state?: unknown };
+      // FAILED/INCOMPLETE entries name an address nobody answered for.
+      const dead = Array.isArray(state) && state.some((s) => s === 'FAILED' || s === 'INCOMPLETE');
+      return typeof dst === 'string' && typeof lladdr === 'string' && !dead ? [{ ip: dst, mac: lladdr.toLowerCase() }] : [];
+    });
+  }
+
   async deleteLink(name: string): Promise<void> {
     validateIfName(name, 'network device name');
     try {

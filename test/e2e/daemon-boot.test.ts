@@ -1,0 +1,247 @@
+// End to end: the real daemon (bin/flintlockd) boots the test guest under QEMU (TCG) from an OCI
+// image in Debian's docker-registry, inside network namespaces this test makes and deletes:
+//   a) tap on a bridge with dnsmasq: lease for the status MAC, ping, guest IP in the status,
+//      delete removes the QEMU process, the tap and the VM dir;
+//   b) macvtap: two VMs on one veth parent get leases from dnsmasq on the far side;
+//   c) a static address through network-config;
+//   d) a killed VMM: noticed within a second, restarted by reconcile, restart counter grows;
+//   e) a daemon restart re-adopts running VMMs (same pids).
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { create } from '@bufbuild/protobuf';
+import { readProcStatSync } from '../../src/adapters/process/process-table.js';
+import {
+  MicroVMSpecSchema,
+  MicroVMStatus_MicroVMState as State,
+  NetworkInterface_IfaceType as IfaceType,
+  type MicroVM,
+} from '../../src/gen/flintlock/types/microvm_pb.js';
+import { makeTempDir, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
+import { TestClient } from '../helpers/grpc-client.js';
+import { BOOT_DEADLINE_MS, ensureGuestImage, guestAddress, labSkipReason, pingFrom, pushGuest, startDnsmasq, startRegistry } from '../helpers/guest-lab.js';
+import { createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { waitFor } from '../helpers/wait.js';
+
+const skip = labSkipReason();
+const GUEST = '127.0.0.1:5000/flintlock/guest:e2e';
+
+interface NicInit {
+  deviceId: string;
+  type: IfaceType;
+  guestMac?: string;
+  address?: { address: string; gateway?: string };
+}
+
+function guestSpec(name: string, interfaces: NicInit[], addNetworkConfig = false): ReturnType<typeof create<typeof MicroVMSpecSchema>> {
+  return create(MicroVMSpecSchema, {
+    id: name,
+    namespace: 'e2e',
+    vcpu: 1,
+    memoryInMb: 256,
+    kernel: { image: GUEST, filename: 'boot/vmlinuz', addNetworkConfig },
+    initrd: { image: GUEST, filename: 'boot/initrd' },
+    interfaces: interfaces.map((i) => ({
+      deviceId: i.deviceId,
+      type: i.type,
+      ...(i.guestMac !== undefined ? { guestMac: i.guestMac } : {}),
+      ...(i.address !== undefined ? { address: { ...i.address, nameservers: [] } } : {}),
+    })),
+  });
+}
+
+function leaseFor(leasesFile: string, mac: string): string | undefined {
+  if (!existsSync(leasesFile)) return undefined;
+  // dnsmasq lease lines: <expiry> <mac> <ip> <hostname> <client-id>
+  return readFileSync(leasesFile, 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .find((f) => f[1]?.toLowerCase() === mac.toLowerCase())?.[2];
+}
+
+function isQemu(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').startsWith('qemu');
+  } catch {
+    return false;
+  }
+}
+
+function processGone(pid: number): boolean {
+  return readProcStatSync(pid) === undefined;
+}
+
+describe('flintlockd boots microVMs (QEMU, TCG) in both network modes', { skip, timeout: 300_000 }, () => {
+  let host: TestNetns;
+  let lan: TestNetns;
+  let dir: string;
+  let daemon: DaemonHandle;
+  let client: TestClient;
+  const stops: Array<() => void> = [];
+  let bridgeLeases = '';
+  let lanLeases = '';
+  const pids = new Set<number>();
+
+  const config = {
+    'parent-iface': 'eth0',
+    'bridge-name': 'br0',
+    'default-provider': 'qemu',
+    'maximum-retry': 2,
+    'retry-backoff-base': '200ms',
+    'delete-vm-timeout': '2s',
+  };
+
+  async function createdVm(name: string, interfaces: NicInit[], addNetworkConfig = false): Promise<MicroVM> {
+    const uid = (await client.create(guestSpec(name, interfaces, addNetworkConfig))).spec?.uid ?? '';
+    const vm = await waitFor(
+      `${name} CREATED`,
+      async () => {
+        const got = await client.get(uid);
+        if (got.status?.state === State.FAILED) throw new Error(`${name} FAILED: ${got.status.failureReason}`);
+        return got.status?.state === State.CREATED ? got : undefined;
+      },
+      60_000,
+      100,
+    );
+    pids.add(vm.status?.vmmPid ?? 0);
+    return vm;
+  }
+
+  async function deleteAndWait(uid: string): Promise<void> {
+    await client.delete(uid);
+    await waitFor(`${uid} removed`, async () => (await client.list('e2e')).every((v) => v.spec?.uid !== uid), 30_000, 100);
+  }
+
+  before(async () => {
+    ensureGuestImage();
+    dir = makeTempDir('fl-e2e-');
+    chmodSync(dir, 0o755); // dnsmasq drops to nobody
+    host = createTestNetns('fle2e');
+    lan = createTestNetns('fllan', { bare: true });
+    host.ip('addr', 'add', '10.77.0.1/24', 'dev', 'br0');
+    // The macvtap parent's far side lives in the LAN namespace, with its own DHCP server.
+    host.ip('link', 'set', 'eth0p', 'netns', lan.name);
+    lan.ip('addr', 'add', '10.78.0.1/24', 'dev', 'eth0p');
+    lan.ip('link', 'set', 'eth0p', 'up');
+    const bridgeDns = startDnsmasq(host.name, 'br0', '10.77.0.50,10.77.0.150', join(dir, 'br'));
+    const lanDns = startDnsmasq(lan.name, 'eth0p', '10.78.0.50,10.78.0.150', join(dir, 'lan'));
+    bridgeLeases = bridgeDns.leases;
+    lanLeases = lanDns.leases;
+    stops.push(bridgeDns.stop, lanDns.stop);
+    const registry = await startRegistry(host.name, dir);
+    stops.push(registry.stop);
+    pushGuest(host.name, GUEST);
+    daemon = await startDaemon({ netns: host.name, dir: join(dir, 'daemon'), config });
+    client = new TestClient(daemon.endpoint);
+  });
+
+  after(async () => {
+    try {
+      for (const vm of (await client?.list('')) ?? []) await deleteAndWait(vm.spec?.uid ?? '').catch(() => undefined);
+    } finally {
+      client?.close();
+      await daemon?.stop();
+      // Safety net: no VMM this test started may outlive it.
+      for (const pid of pids) if (pid > 0 && isQemu(pid)) process.kill(pid, 'SIGKILL');
+      for (const stop of stops) stop();
+      host?.destroy();
+      lan?.destroy();
+      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a) tap on the bridge: lease for the status MAC, ping, guest IP in the status, clean delete', async () => {
+    const vm = await createdVm('tap-vm', [{ deviceId: 'eth1', type: IfaceType.TAP }]);
+    const iface = vm.status?.networkInterfaces.eth1;
+    const ip = await waitFor('a DHCP lease', () => leaseFor(bridgeLeases, iface?.macAddress ?? ''), BOOT_DEADLINE_MS, 100);
+    pingFrom(host.name, ip);
+    const withIp = await waitFor('guest IP in the status', async () => {
+      const got = await client.get(vm.spec?.uid ?? '');
+      return got.status?.guestIps.includes(ip) === true ? got : undefined;
+    });
+    assert.match(withIp.status?.consoleLogPath ?? '', /console\.log$/);
+    const vmDir = join(daemon.stateDir, 'vm', 'e2e', 'tap-vm', vm.spec?.uid ?? '');
+    assert.ok(existsSync(join(vmDir, 'cidata.img')));
+    await deleteAndWait(vm.spec?.uid ?? '');
+    assert.ok(processGone(vm.status?.vmmPid ?? 0), 'QEMU is gone');
+    assert.equal(host.link(iface?.hostDeviceName ?? ''), undefined, 'tap is gone');
+    assert.equal(existsSync(vmDir), false, 'VM dir is gone');
+  });
+
+  it('b) macvtap: two VMs on one parent get leases from the far side and answer it', async () => {
+    const [one, two] = await Promise.all([
+      createdVm('mv-1', [{ deviceId: 'eth1', type: IfaceType.MACVTAP }]),
+      createdVm('mv-2', [{ deviceId: 'eth1', type: IfaceType.MACVTAP, guestMac: '02:ee:00:00:00:02' }]),
+    ]);
+    assert.equal(two.status?.networkInterfaces.eth1?.macAddress, '02:ee:00:00:00:02');
+    for (const vm of [one, two]) {
+      const ip = await waitFor('a DHCP lease', () => leaseFor(lanLeases, vm.status?.networkInterfaces.eth1?.macAddress ?? ''), BOOT_DEADLINE_MS, 100);
+      pingFrom(lan.name, ip);
+    }
+    await Promise.all([one, two].map((vm) => deleteAndWait(vm.spec?.uid ?? '')));
+  });
+
+  it('c) a static address through network-config', async () => {
+    const vm = await createdVm(
+      'static-vm',
+      [{ deviceId: 'eth1', type: IfaceType.TAP, guestMac: '02:ee:00:00:00:03', address: { address: '10.77.0.200/24', gateway: '10.77.0.1' } }],
+      true,
+    );
+    const address = await guestAddress(vm.status?.consoleLogPath ?? '', 'eth0', '02:ee:00:00:00:03');
+    assert.equal(address, '10.77.0.200/24');
+    pingFrom(host.name, '10.77.0.200');
+    await deleteAndWait(vm.spec?.uid ?? '');
+  });
+
+  it('d) a killed VMM is noticed within a second and restarted, counting the restart', async () => {
+    const vm = await createdVm('crash-vm', [{ deviceId: 'eth1', type: IfaceType.TAP }]);
+    const uid = vm.spec?.uid ?? '';
+    const pid = vm.status?.vmmPid ?? 0;
+    process.kill(pid, 'SIGKILL');
+    const killedAt = Date.now();
+    const noticed = await waitFor(
+      'the exit noticed',
+      async () => {
+        const got = await client.get(uid);
+        return got.status?.lastExitReason !== '' ? got : undefined;
+      },
+      5000,
+      20,
+    );
+    assert.ok(Date.now() - killedAt < 1500, `noticed after ${Date.now() - killedAt} ms`);
+    assert.match(noticed.status?.lastExitReason ?? '', new RegExp(`vmm process ${pid} ended`));
+    const restarted = await waitFor(
+      'restarted',
+      async () => {
+        const got = await client.get(uid);
+        return got.status?.state === State.CREATED && got.status.vmmPid !== pid ? got : undefined;
+      },
+      30_000,
+      100,
+    );
+    pids.add(restarted.status?.vmmPid ?? 0);
+    assert.equal(restarted.status?.restartCount, 1);
+    await deleteAndWait(uid);
+  });
+
+  it('e) a daemon restart re-adopts running VMMs instead of restarting them', async () => {
+    const vms = await Promise.all([
+      createdVm('keep-1', [{ deviceId: 'eth1', type: IfaceType.TAP }]),
+      createdVm('keep-2', [{ deviceId: 'eth1', type: IfaceType.TAP }]),
+    ]);
+    client.close();
+    assert.equal(await daemon.stop(), 0);
+    for (const vm of vms) assert.equal(processGone(vm.status?.vmmPid ?? 0), false, 'VMMs outlive the daemon');
+    daemon = await startDaemon({ netns: host.name, dir: join(dir, 'daemon'), config });
+    client = new TestClient(daemon.endpoint);
+    await new Promise((r) => setTimeout(r, 1500)); // a reconcile and a few watcher passes
+    for (const vm of vms) {
+      const now = await client.get(vm.spec?.uid ?? '');
+      assert.equal(now.status?.state, State.CREATED);
+      assert.equal(now.status?.vmmPid, vm.status?.vmmPid, 'same VMM process');
+      assert.equal(now.status?.restartCount, 0);
+    }
+    await Promise.all(vms.map((vm) => deleteAndWait(vm.spec?.uid ?? '')));
+  });
+});

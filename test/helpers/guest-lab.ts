@@ -1,0 +1,147 @@
+// The lab for real boots: the test guest (scripts/build-guest-image.sh), dnsmasq in a test
+// namespace, Debian's docker-registry in a test namespace, and the guest's console markers.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { findExecutable } from '../../src/adapters/providers/host.js';
+import { waitFor } from './wait.js';
+
+const REPO = resolve(import.meta.dirname, '../..');
+export const GUEST_DIR = join(REPO, '.cache/guest');
+export const KERNEL = join(GUEST_DIR, 'vmlinuz');
+export const INITRD = join(GUEST_DIR, 'initramfs.cpio.gz');
+export const QEMU = 'qemu-system-x86_64';
+export const BOOT_DEADLINE_MS = 30_000;
+
+const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
+
+/** Why real boots can't run here, or false. */
+export function labSkipReason(): string | false {
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces, taps, macvtaps, dnsmasq)';
+  if (findExecutable(QEMU) === undefined) return `${QEMU} not installed (scripts/build-guest-image.sh installs it)`;
+  if (findExecutable('dnsmasq') === undefined && findExecutable('/usr/sbin/dnsmasq') === undefined)
+    return 'dnsmasq not installed (scripts/build-guest-image.sh installs it)';
+  return false;
+}
+
+/** Builds the test guest once (cached in .cache/guest). */
+export function ensureGuestImage(): void {
+  if (existsSync(KERNEL) && existsSync(INITRD)) return;
+  execFileSync(join(REPO, 'scripts/build-guest-image.sh'), [GUEST_DIR], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 180_000 });
+}
+
+/** dnsmasq (daemon mode, --no-ping) in a namespace on one interface; stopped by pid. */
+export function startDnsmasq(ns: string, iface: string, range: string, dir: string): { leases: string; stop: () => void } {
+  mkdirSync(dir, { recursive: true, mode: 0o755 }); // dnsmasq drops to nobody
+  const leases = join(dir, 'dnsmasq.leases');
+  const pidFile = join(dir, 'dnsmasq.pid');
+  sh('ip', [
+    'netns',
+    'exec',
+    ns,
+    'dnsmasq',
+    '--port=0',
+    `--interface=${iface}`,
+    '--bind-interfaces',
+    `--dhcp-range=${range},255.255.255.0,1h`,
+    '--dhcp-authoritative',
+    '--no-ping',
+    `--dhcp-leasefile=${leases}`,
+    `--pid-file=${pidFile}`,
+    '--log-dhcp',
+    `--log-facility=${join(dir, 'dnsmasq.log')}`,
+  ]);
+  return {
+    leases,
+    stop: () => {
+      try {
+        const pid = Number(readFileSync(pidFile, 'utf8').trim());
+        // Only if that pid is still a dnsmasq (never a reused pid).
+        if (pid > 0 && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'dnsmasq') process.kill(pid, 'SIGTERM');
+      } catch {
+        // not running
+      }
+    },
+  };
+}
+
+/** Waits for `FLINTLOCK-GUEST <ifname> <mac> <ip/prefix>` on the console; returns the ip/prefix. */
+export async function guestAddress(consoleLog: string, ifname: string, mac: string, deadlineMs = BOOT_DEADLINE_MS): Promise<string> {
+  const re = new RegExp(`^FLINTLOCK-GUEST ${ifname} ${mac.toLowerCase()} (\\S+)\\s*$`, 'm');
+  const read = (): string => (existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : '');
+  try {
+    return await waitFor(
+      `${ifname} ${mac} address on the guest console`,
+      () => {
+        const text = read();
+        if (text.includes(`FLINTLOCK-GUEST-DHCP-FAILED ${ifname}`)) throw new Error(`guest: no DHCP lease on ${ifname}`);
+        const found = re.exec(text)?.[1];
+        if (found === undefined && text.includes('FLINTLOCK-GUEST-READY')) throw new Error(`guest ready without an address on ${ifname}`);
+        return found;
+      },
+      deadlineMs,
+      50,
+    );
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; console:\n${read().split('\n').slice(-40).join('\n')}`, { cause: e });
+  }
+}
+
+export function pingFrom(ns: string, ip: string): void {
+  let last: unknown;
+  for (let i = 0; i < 3; i++) {
+    try {
+      sh('ip', ['netns', 'exec', ns, 'busybox', 'ping', '-c', '1', '-W', '2', ip]);
+      return;
+    } catch (e) {
+      last = e;
+    }
+  }
+  throw new Error(`no ping reply from ${ip} in ${ns}: ${String(last)}`);
+}
+
+/** Debian's docker-registry on 127.0.0.1:5000 inside a namespace, storing under dir; stopped by pid. */
+export async function startRegistry(ns: string, dir: string): Promise<{ address: string; stop: () => void }> {
+  const config = join(dir, 'registry.yml');
+  writeFileSync(
+    config,
+    `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'registry')}\nhttp:\n  addr: 127.0.0.1:5000\n`,
+  );
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns, 'docker-registry', 'serve', config], { stdio: 'ignore' });
+  const address = '127.0.0.1:5000';
+  await waitFor(
+    'the registry to answer',
+    () => {
+      try {
+        sh('ip', ['netns', 'exec', ns, 'busybox', 'wget', '-q', '-O', '/dev/null', `http://${address}/v2/`]);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    15_000,
+    100,
+  );
+  return {
+    address,
+    stop: () => {
+      if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM');
+    },
+  };
+}
+
+/** Pushes the test guest (boot/vmlinuz, boot/initrd) as an OCI image from inside the namespace. */
+export function pushGuest(ns: string, ref: string): string {
+  return sh('ip', [
+    'netns',
+    'exec',
+    ns,
+    process.execPath,
+    '--import',
+    'tsx',
+    join(REPO, 'scripts/oci-push.ts'),
+    ref,
+    `boot/vmlinuz=${KERNEL}`,
+    `boot/initrd=${INITRD}`,
+  ]).trim();
+}
