@@ -107,7 +107,9 @@ export async function startRegistry(ns: string, dir: string): Promise<{ address:
     config,
     `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'registry')}\nhttp:\n  addr: 127.0.0.1:5000\n`,
   );
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns, 'docker-registry', 'serve', config], { stdio: 'ignore' });
+  // Debian's docker-registry, extracted (not installed) by scripts/fetch-registry.sh.
+  const bin = sh(join(REPO, 'scripts/fetch-registry.sh'), []).trim().split('\n').at(-1) ?? 'docker-registry';
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns, bin, 'serve', config], { stdio: 'ignore' });
   const address = '127.0.0.1:5000';
   await waitFor(
     'the registry to answer',

@@ -2,6 +2,7 @@
 // modes, compression detection, and the temp-dir-then-rename discipline.
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
@@ -197,6 +198,18 @@ describe('unpackImage', () => {
     const data = buildLayer({ big: Buffer.alloc(200_000, 7) });
     const parent = join(dir, 'rootfs-trunc');
     await assert.rejects(unpackImage(parent, 'f'.repeat(64), [layerFile(data.subarray(0, data.length - 40))]), /layer sha256:/);
+    assert.deepEqual(readdirSync(parent), []);
+  });
+
+  it('streams large files, and a layer cut inside one fails without hanging', async () => {
+    const big = randomBytes(3 * 1024 * 1024);
+    const root = await unpack([layer({ 'data/big.bin': big, 'data/after': 'a' })]);
+    assert.ok(readFileSync(join(root, 'data/big.bin')).equals(big));
+    assert.equal(readFileSync(join(root, 'data/after'), 'utf8'), 'a');
+
+    const data = buildLayer({ 'data/big.bin': big, 'data/after': 'a' });
+    const parent = join(dir, 'rootfs-cut');
+    await assert.rejects(unpackImage(parent, 'c'.repeat(64), [layerFile(data.subarray(0, data.length >> 1))]), /layer sha256:.*(gunzip|unexpected end)/);
     assert.deepEqual(readdirSync(parent), []);
   });
 

@@ -248,6 +248,9 @@ export class OciImageService implements ImageService {
     const index = await this.init();
     const now = this.clock.now();
     const cutoff = now - this.keepMs;
+    /** Manifest digests of the images removed (what the port returns). */
+    const images: string[] = [];
+    /** Every path deleted, for the log. */
     const removed: string[] = [];
     const busy = new Set<string>(this.builds.keys());
     const busyBlobs = new Set<string>(this.store.inflightDigests());
@@ -289,6 +292,7 @@ export class OciImageService implements ImageService {
       }
       for (const b of index.images[digest]?.blobs ?? []) removedBlobs.add(b);
       removedBlobs.add(digest);
+      images.push(digest);
       delete index.images[digest];
       for (const [ref, entry] of Object.entries(index.refs)) if (entry.digest === digest) delete index.refs[ref];
     }
@@ -306,8 +310,8 @@ export class OciImageService implements ImageService {
     }
     removed.push(...(await this.store.removeStaleTemp(cutoff)));
     await this.save(index);
-    if (removed.length > 0) this.log.info({ removed: removed.length }, `image garbage collection removed ${removed.length} entries`);
-    return removed;
+    if (removed.length > 0) this.log.debug({ images, paths: removed }, `image garbage collection removed ${removed.length} paths`);
+    return images;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -379,10 +383,15 @@ export class OciImageService implements ImageService {
     const cached = index.refs[key];
     const cachedRootfs = cached !== undefined ? join(this.rootfsDir, splitDigest(cached.digest).hex) : undefined;
 
-    // A digest names fixed content: once unpacked, there is nothing to ask the registry.
-    if (parsed.digest !== undefined && cached !== undefined && cachedRootfs !== undefined && (await isDirectory(cachedRootfs))) {
-      await this.touch(cached.digest, []);
-      return { ref, digest: cached.digest, rootfs: cachedRootfs };
+    // A digest names fixed content: once unpacked, there is nothing to ask the registry. (An
+    // index digest is known through refs.json; a manifest digest names its rootfs directly.)
+    if (parsed.digest !== undefined) {
+      const known = cached?.digest ?? parsed.digest;
+      const rootfs = join(this.rootfsDir, splitDigest(known).hex);
+      if (await isDirectory(rootfs)) {
+        await this.touch(known, [], { key });
+        return { ref, digest: known, rootfs };
+      }
     }
 
     let resolved: ResolvedManifest;
