@@ -145,9 +145,9 @@ export interface LocalImage {
 
 export interface ImageService {
   /**
-   * Pulls (or finds in the cache) and unpacks an image. Concurrent pulls of one image share the
-   * work; every blob is digest-verified while streaming; an interrupted pull resumes. Errors carry
-   * the registry's message.
+   * Pulls (or finds in the cache) and unpacks an image, logging progress per layer. Concurrent
+   * pulls of one image share the work; every blob is digest-verified while streaming; an
+   * interrupted pull resumes. Errors carry the registry's message.
    */
   pull(ref: string, onProgress?: (progress: ImageProgress) => void): Promise<LocalImage>;
   /**
@@ -155,7 +155,10 @@ export interface ImageService {
    * never modified afterwards (VMs get copies). Refuses a size smaller than the content.
    */
   ext4(image: LocalImage, sizeMb?: number): Promise<string>;
-  /** Removes cached images and blobs whose digests are not referenced (and older than the keep time). */
+  /**
+   * Removes cached images (and their blobs) whose manifest digests are not referenced and that
+   * were last used longer ago than the keep time; returns the removed images' manifest digests.
+   */
   collectGarbage(referenced: ReadonlySet<string>): Promise<string[]>;
 }
 

@@ -14,16 +14,6 @@ export function volumePath(vmDir: string, volumeId: string): string {
   return join(vmDir, 'volumes', `${volumeId}.img`);
 }
 
-async function pull(ctx: StepContext, images: ImageService, ref: string): Promise<LocalImage> {
-  let lastLogged = 0;
-  return images.pull(ref, (p) => {
-    const now = Date.now();
-    if (now - lastLogged < 500 && p.bytes < p.total) return;
-    lastLogged = now;
-    ctx.log.info({ image: ref, layer: p.layer.slice(0, 19), bytes: p.bytes, total: p.total }, `pulling ${ref}: ${p.bytes}/${p.total} bytes`);
-  });
-}
-
 /** The first candidate that exists in the image, or an error listing what `boot/` holds. */
 async function findInImage(ctx: StepContext, image: LocalImage, what: string, candidates: readonly string[]): Promise<string> {
   for (const candidate of candidates) {
@@ -50,7 +40,7 @@ export function kernelStep(ctx: StepContext, images: ImageService): Step {
     name: 'kernel_image',
     shouldDo: () => mountMissing(ctx, ctx.status.kernelMount),
     do: async () => {
-      const image = await pull(ctx, images, kernel.image);
+      const image = await images.pull(kernel.image);
       const source = await findInImage(ctx, image, 'kernel', kernel.filename !== undefined ? [kernel.filename] : KERNEL_CANDIDATES);
       ctx.saveStatus({ ...ctx.status, kernelMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'kernel', image.digest) });
     },
@@ -64,7 +54,7 @@ export function initrdStep(ctx: StepContext, images: ImageService): Step | undef
     name: 'initrd_image',
     shouldDo: () => mountMissing(ctx, ctx.status.initrdMount),
     do: async () => {
-      const image = await pull(ctx, images, initrd.image);
+      const image = await images.pull(initrd.image);
       const source = await findInImage(ctx, image, 'initrd', initrd.filename !== undefined ? [initrd.filename] : INITRD_CANDIDATES);
       ctx.saveStatus({ ...ctx.status, initrdMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'initrd', image.digest) });
     },
@@ -79,7 +69,7 @@ export function volumeStep(ctx: StepContext, images: ImageService, volume: Volum
     name: `volume_image[${volume.id}]`,
     shouldDo: () => mountMissing(ctx, ctx.status.volumes[volume.id]),
     do: async () => {
-      const image = await pull(ctx, images, ref);
+      const image = await images.pull(ref);
       const base = await images.ext4(image, volume.sizeMb);
       let source = base;
       if (!volume.readOnly) {
