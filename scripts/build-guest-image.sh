@@ -18,6 +18,7 @@
 #   FLINTLOCK-GUEST <ifname> <mac> <ip/prefix>                 every address configured (static or DHCP)
 #   FLINTLOCK-GUEST-DHCP-FAILED <ifname>                       no lease within ~20 s
 #   FLINTLOCK-GUEST-READY
+#   FLINTLOCK-GUEST-PING <ip> ok|failed                        for each flintlock.ping=<ip>[,<ip>] kernel argument
 #   FLINTLOCK-GUEST-POWEROFF                                   ACPI power button pressed (QMP system_powerdown)
 set -euo pipefail
 
@@ -287,6 +288,17 @@ for entry in $dhcp_ifs; do
   [ -e "/tmp/dhcp.$n" ] || echo "FLINTLOCK-GUEST-DHCP-FAILED $n"
 done
 echo FLINTLOCK-GUEST-READY
+# flintlock.ping=<ip>[,<ip>...] on the kernel command line: ping those from inside the guest
+# (tests check that guests reach each other).
+for arg in $(cat /proc/cmdline); do
+  case $arg in flintlock.ping=*)
+    for target in $(echo "${arg#flintlock.ping=}" | tr , ' '); do
+      ok=failed; i=0
+      while [ $i -lt 10 ]; do ping -c 1 -W 1 "$target" >/dev/null 2>&1 && { ok=ok; break; }; i=$((i+1)); done
+      echo "FLINTLOCK-GUEST-PING $target $ok"
+    done ;;
+  esac
+done
 while :; do sleep 3600; done
 EOF
 chmod +x "$R/init"

@@ -26,6 +26,9 @@ import { waitFor } from '../helpers/wait.js';
 
 const skip = labSkipReason();
 const GUEST = '127.0.0.1:5000/flintlock/guest:e2e';
+/** The first macvtap guest gets a fixed lease, so the second can be told to ping it. */
+const MV1_MAC = '02:ee:00:00:00:01';
+const MV1_IP = '10.78.0.201';
 
 interface NicInit {
   deviceId: string;
@@ -34,13 +37,18 @@ interface NicInit {
   address?: { address: string; gateway?: string };
 }
 
-function guestSpec(name: string, interfaces: NicInit[], addNetworkConfig = false): ReturnType<typeof create<typeof MicroVMSpecSchema>> {
+function guestSpec(
+  name: string,
+  interfaces: NicInit[],
+  addNetworkConfig = false,
+  cmdline: Record<string, string> = {},
+): ReturnType<typeof create<typeof MicroVMSpecSchema>> {
   return create(MicroVMSpecSchema, {
     id: name,
     namespace: 'e2e',
     vcpu: 1,
     memoryInMb: 256,
-    kernel: { image: GUEST, filename: 'boot/vmlinuz', addNetworkConfig },
+    kernel: { image: GUEST, filename: 'boot/vmlinuz', addNetworkConfig, cmdline },
     initrd: { image: GUEST, filename: 'boot/initrd' },
     interfaces: interfaces.map((i) => ({
       deviceId: i.deviceId,
@@ -92,8 +100,8 @@ describe('flintlockd boots microVMs (QEMU, TCG) in both network modes', { skip, 
     'delete-vm-timeout': '2s',
   };
 
-  async function createdVm(name: string, interfaces: NicInit[], addNetworkConfig = false): Promise<MicroVM> {
-    const uid = (await client.create(guestSpec(name, interfaces, addNetworkConfig))).spec?.uid ?? '';
+  async function createdVm(name: string, interfaces: NicInit[], addNetworkConfig = false, cmdline: Record<string, string> = {}): Promise<MicroVM> {
+    const uid = (await client.create(guestSpec(name, interfaces, addNetworkConfig, cmdline))).spec?.uid ?? '';
     const vm = await waitFor(
       `${name} CREATED`,
       async () => {
@@ -125,7 +133,7 @@ describe('flintlockd boots microVMs (QEMU, TCG) in both network modes', { skip, 
     lan.ip('addr', 'add', '10.78.0.1/24', 'dev', 'eth0p');
     lan.ip('link', 'set', 'eth0p', 'up');
     const bridgeDns = startDnsmasq(host.name, 'br0', '10.77.0.50,10.77.0.150', join(dir, 'br'));
-    const lanDns = startDnsmasq(lan.name, 'eth0p', '10.78.0.50,10.78.0.150', join(dir, 'lan'));
+    const lanDns = startDnsmasq(lan.name, 'eth0p', '10.78.0.50,10.78.0.150', join(dir, 'lan'), { [MV1_MAC]: MV1_IP });
     bridgeLeases = bridgeDns.leases;
     lanLeases = lanDns.leases;
     stops.push(bridgeDns.stop, lanDns.stop);
@@ -169,16 +177,25 @@ describe('flintlockd boots microVMs (QEMU, TCG) in both network modes', { skip, 
     assert.equal(existsSync(vmDir), false, 'VM dir is gone');
   });
 
-  it('b) macvtap: two VMs on one parent get leases from the far side and answer it', async () => {
+  it('b) macvtap: two VMs on one parent get leases from the far side and reach each other', async () => {
+    // The second guest pings the first (fixed lease) from inside: guest to guest through the macvtap bridge.
     const [one, two] = await Promise.all([
-      createdVm('mv-1', [{ deviceId: 'eth1', type: IfaceType.MACVTAP }]),
-      createdVm('mv-2', [{ deviceId: 'eth1', type: IfaceType.MACVTAP, guestMac: '02:ee:00:00:00:02' }]),
+      createdVm('mv-1', [{ deviceId: 'eth1', type: IfaceType.MACVTAP, guestMac: MV1_MAC }]),
+      createdVm('mv-2', [{ deviceId: 'eth1', type: IfaceType.MACVTAP, guestMac: '02:ee:00:00:00:02' }], false, { 'flintlock.ping': MV1_IP }),
     ]);
-    assert.equal(two.status?.networkInterfaces.eth1?.macAddress, '02:ee:00:00:00:02');
+    assert.equal(two.status?.networkInterfaces.eth1?.macAddress, '02:ee:00:00:00:02', 'the macvtap carries the guest MAC');
     for (const vm of [one, two]) {
       const ip = await waitFor('a DHCP lease', () => leaseFor(lanLeases, vm.status?.networkInterfaces.eth1?.macAddress ?? ''), BOOT_DEADLINE_MS, 100);
       pingFrom(lan.name, ip);
     }
+    const console2 = two.status?.consoleLogPath ?? '';
+    const result = await waitFor(
+      'the guest-to-guest ping',
+      () => /FLINTLOCK-GUEST-PING \S+ (ok|failed)/.exec(existsSync(console2) ? readFileSync(console2, 'utf8') : '')?.[0],
+      BOOT_DEADLINE_MS,
+      100,
+    );
+    assert.equal(result, `FLINTLOCK-GUEST-PING ${MV1_IP} ok`);
     await Promise.all([one, two].map((vm) => deleteAndWait(vm.spec?.uid ?? '')));
   });
 

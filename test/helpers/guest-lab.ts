@@ -31,7 +31,14 @@ export function ensureGuestImage(): void {
 }
 
 /** dnsmasq (daemon mode, --no-ping) in a namespace on one interface; stopped by pid. */
-export function startDnsmasq(ns: string, iface: string, range: string, dir: string): { leases: string; stop: () => void } {
+/** `hosts`: fixed addresses by MAC (`--dhcp-host=<mac>,<ip>`). */
+export function startDnsmasq(
+  ns: string,
+  iface: string,
+  range: string,
+  dir: string,
+  hosts: Readonly<Record<string, string>> = {},
+): { leases: string; stop: () => void } {
   mkdirSync(dir, { recursive: true, mode: 0o755 }); // dnsmasq drops to nobody
   const leases = join(dir, 'dnsmasq.leases');
   const pidFile = join(dir, 'dnsmasq.pid');
@@ -46,6 +53,7 @@ export function startDnsmasq(ns: string, iface: string, range: string, dir: stri
     `--dhcp-range=${range},255.255.255.0,1h`,
     '--dhcp-authoritative',
     '--no-ping',
+    ...Object.entries(hosts).map(([mac, ip]) => `--dhcp-host=${mac},${ip}`),
     `--dhcp-leasefile=${leases}`,
     `--pid-file=${pidFile}`,
     '--log-dhcp',
