@@ -5,7 +5,7 @@ import { emptyStatus } from './model.js';
 import type { Clock, IdGenerator, ListQuery, Logger, MicroVMRepository, VmChange } from './ports.js';
 import type { ReconcileTrigger } from './reconciler.js';
 import { appError, err, ok, type AppError, type Result } from './result.js';
-import { validateCreate, type CreateInput, type ProviderLookup, type ValidationLimits } from './validation.js';
+import { validateCreate, type CreateInput, type HostChecks, type ProviderLookup, type ValidationLimits } from './validation.js';
 import { injectInstanceId } from './metadata.js';
 import { canonicalJson } from './canonical-json.js';
 
@@ -17,13 +17,14 @@ export interface MicroVMServiceDeps {
   readonly clock: Clock;
   readonly ids: IdGenerator;
   readonly log: Logger;
+  readonly hostChecks?: HostChecks;
 }
 
 export class MicroVMService {
   constructor(private readonly deps: MicroVMServiceDeps) {}
 
   create(input: CreateInput): Result<MicroVM, AppError> {
-    const validated = validateCreate(input, this.deps.limits, this.deps.providers);
+    const validated = validateCreate(input, this.deps.limits, this.deps.providers, this.deps.hostChecks);
     if (!validated.ok) return validated;
     const { namespace, name } = validated.value;
     const uid = this.deps.ids.next();

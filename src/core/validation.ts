@@ -52,7 +52,13 @@ const MAC_PATTERN = /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}$
 
 export type ProviderLookup = Pick<ProviderRegistry, 'names' | 'get' | 'defaultName'>;
 
-export function validateCreate(input: CreateInput, limits: ValidationLimits, providers: ProviderLookup): Result<ValidatedCreate, AppError> {
+/** Checks that need the host; `undefined` means fine, else the problem. */
+export interface HostChecks {
+  /** A virtiofs share must be an existing directory under an allowed root, never `/`. */
+  virtiofsSource(path: string): string | undefined;
+}
+
+export function validateCreate(input: CreateInput, limits: ValidationLimits, providers: ProviderLookup, host?: HostChecks): Result<ValidatedCreate, AppError> {
   const problems: string[] = [];
   const problem = (field: string, text: string): void => {
     problems.push(`${field}: ${text}`);
@@ -100,6 +106,10 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
     if (virtiofsPath !== undefined) {
       virtiofsCount += 1;
       if (!virtiofsPath.startsWith('/')) problem(`${field}.source.virtiofs_source`, `"${virtiofsPath}" must be an absolute host path`);
+      else {
+        const hostProblem = host?.virtiofsSource(virtiofsPath);
+        if (hostProblem !== undefined) problem(`${field}.source.virtiofs_source`, hostProblem);
+      }
     }
     if (v.sizeMb !== undefined && (!Number.isInteger(v.sizeMb) || v.sizeMb < 0)) problem(`${field}.size_in_mb`, `must not be negative, got ${v.sizeMb}`);
     if (v.mountPoint !== undefined && v.mountPoint !== '' && !v.mountPoint.startsWith('/'))

@@ -6,6 +6,7 @@ import { startHttpGateway } from '../adapters/api/http/gateway.js';
 import { ApiMetrics } from '../adapters/api/metrics.js';
 import { FatCidataDiskBuilder } from '../adapters/cloud-init/cidata-disk.js';
 import { NodeVmFilesystem } from '../adapters/fs/vm-filesystem.js';
+import { virtiofsHostChecks } from '../adapters/fs/virtiofs-roots.js';
 import { OciImageService } from '../adapters/images/oci-image-service.js';
 import { LinuxProcessTable } from '../adapters/process/process-table.js';
 import { Iproute2NetworkService } from '../adapters/network/iproute2.js';
@@ -80,7 +81,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     resyncPeriodMs: config.resyncPeriodMs,
   });
   const limits = { minVcpu: 1, maxVcpu: 64, minMemoryMb: config.minimumMemoryMb, maxMemoryMb: config.maximumMemoryMb };
-  const service = new MicroVMService({ repo, reconciler, providers, limits, clock, ids, log });
+  const service = new MicroVMService({ repo, reconciler, providers, limits, clock, ids, log, hostChecks: virtiofsHostChecks(config.virtiofsAllowedRoots) });
   const metrics = new ApiMetrics();
 
   const removed = await sweepOrphanDevices(repo, network, log);
