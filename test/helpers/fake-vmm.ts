@@ -14,9 +14,13 @@
 // The validator is written here on purpose (no library): it covers the schema keywords the two
 // documents use and nothing more.
 import { appendFileSync, readFileSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { parse as parseYaml } from 'yaml';
+import { UnixSocketApiClient, VmmApiError } from '../../src/adapters/providers/openapi-http.js';
 import type { ProcessTable, SpawnOptions, VmmProcess } from '../../src/core/ports.js';
 
 /** The schema keywords the two documents use. */
@@ -434,4 +438,37 @@ export class RecordingProcessTable implements ProcessTable {
     if (await this.inner.isAlive(process)) this.signals.push(`${signal} ${process.pid}`);
     await this.inner.signal(process, signal);
   }
+}
+
+/** A FakeVmm on a temp unix socket plus a client, for tests of the fake's own validation. */
+export interface FakeApiHarness {
+  readonly fake: FakeVmm;
+  readonly api: UnixSocketApiClient;
+  /** Asserts the request is refused with this status and a detail matching `fault`. */
+  refused(method: string, path: string, body: unknown, status: number, fault: RegExp): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function fakeApiHarness(specFile: string, prefix: string): Promise<FakeApiHarness> {
+  const tmp = await mkdtemp(join(tmpdir(), prefix));
+  const socketPath = join(tmp, 'api.sock');
+  const fake = new FakeVmm({ spec: ApiSpec.load(specFile), socketPath });
+  await fake.listen();
+  const api = new UnixSocketApiClient(socketPath);
+  return {
+    fake,
+    api,
+    refused: async (method, path, body, status, fault) => {
+      await assert.rejects(api.request(method, path, body), (err: unknown) => {
+        assert.ok(err instanceof VmmApiError, String(err));
+        assert.equal(err.status, status);
+        assert.match(err.detail, fault);
+        return true;
+      });
+    },
+    close: async () => {
+      await fake.close();
+      await rm(tmp, { recursive: true, force: true });
+    },
+  };
 }

@@ -11,18 +11,13 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync, type MethodDefinition, type PackageDefinition } from '@grpc/proto-loader';
-import { monotonicFactory } from 'ulid';
 import { startGrpcServer, type RunningGrpcServer, type TlsSettings } from '../../src/adapters/api/grpc/server.js';
-import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
 import { MicroVMService } from '../../src/core/service.js';
-import { DEFAULT_LIMITS } from '../../src/core/validation.js';
-import { testProviders } from '../helpers/service.js';
+import { createTestService, type TestService } from '../helpers/service.js';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 
 const silent = silentLogger();
-
-const providers = testProviders();
 
 const MICROVM_SERVICE = 'microvm.services.api.v1alpha1.MicroVM';
 const TOKEN = 's3cret';
@@ -31,7 +26,7 @@ const b64 = (s: string): string => Buffer.from(s).toString('base64');
 // ---- resources, all released in the top-level `after` ----
 
 const dirs: string[] = [];
-const repos: SqliteMicroVMRepository[] = [];
+const services: TestService[] = [];
 const servers: RunningGrpcServer[] = [];
 const clients: { close(): void }[] = [];
 const sockets: tls.TLSSocket[] = [];
@@ -40,7 +35,7 @@ after(async () => {
   for (const socket of sockets) socket.destroy();
   for (const client of clients) client.close();
   await Promise.all(servers.map((s) => s.close()));
-  for (const repo of repos) repo.close();
+  for (const created of services) created.close();
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -51,18 +46,9 @@ function tempDir(prefix: string): string {
 }
 
 function newService(): MicroVMService {
-  const repo = SqliteMicroVMRepository.open(join(tempDir('flintlock-grpc-sec-'), 'state'));
-  repos.push(repo);
-  const ulid = monotonicFactory();
-  return new MicroVMService({
-    repo,
-    reconciler: { trigger() {} },
-    providers,
-    limits: DEFAULT_LIMITS,
-    clock: { now: () => Date.now() },
-    ids: { next: () => ulid() },
-    log: silent,
-  });
+  const created = createTestService('flintlock-grpc-sec-');
+  services.push(created);
+  return created.service;
 }
 
 async function startServer(tlsSettings: TlsSettings = { insecure: true, clientValidate: false }, basicAuthToken?: string): Promise<string> {

@@ -1,20 +1,12 @@
 // The HTTP/JSON gateway against a real MicroVMService and SQLite store (no reconciler, no VMM).
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { monotonicFactory } from 'ulid';
 import { startHttpGateway, type RunningHttpGateway } from '../../src/adapters/api/http/gateway.js';
-import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
 import { MicroVMService } from '../../src/core/service.js';
-import { DEFAULT_LIMITS } from '../../src/core/validation.js';
-import { testProviders } from '../helpers/service.js';
+import { createTestService, type TestService } from '../helpers/service.js';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 
 const silent = silentLogger();
-
-const providers = testProviders();
 
 type Json = Record<string, unknown>;
 
@@ -23,27 +15,15 @@ interface Gateway {
   readonly running: RunningHttpGateway;
 }
 
-const dirs: string[] = [];
-const repos: SqliteMicroVMRepository[] = [];
+const services: TestService[] = [];
 const gateways: RunningHttpGateway[] = [];
 /** Open watch subscriptions of the main service, to check that streams unsubscribe. */
 let activeWatches = 0;
 
 async function startGateway(basicAuthToken?: string): Promise<{ gw: Gateway; service: MicroVMService }> {
-  const dir = mkdtempSync(join(tmpdir(), 'flintlock-http-'));
-  dirs.push(dir);
-  const repo = SqliteMicroVMRepository.open(join(dir, 'state'));
-  repos.push(repo);
-  const ulid = monotonicFactory();
-  const service = new MicroVMService({
-    repo,
-    reconciler: { trigger() {} },
-    providers,
-    limits: DEFAULT_LIMITS,
-    clock: { now: () => Date.now() },
-    ids: { next: () => ulid() },
-    log: silent,
-  });
+  const created = createTestService('flintlock-http-');
+  services.push(created);
+  const service = created.service;
   const watch = service.watch.bind(service);
   service.watch = (query, listener) => {
     activeWatches += 1;
@@ -99,8 +79,7 @@ function vmOf(body: Json): { spec: Json; status: Json } {
 
 after(async () => {
   await Promise.all(gateways.map((g) => g.close()));
-  for (const repo of repos) repo.close();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  for (const created of services) created.close();
 });
 
 describe('HTTP gateway', () => {

@@ -10,9 +10,17 @@ import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
 import { CLOUD_HYPERVISOR_FILES, CloudHypervisorProvider } from '../../src/adapters/providers/cloud-hypervisor.js';
-import { UnixSocketApiClient, VmmApiError } from '../../src/adapters/providers/openapi-http.js';
 import type { LaunchSpec } from '../../src/core/ports.js';
-import { ApiSpec, RecordingProcessTable, FakeVmm, readRequestLog, requestLogPath, startInfoPath, type RecordedRequest } from '../helpers/fake-vmm.js';
+import {
+  ApiSpec,
+  RecordingProcessTable,
+  readRequestLog,
+  requestLogPath,
+  startInfoPath,
+  type RecordedRequest,
+  fakeApiHarness,
+  type FakeApiHarness,
+} from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -265,53 +273,33 @@ describe('CloudHypervisorProvider', () => {
 });
 
 describe('the fake Cloud Hypervisor API validates against the spec', () => {
-  let tmp: string;
-  let fake: FakeVmm;
-  let api: UnixSocketApiClient;
+  let harness: FakeApiHarness;
   const config = { payload: { kernel: '/k', cmdline: 'console=ttyS0' }, cpus: { boot_vcpus: 1, max_vcpus: 1 }, memory: { size: 1 << 29 } };
-
   before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'ch-fake-'));
-    const socketPath = join(tmp, 'api.sock');
-    fake = new FakeVmm({ spec: ApiSpec.load(specFile), socketPath });
-    await fake.listen();
-    api = new UnixSocketApiClient(socketPath);
+    harness = await fakeApiHarness(specFile, 'ch-fake-');
   });
-
-  after(async () => {
-    await fake.close();
-    await rm(tmp, { recursive: true, force: true });
-  });
-
-  async function refused(method: string, path: string, body: unknown, status: number, fault: RegExp): Promise<void> {
-    await assert.rejects(api.request(method, path, body), (err: unknown) => {
-      assert.ok(err instanceof VmmApiError, String(err));
-      assert.equal(err.status, status);
-      assert.match(err.detail, fault);
-      return true;
-    });
-  }
+  after(() => harness.close());
 
   it('accepts a valid vm.create and vm.boot', async () => {
-    assert.equal((await api.request('PUT', '/api/v1/vm.create', { ...config, net: [{ tap: 'tap0', mac: '02:00:00:00:00:01' }] })).status, 204);
-    assert.equal((await api.request('PUT', '/api/v1/vm.boot')).status, 204);
+    assert.equal((await harness.api.request('PUT', '/api/v1/vm.create', { ...config, net: [{ tap: 'tap0', mac: '02:00:00:00:00:01' }] })).status, 204);
+    assert.equal((await harness.api.request('PUT', '/api/v1/vm.boot')).status, 204);
   });
 
   it('refuses fds in a vm.create body: NetConfig has none (why the provider uses the command line)', () =>
-    refused('PUT', '/api/v1/vm.create', { ...config, net: [{ fds: [3], mac: '02:00:00:00:00:01' }] }, 400, /body\.net\[0\]: unknown property "fds"/));
-  it('refuses a missing payload', () => refused('PUT', '/api/v1/vm.create', { cpus: config.cpus }, 400, /missing required property "payload"/));
+    harness.refused('PUT', '/api/v1/vm.create', { ...config, net: [{ fds: [3], mac: '02:00:00:00:00:01' }] }, 400, /body\.net\[0\]: unknown property "fds"/));
+  it('refuses a missing payload', () => harness.refused('PUT', '/api/v1/vm.create', { cpus: config.cpus }, 400, /missing required property "payload"/));
   it('refuses a wrong nested type', () =>
-    refused('PUT', '/api/v1/vm.create', { ...config, disks: [{ path: '/d', readonly: 'on' }] }, 400, /body\.disks\[0\]\.readonly: expected a boolean/));
+    harness.refused('PUT', '/api/v1/vm.create', { ...config, disks: [{ path: '/d', readonly: 'on' }] }, 400, /body\.disks\[0\]\.readonly: expected a boolean/));
   it('refuses an enum violation', () =>
-    refused('PUT', '/api/v1/vm.create', { ...config, serial: { mode: 'file' } }, 400, /body\.serial\.mode: "file" is not one of/));
-  it('refuses a body on an operation without one', () => refused('PUT', '/api/v1/vm.boot', { now: true }, 400, /takes no body/));
+    harness.refused('PUT', '/api/v1/vm.create', { ...config, serial: { mode: 'file' } }, 400, /body\.serial\.mode: "file" is not one of/));
+  it('refuses a body on an operation without one', () => harness.refused('PUT', '/api/v1/vm.boot', { now: true }, 400, /takes no body/));
   it('answers 404 outside the API base path and for unknown paths', async () => {
-    await refused('PUT', '/vm.create', config, 404, /no such path/);
-    await refused('PUT', '/api/v1/vm.explode', undefined, 404, /no such path/);
+    await harness.refused('PUT', '/vm.create', config, 404, /no such path/);
+    await harness.refused('PUT', '/api/v1/vm.explode', undefined, 404, /no such path/);
   });
-  it('answers 405 for a method the path lacks', () => refused('PUT', '/api/v1/vm.info', undefined, 405, /allowed: GET/));
+  it('answers 405 for a method the path lacks', () => harness.refused('PUT', '/api/v1/vm.info', undefined, 405, /allowed: GET/));
   it('answers vm.info with a VmInfo-shaped sample', async () => {
-    const res = await api.request('GET', '/api/v1/vm.info');
+    const res = await harness.api.request('GET', '/api/v1/vm.info');
     const spec = ApiSpec.load(specFile);
     assert.deepEqual(spec.validate(spec.schema('VmInfo'), res.json, 'response', false), []);
   });

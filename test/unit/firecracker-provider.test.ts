@@ -9,10 +9,17 @@ import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
 import { FirecrackerProvider, FIRECRACKER_FILES, NOCLOUD_SEED } from '../../src/adapters/providers/firecracker.js';
-import { UnixSocketApiClient, VmmApiError } from '../../src/adapters/providers/openapi-http.js';
 import { renderCmdline } from '../../src/core/guest.js';
 import type { LaunchSpec } from '../../src/core/ports.js';
-import { ApiSpec, RecordingProcessTable, FakeVmm, readRequestLog, requestLogPath, type RecordedRequest } from '../helpers/fake-vmm.js';
+import {
+  ApiSpec,
+  RecordingProcessTable,
+  readRequestLog,
+  requestLogPath,
+  type RecordedRequest,
+  fakeApiHarness,
+  type FakeApiHarness,
+} from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -259,47 +266,29 @@ describe('FirecrackerProvider', () => {
 });
 
 describe('the fake Firecracker API validates against the spec', () => {
-  let tmp: string;
-  let fake: FakeVmm;
-  let api: UnixSocketApiClient;
-
+  let harness: FakeApiHarness;
   before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'fc-fake-'));
-    const socketPath = join(tmp, 'api.sock');
-    fake = new FakeVmm({ spec: ApiSpec.load(specFile), socketPath });
-    await fake.listen();
-    api = new UnixSocketApiClient(socketPath);
+    harness = await fakeApiHarness(specFile, 'fc-fake-');
   });
-
-  after(async () => {
-    await fake.close();
-    await rm(tmp, { recursive: true, force: true });
-  });
-
-  async function refused(method: string, path: string, body: unknown, status: number, fault: RegExp): Promise<void> {
-    await assert.rejects(api.request(method, path, body), (err: unknown) => {
-      assert.ok(err instanceof VmmApiError, String(err));
-      assert.equal(err.status, status);
-      assert.match(err.detail, fault);
-      return true;
-    });
-  }
+  after(() => harness.close());
 
   it('accepts a valid drive', async () => {
-    const res = await api.request('PUT', '/drives/root', { drive_id: 'root', path_on_host: '/x', is_root_device: true, is_read_only: false });
+    const res = await harness.api.request('PUT', '/drives/root', { drive_id: 'root', path_on_host: '/x', is_root_device: true, is_read_only: false });
     assert.equal(res.status, 204);
   });
 
   it('refuses an unknown field', () =>
-    refused('PUT', '/drives/root', { drive_id: 'root', is_root_device: true, readonly: true }, 400, /unknown property "readonly"/));
+    harness.refused('PUT', '/drives/root', { drive_id: 'root', is_root_device: true, readonly: true }, 400, /unknown property "readonly"/));
   it('refuses a wrong type', () =>
-    refused('PUT', '/machine-config', { vcpu_count: '2', mem_size_mib: 512 }, 400, /body\.vcpu_count: expected an integer, got string/));
+    harness.refused('PUT', '/machine-config', { vcpu_count: '2', mem_size_mib: 512 }, 400, /body\.vcpu_count: expected an integer, got string/));
   it('refuses a missing required field', () =>
-    refused('PUT', '/network-interfaces/eth0', { iface_id: 'eth0' }, 400, /missing required property "host_dev_name"/));
-  it('refuses a value outside an enum', () => refused('PUT', '/mmds/config', { version: 'V3', network_interfaces: [] }, 400, /"V3" is not one of "V1", "V2"/));
-  it('refuses a value under the minimum', () => refused('PUT', '/machine-config', { vcpu_count: 0, mem_size_mib: 512 }, 400, /less than the minimum 1/));
+    harness.refused('PUT', '/network-interfaces/eth0', { iface_id: 'eth0' }, 400, /missing required property "host_dev_name"/));
+  it('refuses a value outside an enum', () =>
+    harness.refused('PUT', '/mmds/config', { version: 'V3', network_interfaces: [] }, 400, /"V3" is not one of "V1", "V2"/));
+  it('refuses a value under the minimum', () =>
+    harness.refused('PUT', '/machine-config', { vcpu_count: 0, mem_size_mib: 512 }, 400, /less than the minimum 1/));
   it('refuses nested violations', () =>
-    refused(
+    harness.refused(
       'PUT',
       '/drives/root',
       { drive_id: 'root', is_root_device: false, rate_limiter: { bandwidth: { size: 1 } } },
@@ -307,17 +296,17 @@ describe('the fake Firecracker API validates against the spec', () => {
       /rate_limiter\.bandwidth: missing required property "refill_time"/,
     ));
   it('refuses a body id that differs from the path', () =>
-    refused('PUT', '/drives/root', { drive_id: 'other', is_root_device: false }, 400, /differs from the path/));
-  it('refuses a missing required body', () => refused('PUT', '/actions', undefined, 400, /requires a body/));
-  it('answers 404 for an unknown path', () => refused('PUT', '/no-such-thing', { a: 1 }, 404, /no such path/));
+    harness.refused('PUT', '/drives/root', { drive_id: 'other', is_root_device: false }, 400, /differs from the path/));
+  it('refuses a missing required body', () => harness.refused('PUT', '/actions', undefined, 400, /requires a body/));
+  it('answers 404 for an unknown path', () => harness.refused('PUT', '/no-such-thing', { a: 1 }, 404, /no such path/));
   it('answers 405 for a method the path lacks', () =>
-    refused('DELETE', '/drives/root', undefined, 405, /DELETE is not allowed on \/drives\/root \(allowed: PUT, PATCH\)/));
+    harness.refused('DELETE', '/drives/root', undefined, 405, /DELETE is not allowed on \/drives\/root \(allowed: PUT, PATCH\)/));
   it('answers GETs with a body shaped like the spec', async () => {
-    const res = await api.request('GET', '/machine-config');
+    const res = await harness.api.request('GET', '/machine-config');
     assert.equal(res.status, 200);
     assert.deepEqual(ApiSpec.load(specFile).validate(ApiSpec.load(specFile).schema('MachineConfiguration'), res.json, 'response', false), []);
   });
   it('records refusals too', () => {
-    assert.ok(fake.requests.some((r) => r.status === 400 && r.fault?.includes('unknown property') === true));
+    assert.ok(harness.fake.requests.some((r) => r.status === 400 && r.fault?.includes('unknown property') === true));
   });
 });
