@@ -40,7 +40,7 @@ fi
 
 # --- packages: only the missing ones -----------------------------------------------------------
 # dnsmasq-base: the binary only (the dnsmasq package would start a system DNS service).
-pkgs=(qemu-system-x86 busybox-static cpio dnsmasq-base dosfstools mtools)
+pkgs=(qemu-system-x86 qemu-utils busybox-static cpio dnsmasq-base dosfstools mtools)
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then missing+=("$p"); fi

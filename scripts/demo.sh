@@ -26,7 +26,12 @@ LAN="fl-demo-lan-$$"
 WORK=$(mktemp -d /tmp/fl-demo.XXXXXX)
 chmod 755 "$WORK" # dnsmasq drops to nobody
 PIDS=()
+UID_=""
 cleanup() {
+  # VMMs outlive the daemon by design: delete the demo's VMs first (best effort), then end any
+  # QEMU still running from this demo's state directory (a unique temp path), by pid.
+  if [ -n "${UID_:-}" ]; then timeout 20 ip netns exec "$NS" bin/fl --host 127.0.0.1:9090 microvm delete "$UID_" --wait >/dev/null 2>&1 || true; fi
+  for pid in $(pgrep -f "$WORK/state" || true); do kill -9 "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$WORK/dnsmasq.pid" ] && kill "$(cat "$WORK/dnsmasq.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
@@ -61,7 +66,9 @@ log: { level: warn }
 storage: { filesystem: { rootdirectory: $WORK/registry } }
 http: { addr: 127.0.0.1:5000 }
 YAML
-in_ns "$REGISTRY_BIN" serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+# Started directly (not through a shell function) so $! is the process itself: `ip netns exec`
+# execs the command, and cleanup kills exactly that pid.
+ip netns exec "$NS" "$REGISTRY_BIN" serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do in_ns busybox wget -q -O /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null && break; sleep 0.1; done
 in_ns node --import tsx scripts/oci-push.ts 127.0.0.1:5000/flintlock/guest:demo \
@@ -76,7 +83,7 @@ insecure: true
 default-provider: qemu
 YAML
 step "flintlockd run --config $WORK/config.yaml (log: $WORK/daemon.log)"
-in_ns bin/flintlockd run --config "$WORK/config.yaml" >"$WORK/daemon.log" 2>&1 &
+ip netns exec "$NS" bin/flintlockd run --config "$WORK/config.yaml" >"$WORK/daemon.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do fl microvm list >/dev/null 2>&1 && break; sleep 0.1; done
 grep -E 'authentication|TLS is|starting grpc|default microvm provider|QEMU' "$WORK/daemon.log" | sed 's/^/    /' | cut -c1-150

@@ -19,7 +19,13 @@ export function launchDisks(vm: MicroVM): LaunchDisk[] {
     .map(({ volume, root }) => {
       const mount = vm.status.volumes[volume.id];
       if (mount === undefined) throw new Error(`volume ${volume.id} is not prepared yet`);
-      return { id: volume.id, path: mount.source, readOnly: volume.readOnly, root };
+      return {
+        id: volume.id,
+        path: mount.source,
+        readOnly: volume.readOnly,
+        root,
+        format: mount.source.endsWith('.qcow2') ? ('qcow2' as const) : ('raw' as const),
+      };
     });
 }
 
@@ -43,7 +49,7 @@ export function buildLaunchSpec(vm: MicroVM, vmDir: string, cloudInit: CloudInit
   const kernel = vm.status.kernelMount;
   if (kernel === undefined) throw new Error('the kernel is not prepared yet');
   const disks = launchDisks(vm);
-  if (cidataPath !== undefined) disks.push({ id: 'cidata', path: cidataPath, readOnly: true, root: false });
+  if (cidataPath !== undefined) disks.push({ id: 'cidata', path: cidataPath, readOnly: true, root: false, format: 'raw' });
   return {
     vm,
     vmDir,

@@ -165,7 +165,8 @@ export interface ImageService {
 // ---------------------------------------------------------------------------------------------
 // VMM providers
 
-export type ProviderCapability = 'macvtap' | 'tap' | 'metadata-service' | 'virtiofs' | 'vsock' | 'pause';
+/** `qcow2-overlay`: the VMM opens qcow2 overlays on a raw backing file (VM volumes share blocks). */
+export type ProviderCapability = 'macvtap' | 'tap' | 'metadata-service' | 'virtiofs' | 'vsock' | 'pause' | 'qcow2-overlay';
 
 export interface ProviderAvailability {
   readonly available: boolean;
@@ -180,6 +181,8 @@ export interface LaunchDisk {
   readonly path: string;
   readonly readOnly: boolean;
   readonly root: boolean;
+  /** `qcow2`: an overlay on a raw backing file (providers with `qcow2-overlay` only). */
+  readonly format: 'raw' | 'qcow2';
 }
 
 /** A guest NIC; the order of `LaunchSpec.nics` is the guest's order (eth0, eth1, ...). */
@@ -312,6 +315,8 @@ export interface VmFilesystem {
   charDevice(path: string): Promise<{ major: number; minor: number } | undefined>;
   /** A private copy of a file sharing blocks where the filesystem can (reflink), else sparse. */
   cloneFile(source: string, target: string): Promise<void>;
+  /** A qcow2 overlay whose reads fall through to the (never modified) raw `backing` file. */
+  overlayFile(backing: string, target: string): Promise<void>;
   fileExists(path: string): Promise<boolean>;
   /** Entry names of a directory; empty when it does not exist. */
   listDir(path: string): Promise<string[]>;

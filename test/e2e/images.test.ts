@@ -4,7 +4,8 @@
 //     and an opaque directory are pushed to the registry;
 //   - a VM created through the API gets HOSTPATH kernel/initrd mounts whose bytes are what was
 //     pushed, and a root volume that is its own ext4 file in its VM dir, of `size_in_mb`, holding
-//     the layers' result (read with debugfs: no mount, no loop device);
+//     the layers' result (read with debugfs: no mount, no loop device), each VM's volume a qcow2
+//     overlay on the shared ext4 base (QEMU);
 //   - a second VM from the same images downloads nothing and builds nothing, and gets its own copy;
 //   - deleting the VMs lets garbage collection (image-keep-time 0s) empty the image cache.
 import assert from 'node:assert/strict';
@@ -77,6 +78,19 @@ function pushImage(ns: string, dir: string, ref: string, image: BuiltImage): str
   }).trim();
 }
 
+/** The backing file of a qcow2 overlay. */
+function backingOf(overlay: string): string {
+  const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', overlay], { encoding: 'utf8' })) as { 'backing-filename'?: string };
+  return info['backing-filename'] ?? '';
+}
+
+/** The raw disk a VM sees through its overlay (for debugfs, which reads raw images only). */
+function flatten(overlay: string, raw: string): string {
+  // -U: the running VMM holds the image lock; reading a consistent-enough snapshot is fine here.
+  execFileSync('qemu-img', ['convert', '-U', '-O', 'raw', overlay, raw]);
+  return raw;
+}
+
 function debugfs(image: string, request: string): string {
   return execFileSync(DEBUGFS ?? 'debugfs', ['-R', request, image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
@@ -125,6 +139,16 @@ function logMessages(output: string): string[] {
     }
   }
   return out;
+}
+
+/** On failure, the daemon's last log lines go with the error (what a CI log needs). */
+async function withDaemonLog(output: () => string, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (e) {
+    if (e instanceof Error) e.message += `\n--- daemon log, last 40 lines ---\n${output().trimEnd().split('\n').slice(-40).join('\n')}`;
+    throw e;
+  }
 }
 
 function isQemu(pid: number): boolean {
@@ -237,7 +261,9 @@ describe('OCI images end to end (docker-registry, real daemon)', { skip, timeout
     }
   });
 
-  it('pulls kernel, initrd and a layered root volume, reuses the cache, and collects it after delete', async () => {
+  it('pulls kernel, initrd and a layered root volume, reuses the cache, and collects it after delete', () => withDaemonLog(() => daemon.output(), scenario));
+
+  async function scenario(): Promise<void> {
     // ---- first VM: everything pulled, unpacked and built
     const vm1 = await createWithImages('img-1', true);
     const s1 = vm1.status;
@@ -252,15 +278,18 @@ describe('OCI images end to end (docker-registry, real daemon)', { skip, timeout
     const root1 = s1.volumes.root?.mount;
     assert.equal(root1?.type, MountType.HOSTPATH);
     const vmDir1 = join(daemon.stateDir, 'vm', NS, 'img-1', vm1.spec?.uid ?? '');
-    assert.equal(root1?.source, join(vmDir1, 'volumes', 'root.img'), 'the root volume is a per-VM file in the VM dir');
+    // QEMU opens qcow2 overlays: each VM's volume is an overlay on the shared ext4 base.
+    assert.equal(root1?.source, join(vmDir1, 'volumes', 'root.qcow2'), 'the root volume is a per-VM overlay in the VM dir');
     const ext4Dir = join(daemon.stateDir, 'images', 'ext4');
     const shared = listFiles(ext4Dir).filter((n) => n.endsWith('.img'));
     assert.equal(shared.length, 1, `one shared ext4 image: ${shared.join(', ')}`);
     const sharedPath = join(ext4Dir, shared[0] ?? '');
-    assert.notEqual(statSync(root1?.source ?? '').ino, statSync(sharedPath).ino, 'a copy, not the shared cache file');
+    assert.notEqual(statSync(root1?.source ?? '').ino, statSync(sharedPath).ino, 'its own file, not the shared cache file');
+    assert.equal(backingOf(root1?.source ?? ''), sharedPath, 'backed by the shared ext4 image');
+    assert.ok(statSync(root1?.source ?? '').size < MiB, 'the overlay holds no copy of the data');
 
-    // The layers' result, read from the ext4 image itself.
-    const img1 = root1?.source ?? '';
+    // The layers' result, read from the ext4 filesystem the VM sees (the overlay, flattened).
+    const img1 = flatten(root1?.source ?? '', join(dir, 'img1.raw'));
     assert.deepEqual(ext4List(img1, '/'), ['data', 'etc', 'lost+found', 'opt']);
     assert.deepEqual(ext4List(img1, '/data'), ['b.txt', 'blob.bin', 'c.txt'], 'a.txt whited out, c.txt added');
     assert.equal(ext4Cat(img1, '/data/c.txt'), 'c from layer 2\n');
@@ -297,11 +326,12 @@ describe('OCI images end to end (docker-registry, real daemon)', { skip, timeout
     assert.equal(built().length, 1, 'no new ext4 build');
     assert.equal(s2?.kernelMount?.source, s1.kernelMount?.source, 'the default kernel name finds boot/vmlinuz in the same cached image');
     assert.equal(s2?.initrdMount?.source, s1.initrdMount?.source);
-    const img2 = s2?.volumes.root?.mount?.source ?? '';
+    const overlay2 = s2?.volumes.root?.mount?.source ?? '';
     const vmDir2 = join(daemon.stateDir, 'vm', NS, 'img-2', vm2.spec?.uid ?? '');
-    assert.equal(img2, join(vmDir2, 'volumes', 'root.img'));
-    assert.notEqual(statSync(img2).ino, statSync(img1).ino, 'each VM has its own copy');
-    assert.deepEqual(ext4List(img2, '/data'), ['b.txt', 'blob.bin', 'c.txt']);
+    assert.equal(overlay2, join(vmDir2, 'volumes', 'root.qcow2'));
+    assert.notEqual(statSync(overlay2).ino, statSync(root1?.source ?? '').ino, 'each VM has its own overlay');
+    assert.equal(backingOf(overlay2), sharedPath);
+    assert.deepEqual(ext4List(flatten(overlay2, join(dir, 'img2.raw')), '/data'), ['b.txt', 'blob.bin', 'c.txt']);
     assert.deepEqual(
       listFiles(ext4Dir).filter((n) => n.endsWith('.img')),
       shared,
@@ -336,5 +366,5 @@ describe('OCI images end to end (docker-registry, real daemon)', { skip, timeout
         .filter((m) => m.includes('cached'))
         .join('; ')}`,
     );
-  });
+  }
 });

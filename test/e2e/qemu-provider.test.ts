@@ -80,8 +80,8 @@ describe('QemuProvider command line', () => {
 
   it('default cmdline: serial console, no reboot, quiet, tsc_early_khz under TCG, root disk by its guest name', () => {
     const disks: LaunchDisk[] = [
-      { id: 'root', path: '/r.img', readOnly: false, root: true },
-      { id: 'data', path: '/d.img', readOnly: false, root: false },
+      { id: 'root', path: '/r.img', readOnly: false, root: true, format: 'raw' },
+      { id: 'data', path: '/d.img', readOnly: false, root: false, format: 'raw' },
     ];
     assert.deepEqual(tcg.defaultCmdline(baseLaunch({ disks })), {
       console: 'ttyS0',
@@ -92,7 +92,7 @@ describe('QemuProvider command line', () => {
       root: '/dev/vda',
       rw: '',
     });
-    assert.deepEqual(tcg.defaultCmdline(baseLaunch({ disks: [{ id: 'root', path: '/r.img', readOnly: true, root: true }] })).ro, '');
+    assert.deepEqual(tcg.defaultCmdline(baseLaunch({ disks: [{ id: 'root', path: '/r.img', readOnly: true, root: true, format: 'raw' }] })).ro, '');
     assert.equal(tcg.defaultCmdline(baseLaunch()).root, undefined);
     const kvm = new QemuProvider({ bin: QEMU, processes: new LinuxProcessTable(), log: new CaptureLogger(), kvm: true, tscKhz: 1 });
     assert.equal(kvm.defaultCmdline(baseLaunch()).tsc_early_khz, undefined);
@@ -111,9 +111,9 @@ describe('QemuProvider command line', () => {
     const launch = baseLaunch({
       initrdPath: '/k/initrd.gz',
       disks: [
-        { id: 'root', path: '/v/root,1.img', readOnly: false, root: true },
-        { id: 'a-very-long-volume-identifier', path: '/v/data.img', readOnly: true, root: false },
-        { id: 'cidata', path: '/v/cidata.img', readOnly: true, root: false },
+        { id: 'root', path: '/v/root,1.img', readOnly: false, root: true, format: 'raw' },
+        { id: 'a-very-long-volume-identifier', path: '/v/data.img', readOnly: true, root: false, format: 'raw' },
+        { id: 'cidata', path: '/v/cidata.img', readOnly: true, root: false, format: 'raw' },
       ],
       nics: [
         { deviceId: 'eth0', type: 'macvtap', hostDevice: 'flvtap1', mac: '02:00:00:00:00:01', tapNode: '/v/tap7' },
@@ -328,9 +328,9 @@ describe('QemuProvider boots the test guest', { skip, timeout: 240_000 }, () => 
       kernelPath: KERNEL,
       initrdPath: INITRD,
       disks: [
-        { id: 'root', path: join(dir, 'root.img'), readOnly: false, root: true },
-        { id: 'data', path: join(dir, 'data.img'), readOnly: true, root: false },
-        { id: 'cidata', path: cidata, readOnly: true, root: false },
+        { id: 'root', path: join(dir, 'root.img'), readOnly: false, root: true, format: 'raw' },
+        { id: 'data', path: join(dir, 'data.img'), readOnly: true, root: false, format: 'raw' },
+        { id: 'cidata', path: cidata, readOnly: true, root: false, format: 'raw' },
       ],
       nics: [
         { deviceId: 'eth0', type: 'tap', hostDevice: 'fltapa', mac: macA },

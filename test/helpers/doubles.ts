@@ -139,6 +139,10 @@ export class MemoryFilesystem implements VmFilesystem {
     this.files.set(target, `copy of ${source}`);
     return Promise.resolve();
   }
+  overlayFile(backing: string, target: string): Promise<void> {
+    this.files.set(target, `overlay on ${backing}`);
+    return Promise.resolve();
+  }
   fileExists(path: string): Promise<boolean> {
     return Promise.resolve(this.files.has(path));
   }

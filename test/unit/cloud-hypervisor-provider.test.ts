@@ -96,9 +96,9 @@ describe('CloudHypervisorProvider', () => {
       initrdPath: files.initrd,
       cmdline: { quiet: '', console: 'hvc0' },
       disks: [
-        { id: 'root', path: files.root, readOnly: false, root: true },
-        { id: 'data', path: files.data, readOnly: true, root: false },
-        { id: 'cidata', path: files.cidata, readOnly: true, root: false },
+        { id: 'root', path: files.root, readOnly: false, root: true, format: 'raw' },
+        { id: 'data', path: files.data, readOnly: true, root: false, format: 'raw' },
+        { id: 'cidata', path: files.cidata, readOnly: true, root: false, format: 'raw' },
       ],
       nics: [
         { deviceId: 'eth0', type: 'tap', hostDevice: 'fltap0a1b2c', mac: '02:00:00:aa:bb:01' },
@@ -215,7 +215,12 @@ describe('CloudHypervisorProvider', () => {
   it('shuts the VMM down through the API when the guest ignores the power button', async () => {
     const processes = processTable();
     const ch = provider(processes, deafBin);
-    const launch = await launchSpec({ nics: [], initrdPath: undefined, cmdline: {}, disks: [{ id: 'root', path: files.root, readOnly: true, root: true }] });
+    const launch = await launchSpec({
+      nics: [],
+      initrdPath: undefined,
+      cmdline: {},
+      disks: [{ id: 'root', path: files.root, readOnly: true, root: true, format: 'raw' }],
+    });
     const vmm = await ch.start(launch);
     const argv = processes.spawned[0]?.args ?? [];
     assert.equal(argv.includes('--initramfs') || argv.includes('--net'), false);

@@ -42,7 +42,7 @@ const nic = (deviceId: string, mac: string, extra: Partial<LaunchNic> = {}): Lau
   mac,
   ...extra,
 });
-const disk = (id: string, root = false): LaunchDisk => ({ id, path: `/var/lib/flintlock/${id}.img`, readOnly: false, root });
+const disk = (id: string, root = false): LaunchDisk => ({ id, path: `/var/lib/flintlock/${id}.img`, readOnly: false, root, format: 'raw' });
 
 describe('decodeMetadataValue', () => {
   it('decodes base64 for every key', () => {

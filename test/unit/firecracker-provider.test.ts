@@ -78,8 +78,8 @@ describe('FirecrackerProvider', () => {
       initrdPath: files.initrd,
       cmdline: { panic: '0', quiet: '' },
       disks: [
-        { id: 'root', path: files.root, readOnly: false, root: true },
-        { id: 'data-1', path: files.data, readOnly: true, root: false },
+        { id: 'root', path: files.root, readOnly: false, root: true, format: 'raw' },
+        { id: 'data-1', path: files.data, readOnly: true, root: false, format: 'raw' },
       ],
       nics: [
         { deviceId: 'metadata', type: 'tap', hostDevice: 'fltapmeta01', mac: 'AA:FF:00:00:00:01', allowMetadata: true },

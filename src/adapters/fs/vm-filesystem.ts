@@ -81,6 +81,13 @@ export class NodeVmFilesystem implements VmFilesystem {
     await rename(partial, target);
   }
 
+  async overlayFile(backing: string, target: string): Promise<void> {
+    await mkdir(dirname(target), { recursive: true });
+    const partial = `${target}.partial`;
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', backing, partial]);
+    await rename(partial, target);
+  }
+
   async listDir(path: string): Promise<string[]> {
     try {
       return (await readdir(path)).sort();

@@ -48,7 +48,7 @@ export interface QemuProviderOptions {
   readonly startTimeoutMs?: number;
 }
 
-export const QEMU_CAPABILITIES: readonly ProviderCapability[] = ['macvtap', 'tap', 'pause'];
+export const QEMU_CAPABILITIES: readonly ProviderCapability[] = ['macvtap', 'tap', 'pause', 'qcow2-overlay'];
 
 const QMP_SOCKET = 'qmp.sock';
 const VMM_LOG = 'vmm.log';
@@ -129,7 +129,7 @@ export function qemuArgs(launch: LaunchSpec, opts: QemuArgsOptions): string[] {
     const serial = serialFor(disk.id);
     args.push(
       '-drive',
-      `if=none,format=raw,file=${optValue(disk.path)},id=${id},readonly=${disk.readOnly ? 'on' : 'off'}`,
+      `if=none,format=${disk.format},file=${optValue(disk.path)},id=${id},readonly=${disk.readOnly ? 'on' : 'off'}`,
       '-device',
       `virtio-blk-device,drive=${id}${serial === undefined ? '' : `,serial=${serial}`}`,
     );

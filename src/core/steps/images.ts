@@ -9,9 +9,9 @@ import type { Step, StepContext } from './step.js';
 export const KERNEL_CANDIDATES = ['boot/vmlinux', 'vmlinux', 'boot/vmlinuz'];
 export const INITRD_CANDIDATES = ['boot/initrd', 'initrd', 'boot/initrd.img', 'initrd.img'];
 
-/** Where a VM's writable copy of a volume lives. */
-export function volumePath(vmDir: string, volumeId: string): string {
-  return join(vmDir, 'volumes', `${volumeId}.img`);
+/** Where a VM's writable copy of a volume lives: a raw copy, or a qcow2 overlay on the shared base. */
+export function volumePath(vmDir: string, volumeId: string, format: 'raw' | 'qcow2' = 'raw'): string {
+  return join(vmDir, 'volumes', `${volumeId}.${format === 'qcow2' ? 'qcow2' : 'img'}`);
 }
 
 /** The first candidate that exists in the image, or an error listing what `boot/` holds. */
@@ -73,8 +73,12 @@ export function volumeStep(ctx: StepContext, images: ImageService, volume: Volum
       const base = await images.ext4(image, volume.sizeMb);
       let source = base;
       if (!volume.readOnly) {
-        source = volumePath(ctx.vmDir, volume.id);
-        await ctx.ports.fs.cloneFile(base, source);
+        // A VMM that opens qcow2 overlays shares the base's blocks across VMs; others get a copy
+        // (which shares blocks only on a reflink filesystem).
+        const overlay = ctx.ports.providers.get(ctx.vm.spec.provider)?.capabilities.has('qcow2-overlay') === true;
+        source = volumePath(ctx.vmDir, volume.id, overlay ? 'qcow2' : 'raw');
+        if (overlay) await ctx.ports.fs.overlayFile(base, source);
+        else await ctx.ports.fs.cloneFile(base, source);
       }
       ctx.saveStatus({
         ...ctx.status,
