@@ -421,6 +421,8 @@ export class QemuProvider implements VmmProvider {
   private async waitRunning(proc: VmmProcess, qmpPath: string, logPath: string, logOffset: number): Promise<void> {
     const deadline = Date.now() + this.startTimeoutMs;
     let last = 'no QMP connection yet';
+    // QEMU is usually running within ~50 ms: poll fast first, then back off (5 ms up to 50 ms).
+    let pause = 5;
     for (;;) {
       if (!(await this.processes.isAlive(proc))) {
         // Let the exit be recorded (the child's exit event) before reading the reason.
@@ -451,7 +453,8 @@ export class QemuProvider implements VmmProvider {
           last = String(e);
         }
       }
-      await sleep(50);
+      await sleep(pause);
+      pause = Math.min(50, pause * 2);
     }
   }
 }
