@@ -2,7 +2,7 @@
 // reflection (both left open without a token, like health probes and grpcurl expect).
 import { readFile } from 'node:fs/promises';
 import type { SecureContextOptions } from 'node:tls';
-import { toBinary, type DescFile } from '@bufbuild/protobuf';
+import { create, toBinary, type DescFile } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
@@ -16,6 +16,7 @@ import {
   type CreateMicroVMResponse,
   type DeleteMicroVMRequest,
   type GetMicroVMRequest,
+  GetMicroVMResponseSchema,
   type GetMicroVMResponse,
   type ListMessage,
   type ListMicroVMsRequest,
@@ -140,9 +141,19 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
     const deleted = service.delete(req.uid);
     return deleted.ok ? { ok: true, value: {} } : deleted;
   });
-  const getMicroVM = unary<GetMicroVMRequest, Partial<GetMicroVMResponse>>('GetMicroVM', (req) => {
+  // Get is the hot path (CAPMVM polls it for every machine): answers are kept per uid until the
+  // VM changes (the store reports every change in-process), so a repeated Get skips the store,
+  // the conversion and, through the serializer's cache, the encoding.
+  const answers = new Map<string, GetMicroVMResponse>();
+  service.watch({}, (change) => answers.delete(change.kind === 'upsert' ? change.vm.id.uid : change.id.uid));
+  const getMicroVM = unary<GetMicroVMRequest, GetMicroVMResponse>('GetMicroVM', (req) => {
+    const cached = answers.get(req.uid);
+    if (cached !== undefined) return { ok: true, value: cached };
     const found = service.get(req.uid);
-    return found.ok ? { ok: true, value: { microvm: microvmToProto(found.value) } } : found;
+    if (!found.ok) return found;
+    const answer = create(GetMicroVMResponseSchema, { microvm: microvmToProto(found.value) });
+    answers.set(req.uid, answer);
+    return { ok: true, value: answer };
   });
   const listMicroVMs = unary<ListMicroVMsRequest, Partial<ListMicroVMsResponse>>('ListMicroVMs', (req) => ({
     ok: true,

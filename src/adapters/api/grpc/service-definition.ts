@@ -3,6 +3,8 @@
 import { create, fromBinary, toBinary, type DescMessage, type DescService, type MessageShape } from '@bufbuild/protobuf';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 
+const encoded = new WeakMap<object, Buffer>();
+
 function methodDefinition<I extends DescMessage, O extends DescMessage>(
   service: DescService,
   name: string,
@@ -17,7 +19,15 @@ function methodDefinition<I extends DescMessage, O extends DescMessage>(
     // toBinary needs a real message ($typeName); create() also accepts one, so plain objects work.
     requestSerialize: (value: MessageShape<I>) => Buffer.from(toBinary(input, create(input, value))),
     requestDeserialize: (bytes: Buffer) => fromBinary(input, bytes),
-    responseSerialize: (value: MessageShape<O>) => Buffer.from(toBinary(output, create(output, value))),
+    responseSerialize: (value: MessageShape<O>) => {
+      // A response object reused across calls (the Get cache) is encoded once. Responses are
+      // never mutated after they are handed to grpc-js, so the bytes stay right.
+      const known = encoded.get(value);
+      if (known !== undefined) return known;
+      const bytes = Buffer.from(toBinary(output, create(output, value)));
+      encoded.set(value, bytes);
+      return bytes;
+    },
     responseDeserialize: (bytes: Buffer) => fromBinary(output, bytes),
   };
 }
