@@ -15,11 +15,12 @@
 // documents use and nothing more.
 import { appendFileSync, readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { parse as parseYaml } from 'yaml';
+import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
 import { UnixSocketApiClient, VmmApiError } from '../../src/adapters/providers/openapi-http.js';
 import type { ProcessTable, SpawnOptions, VmmProcess } from '../../src/core/ports.js';
 
@@ -471,4 +472,17 @@ export async function fakeApiHarness(specFile: string, prefix: string): Promise<
       await rm(tmp, { recursive: true, force: true });
     },
   };
+}
+
+/** The daemon's real process table, recording what the provider asked of it. */
+export const processTable = (): RecordingProcessTable => new RecordingProcessTable(new LinuxProcessTable());
+
+/** A shell script that runs the fake VMM binary with the given environment; a provider's `bin`. */
+export async function writeFakeBin(dir: string, name: string, env = ''): Promise<string> {
+  const bin = join(dir, name);
+  const fakeBin = join(import.meta.dirname, 'fake-vmm-bin.ts');
+  const script = ['#!/bin/sh', `${env} exec "${process.execPath}" --import "${import.meta.resolve('tsx')}" "${fakeBin}" "$@"`, ''].join('\n');
+  await writeFile(bin, script);
+  await chmod(bin, 0o755);
+  return bin;
 }

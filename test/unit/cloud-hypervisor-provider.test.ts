@@ -3,12 +3,11 @@
 // that its command line makes a VmConfig the document allows (test/helpers/fake-vmm-bin.ts).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../../src/adapters/log/logger.js';
-import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
 import { CLOUD_HYPERVISOR_FILES, CloudHypervisorProvider } from '../../src/adapters/providers/cloud-hypervisor.js';
 import type { LaunchSpec } from '../../src/core/ports.js';
 import {
@@ -20,26 +19,13 @@ import {
   type RecordedRequest,
   fakeApiHarness,
   type FakeApiHarness,
+  processTable,
+  writeFakeBin,
 } from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const specFile = join(here, '../../../shared/ref/cloud-hypervisor-api.yaml');
-
-/** The daemon's real process table, recording what the provider asked of it. */
-const processTable = (): RecordingProcessTable => new RecordingProcessTable(new LinuxProcessTable());
-
-async function writeFakeBin(dir: string, name: string, env = ''): Promise<string> {
-  const bin = join(dir, name);
-  const script = [
-    '#!/bin/sh',
-    `${env} exec "${process.execPath}" --import "${import.meta.resolve('tsx')}" "${join(here, '../helpers/fake-vmm-bin.ts')}" "$@"`,
-    '',
-  ].join('\n');
-  await writeFile(bin, script);
-  await chmod(bin, 0o755);
-  return bin;
-}
 
 interface StartInfo {
   readonly argv: string[];

@@ -2,12 +2,11 @@
 // (../shared/ref/firecracker-api.yaml) and refuses whatever it doesn't allow (test/helpers/fake-vmm.ts).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../../src/adapters/log/logger.js';
-import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
 import { FirecrackerProvider, FIRECRACKER_FILES, NOCLOUD_SEED } from '../../src/adapters/providers/firecracker.js';
 import { renderCmdline } from '../../src/core/guest.js';
 import type { LaunchSpec } from '../../src/core/ports.js';
@@ -19,28 +18,14 @@ import {
   type RecordedRequest,
   fakeApiHarness,
   type FakeApiHarness,
+  processTable,
+  writeFakeBin,
 } from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
 import { waitFor } from '../helpers/wait.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const specFile = join(here, '../../../shared/ref/firecracker-api.yaml');
-
-/** The daemon's real process table, recording what the provider asked of it. */
-const processTable = (): RecordingProcessTable => new RecordingProcessTable(new LinuxProcessTable());
-
-/** A shell script that runs the fake binary with the given environment; the provider's `bin`. */
-async function writeFakeBin(dir: string, name: string, env = ''): Promise<string> {
-  const bin = join(dir, name);
-  const script = [
-    '#!/bin/sh',
-    `${env} exec "${process.execPath}" --import "${import.meta.resolve('tsx')}" "${join(here, '../helpers/fake-vmm-bin.ts')}" "$@"`,
-    '',
-  ].join('\n');
-  await writeFile(bin, script);
-  await chmod(bin, 0o755);
-  return bin;
-}
 
 const META_DATA = 'instance_id: 01HGW2N7EH0000000000000001\nlocal-hostname: vm1\n';
 const USER_DATA = '#cloud-config\nruncmd: [echo hi]\n';
