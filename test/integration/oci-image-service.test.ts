@@ -544,3 +544,35 @@ describe('OciImageService: garbage collection', () => {
     assert.equal(readFileSync(join(back.rootfs, 'which'), 'utf8'), 'b');
   });
 });
+
+describe('OciImageService: tag resolution TTL', () => {
+  let registry: TestRegistry;
+  before(async () => {
+    registry = await TestRegistry.start();
+    registry.push('test/ttl', 'v1', twoLayerImage('ttl'));
+  });
+  after(() => registry.close());
+
+  const manifestGets = (): number => registry.requests.filter((r) => r.path.includes('/manifests/')).length;
+
+  it('trusts a tag resolved within tagTtlMs, and asks again after it (or always, by default)', async () => {
+    let now = 1_000_000;
+    const { svc } = setup({ tagTtlMs: 5000, clock: { now: () => now } });
+    const ref = `${registry.host}/test/ttl:v1`;
+    const first = await svc.pull(ref);
+    const afterFirst = manifestGets();
+    assert.ok(afterFirst > 0);
+    now += 4000;
+    assert.deepEqual(await svc.pull(ref), first, 'same image, from the cache');
+    assert.equal(manifestGets(), afterFirst, 'the registry was not asked within the TTL');
+    now += 2000;
+    await svc.pull(ref);
+    assert.ok(manifestGets() > afterFirst, 'asked again once the TTL passed');
+
+    const { svc: always } = setup();
+    await always.pull(ref);
+    const before = manifestGets();
+    await always.pull(ref);
+    assert.ok(manifestGets() > before, 'with no TTL every pull re-resolves the tag');
+  });
+});

@@ -46,6 +46,12 @@ export interface OciImageServiceOptions {
   readonly ext4Label?: string;
   /** Transport tuning (timeouts, retries); tests shorten them. */
   readonly store?: ContentStoreOptions;
+  /**
+   * A tag resolved this recently is trusted without asking the registry again (default 0: always
+   * ask). One VM's kernel and initrd usually come from one image, and a burst of creates would
+   * otherwise resolve the same tag once per step.
+   */
+  readonly tagTtlMs?: number;
   readonly requestTimeoutMs?: number;
 }
 
@@ -158,6 +164,7 @@ export class OciImageService implements ImageService {
   private readonly keepMs: number;
   private readonly concurrentDownloads: number;
   private readonly ext4Label: string;
+  private readonly tagTtlMs: number;
 
   private readonly pulls = new Map<string, PullInFlight>();
   /** Fetch-and-unpack per manifest digest, with the blobs it uses (GC spares them). */
@@ -168,6 +175,7 @@ export class OciImageService implements ImageService {
 
   constructor(options: OciImageServiceOptions) {
     this.root = join(options.stateDir, 'images');
+    this.tagTtlMs = options.tagTtlMs ?? 0;
     this.rootfsDir = join(this.root, 'rootfs');
     this.ext4Dir = join(this.root, 'ext4');
     this.indexPath = join(this.root, 'refs.json');
@@ -392,6 +400,10 @@ export class OciImageService implements ImageService {
         await this.touch(known, [], { key });
         return { ref, digest: known, rootfs };
       }
+    }
+
+    if (cached !== undefined && cachedRootfs !== undefined && this.clock.now() - cached.resolvedAt < this.tagTtlMs && (await isDirectory(cachedRootfs))) {
+      return { ref, digest: cached.digest, rootfs: cachedRootfs };
     }
 
     let resolved: ResolvedManifest;
