@@ -123,7 +123,8 @@ export async function startRegistry(ns: string, dir: string): Promise<{ address:
     'the registry to answer',
     () => {
       try {
-        sh('ip', ['netns', 'exec', ns, 'busybox', 'wget', '-q', '-O', '/dev/null', `http://${address}/v2/`]);
+        // Quietly: the registry refuses connections until it is up.
+        execFileSync('ip', ['netns', 'exec', ns, 'busybox', 'wget', '-q', '-O', '/dev/null', `http://${address}/v2/`], { stdio: 'ignore' });
         return true;
       } catch {
         return false;
