@@ -1,6 +1,6 @@
 // Ports: the interfaces the core depends on. Adapters in src/adapters implement them and the
 // composition root (src/daemon/compose.ts) wires them together. Nothing here imports an adapter.
-import type { IfaceType, MicroVM, MicroVMSpec, MicroVMStatus, VmId } from './model.js';
+import type { IfaceType, MicroVM, MicroVMStatus, VmId } from './model.js';
 
 // ---------------------------------------------------------------------------------------------
 // Store
@@ -304,7 +304,7 @@ export interface Logger {
   child(bindings: Record<string, string | number>): Logger;
 }
 
-/** The VM state directory layout `<state-dir>/vm/<ns>/<name>/<uid>/`. */
+/** The host filesystem as the steps use it: VM dirs `<state-dir>/vm/<ns>/<name>/<uid>/`, device nodes, volume files. */
 export interface VmFilesystem {
   vmDir(id: VmId): string;
   ensureVmDir(id: VmId): Promise<boolean>;
@@ -321,5 +321,3 @@ export interface VmFilesystem {
   /** Entry names of a directory; empty when it does not exist. */
   listDir(path: string): Promise<string[]>;
 }
-
-export type { MicroVMSpec };
