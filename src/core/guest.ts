@@ -1,5 +1,6 @@
 // How the guest names what the VMM gives it; shared by every provider and by cloud-init, so the
 // kernel command line and the vendor-data mounts agree with the VMM's real device order.
+import type { LaunchDisk } from './ports.js';
 
 /** The guest device name of the disk at `index` in the guest's order: vda, vdb, ..., vdz, vdaa. */
 export function guestDiskName(index: number): string {
@@ -27,4 +28,11 @@ export function renderCmdline(defaults: Readonly<Record<string, string>>, user: 
     else parts.push(`${key}=${/\s/.test(value) ? `"${value}"` : value}`);
   }
   return parts.join(' ');
+}
+
+/** `root=/dev/vdX` and `rw`/`ro` for the root disk (by its position in the guest's disk order), or nothing. */
+export function rootDeviceArgs(disks: readonly LaunchDisk[]): Record<string, string> {
+  const index = disks.findIndex((d) => d.root);
+  const root = disks[index];
+  return root === undefined ? {} : { root: `/dev/${guestDiskName(index)}`, [root.readOnly ? 'ro' : 'rw']: '' };
 }

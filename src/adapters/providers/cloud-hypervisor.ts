@@ -34,9 +34,9 @@ import { constants } from 'node:fs';
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
-import { guestDiskName, renderCmdline } from '../../core/guest.js';
+import { renderCmdline, rootDeviceArgs } from '../../core/guest.js';
 import { killAndWait, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
-import { findExecutable, kvmUsable as defaultKvmUsable } from './host.js';
+import { kvmUsable as defaultKvmUsable, vmmAvailability } from './host.js';
 
 export const CLOUD_HYPERVISOR_FILES = {
   socket: 'ch.sock',
@@ -127,21 +127,12 @@ export class CloudHypervisorProvider implements VmmProvider {
   }
 
   availability(): ProviderAvailability {
-    if (this.bin === '') return { available: false, reason: 'cloudhypervisor-bin is empty, so the provider is disabled' };
-    const missing: string[] = [];
-    if (findExecutable(this.bin) === undefined) missing.push(`binary "${this.bin}" not found`);
-    if (!this.kvmUsable()) missing.push('/dev/kvm is missing or not readable and writable (Cloud Hypervisor needs KVM)');
-    return missing.length === 0 ? { available: true } : { available: false, reason: missing.join('; ') };
+    return vmmAvailability('cloudhypervisor-bin', this.bin, { vmm: 'Cloud Hypervisor', usable: this.kvmUsable });
   }
 
   defaultCmdline(launch: Omit<LaunchSpec, 'cmdline'>): Readonly<Record<string, string>> {
     const entries: Record<string, string> = { console: 'ttyS0', reboot: 'k', panic: '1' };
-    const rootIndex = launch.disks.findIndex((d) => d.root);
-    const root = launch.disks[rootIndex];
-    if (root !== undefined) {
-      entries.root = `/dev/${guestDiskName(rootIndex)}`;
-      entries[root.readOnly ? 'ro' : 'rw'] = '';
-    }
+    Object.assign(entries, rootDeviceArgs(launch.disks));
     return entries;
   }
 

@@ -38,9 +38,9 @@ import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { LaunchNic, LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
-import { guestDiskName, renderCmdline } from '../../core/guest.js';
+import { renderCmdline, rootDeviceArgs } from '../../core/guest.js';
 import { killAndWait, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
-import { findExecutable, kvmUsable as defaultKvmUsable } from './host.js';
+import { kvmUsable as defaultKvmUsable, vmmAvailability } from './host.js';
 
 export const FIRECRACKER_FILES = {
   socket: 'firecracker.sock',
@@ -219,11 +219,7 @@ export class FirecrackerProvider implements VmmProvider {
   }
 
   availability(): ProviderAvailability {
-    if (this.bin === '') return { available: false, reason: 'firecracker-bin is empty, so the provider is disabled' };
-    const missing: string[] = [];
-    if (findExecutable(this.bin) === undefined) missing.push(`binary "${this.bin}" not found`);
-    if (!this.kvmUsable()) missing.push('/dev/kvm is missing or not readable and writable (Firecracker needs KVM)');
-    return missing.length === 0 ? { available: true } : { available: false, reason: missing.join('; ') };
+    return vmmAvailability('firecracker-bin', this.bin, { vmm: 'Firecracker', usable: this.kvmUsable });
   }
 
   defaultCmdline(launch: Omit<LaunchSpec, 'cmdline'>): Readonly<Record<string, string>> {
@@ -237,12 +233,7 @@ export class FirecrackerProvider implements VmmProvider {
       'i8042.nopnp': '',
       'i8042.dumbkbd': '',
     };
-    const rootIndex = launch.disks.findIndex((d) => d.root);
-    const root = launch.disks[rootIndex];
-    if (root !== undefined) {
-      entries.root = `/dev/${guestDiskName(rootIndex)}`;
-      entries[root.readOnly ? 'ro' : 'rw'] = '';
-    }
+    Object.assign(entries, rootDeviceArgs(launch.disks));
     // Without a NIC that reaches MMDS the seed URL would only make cloud-init wait for nothing.
     if (metadataNics(launch.nics).length > 0) entries.ds = NOCLOUD_SEED;
     const networkConfig = launch.cloudInit['network-config'];

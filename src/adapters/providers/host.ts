@@ -1,4 +1,5 @@
 // Facts about this host that decide which VMMs can run: executables on PATH, a usable /dev/kvm.
+import type { ProviderAvailability } from '../../core/ports.js';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
@@ -42,4 +43,16 @@ export function kvmSupport(): KvmSupport {
 /** KVM can run an ordinary guest here (see kvmSupport for why it sometimes can't). */
 export function kvmUsable(): boolean {
   return kvmSupport().usable;
+}
+
+/**
+ * Whether a VMM can run here: its `<name>-bin` is set and found, and (for KVM-only VMMs) KVM is
+ * usable. The reason names everything that is missing.
+ */
+export function vmmAvailability(configKey: string, bin: string, kvm?: { readonly vmm: string; readonly usable: () => boolean }): ProviderAvailability {
+  if (bin === '') return { available: false, reason: `${configKey} is empty, so the provider is disabled` };
+  const missing: string[] = [];
+  if (findExecutable(bin) === undefined) missing.push(`binary "${bin}" not found`);
+  if (kvm !== undefined && !kvm.usable()) missing.push(`/dev/kvm is missing or not readable and writable (${kvm.vmm} needs KVM)`);
+  return missing.length === 0 ? { available: true } : { available: false, reason: missing.join('; ') };
 }

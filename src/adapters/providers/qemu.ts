@@ -22,14 +22,14 @@
 // - /dev/kvm can exist without being able to run a normal guest: on a PVM host (module kvm_pvm,
 //   no kvm_intel/kvm_amd) KVM_CREATE_VM works but an ordinary kernel hangs right after
 //   "Probing EDD". That counts as no KVM.
-import { guestDiskName, renderCmdline } from '../../core/guest.js';
+import { renderCmdline, rootDeviceArgs } from '../../core/guest.js';
 import { existsSync, openSync, closeSync, constants, readFileSync } from 'node:fs';
 import { appendFile, open, rm, stat } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 
 import type { LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
-import { findExecutable, kvmSupport } from './host.js';
+import { kvmSupport, vmmAvailability } from './host.js';
 
 export interface QemuProviderOptions {
   readonly bin: string;
@@ -324,20 +324,14 @@ export class QemuProvider implements VmmProvider {
   }
 
   availability(): ProviderAvailability {
-    if (this.bin === '') return { available: false, reason: 'qemu-bin is empty, so the provider is disabled' };
-    if (findExecutable(this.bin) === undefined) return { available: false, reason: `binary "${this.bin}" not found` };
-    return { available: true };
+    // KVM is optional: without it QEMU runs guests under TCG.
+    return vmmAvailability('qemu-bin', this.bin);
   }
 
   defaultCmdline(launch: Omit<LaunchSpec, 'cmdline'>): Readonly<Record<string, string>> {
     const out: Record<string, string> = { console: 'ttyS0', reboot: 'k', panic: '-1', quiet: '' };
     if (!this.kvm && this.tscKhz !== undefined) out.tsc_early_khz = String(this.tscKhz);
-    const rootIndex = launch.disks.findIndex((d) => d.root);
-    const root = launch.disks[rootIndex];
-    if (root !== undefined) {
-      out.root = `/dev/${guestDiskName(rootIndex)}`;
-      out[root.readOnly ? 'ro' : 'rw'] = '';
-    }
+    Object.assign(out, rootDeviceArgs(launch.disks));
     return out;
   }
 
