@@ -17,6 +17,12 @@ export class VmmWatcher {
   private timer: NodeJS.Timeout | undefined;
   private checking = false;
   private ticks = 0;
+  /**
+   * The VMs that should have a running VMM, kept from the store's change events so a check every
+   * 500 ms reads no rows (the store would parse every VM's JSON each time).
+   */
+  private running: Map<string, MicroVM> | undefined;
+  private unsubscribe: (() => void) | undefined;
 
   constructor(
     private readonly repo: MicroVMRepository,
@@ -29,12 +35,27 @@ export class VmmWatcher {
   ) {}
 
   start(): void {
+    this.track();
     this.timer = setInterval(() => void this.check(), this.options.intervalMs);
     this.timer.unref();
   }
 
   stop(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
+    this.unsubscribe?.();
+  }
+
+  private track(): Map<string, MicroVM> {
+    if (this.running !== undefined) return this.running;
+    const running = new Map<string, MicroVM>();
+    const follow = (vm: MicroVM): void => {
+      if (shouldRun(vm)) running.set(vm.id.uid, vm);
+      else running.delete(vm.id.uid);
+    };
+    this.unsubscribe = this.repo.onChange((change) => (change.kind === 'upsert' ? follow(change.vm) : running.delete(change.id.uid)));
+    this.repo.list({}).forEach(follow);
+    this.running = running;
+    return running;
   }
 
   /** One pass over the running VMs (exposed for tests). */
@@ -42,9 +63,8 @@ export class VmmWatcher {
     if (this.checking) return;
     this.checking = true;
     try {
-      const running = this.repo.list({}).filter((vm) => vm.status.state === 'created' && vm.deletedAt === undefined && vm.status.vmm !== undefined);
       const alive: MicroVM[] = [];
-      for (const vm of running) {
+      for (const vm of [...this.track().values()]) {
         if (await this.vmmAlive(vm)) alive.push(vm);
       }
       this.ticks += 1;
@@ -79,4 +99,9 @@ export class VmmWatcher {
       this.repo.saveStatus(vm.id.uid, { ...current.status, guestIps: ips }, this.clock.now());
     }
   }
+}
+
+/** A VM whose VMM should be running the guest. */
+function shouldRun(vm: MicroVM): boolean {
+  return vm.status.state === 'created' && vm.deletedAt === undefined && vm.status.vmm !== undefined;
 }
