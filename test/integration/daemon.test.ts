@@ -214,7 +214,6 @@ describe('flintlockd in a network namespace', { skip }, () => {
     );
     assert.deepEqual((await client.list('', 'list-a')).map((v) => v.spec?.namespace).sort(), ['list1', 'list2']);
     assert.deepEqual(await client.list('nothing-here'), []);
-    for (const vm of await client.list('no-such')) assert.fail(`unexpected ${vm.spec?.id}`);
     for (const vm of [a, b, c]) await client.delete(vm.spec?.uid ?? '');
   });
 
