@@ -47,7 +47,8 @@ import { MicroVMSpecSchema, MicroVMStatus_MicroVMState as State, NetworkInterfac
 import type { ListMessage } from '../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { makeTempDir, REPO_ROOT, startDaemon, type DaemonHandle } from '../test/helpers/daemon.js';
 import { TestClient } from '../test/helpers/grpc-client.js';
-import { ensureGuestImage, labSkipReason, pushGuest, startDnsmasq, startRegistry } from '../test/helpers/guest-lab.js';
+import { ensureGuestImage, pushGuest, startDnsmasq, startRegistry } from '../test/helpers/guest-lab.js';
+import { GUEST_LAB, missingPrerequisites } from '../test/helpers/prerequisites.js';
 import { createTestNetns, type TestNetns } from '../test/helpers/netns.js';
 
 const envInt = (name: string, fallback: number, min: number, max: number): number => {
@@ -297,8 +298,8 @@ function guestSpec(name: string, mac: string): ReturnType<typeof create<typeof M
 }
 
 async function main(): Promise<void> {
-  const skip = labSkipReason();
-  if (skip !== false) throw new Error(`cannot run: ${skip}`);
+  const missing = missingPrerequisites(GUEST_LAB);
+  if (missing.length > 0) throw new Error(`cannot run, missing: ${missing.join('; ')}`);
   if (!existsSync(join(REPO_ROOT, 'dist/cli/flintlockd/main.js'))) {
     console.log('dist/ is missing: npm run build');
     execFileSync('npm', ['run', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });

@@ -6,9 +6,10 @@
 #
 #   scripts/build-guest-image.sh [OUT]     (default OUT: <repo>/.cache/guest; run as root)
 #
-# Output: OUT/vmlinuz, OUT/initramfs.cpio.gz. Idempotent: does nothing when both exist and were
-# built by this version of the script (OUT/.stamp holds the script's sha256). Installs the Debian
-# packages it (and the QEMU tests) need when they are missing; downloads nothing else.
+# Output: OUT/vmlinuz, OUT/initramfs.cpio.gz (never committed: .cache/ is ignored). Idempotent: does
+# nothing when both exist and were built by this version of the script (OUT/.stamp holds the
+# script's sha256). Needs busybox-static and cpio (scripts/setup.sh installs them); downloads only
+# the Debian kernel package.
 #
 # What the guest prints on its console (one line each; tests and the demo read them):
 #   FLINTLOCK-GUEST-NIC <ifname> <mac>                         every NIC, in the guest's order
@@ -38,20 +39,15 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# --- packages: only the missing ones -----------------------------------------------------------
-# dnsmasq-base: the binary only (the dnsmasq package would start a system DNS service).
-pkgs=(qemu-system-x86 qemu-utils busybox-static cpio dnsmasq-base dosfstools mtools)
-missing=()
-for p in "${pkgs[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then missing+=("$p"); fi
+# --- tools: installed by scripts/setup.sh (host-dependencies.txt, role demo/test) -------------
+for tool in busybox cpio; do
+  if ! command -v "$tool" >/dev/null; then
+    pkg=$(awk -v t="$tool" '!/^[ \t]*(#|$)/ { for (i = 4; i <= NF; i++) if ($i == t) print $1 }' "$here/../host-dependencies.txt")
+    echo "build-guest-image.sh: $tool not found: install the Debian package ${pkg:-providing it} (scripts/setup.sh demo)" >&2
+    exit 1
+  fi
 done
 apt_updated=0
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> apt-get install ${missing[*]}"
-  apt-get update -q
-  apt_updated=1
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
 
 # --- kernel -------------------------------------------------------------------------------------
 KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)
@@ -78,7 +74,7 @@ K=kpkg/lib/modules/$KVER/kernel
 # --- initramfs ----------------------------------------------------------------------------------
 R=$work/root
 mkdir -p "$R"/{bin,proc,sys,dev,tmp,etc,cidata,lib/modules,usr/share/udhcpc}
-cp /bin/busybox "$R/bin/busybox"
+cp "$(command -v busybox)" "$R/bin/busybox"
 
 # Load order follows each module's `depends=` (no depmod/modprobe in the guest). The virtio core
 # and transports are modules in the cloud kernel; fat/vfat/nls read the FAT cidata disk, cdrom/isofs

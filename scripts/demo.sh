@@ -17,7 +17,7 @@ case "$MODE" in tap | macvtap) ;; *) echo "usage: $0 [tap|macvtap]" >&2; exit 2 
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 step "installing and building (scripts/setup.sh, the guest image, the registry binary)"
-scripts/setup.sh >/dev/null
+scripts/setup.sh daemon qemu demo >/dev/null
 scripts/build-guest-image.sh >/dev/null
 REGISTRY_BIN=$(scripts/fetch-registry.sh 2>/dev/null | tail -n 1)
 

@@ -151,6 +151,8 @@ export class ConfigError extends Error {}
 export interface ConfigSources {
   /** Path of the YAML file; undefined: the default path when it exists. */
   readonly file?: string;
+  /** The file read when `file` is undefined and it exists; DEFAULT_CONFIG_FILE unless a test says otherwise. */
+  readonly defaultFile?: string;
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Values given as flags, keyed by config key. */
   readonly flags: Readonly<Record<string, unknown>>;
@@ -200,7 +202,7 @@ function normalizeKeys(values: Record<string, unknown>, origin: string, ignored:
 
 export function loadConfig(sources: ConfigSources): Config {
   const ignored: Array<{ key: string; why: string }> = [];
-  const file = sources.file ?? DEFAULT_CONFIG_FILE;
+  const file = sources.file ?? sources.defaultFile ?? DEFAULT_CONFIG_FILE;
   const merged = {
     ...normalizeKeys(readFile(file, sources.file !== undefined), `config file ${file}`, ignored),
     ...normalizeKeys(fromEnv(sources.env), 'the environment', ignored),

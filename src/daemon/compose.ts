@@ -21,6 +21,7 @@ import { VmmWatcher } from '../core/vmm-watcher.js';
 import { MicroVMService } from '../core/service.js';
 import type { StepPorts } from '../core/steps/step.js';
 import { splitHostPort } from './endpoint.js';
+import { checkPrerequisites, PrerequisiteError, VOLUME_PROGRAMS } from './prerequisites.js';
 
 export interface RunningDaemon {
   readonly grpcPort: number;
@@ -39,7 +40,6 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   const clock: Clock = { now: () => Date.now() };
   const nextUlid = monotonicFactory();
   const ids: IdGenerator = { next: () => nextUlid() };
-  const repo = SqliteMicroVMRepository.open(config.stateDir);
   const network = overrides.network ?? new Iproute2NetworkService();
   const processes = new LinuxProcessTable();
   const images = new OciImageService({
@@ -57,10 +57,14 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     { processes, log: log.child({ component: 'vmm' }) },
   );
   log.info({ provider: providers.defaultName() }, `default microvm provider is ${providers.defaultName()}`);
-  for (const name of providers.names()) {
-    const availability = providers.get(name)?.availability();
-    if (availability?.available === false) log.warn({ provider: name }, `microvm provider ${name} is not available: ${availability.reason ?? ''}`);
-  }
+  // Before anything is created: a daemon that can't run VMs refuses to start, naming what's missing.
+  const prerequisites = checkPrerequisites(providers, [
+    ...(overrides.network === undefined ? [{ program: 'ip', for: 'host networking (taps, macvtaps)' }] : []),
+    ...VOLUME_PROGRAMS,
+  ]);
+  for (const warning of prerequisites.warnings) log.warn({}, warning);
+  if (prerequisites.errors.length > 0) throw new PrerequisiteError(prerequisites.errors);
+  const repo = SqliteMicroVMRepository.open(config.stateDir);
 
   const ports: StepPorts = {
     repo,

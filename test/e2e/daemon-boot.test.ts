@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { readProcStatSync } from '../../src/adapters/process/process-table.js';
 import {
@@ -20,11 +20,11 @@ import {
 } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { makeTempDir, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { TestClient } from '../helpers/grpc-client.js';
-import { BOOT_DEADLINE_MS, ensureGuestImage, guestAddress, labSkipReason, pingFrom, pushGuest, startDnsmasq, startRegistry } from '../helpers/guest-lab.js';
+import { BOOT_DEADLINE_MS, ensureGuestImage, guestAddress, pingFrom, pushGuest, startDnsmasq, startRegistry } from '../helpers/guest-lab.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { describeWith, GUEST_LAB } from '../helpers/prerequisites.js';
 import { waitFor } from '../helpers/wait.js';
 
-const skip = labSkipReason();
 const GUEST = '127.0.0.1:5000/flintlock/guest:e2e';
 /** The first macvtap guest gets a fixed lease, so the second can be told to ping it. */
 const MV1_MAC = '02:ee:00:00:00:01';
@@ -80,7 +80,7 @@ function processGone(pid: number): boolean {
   return readProcStatSync(pid) === undefined;
 }
 
-describe('flintlockd boots microVMs (QEMU, TCG) in both network modes', { skip, timeout: 300_000 }, () => {
+describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', GUEST_LAB, { timeout: 300_000 }, () => {
   let host: TestNetns;
   let lan: TestNetns;
   let dir: string;

@@ -12,19 +12,20 @@
 //   4. the VM's kernel mount appears with the exact bytes, and every cached blob hashes to its name.
 // The provider is unavailable on purpose (no VMM process is ever started).
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { MicroVMSpecSchema, NetworkInterface_IfaceType as IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { makeTempDir, REPO_ROOT, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { TestClient } from '../helpers/grpc-client.js';
-import { canUseNetns, createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { describeWith, QEMU_DAEMON } from '../helpers/prerequisites.js';
+import { spawnTracked } from '../helpers/processes.js';
 import { waitFor } from '../helpers/wait.js';
 
-const skip = canUseNetns() ? false : 'needs root (network namespaces)';
 const NS = 'e2e-crash';
 const KERNEL_BYTES = 6 * 1024 * 1024;
 /** Each blob response is sent in this many chunks, this far apart: ~4 s per response. */
@@ -99,7 +100,7 @@ function sizeOrUndefined(path: string): number | undefined {
   return existsSync(path) ? statSync(path).size : undefined;
 }
 
-describe('a daemon killed during a pull', { skip, timeout: 180_000 }, () => {
+describeWith('a daemon killed during a pull', QEMU_DAEMON, { timeout: 180_000 }, () => {
   let netns: TestNetns;
   let dir: string;
   let registry: ChildProcess | undefined;
@@ -111,8 +112,9 @@ describe('a daemon killed during a pull', { skip, timeout: 180_000 }, () => {
   const initrd = randomBytes(64 * 1024);
   const config = {
     'bridge-name': 'br0',
-    // Not installed anywhere: the VM stops at its VMM step, after the images; no VMM ever runs.
-    'default-provider': 'firecracker',
+    // The VM asks for Firecracker, installed nowhere: it stops at its VMM step, after the images,
+    // and no VMM ever runs. (The default provider must be able to run, or the daemon refuses to start.)
+    'default-provider': 'qemu',
     'firecracker-bin': '/nonexistent/firecracker',
     'maximum-retry': 3,
     'retry-backoff-base': '200ms',
@@ -150,7 +152,7 @@ describe('a daemon killed during a pull', { skip, timeout: 180_000 }, () => {
     const initrdFile = join(dir, 'initrd.bin');
     writeFileSync(initrdFile, initrd);
     const helpers = `file://${join(REPO_ROOT, 'test/helpers/oci-registry.ts')}`;
-    const child = spawn(
+    const child = spawnTracked(
       'ip',
       [
         'netns',
@@ -171,9 +173,9 @@ describe('a daemon killed during a pull', { skip, timeout: 180_000 }, () => {
       { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     registry = child;
-    child.stdout.on('data', (d: Buffer) => (registryOut += d.toString()));
+    child.stdout?.on('data', (d: Buffer) => (registryOut += d.toString()));
     let errors = '';
-    child.stderr.on('data', (d: Buffer) => (errors += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (errors += d.toString()));
     const ready = await waitFor(
       'the test registry',
       () => {
@@ -228,6 +230,7 @@ describe('a daemon killed during a pull', { skip, timeout: 180_000 }, () => {
       create(MicroVMSpecSchema, {
         id: 'crash-1',
         namespace: NS,
+        provider: 'firecracker',
         vcpu: 1,
         memoryInMb: 256,
         kernel: { image: ref, filename: 'boot/vmlinux', addNetworkConfig: false, cmdline: {} },

@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { findExecutable } from '../../src/adapters/providers/host.js';
 import {
@@ -26,12 +26,12 @@ import {
 import { makeTempDir, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { TestClient } from '../helpers/grpc-client.js';
 import { ensureGuestImage, INITRD, KERNEL, pushGuest, startRegistry } from '../helpers/guest-lab.js';
-import { createTestNetns, canUseNetns, type TestNetns } from '../helpers/netns.js';
+import { createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { describeWith, programs, QEMU_DAEMON } from '../helpers/prerequisites.js';
 import { buildImage, buildLayer, type BuiltImage } from '../helpers/oci-registry.js';
 import { waitFor } from '../helpers/wait.js';
 
-const DEBUGFS = findExecutable('debugfs') ?? findExecutable('/usr/sbin/debugfs') ?? findExecutable('/sbin/debugfs');
-const skip = !canUseNetns() ? 'needs root (network namespaces)' : DEBUGFS === undefined ? 'debugfs not installed (e2fsprogs)' : false;
+const DEBUGFS = findExecutable('debugfs');
 
 const REGISTRY = '127.0.0.1:5000';
 const GUEST = `${REGISTRY}/flintlock/guest:images-e2e`;
@@ -159,7 +159,7 @@ function isQemu(pid: number): boolean {
   }
 }
 
-describe('OCI images end to end (docker-registry, real daemon)', { skip, timeout: 240_000 }, () => {
+describeWith('OCI images end to end (docker-registry, real daemon)', [...QEMU_DAEMON, ...programs('debugfs', 'busybox')], { timeout: 240_000 }, () => {
   let netns: TestNetns;
   let dir: string;
   let daemon: DaemonHandle;

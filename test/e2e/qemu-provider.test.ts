@@ -21,7 +21,9 @@ import { QemuProvider, hostTscKhz, qemuArgs } from '../../src/adapters/providers
 import { guestDiskName, renderCmdline } from '../../src/core/guest.js';
 import type { LaunchDisk, LaunchNic, LaunchSpec, Logger, VmmProcess } from '../../src/core/ports.js';
 import { sampleVm } from '../helpers/fixtures.js';
-import { ensureGuestImage, guestAddress, INITRD, KERNEL, labSkipReason, pingFrom, QEMU, startDnsmasq } from '../helpers/guest-lab.js';
+import { describeWith, GUEST_LAB } from '../helpers/prerequisites.js';
+import { atExit } from '../helpers/processes.js';
+import { ensureGuestImage, guestAddress, INITRD, KERNEL, pingFrom, QEMU, startDnsmasq } from '../helpers/guest-lab.js';
 
 /** Records what the provider logs, to check the KVM/TCG start-up line. */
 class CaptureLogger implements Logger {
@@ -157,8 +159,6 @@ describe('QemuProvider command line', () => {
 // ---------------------------------------------------------------------------------------------
 // Real boots
 
-const skip = labSkipReason();
-
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
 /** A uniquely named namespace, deleted by the returned function. */
@@ -189,11 +189,16 @@ function vmDirFor(name: string): string {
 
 const MAC_TAP = '02:fe:00:00:01:01';
 
-describe('QemuProvider boots the test guest', { skip, timeout: 240_000 }, () => {
+describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 }, () => {
   const table = new LinuxProcessTable();
   const log = new CaptureLogger();
   const started: VmmProcess[] = [];
   const cleanups: Array<() => void> = [];
+  // QEMU runs detached (it outlives its starter by design): killed when this file's process ends,
+  // however it ends, if after() didn't get to it. Same pid and start time: never a reused pid.
+  atExit(() => {
+    for (const p of started) if (readProcStatSync(p.pid)?.startTime === p.startTime) process.kill(p.pid, 'SIGKILL');
+  });
 
   before(
     () => {

@@ -1,11 +1,14 @@
 // Runs the real daemon (bin/flintlockd, the built code) for integration tests, optionally inside
 // a test network namespace. The API listens on a unix socket so a daemon inside a namespace is
-// reachable from the test process; every process is ended by its PID.
-import { spawn, type ChildProcess } from 'node:child_process';
+// reachable from the test process; every process is ended by its PID, and whatever is still
+// running when the test file's process ends (the daemon, the VMMs it started, which outlive it by
+// design) is killed then.
+import { type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
+import { atExit, killProcessesMentioning, spawnTracked } from './processes.js';
 import { waitFor } from './wait.js';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
@@ -51,7 +54,9 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
   rmSync(socket, { force: true });
   const command = options.netns !== undefined ? ['ip', ['netns', 'exec', options.netns, process.execPath, FLINTLOCKD]] : [process.execPath, [FLINTLOCKD]];
   const [bin, prefix] = command as [string, string[]];
-  const child = spawn(bin, [...prefix, 'run', '--config', configFile, ...(options.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnTracked(bin, [...prefix, 'run', '--config', configFile, ...(options.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The VMMs' command lines name the state dir, a unique temporary path of this test's.
+  atExit(() => killProcessesMentioning(stateDir));
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
@@ -72,27 +77,38 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
       await exited;
     },
   };
-  await waitFor(
-    'daemon to listen',
-    () => {
-      if (child.exitCode !== null) throw new Error(`flintlockd exited with ${child.exitCode}:\n${output}`);
-      return existsSync(socket) && output.includes('starting grpc server listening');
-    },
-    15_000,
-    25,
-  );
+  try {
+    await waitFor(
+      'daemon to listen',
+      () => {
+        if (child.exitCode !== null) throw new Error(`flintlockd exited with ${child.exitCode}:\n${output}`);
+        return existsSync(socket) && output.includes('starting grpc server listening');
+      },
+      15_000,
+      25,
+    );
+  } catch (e) {
+    await handle.kill();
+    throw e;
+  }
   return handle;
 }
 
 /** Runs the daemon to completion (for start-up failures): exit code and output. */
-export async function runDaemonExpectingExit(config: Record<string, unknown>): Promise<{ code: number | null; output: string }> {
+export async function runDaemonExpectingExit(
+  config: Record<string, unknown>,
+  env: Readonly<Record<string, string>> = {},
+): Promise<{ code: number | null; output: string }> {
   const dir = makeTempDir('fl-daemon-');
   const configFile = join(dir, 'config.yaml');
   writeFileSync(configFile, stringify({ 'state-dir': join(dir, 'state'), 'grpc-endpoint': `unix:${join(dir, 'grpc.sock')}`, ...config }));
-  const child = spawn(process.execPath, [FLINTLOCKD, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnTracked(process.execPath, [FLINTLOCKD, 'run', '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
   const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
   clearTimeout(timer);

@@ -1,9 +1,9 @@
 // The lab for real boots: the test guest (scripts/build-guest-image.sh), dnsmasq in a test
 // namespace, Debian's docker-registry in a test namespace, and the guest's console markers.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { findExecutable } from '../../src/adapters/providers/host.js';
+import { atExit, killIfNamed, spawnTracked } from './processes.js';
 import { waitFor } from './wait.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -15,23 +15,16 @@ export const BOOT_DEADLINE_MS = 30_000;
 
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
-/** Why real boots can't run here, or false. */
-export function labSkipReason(): string | false {
-  if (process.getuid?.() !== 0) return 'needs root (network namespaces, taps, macvtaps, dnsmasq)';
-  if (findExecutable(QEMU) === undefined) return `${QEMU} not installed (scripts/build-guest-image.sh installs it)`;
-  if (findExecutable('dnsmasq') === undefined && findExecutable('/usr/sbin/dnsmasq') === undefined)
-    return 'dnsmasq not installed (scripts/build-guest-image.sh installs it)';
-  return false;
-}
-
 /** Builds the test guest once (cached in .cache/guest). */
 export function ensureGuestImage(): void {
   if (existsSync(KERNEL) && existsSync(INITRD)) return;
   execFileSync(join(REPO, 'scripts/build-guest-image.sh'), [GUEST_DIR], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 180_000 });
 }
 
-/** dnsmasq (daemon mode, --no-ping) in a namespace on one interface; stopped by pid. */
-/** `hosts`: fixed addresses by MAC (`--dhcp-host=<mac>,<ip>`). */
+/**
+ * dnsmasq (daemon mode, --no-ping) in a namespace on one interface; stopped by pid, at the latest
+ * when the test file's process ends. `hosts`: fixed addresses by MAC (`--dhcp-host=<mac>,<ip>`).
+ */
 export function startDnsmasq(
   ns: string,
   iface: string,
@@ -42,6 +35,10 @@ export function startDnsmasq(
   mkdirSync(dir, { recursive: true, mode: 0o755 }); // dnsmasq drops to nobody
   const leases = join(dir, 'dnsmasq.leases');
   const pidFile = join(dir, 'dnsmasq.pid');
+  // dnsmasq forks into the background and leaves its pid in the file: ended by that pid.
+  const stop = atExit(() => {
+    if (existsSync(pidFile)) killIfNamed(Number(readFileSync(pidFile, 'utf8').trim()), 'dnsmasq');
+  });
   sh('ip', [
     'netns',
     'exec',
@@ -59,18 +56,7 @@ export function startDnsmasq(
     '--log-dhcp',
     `--log-facility=${join(dir, 'dnsmasq.log')}`,
   ]);
-  return {
-    leases,
-    stop: () => {
-      try {
-        const pid = Number(readFileSync(pidFile, 'utf8').trim());
-        // Only if that pid is still a dnsmasq (never a reused pid).
-        if (pid > 0 && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'dnsmasq') process.kill(pid, 'SIGTERM');
-      } catch {
-        // not running
-      }
-    },
-  };
+  return { leases, stop };
 }
 
 /** Waits for `FLINTLOCK-GUEST <ifname> <mac> <ip/prefix>` on the console; returns the ip/prefix. */
@@ -108,7 +94,10 @@ export function pingFrom(ns: string, ip: string): void {
   throw new Error(`no ping reply from ${ip} in ${ns}: ${String(last)}`);
 }
 
-/** Debian's docker-registry on 127.0.0.1:5000 inside a namespace, storing under dir; stopped by pid. */
+/**
+ * Debian's docker-registry on 127.0.0.1:5000 inside a namespace, storing under dir; stopped by pid,
+ * at the latest when the test file's process ends (also when it never answers).
+ */
 export async function startRegistry(ns: string, dir: string): Promise<{ address: string; stop: () => void }> {
   const config = join(dir, 'registry.yml');
   writeFileSync(
@@ -117,28 +106,31 @@ export async function startRegistry(ns: string, dir: string): Promise<{ address:
   );
   // Debian's docker-registry, extracted (not installed) by scripts/fetch-registry.sh.
   const bin = sh(join(REPO, 'scripts/fetch-registry.sh'), []).trim().split('\n').at(-1) ?? 'docker-registry';
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', ns, bin, 'serve', config], { stdio: 'ignore' });
-  const address = '127.0.0.1:5000';
-  await waitFor(
-    'the registry to answer',
-    () => {
-      try {
-        // Quietly: the registry refuses connections until it is up.
-        execFileSync('ip', ['netns', 'exec', ns, 'busybox', 'wget', '-q', '-O', '/dev/null', `http://${address}/v2/`], { stdio: 'ignore' });
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    15_000,
-    100,
-  );
-  return {
-    address,
-    stop: () => {
-      if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM');
-    },
+  const child: ChildProcess = spawnTracked('ip', ['netns', 'exec', ns, bin, 'serve', config], { stdio: 'ignore' });
+  const stop = (): void => {
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM');
   };
+  const address = '127.0.0.1:5000';
+  try {
+    await waitFor(
+      'the registry to answer',
+      () => {
+        try {
+          // Quietly: the registry refuses connections until it is up.
+          execFileSync('ip', ['netns', 'exec', ns, 'busybox', 'wget', '-q', '-O', '/dev/null', `http://${address}/v2/`], { stdio: 'ignore' });
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      15_000,
+      100,
+    );
+  } catch (e) {
+    stop();
+    throw e;
+  }
+  return { address, stop };
 }
 
 /** Pushes the test guest (boot/vmlinuz, boot/initrd) as an OCI image from inside the namespace. */

@@ -26,16 +26,6 @@ export interface NetnsLink {
   readonly linkinfo?: { info_kind?: string; info_data?: { mode?: string } };
 }
 
-export function canUseNetns(): boolean {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * A namespace with `lo` up and, unless `bare`, a veth `eth0` (peer `eth0p`, both up) and a
  * bridge `br0` (up).

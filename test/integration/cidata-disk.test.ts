@@ -4,25 +4,17 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { promisify } from 'node:util';
 
 import { CIDATA_LABEL, cidataSizeKib, FatCidataDiskBuilder } from '../../src/adapters/cloud-init/cidata-disk.js';
 import type { CloudInitFiles } from '../../src/core/ports.js';
 import { makeTempDir } from '../helpers/daemon.js';
+import { describeWith, programs } from '../helpers/prerequisites.js';
 
 const run = promisify(execFile);
 const SBIN_PATH = `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
 const ENV = { ...process.env, PATH: SBIN_PATH, MTOOLS_SKIP_CHECK: '1' };
-
-async function have(bin: string): Promise<boolean> {
-  try {
-    await run('sh', ['-c', `command -v ${bin}`], { env: ENV });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function listFiles(image: string): Promise<string[]> {
   // -b: bare listing, one `::/name` per line, long names.
@@ -44,10 +36,7 @@ async function label(image: string): Promise<string> {
   return stdout.trim();
 }
 
-const tools = await Promise.all(['mkfs.vfat', 'mcopy', 'mdir', 'mtype', 'blkid', 'fatlabel'].map(have));
-const skip = tools.every(Boolean) ? false : 'dosfstools/mtools not installed (apt-get install dosfstools mtools)';
-
-describe('FatCidataDiskBuilder', { skip }, () => {
+describeWith('FatCidataDiskBuilder', programs('mkfs.vfat', 'mcopy', 'mdir', 'mtype', 'blkid', 'fatlabel'), {}, () => {
   let dir = '';
   before(() => {
     dir = makeTempDir('fl-cidata-');

@@ -3,20 +3,20 @@
 // create, list filters, restart and crash recovery, start-up refusals.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, rmSync, statSync } from 'node:fs';
+import { existsSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { MicroVMStatus_MicroVMState as State, NetworkInterface_IfaceType as IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
 import type { ListMessage } from '../../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
+import { findExecutable } from '../../src/adapters/providers/host.js';
 import { FL, makeTempDir, runDaemonExpectingExit, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
-import { canUseNetns, createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { describeWith, QEMU_DAEMON } from '../helpers/prerequisites.js';
 import { waitFor } from '../helpers/wait.js';
 
-const skip = canUseNetns() ? false : 'needs root and ip netns';
-
-/** Retries are fast here; the qemu provider is not available yet, so VMs end FAILED. */
+/** Retries are fast here; the VMs' images come from nowhere, so they end FAILED. */
 const FAST = { 'maximum-retry': 1, 'retry-backoff-base': '20ms', 'retry-backoff-max': '50ms', 'qemu-bin': 'qemu-system-x86_64', 'default-provider': 'qemu' };
 
 async function expectGrpcError(promise: Promise<unknown>, code: grpcStatus, text: RegExp): Promise<void> {
@@ -27,7 +27,7 @@ async function expectGrpcError(promise: Promise<unknown>, code: grpcStatus, text
   });
 }
 
-describe('flintlockd in a network namespace', { skip }, () => {
+describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
   let ns: TestNetns;
   let dir: string;
   let daemon: DaemonHandle;
@@ -267,11 +267,25 @@ describe('flintlockd in a network namespace', { skip }, () => {
   });
 });
 
-describe('flintlockd start-up and host network errors', { skip }, () => {
+describeWith('flintlockd start-up and host network errors', QEMU_DAEMON, {}, () => {
   it('refuses to start with neither parent-iface nor bridge-name', async () => {
     const { code, output } = await runDaemonExpectingExit({ insecure: true });
     assert.equal(code, 2);
     assert.match(output, /you must supply at least one of parent interface, bridge name/);
+  });
+
+  it('refuses to start when a program its default provider needs is missing, naming it and its package', async () => {
+    // A PATH with everything but qemu-img (mkfs.* are also found in sbin, as the daemon looks there).
+    const bin = makeTempDir('fl-path-');
+    for (const program of ['ip', 'qemu-system-x86_64', 'mkfs.vfat', 'mcopy']) symlinkSync(findExecutable(program) ?? program, join(bin, program));
+    try {
+      const { code, output } = await runDaemonExpectingExit({ insecure: true, 'bridge-name': 'br0', 'default-provider': 'qemu' }, { PATH: bin });
+      assert.equal(code, 1, output);
+      assert.match(output, /the default microvm provider qemu cannot run here: "qemu-img" not found \(install the Debian package qemu-utils\)/);
+      assert.doesNotMatch(output, /starting grpc server/);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 
   it('refuses an unknown config key, naming it', async () => {

@@ -10,6 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
 import { Iproute2NetworkService } from '../../src/adapters/network/iproute2.js';
+import { NETNS, describeWith } from '../helpers/prerequisites.js';
+import { atExit } from '../helpers/processes.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -28,43 +30,15 @@ async function nsip(...args: string[]): Promise<string> {
   return ip('-n', NS, ...args);
 }
 
-async function skipReason(): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return 'needs root (creates a network namespace with veth, bridge, tap and macvtap devices)';
-  try {
-    await ip('netns', 'add', NS);
-  } catch (err) {
-    return `cannot create a network namespace (ip netns add ${NS}): ${String(err).trim()}`;
-  }
-  // Safety net for runs that die before after(): an uncaught error (e.g. EPIPE when stdout is
-  // piped into `head`) exits without an 'exit' event, but 'uncaughtExceptionMonitor' still runs.
-  process.once('exit', deleteNamespaceSync);
-  process.once('uncaughtExceptionMonitor', deleteNamespaceSync);
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      deleteNamespaceSync();
-      // Die of the same signal, as if no handler had been installed.
-      process.kill(process.pid, signal);
-    });
-  }
-  return undefined;
-}
-
-function deleteNamespaceSync(): void {
-  if (nsDeleted) return;
-  nsDeleted = true;
-  try {
-    execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
-  } catch {
-    // Already gone.
-  }
-}
-
-const skip = await skipReason();
-
-describe('Iproute2NetworkService (real kernel, private netns)', { skip: skip ?? false }, () => {
+describeWith('Iproute2NetworkService (real kernel, private netns)', [NETNS], {}, () => {
   const net = new Iproute2NetworkService({ netns: NS });
 
   before(async () => {
+    // Deleted when the file's process ends, however it ends (deleting it removes its devices).
+    atExit(() => {
+      if (!nsDeleted) execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
+    });
+    await ip('netns', 'add', NS);
     await nsip('link', 'set', 'lo', 'up');
     await nsip('link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p');
     // Non-default values, so copying them to the macvtap is observable.

@@ -1,12 +1,11 @@
 // The Cloud Hypervisor provider against a fake cloud-hypervisor that serves the published OpenAPI
 // document (../shared/ref/cloud-hypervisor-api.yaml), refuses whatever it doesn't allow, and checks
 // that its command line makes a VmConfig the document allows (test/helpers/fake-vmm-bin.ts).
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { CLOUD_HYPERVISOR_FILES, CloudHypervisorProvider } from '../../src/adapters/providers/cloud-hypervisor.js';
 import type { LaunchSpec } from '../../src/core/ports.js';
@@ -23,9 +22,9 @@ import {
   writeFakeBin,
 } from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
+import { describeWith, SHARED_REF, vmmApiSpec } from '../helpers/prerequisites.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const specFile = join(here, '../../../shared/ref/cloud-hypervisor-api.yaml');
+const specFile = join(SHARED_REF, 'cloud-hypervisor-api.yaml');
 
 interface StartInfo {
   readonly argv: string[];
@@ -40,7 +39,7 @@ async function openFdsOn(path: string): Promise<string[]> {
   return targets.filter((t) => t.target === path).map((t) => t.fd);
 }
 
-describe('CloudHypervisorProvider', () => {
+describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')], {}, () => {
   let tmp: string;
   let fakeBin: string;
   let deafBin: string;
@@ -105,7 +104,7 @@ describe('CloudHypervisorProvider', () => {
     const log = silentLogger();
     assert.deepEqual(new CloudHypervisorProvider({ bin: fakeBin, processes, log, kvmUsable: () => true }).availability(), { available: true });
     const noBin = new CloudHypervisorProvider({ bin: 'no-such-cloud-hypervisor', processes, log, kvmUsable: () => true }).availability();
-    assert.deepEqual(noBin, { available: false, reason: 'binary "no-such-cloud-hypervisor" not found' });
+    assert.deepEqual(noBin, { available: false, reason: 'cloudhypervisor-bin: "no-such-cloud-hypervisor" not found' });
     const noKvm = new CloudHypervisorProvider({ bin: fakeBin, processes, log, kvmUsable: () => false }).availability();
     assert.equal(noKvm.available, false);
     assert.match(noKvm.reason ?? '', /^\/dev\/kvm is missing/);
@@ -263,7 +262,7 @@ describe('CloudHypervisorProvider', () => {
   });
 });
 
-describe('the fake Cloud Hypervisor API validates against the spec', () => {
+describeWith('the fake Cloud Hypervisor API validates against the spec', [vmmApiSpec('cloud-hypervisor-api.yaml')], {}, () => {
   let harness: FakeApiHarness;
   const config = { payload: { kernel: '/k', cmdline: 'console=ttyS0' }, cpus: { boot_vcpus: 1, max_vcpus: 1 }, memory: { size: 1 << 29 } };
   before(async () => {

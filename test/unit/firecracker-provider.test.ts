@@ -1,11 +1,10 @@
 // The Firecracker provider against a fake Firecracker that serves the published OpenAPI document
 // (../shared/ref/firecracker-api.yaml) and refuses whatever it doesn't allow (test/helpers/fake-vmm.ts).
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { FirecrackerProvider, FIRECRACKER_FILES, NOCLOUD_SEED } from '../../src/adapters/providers/firecracker.js';
 import { renderCmdline } from '../../src/core/guest.js';
@@ -22,16 +21,16 @@ import {
   writeFakeBin,
 } from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
+import { describeWith, SHARED_REF, vmmApiSpec } from '../helpers/prerequisites.js';
 import { waitFor } from '../helpers/wait.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const specFile = join(here, '../../../shared/ref/firecracker-api.yaml');
+const specFile = join(SHARED_REF, 'firecracker-api.yaml');
 
 const META_DATA = 'instance_id: 01HGW2N7EH0000000000000001\nlocal-hostname: vm1\n';
 const USER_DATA = '#cloud-config\nruncmd: [echo hi]\n';
 const NETWORK_CONFIG = 'version: 2\nethernets:\n  eth1:\n    match: {macaddress: "02:00:00:aa:bb:01"}\n    dhcp4: true\n';
 
-describe('FirecrackerProvider', () => {
+describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, () => {
   let tmp: string;
   let fakeBin: string;
   let ignoringBin: string;
@@ -86,14 +85,14 @@ describe('FirecrackerProvider', () => {
     assert.deepEqual(new FirecrackerProvider({ bin: fakeBin, processes, log, kvmUsable: () => true }).availability(), { available: true });
     const noBin = new FirecrackerProvider({ bin: join(tmp, 'no-such-firecracker'), processes, log, kvmUsable: () => true }).availability();
     assert.equal(noBin.available, false);
-    assert.match(noBin.reason ?? '', /binary ".*no-such-firecracker" not found/);
+    assert.match(noBin.reason ?? '', /firecracker-bin: ".*no-such-firecracker" not found/);
     assert.doesNotMatch(noBin.reason ?? '', /kvm/);
     const noKvm = new FirecrackerProvider({ bin: fakeBin, processes, log, kvmUsable: () => false }).availability();
     assert.equal(noKvm.available, false);
     assert.match(noKvm.reason ?? '', /\/dev\/kvm/);
     assert.doesNotMatch(noKvm.reason ?? '', /not found/);
     const neither = new FirecrackerProvider({ bin: 'no-such-firecracker', processes, log, kvmUsable: () => false }).availability();
-    assert.match(neither.reason ?? '', /binary "no-such-firecracker" not found; \/dev\/kvm/);
+    assert.match(neither.reason ?? '', /firecracker-bin: "no-such-firecracker" not found; \/dev\/kvm/);
     assert.match(new FirecrackerProvider({ bin: '', processes, log }).availability().reason ?? '', /firecracker-bin is empty/);
   });
 
@@ -250,7 +249,7 @@ describe('FirecrackerProvider', () => {
   });
 });
 
-describe('the fake Firecracker API validates against the spec', () => {
+describeWith('the fake Firecracker API validates against the spec', [vmmApiSpec('firecracker-api.yaml')], {}, () => {
   let harness: FakeApiHarness;
   before(async () => {
     harness = await fakeApiHarness(specFile, 'fc-fake-');

@@ -2,15 +2,14 @@
 import type { ProviderAvailability } from '../../core/ports.js';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { missingProgramMessage } from '../host/dependencies.js';
 
-/** Absolute path of an executable, searching PATH for a bare name. */
+/** mkfs.* live in sbin, which a daemon started from a user shell may lack on PATH. */
+const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+/** Absolute path of an executable, searching PATH (then the sbin directories) for a bare name. */
 export function findExecutable(bin: string, path = process.env.PATH ?? ''): string | undefined {
-  const candidates = bin.includes('/')
-    ? [bin]
-    : path
-        .split(delimiter)
-        .filter((d) => d !== '')
-        .map((d) => join(d, bin));
+  const candidates = bin.includes('/') ? [bin] : [...path.split(delimiter), ...SBIN_DIRS].filter((d) => d !== '').map((d) => join(d, bin));
   return candidates.find((c) => {
     try {
       accessSync(c, constants.X_OK);
@@ -52,7 +51,7 @@ export function kvmUsable(): boolean {
 export function vmmAvailability(configKey: string, bin: string, kvm?: { readonly vmm: string; readonly usable: () => boolean }): ProviderAvailability {
   if (bin === '') return { available: false, reason: `${configKey} is empty, so the provider is disabled` };
   const missing: string[] = [];
-  if (findExecutable(bin) === undefined) missing.push(`binary "${bin}" not found`);
+  if (findExecutable(bin) === undefined) missing.push(`${configKey}: ${missingProgramMessage(bin)}`);
   if (kvm !== undefined && !kvm.usable()) missing.push(`/dev/kvm is missing or not readable and writable (${kvm.vmm} needs KVM)`);
   return missing.length === 0 ? { available: true } : { available: false, reason: missing.join('; ') };
 }

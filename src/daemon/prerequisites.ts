@@ -1,0 +1,62 @@
+// The programs this daemon will run, checked once at start so a missing one stops the daemon with
+// the program's name and its Debian package, instead of failing VMs later. Which programs depends
+// on what is wired: the iproute2 network adapter runs `ip`, volumes are built with mkfs.ext4, the
+// default provider needs its VMM, a cidata disk (mkfs.vfat, mcopy) unless it has a metadata
+// service, and qemu-img when it opens qcow2 overlays.
+import { missingProgramMessage } from '../adapters/host/dependencies.js';
+import { findExecutable } from '../adapters/providers/host.js';
+import type { ProviderRegistry, VmmProvider } from '../core/ports.js';
+
+export interface ProgramNeed {
+  readonly program: string;
+  /** What it is for, as an operator reads it. */
+  readonly for: string;
+}
+
+export const VOLUME_PROGRAMS: readonly ProgramNeed[] = [{ program: 'mkfs.ext4', for: 'volumes from images' }];
+export const CIDATA_PROGRAMS = ['mkfs.vfat', 'mcopy'] as const;
+
+/** What `provider` needs besides its VMM binary (which its availability() checks). */
+export function providerPrograms(provider: VmmProvider): ProgramNeed[] {
+  const needs: ProgramNeed[] = [];
+  if (!provider.capabilities.has('metadata-service')) {
+    for (const program of CIDATA_PROGRAMS) needs.push({ program, for: `the cloud-init disk of ${provider.name} VMs` });
+  }
+  if (provider.capabilities.has('qcow2-overlay')) needs.push({ program: 'qemu-img', for: `qcow2 volume overlays of ${provider.name} VMs` });
+  return needs;
+}
+
+export interface PrerequisiteReport {
+  /** Each makes the daemon refuse to start. */
+  readonly errors: string[];
+  /** Providers other than the default that can't run here (VMs naming them will fail). */
+  readonly warnings: string[];
+}
+
+export function checkPrerequisites(
+  providers: ProviderRegistry,
+  common: readonly ProgramNeed[],
+  find: (program: string) => string | undefined = findExecutable,
+): PrerequisiteReport {
+  const missing = (needs: readonly ProgramNeed[]): string[] =>
+    needs.filter((n) => find(n.program) === undefined).map((n) => `${missingProgramMessage(n.program)}, needed for ${n.for}`);
+  const errors = missing(common);
+  const warnings: string[] = [];
+  for (const name of providers.names()) {
+    const provider = providers.get(name);
+    if (provider === undefined) continue;
+    const availability = provider.availability();
+    const problems = [...(availability.available ? [] : [availability.reason ?? 'not available']), ...missing(providerPrograms(provider))];
+    if (problems.length === 0) continue;
+    if (name === providers.defaultName()) errors.push(`the default microvm provider ${name} cannot run here: ${problems.join('; ')}`);
+    else warnings.push(`microvm provider ${name} is not available: ${problems.join('; ')}`);
+  }
+  return { errors, warnings };
+}
+
+export class PrerequisiteError extends Error {
+  constructor(errors: readonly string[]) {
+    super(`missing prerequisites: ${errors.join('; ')}`);
+    this.name = 'PrerequisiteError';
+  }
+}
