@@ -83,8 +83,11 @@ export function describeWith(name: string, prerequisites: readonly Prerequisite[
   describe(name, { ...options, skip: what }, fn);
 }
 
-/** What a real daemon with the QEMU provider needs (src/daemon/prerequisites.ts checks the same at start). */
-export const QEMU_DAEMON: readonly Prerequisite[] = [NETNS, ...programs('mkfs.ext4', 'qemu-system-x86_64', 'qemu-img', 'mkfs.vfat', 'mcopy')];
+/** The programs a daemon with the QEMU provider runs (src/daemon/prerequisites.ts checks the same at start). */
+export const QEMU_PROGRAMS: readonly Prerequisite[] = programs('mkfs.ext4', 'qemu-system-x86_64', 'qemu-img', 'mkfs.vfat', 'mcopy');
+
+/** A real daemon with the QEMU provider and real host networking in a test namespace. */
+export const QEMU_DAEMON: readonly Prerequisite[] = [NETNS, ...QEMU_PROGRAMS];
 
 /** Real guests: the QEMU daemon, the test guest's build tools, dnsmasq, busybox (wget, ping). */
 export const GUEST_LAB: readonly Prerequisite[] = [...QEMU_DAEMON, ...programs('dnsmasq', 'busybox', 'cpio')];

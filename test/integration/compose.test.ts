@@ -3,15 +3,16 @@
 import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { loadConfig } from '../../src/config/config.js';
 import { startDaemon, type RunningDaemon } from '../../src/daemon/compose.js';
 import { makeTempDir } from '../helpers/daemon.js';
 import { MemoryNetwork } from '../helpers/doubles.js';
+import { describeWith, QEMU_PROGRAMS } from '../helpers/prerequisites.js';
 import { TestClient, capmvmSpec } from '../helpers/grpc-client.js';
 
-describe('daemon composition', () => {
+describeWith('daemon composition', QEMU_PROGRAMS, {}, () => {
   let dir: string;
   let daemon: RunningDaemon;
 

@@ -16,6 +16,7 @@ import { MicroVMService } from '../../src/core/service.js';
 import { createTestService, type TestService } from '../helpers/service.js';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
+import { describeWith, programs } from '../helpers/prerequisites.js';
 
 const silent = silentLogger();
 
@@ -256,7 +257,7 @@ function rawTls(port: number, ca: Buffer, options: tls.ConnectionOptions): Promi
 
 // ---- tests ----
 
-describe('gRPC security', () => {
+describeWith('gRPC security', programs('openssl'), {}, () => {
   let pki: Pki;
 
   before(() => {
