@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
+import { DEFAULT_METADATA_KB, MAX_METADATA_KB } from '../core/limits.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/opt/flintlockd/config.yaml';
 
@@ -97,6 +98,7 @@ const schema = z
     'retry-backoff-max': duration.default(300_000),
     'minimum-memory-mb': int(1, 1 << 20).default(128),
     'maximum-memory-mb': int(1, 1 << 20).default(32768),
+    'maximum-metadata-kb': int(1, MAX_METADATA_KB).default(DEFAULT_METADATA_KB),
   })
   .strict();
 
@@ -137,6 +139,7 @@ export interface Config {
   readonly retryBackoffMaxMs: number;
   readonly minimumMemoryMb: number;
   readonly maximumMemoryMb: number;
+  readonly maximumMetadataKb: number;
   /** Keys given that have no effect here, with why (for start-up warnings). */
   readonly ignored: ReadonlyArray<{ key: string; why: string }>;
 }
@@ -253,6 +256,7 @@ function toConfig(p: Parsed, ignored: Config['ignored']): Config {
     retryBackoffMaxMs: p['retry-backoff-max'],
     minimumMemoryMb: p['minimum-memory-mb'],
     maximumMemoryMb: p['maximum-memory-mb'],
+    maximumMetadataKb: p['maximum-metadata-kb'],
     ignored,
   };
 }

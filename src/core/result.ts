@@ -12,14 +12,25 @@ export function err<E>(error: E): { ok: false; error: E } {
 }
 
 /** What went wrong, in terms a client can act on. Mapped to gRPC codes in the API adapters. */
-export type ErrorKind = 'invalid-argument' | 'not-found' | 'unauthenticated' | 'unavailable' | 'internal';
+export type ErrorKind = 'invalid-argument' | 'not-found' | 'unauthenticated' | 'resource-exhausted' | 'unavailable' | 'internal';
 
 export interface AppError {
   readonly kind: ErrorKind;
   readonly message: string;
 }
 
-export const appError = (kind: ErrorKind, message: string): AppError => ({ kind, message });
+/**
+ * At most this many characters of an error message reach a client: it travels in the
+ * `grpc-message` header, and Go and Python clients refuse oversized header lists (8-16 KiB).
+ */
+export const MAX_ERROR_MESSAGE_CHARS = 2048;
+
+export function boundedMessage(message: string): string {
+  if (message.length <= MAX_ERROR_MESSAGE_CHARS) return message;
+  return `${message.slice(0, MAX_ERROR_MESSAGE_CHARS)}... (${message.length - MAX_ERROR_MESSAGE_CHARS} more characters)`;
+}
+
+export const appError = (kind: ErrorKind, message: string): AppError => ({ kind, message: boundedMessage(message) });
 
 /** Message of anything thrown, for logs and status fields. */
 export function errorMessage(e: unknown): string {

@@ -2,7 +2,9 @@
 // field by its API (proto) name and says what is wrong with the value; all problems are reported
 // at once. Nothing is stored unless this passes.
 import { isIP } from 'node:net';
+import { echo, identifierProblem, inImagePathProblem } from './identifiers.js';
 import { isImageRefError, parseImageRef } from './image-ref.js';
+import { DEFAULT_METADATA_KB, REQUEST_LIMITS } from './limits.js';
 import type { KernelSpec, MicroVMSpec, NetworkInterfaceSpec, VolumeSpec } from './model.js';
 import type { ProviderCapability, ProviderRegistry } from './ports.js';
 import { appError, err, ok, type AppError, type Result } from './result.js';
@@ -29,9 +31,11 @@ export interface ValidationLimits {
   readonly maxVcpu: number;
   readonly minMemoryMb: number;
   readonly maxMemoryMb: number;
+  /** Metadata keys plus values, in bytes as sent (`maximum-metadata-kb`). */
+  readonly maxMetadataBytes: number;
 }
 
-export const DEFAULT_LIMITS: ValidationLimits = { minVcpu: 1, maxVcpu: 64, minMemoryMb: 128, maxMemoryMb: 32768 };
+export const DEFAULT_LIMITS: ValidationLimits = { minVcpu: 1, maxVcpu: 64, minMemoryMb: 128, maxMemoryMb: 32768, maxMetadataBytes: DEFAULT_METADATA_KB * 1024 };
 export const DEFAULT_NAMESPACE = 'default';
 
 /** The unbridged tap through which a Firecracker guest reaches MMDS (COMPAT §3). */
@@ -45,9 +49,6 @@ export const METADATA_INTERFACE: NetworkInterfaceSpec = {
 export const DEFAULT_VCPU = 2;
 export const DEFAULT_MEMORY_MB = 1024;
 
-/** Safe as a path component and a host label (COMPAT §2.9). */
-const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
-const DEVICE_ID_PATTERN = /^[a-z][a-z0-9_]*$/;
 const MAC_PATTERN = /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}$/;
 
 export type ProviderLookup = Pick<ProviderRegistry, 'names' | 'get' | 'defaultName'>;
@@ -69,11 +70,16 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
   const memoryMb = input.memoryMb === 0 ? DEFAULT_MEMORY_MB : input.memoryMb;
   const provider = input.provider === '' ? providers.defaultName() : input.provider;
 
+  const identifier = (field: string, kind: Parameters<typeof identifierProblem>[0], value: string): boolean => {
+    const wrong = identifierProblem(kind, value);
+    if (wrong !== undefined) problem(field, wrong);
+    return wrong === undefined;
+  };
   if (input.name === '') problem('id', 'is required');
-  else if (!NAME_PATTERN.test(input.name))
-    problem('id', `"${input.name}" must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`);
-  if (!NAME_PATTERN.test(namespace))
-    problem('namespace', `"${namespace}" must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  else identifier('id', 'name', input.name);
+  identifier('namespace', 'name', namespace);
+  checkLabels(input.labels, problem);
+  checkMetadata(input.metadata, limits.maxMetadataBytes, problem);
 
   if (!Number.isInteger(vcpu) || vcpu < limits.minVcpu || vcpu > limits.maxVcpu)
     problem('vcpu', `must be between ${limits.minVcpu} and ${limits.maxVcpu}, got ${vcpu}`);
@@ -85,6 +91,7 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
   else {
     checkImage('kernel.image', input.kernel.image, problem);
     if (input.kernel.filename !== undefined) checkInImagePath('kernel.filename', input.kernel.filename, problem);
+    checkCmdline(input.kernel.cmdline, problem);
   }
   if (input.initrd !== undefined) {
     checkImage('initrd.image', input.initrd.image, problem);
@@ -96,8 +103,11 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
   let virtiofsCount = 0;
   const checkVolume = (field: string, v: VolumeSpec): void => {
     if (v.id === '') problem(`${field}.id`, 'is required');
-    else if (volumeIds.has(v.id)) problem(`${field}.id`, `"${v.id}" is used by another volume of this microvm`);
+    else if (!identifier(`${field}.id`, 'name', v.id)) {
+      // reported
+    } else if (volumeIds.has(v.id)) problem(`${field}.id`, `${echo(v.id)} is used by another volume of this microvm`);
     volumeIds.add(v.id);
+    if (v.partitionId !== undefined) identifier(`${field}.partition_id`, 'name', v.partitionId);
     const { containerImage, virtiofsPath } = v.source;
     if ((containerImage === undefined) === (virtiofsPath === undefined)) {
       problem(`${field}.source`, 'must have exactly one of container_source or virtiofs_source');
@@ -105,29 +115,40 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
     if (containerImage !== undefined) checkImage(`${field}.source.container_source`, containerImage, problem);
     if (virtiofsPath !== undefined) {
       virtiofsCount += 1;
-      if (!virtiofsPath.startsWith('/')) problem(`${field}.source.virtiofs_source`, `"${virtiofsPath}" must be an absolute host path`);
+      const pathProblem = guestOrHostPathProblem(virtiofsPath, REQUEST_LIMITS.hostPathBytes);
+      if (pathProblem !== undefined) problem(`${field}.source.virtiofs_source`, pathProblem);
+      else if (!virtiofsPath.startsWith('/')) problem(`${field}.source.virtiofs_source`, `${echo(virtiofsPath)} must be an absolute host path`);
       else {
         const hostProblem = host?.virtiofsSource(virtiofsPath);
         if (hostProblem !== undefined) problem(`${field}.source.virtiofs_source`, hostProblem);
       }
     }
-    if (v.sizeMb !== undefined && (!Number.isInteger(v.sizeMb) || v.sizeMb < 0)) problem(`${field}.size_in_mb`, `must not be negative, got ${v.sizeMb}`);
-    if (v.mountPoint !== undefined && v.mountPoint !== '' && !v.mountPoint.startsWith('/'))
-      problem(`${field}.mount_point`, `"${v.mountPoint}" must be an absolute guest path`);
+    if (v.sizeMb !== undefined && (!Number.isInteger(v.sizeMb) || v.sizeMb < 0 || v.sizeMb > REQUEST_LIMITS.volumeSizeMb))
+      problem(`${field}.size_in_mb`, `must be between 0 and ${REQUEST_LIMITS.volumeSizeMb} (1 TiB), got ${v.sizeMb}`);
+    if (v.mountPoint !== undefined && v.mountPoint !== '') {
+      const pathProblem = guestOrHostPathProblem(v.mountPoint, REQUEST_LIMITS.guestPathBytes);
+      if (pathProblem !== undefined) problem(`${field}.mount_point`, pathProblem);
+      else if (!v.mountPoint.startsWith('/')) problem(`${field}.mount_point`, `${echo(v.mountPoint)} must be an absolute guest path`);
+    }
   };
   if (input.rootVolume !== undefined) {
     checkVolume('root_volume', input.rootVolume);
     if (input.rootVolume.source.virtiofsPath !== undefined) problem('root_volume.source', 'the root volume cannot be a virtiofs volume');
   }
-  input.additionalVolumes.forEach((v, i) => checkVolume(`additional_volumes[${i}]`, v));
+  if (input.additionalVolumes.length > REQUEST_LIMITS.additionalVolumes)
+    problem('additional_volumes', `at most ${REQUEST_LIMITS.additionalVolumes} volumes are allowed, got ${input.additionalVolumes.length}`);
+  else input.additionalVolumes.forEach((v, i) => checkVolume(`additional_volumes[${i}]`, v));
   if (virtiofsCount > 1) problem('additional_volumes', `at most one virtiofs volume is allowed, got ${virtiofsCount}`);
 
   if (input.interfaces.length === 0) problem('interfaces', 'at least one network interface is required');
+  if (input.interfaces.length > REQUEST_LIMITS.interfaces)
+    problem('interfaces', `at most ${REQUEST_LIMITS.interfaces} network interfaces are allowed, got ${input.interfaces.length}`);
   const deviceIds = new Set<string>();
-  input.interfaces.forEach((iface, i) => {
+  input.interfaces.slice(0, REQUEST_LIMITS.interfaces).forEach((iface, i) => {
     const field = `interfaces[${i}]`;
-    if (!DEVICE_ID_PATTERN.test(iface.deviceId)) problem(`${field}.device_id`, `"${iface.deviceId}" must match ^[a-z][a-z0-9_]*$`);
-    else if (deviceIds.has(iface.deviceId)) problem(`${field}.device_id`, `"${iface.deviceId}" is used by another interface of this microvm`);
+    if (!identifier(`${field}.device_id`, 'device', iface.deviceId)) {
+      // reported
+    } else if (deviceIds.has(iface.deviceId)) problem(`${field}.device_id`, `${echo(iface.deviceId)} is used by another interface of this microvm`);
     deviceIds.add(iface.deviceId);
     // convert.ts keeps an enum number it doesn't know as `unknown(N)`: name it here.
     if (iface.type !== 'macvtap' && iface.type !== 'tap')
@@ -137,22 +158,25 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
       if (macProblem !== undefined) problem(`${field}.guest_mac`, macProblem);
     }
     if (iface.bridgeName !== undefined && !/^[^\s/]{1,15}$/.test(iface.bridgeName)) {
-      problem(`${field}.overrides.bridge_name`, `"${iface.bridgeName}" is not a valid network device name (1-15 bytes, no spaces or '/')`);
+      problem(`${field}.overrides.bridge_name`, `${echo(iface.bridgeName)} is not a valid network device name (1-15 bytes, no spaces or '/')`);
     }
     const addr = iface.address;
     if (addr !== undefined) {
-      if (!isCidr(addr.address)) problem(`${field}.address.address`, `"${addr.address}" is not a CIDR address such as 192.168.1.10/24 or fd00::10/64`);
+      if (!isCidr(addr.address)) problem(`${field}.address.address`, `${echo(addr.address)} is not a CIDR address such as 192.168.1.10/24 or fd00::10/64`);
       if (addr.gateway !== undefined && addr.gateway !== '' && isIP(stripPrefix(addr.gateway)) === 0)
-        problem(`${field}.address.gateway`, `"${addr.gateway}" is not an IP address`);
-      addr.nameservers.forEach((ns, j) => {
-        if (isIP(ns) === 0) problem(`${field}.address.nameservers[${j}]`, `"${ns}" is not an IP address`);
-      });
+        problem(`${field}.address.gateway`, `${echo(addr.gateway)} is not an IP address`);
+      if (addr.nameservers.length > REQUEST_LIMITS.nameservers)
+        problem(`${field}.address.nameservers`, `at most ${REQUEST_LIMITS.nameservers} are allowed, got ${addr.nameservers.length}`);
+      else
+        addr.nameservers.forEach((ns, j) => {
+          if (isIP(ns) === 0) problem(`${field}.address.nameservers[${j}]`, `${echo(ns)} is not an IP address`);
+        });
     }
   });
 
   const chosen = providers.get(provider);
   if (chosen === undefined) {
-    problem('provider', `"${provider}" is not a known provider (known: ${providers.names().join(', ')})`);
+    problem('provider', `${echo(provider)} is not a known provider (known: ${providers.names().join(', ')})`);
   } else {
     const lacks = (cap: ProviderCapability): boolean => !chosen.capabilities.has(cap);
     if (input.interfaces.some((i) => i.type === 'macvtap') && lacks('macvtap'))
@@ -197,12 +221,77 @@ function checkImage(field: string, ref: string, problem: (field: string, text: s
     problem(field, 'is required');
     return;
   }
+  if (Buffer.byteLength(ref) > REQUEST_LIMITS.imageRefBytes) {
+    problem(field, `${echo(ref)} is longer than ${REQUEST_LIMITS.imageRefBytes} bytes`);
+    return;
+  }
   const parsed = parseImageRef(ref);
-  if (isImageRefError(parsed)) problem(field, `"${ref}" is not a valid image reference: it ${parsed.error}`);
+  if (isImageRefError(parsed)) problem(field, `${echo(ref)} is not a valid image reference: it ${parsed.error}`);
 }
 
 function checkInImagePath(field: string, path: string, problem: (field: string, text: string) => void): void {
-  if (path.split('/').includes('..')) problem(field, `"${path}" must not contain '..'`);
+  const wrong = inImagePathProblem(path);
+  if (wrong !== undefined) problem(field, wrong);
+}
+
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** A path the guest or the host will see: bounded, and no control characters (NUL, newline). */
+function guestOrHostPathProblem(path: string, maxBytes: number): string | undefined {
+  if (Buffer.byteLength(path) > maxBytes) return `${echo(path)} is longer than ${maxBytes} bytes`;
+  if (CONTROL.test(path)) return `${echo(path)} must not contain control characters`;
+  return undefined;
+}
+
+function checkLabels(labels: Readonly<Record<string, string>>, problem: (field: string, text: string) => void): void {
+  const entries = Object.entries(labels);
+  if (entries.length > REQUEST_LIMITS.labels) {
+    problem('labels', `at most ${REQUEST_LIMITS.labels} labels are allowed, got ${entries.length}`);
+    return;
+  }
+  for (const [key, value] of entries) {
+    const wrong = identifierProblem('labelKey', key);
+    if (wrong !== undefined) problem('labels', `key ${wrong}`);
+    else if (Buffer.byteLength(value) > REQUEST_LIMITS.labelValueBytes || CONTROL.test(value))
+      problem(`labels[${key}]`, `${echo(value)} must be at most ${REQUEST_LIMITS.labelValueBytes} bytes without control characters`);
+  }
+}
+
+function checkMetadata(metadata: Readonly<Record<string, string>>, maxBytes: number, problem: (field: string, text: string) => void): void {
+  const entries = Object.entries(metadata);
+  if (entries.length > REQUEST_LIMITS.metadataKeys) {
+    problem('metadata', `at most ${REQUEST_LIMITS.metadataKeys} keys are allowed, got ${entries.length}`);
+    return;
+  }
+  let total = 0;
+  for (const [key, value] of entries) {
+    const wrong = identifierProblem('name', key);
+    if (wrong !== undefined) problem('metadata', `key ${wrong}`);
+    total += Buffer.byteLength(key) + Buffer.byteLength(value);
+  }
+  if (total > maxBytes) problem('metadata', `is ${total} bytes, more than the ${maxBytes} this daemon accepts (maximum-metadata-kb)`);
+}
+
+/** Kernel command-line keys: what Linux parameters look like (`console`, `net.ifnames`, `ds`). */
+const CMDLINE_KEY = /^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$/;
+
+function checkCmdline(cmdline: Readonly<Record<string, string>>, problem: (field: string, text: string) => void): void {
+  const entries = Object.entries(cmdline);
+  if (entries.length > REQUEST_LIMITS.cmdlineEntries) {
+    problem('kernel.cmdline', `at most ${REQUEST_LIMITS.cmdlineEntries} entries are allowed, got ${entries.length}`);
+    return;
+  }
+  let total = 0;
+  for (const [key, value] of entries) {
+    if (!CMDLINE_KEY.test(key) || Buffer.byteLength(key) > REQUEST_LIMITS.cmdlineKeyBytes)
+      problem('kernel.cmdline', `key ${echo(key)} must be 1-${REQUEST_LIMITS.cmdlineKeyBytes} characters of letters, digits, '_', '.', ':', '/' or '-'`);
+    // A double quote would end the quoting of a value with spaces; control characters end the line.
+    else if (CONTROL.test(value) || value.includes('"')) problem(`kernel.cmdline[${key}]`, `${echo(value)} must not contain control characters or '"'`);
+    total += Buffer.byteLength(key) + Buffer.byteLength(value) + 2;
+  }
+  if (total > REQUEST_LIMITS.cmdlineBytes)
+    problem('kernel.cmdline', `renders to about ${total} bytes, more than the ${REQUEST_LIMITS.cmdlineBytes} left for it in Linux's 2048-byte command line`);
 }
 
 /** Returns what is wrong with a MAC for a guest NIC, or undefined when it is fine. */

@@ -86,7 +86,13 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     backoffMaxMs: config.retryBackoffMaxMs,
     resyncPeriodMs: config.resyncPeriodMs,
   });
-  const limits = { minVcpu: 1, maxVcpu: 64, minMemoryMb: config.minimumMemoryMb, maxMemoryMb: config.maximumMemoryMb };
+  const limits = {
+    minVcpu: 1,
+    maxVcpu: 64,
+    minMemoryMb: config.minimumMemoryMb,
+    maxMemoryMb: config.maximumMemoryMb,
+    maxMetadataBytes: config.maximumMetadataKb * 1024,
+  };
   const service = new MicroVMService({ repo, reconciler, providers, limits, clock, ids, log, hostChecks: virtiofsHostChecks(config.virtiofsAllowedRoots) });
   const metrics = new ApiMetrics();
 

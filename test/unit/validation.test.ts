@@ -145,7 +145,7 @@ describe('validateCreate: vcpu and memory', () => {
     expectInvalid(base({ memoryMb: 32769 }), ['memory_in_mb:', '32769']);
   });
   it('limits are parameters: custom limits are honoured', () => {
-    const limits: ValidationLimits = { minVcpu: 2, maxVcpu: 4, minMemoryMb: 1024, maxMemoryMb: 2048 };
+    const limits: ValidationLimits = { minVcpu: 2, maxVcpu: 4, minMemoryMb: 1024, maxMemoryMb: 2048, maxMetadataBytes: 1024 };
     expectInvalid(base({ memoryMb: 512 }), ['memory_in_mb:', 'between 1024 and 2048', '512'], limits);
     expectInvalid(base({ memoryMb: 4096 }), ['memory_in_mb:', 'between 1024 and 2048'], limits);
     expectInvalid(base({ vcpu: 1, memoryMb: 1024 }), ['vcpu:', 'between 2 and 4'], limits);
@@ -276,7 +276,7 @@ describe('validateCreate: kernel and initrd', () => {
   it('rejects kernel.filename with ..', () => {
     expectInvalid(base({ kernel: { image: 'ubuntu', filename: '../etc/shadow', cmdline: {}, addNetworkConfig: false } }), [
       'kernel.filename:',
-      "must not contain '..'",
+      "without '.' or '..'",
     ]);
     expectInvalid(base({ kernel: { image: 'ubuntu', filename: 'boot/../../x', cmdline: {}, addNetworkConfig: false } }), ['kernel.filename:']);
   });
@@ -479,5 +479,103 @@ describe('the metadata interface of a metadata-service provider', () => {
     const result = validateCreate(tapInput('eth0'), DEFAULT_LIMITS, fcOnly);
     assert.ok(!result.ok);
     assert.match(result.error.message, /interfaces\[0\]\.device_id: eth0 is reserved for the metadata interface of the microvm provider firecracker/);
+  });
+});
+
+// Issue 8 finding 1 and 4: what a hostile client sent, and what must now be refused by field.
+describe('validateCreate: identifier policy (strings that become paths, devices, files, arguments)', () => {
+  const volume = (id: string): CreateInput['additionalVolumes'][number] => ({ id, readOnly: false, source: { containerImage: 'ghcr.io/org/data:1' } });
+
+  for (const id of [
+    '../../../../../images/ext4/x',
+    '../../../../../../../../anywhere/x',
+    'a/b',
+    '..',
+    '.',
+    '/etc/passwd',
+    'x\u0000y',
+    'a b',
+    '',
+    'é',
+    'x'.repeat(64),
+  ]) {
+    it(`refuses volume id ${JSON.stringify(id.slice(0, 30))} for the root and additional volumes`, () => {
+      expectInvalid(base({ rootVolume: { id, readOnly: false, source: { containerImage: 'ghcr.io/org/root:1' } } }), ['root_volume.id:']);
+      expectInvalid(base({ additionalVolumes: [volume(id)] }), ['additional_volumes[0].id:']);
+    });
+  }
+
+  it('accepts the ids clients use', () => {
+    expectValid(base({ additionalVolumes: [volume('data'), volume('etcd-0'), volume('vol_1.img')] }));
+  });
+
+  it('refuses partition ids, metadata keys and label keys that are not identifiers', () => {
+    expectInvalid(base({ rootVolume: { id: 'root', readOnly: false, partitionId: '../p', source: { containerImage: 'r:1' } } }), ['root_volume.partition_id:']);
+    expectInvalid(base({ metadata: { '../user-data': 'eA==' } }), ['metadata: key "../user-data"']);
+    expectInvalid(base({ labels: { 'a/b/c': 'x' } }), ['labels: key "a/b/c"']);
+    expectValid(base({ labels: { 'cluster.x-k8s.io/cluster-name': 'c1', role: 'worker' }, metadata: { 'user-data': 'eA==', 'meta-data': 'eA==' } }));
+  });
+
+  it('refuses a device_id longer than an interface name (15) and a 10 kB one, echoing only its start', () => {
+    expectInvalid(base({ interfaces: [{ deviceId: 'e'.repeat(16), type: 'tap' }] }), ['interfaces[0].device_id:', 'at most 15']);
+    const message = expectInvalid(base({ interfaces: [{ deviceId: 'e'.repeat(10_000), type: 'tap' }] }), ['interfaces[0].device_id:', '(10000 bytes)']);
+    assert.ok(message.length < 400, `the message repeats at most the start of the value (${message.length} chars)`);
+  });
+
+  it('refuses in-image paths with empty, . or .. components and control characters', () => {
+    for (const filename of ['boot//vmlinux', 'boot/./vmlinux', '../x', 'boot/\u0000', 'a'.repeat(300)])
+      expectInvalid(base({ kernel: { image: 'k:1', filename, cmdline: {}, addNetworkConfig: false } }), ['kernel.filename:']);
+    expectValid(base({ kernel: { image: 'k:1', filename: '/boot/vmlinuz-6.1', cmdline: {}, addNetworkConfig: false } }));
+  });
+
+  it('refuses mount points and virtiofs paths with control characters', () => {
+    expectInvalid(base({ additionalVolumes: [{ ...volume('d'), mountPoint: '/mnt\nx' }] }), ['additional_volumes[0].mount_point:', 'control characters']);
+  });
+});
+
+describe('validateCreate: request size limits', () => {
+  it('refuses 1000 interfaces without checking each', () => {
+    const interfaces = Array.from({ length: 1000 }, (_, i) => ({ deviceId: `eth${i}`, type: 'tap' as const }));
+    const message = expectInvalid(base({ interfaces }), ['interfaces: at most 16 network interfaces are allowed, got 1000']);
+    assert.ok(message.length < 300);
+  });
+
+  it('refuses 10 000 labels, and long or control-character label values', () => {
+    const labels = Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`l${i}`, 'v']));
+    expectInvalid(base({ labels }), ['labels: at most 64 labels are allowed, got 10000']);
+    expectInvalid(base({ labels: { a: 'v'.repeat(257) } }), ['labels[a]:']);
+  });
+
+  it('refuses 300 volumes', () => {
+    const additionalVolumes = Array.from({ length: 300 }, (_, i) => ({ id: `v${i}`, readOnly: false, source: { containerImage: 'd:1' } }));
+    expectInvalid(base({ additionalVolumes }), ['additional_volumes: at most 16 volumes are allowed, got 300']);
+  });
+
+  it('refuses size_in_mb 2147483647 (over 1 TiB)', () => {
+    expectInvalid(base({ rootVolume: { id: 'root', readOnly: false, sizeMb: 2147483647, source: { containerImage: 'r:1' } } }), [
+      'root_volume.size_in_mb: must be between 0 and 1048576',
+    ]);
+  });
+
+  it('refuses a 100 kB kernel command line, and keys or values that would split it', () => {
+    expectInvalid(base({ kernel: { image: 'k:1', cmdline: { big: 'x'.repeat(100_000) }, addNetworkConfig: false } }), ['kernel.cmdline: renders to about']);
+    expectInvalid(base({ kernel: { image: 'k:1', cmdline: { 'a b': '1' }, addNetworkConfig: false } }), ['kernel.cmdline: key "a b"']);
+    expectInvalid(base({ kernel: { image: 'k:1', cmdline: { init: '/bin/sh" rw' }, addNetworkConfig: false } }), ['kernel.cmdline[init]:']);
+    expectValid(
+      base({ kernel: { image: 'k:1', cmdline: { 'net.ifnames': '0', ds: 'nocloud-net;s=http://169.254.169.254/latest/' }, addNetworkConfig: false } }),
+    );
+  });
+
+  it('refuses metadata over maximum-metadata-kb (default 1 MiB), accepts a kubeadm-sized user-data', () => {
+    expectInvalid(base({ metadata: { 'user-data': 'x'.repeat(5 * 1024 * 1024) } }), [
+      'metadata: is 5242889 bytes, more than the 1048576',
+      'maximum-metadata-kb',
+    ]);
+    expectValid(base({ metadata: { 'user-data': 'x'.repeat(64 * 1024) } }));
+    expectInvalid(base({ metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'eA=='])) }), ['metadata: at most 16 keys']);
+  });
+
+  it('refuses an image reference over 1024 bytes', () => {
+    expectInvalid(base({ kernel: { image: `r/${'a'.repeat(2000)}`, cmdline: {}, addNetworkConfig: false } }), ['kernel.image:', 'longer than 1024 bytes']);
   });
 });

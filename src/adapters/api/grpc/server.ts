@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { MicroVMService } from '../../../core/service.js';
-import type { AppError, ErrorKind } from '../../../core/result.js';
+import { boundedMessage, type AppError, type ErrorKind } from '../../../core/result.js';
 import type { Logger } from '../../../core/ports.js';
 import {
   MicroVM as MicroVMDesc,
@@ -21,10 +21,11 @@ import {
   type ListMessage,
   type ListMicroVMsRequest,
   type ListMicroVMsResponse,
+  ListMicroVMsResponseSchema,
 } from '../../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { createInputFromProto, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
-import { grpcServiceDefinition } from './service-definition.js';
+import { encodeOnce, grpcServiceDefinition } from './service-definition.js';
 import type { ApiMetrics } from '../metrics.js';
 
 export interface TlsSettings {
@@ -53,12 +54,13 @@ const GRPC_CODES: Record<ErrorKind, grpc.status> = {
   'invalid-argument': grpc.status.INVALID_ARGUMENT,
   'not-found': grpc.status.NOT_FOUND,
   unauthenticated: grpc.status.UNAUTHENTICATED,
+  'resource-exhausted': grpc.status.RESOURCE_EXHAUSTED,
   unavailable: grpc.status.UNAVAILABLE,
   internal: grpc.status.INTERNAL,
 };
 
 function toServiceError(error: AppError): Partial<grpc.StatusObject> {
-  return { code: GRPC_CODES[error.kind], details: error.message };
+  return { code: GRPC_CODES[error.kind], details: boundedMessage(error.message) };
 }
 
 /**
@@ -108,6 +110,18 @@ function authorizationOf(metadata: grpc.Metadata): string | undefined {
 
 type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>;
 
+/** grpc-js, grpc-go and grpcio clients refuse answers over 4 MiB unless told otherwise. */
+export const LIST_ANSWER_MAX_BYTES = 4 * 1024 * 1024 - 1024;
+
+function listTooLarge(count: number, size: number): AppError {
+  return {
+    kind: 'resource-exhausted',
+    message:
+      `the answer holds ${count} microvms in ${size} bytes, more than the ${LIST_ANSWER_MAX_BYTES} a client accepts by default: ` +
+      'list one namespace or one name, or use ListMicroVMsStream (one message per microvm)',
+  };
+}
+
 /** A throw from below (e.g. the store failing) becomes an Internal error, not a crash. */
 function guarded<T>(body: () => { ok: true; value: T } | { ok: false; error: AppError }): { ok: true; value: T } | { ok: false; error: AppError } {
   try {
@@ -155,10 +169,15 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
     answers.set(req.uid, answer);
     return { ok: true, value: answer };
   });
-  const listMicroVMs = unary<ListMicroVMsRequest, Partial<ListMicroVMsResponse>>('ListMicroVMs', (req) => ({
-    ok: true,
-    value: { microvm: service.list({ namespace: req.namespace, ...(req.name !== undefined ? { name: req.name } : {}) }).map(microvmToProto) },
-  }));
+  // A List answer is capped at what a client accepts by default, rather than sent and refused by
+  // the client ("Received message larger than max"). Encoded here once, the serializer reuses it.
+  const listMicroVMs = unary<ListMicroVMsRequest, ListMicroVMsResponse>('ListMicroVMs', (req) => {
+    const vms = service.list({ namespace: req.namespace, ...(req.name !== undefined ? { name: req.name } : {}) });
+    const answer = create(ListMicroVMsResponseSchema, { microvm: vms.map(microvmToProto) });
+    const size = encodeOnce(ListMicroVMsResponseSchema, answer).length;
+    if (size > LIST_ANSWER_MAX_BYTES) return { ok: false, error: listTooLarge(vms.length, size) };
+    return { ok: true, value: answer };
+  });
 
   const listMicroVMsStream: grpc.handleServerStreamingCall<ListMicroVMsRequest, Partial<ListMessage>> = (call) => {
     const denied = check(authorizationOf(call.metadata));

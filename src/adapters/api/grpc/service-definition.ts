@@ -5,6 +5,15 @@ import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 
 const encoded = new WeakMap<object, Buffer>();
 
+/** The bytes of `value` as the response serializer will send them (encoded once, then reused). */
+export function encodeOnce<Desc extends DescMessage>(schema: Desc, value: MessageShape<Desc>): Buffer {
+  const known = encoded.get(value);
+  if (known !== undefined) return known;
+  const bytes = Buffer.from(toBinary(schema, create(schema, value)));
+  encoded.set(value, bytes);
+  return bytes;
+}
+
 function methodDefinition<I extends DescMessage, O extends DescMessage>(
   service: DescService,
   name: string,
@@ -19,15 +28,9 @@ function methodDefinition<I extends DescMessage, O extends DescMessage>(
     // toBinary needs a real message ($typeName); create() also accepts one, so plain objects work.
     requestSerialize: (value: MessageShape<I>) => Buffer.from(toBinary(input, create(input, value))),
     requestDeserialize: (bytes: Buffer) => fromBinary(input, bytes),
-    responseSerialize: (value: MessageShape<O>) => {
-      // A response object reused across calls (the Get cache) is encoded once. Responses are
-      // never mutated after they are handed to grpc-js, so the bytes stay right.
-      const known = encoded.get(value);
-      if (known !== undefined) return known;
-      const bytes = Buffer.from(toBinary(output, create(output, value)));
-      encoded.set(value, bytes);
-      return bytes;
-    },
+    // A response object reused across calls (the Get cache) is encoded once. Responses are
+    // never mutated after they are handed to grpc-js, so the bytes stay right.
+    responseSerialize: (value: MessageShape<O>) => encodeOnce(output, value),
     responseDeserialize: (bytes: Buffer) => fromBinary(output, bytes),
   };
 }

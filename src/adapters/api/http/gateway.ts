@@ -53,6 +53,7 @@ const STATUS_OF: Record<ErrorKind, { status: number; code: number }> = {
   'invalid-argument': { status: 400, code: 3 },
   'not-found': { status: 404, code: 5 },
   unauthenticated: { status: 401, code: 16 },
+  'resource-exhausted': { status: 429, code: 8 },
   unavailable: { status: 503, code: 14 },
   internal: { status: 500, code: 13 },
 };

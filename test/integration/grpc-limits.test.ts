@@ -1,0 +1,95 @@
+// Request and answer bounds over the wire (issue 8, finding 4): a refused request stores nothing,
+// every stored VM fits a default 4 MiB client message, List never answers more than a client can
+// receive, and error messages stay small enough for every client's header limits.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { create } from '@bufbuild/protobuf';
+import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
+import { silentLogger } from '../../src/adapters/log/logger.js';
+import { startGrpcServer, type RunningGrpcServer } from '../../src/adapters/api/grpc/server.js';
+import { MicroVMSpecSchema, NetworkInterfaceSchema } from '../../src/gen/flintlock/types/microvm_pb.js';
+import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
+import { createTestService, type TestService } from '../helpers/service.js';
+
+async function grpcError(promise: Promise<unknown>): Promise<ServiceError> {
+  try {
+    await promise;
+  } catch (e) {
+    return e as ServiceError;
+  }
+  throw new Error('expected the call to fail');
+}
+
+/** A CAPMVM spec whose user-data is `bytes` long (as sent: base64 characters). */
+function withUserData(name: string, bytes: number): ReturnType<typeof capmvmSpec> {
+  const spec = capmvmSpec(name);
+  return create(MicroVMSpecSchema, { ...spec, metadata: { ...spec.metadata, 'user-data': 'A'.repeat(bytes - (bytes % 4)) } });
+}
+
+describe('gRPC request and answer limits', () => {
+  let svc: TestService;
+  let server: RunningGrpcServer;
+  let client: TestClient;
+
+  before(async () => {
+    svc = createTestService('fl-limits-');
+    server = await startGrpcServer(svc.service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, log: silentLogger() });
+    client = new TestClient(`127.0.0.1:${server.port}`);
+  });
+
+  after(async () => {
+    client.close();
+    await server.close();
+    svc.close();
+  });
+
+  it('refuses 5 MB of metadata with InvalidArgument naming the field, stores nothing, and List still works', async () => {
+    const e = await grpcError(client.create(withUserData('huge', 5 * 1024 * 1024)));
+    assert.equal(e.code, grpcStatus.INVALID_ARGUMENT, e.details);
+    assert.match(e.details, /metadata: is \d+ bytes, more than the 1048576 this daemon accepts \(maximum-metadata-kb\)/);
+    assert.deepEqual(await client.list('capmvm-ns', 'huge'), []);
+    assert.deepEqual(svc.repo.list({ namespace: '' }), []);
+  });
+
+  it('keeps error messages short however long the input', async () => {
+    const spec = capmvmSpec('longid');
+    spec.interfaces = [create(NetworkInterfaceSchema, { deviceId: 'e'.repeat(10_000), type: 1 })];
+    spec.labels = { ['k'.repeat(5000)]: 'v' };
+    const e = await grpcError(client.create(spec));
+    assert.equal(e.code, grpcStatus.INVALID_ARGUMENT);
+    assert.ok(e.details.length < 1000, `details are ${e.details.length} characters`);
+    assert.match(e.details, /interfaces\[0\]\.device_id: "e{64}"\.\.\. \(10000 bytes\)/);
+    const notFound = await grpcError(client.get('u'.repeat(20_000)));
+    assert.equal(notFound.code, grpcStatus.NOT_FOUND);
+    assert.ok(notFound.details.length <= 2100, `details are ${notFound.details.length} characters`);
+  });
+
+  it('answers every stored VM to a default client, and caps List at what such a client accepts', async () => {
+    const names = ['big-0', 'big-1', 'big-2', 'big-3', 'big-4'];
+    const uids: string[] = [];
+    // Each just under the default 1 MiB metadata limit: five of them are more than 4 MiB.
+    for (const name of names) uids.push((await client.create(withUserData(name, 1024 * 1024 - 4096))).spec?.uid ?? '');
+    for (const uid of uids) assert.equal((await client.get(uid)).spec?.uid, uid);
+    const e = await grpcError(client.list('capmvm-ns'));
+    assert.equal(e.code, grpcStatus.RESOURCE_EXHAUSTED, e.details);
+    assert.match(
+      e.details,
+      /the answer holds 5 microvms in \d+ bytes, more than the 4193280 a client accepts by default: list one namespace or one name, or use ListMicroVMsStream/,
+    );
+    assert.equal((await client.list('capmvm-ns', 'big-3')).length, 1);
+    // The stream sends one message per VM: each fits.
+    const streamed: string[] = [];
+    const stream = client.stream('capmvm-ns');
+    await new Promise<void>((resolve, reject) => {
+      stream.on('data', (m: { microvm?: { spec?: { id: string } } }) => {
+        streamed.push(m.microvm?.spec?.id ?? '');
+        if (streamed.length === names.length) {
+          stream.cancel();
+          resolve();
+        }
+      });
+      stream.on('error', (err: ServiceError) => (err.code === grpcStatus.CANCELLED ? resolve() : reject(err)));
+    });
+    assert.deepEqual(streamed.sort(), names);
+  });
+});
