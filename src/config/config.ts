@@ -7,6 +7,14 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { DEFAULT_METADATA_KB, MAX_METADATA_KB } from '../core/limits.js';
+import { isVmmIdRange, parseVmmIdRange, validCgroupParent, type VmmIdRange } from '../core/sandbox.js';
+
+/**
+ * VMM uids and gids (ADR 0009): 0x70000000 onwards, 65536 of them. In systemd's "unused" span
+ * (above its container ranges, below its foreign-uid range), so no system or container user
+ * collides with them.
+ */
+export const DEFAULT_VMM_UID_RANGE = '1879048192:65536';
 
 export const DEFAULT_CONFIG_FILE = '/etc/opt/flintlockd/config.yaml';
 
@@ -99,6 +107,12 @@ const schema = z
     'minimum-memory-mb': int(1, 1 << 20).default(128),
     'maximum-memory-mb': int(1, 1 << 20).default(32768),
     'maximum-metadata-kb': int(1, MAX_METADATA_KB).default(DEFAULT_METADATA_KB),
+    'vmm-uid-range': text.default(DEFAULT_VMM_UID_RANGE),
+    'vmm-cgroup-root': text.default('/sys/fs/cgroup'),
+    'vmm-cgroup-parent': text.default('flintlock'),
+    'vmm-memory-overhead-mb': int(0, 1 << 20).default(256),
+    'vmm-pids-max': int(16, 1 << 22).default(1024),
+    'firecracker-jailer-bin': text.default(''),
   })
   .strict();
 
@@ -140,6 +154,15 @@ export interface Config {
   readonly minimumMemoryMb: number;
   readonly maximumMemoryMb: number;
   readonly maximumMetadataKb: number;
+  /** Undefined: VMMs keep the daemon's uid (`vmm-uid-range` empty). */
+  readonly vmmIdRange: VmmIdRange | undefined;
+  readonly vmmCgroupRoot: string;
+  /** Empty: VMMs get no cgroup. */
+  readonly vmmCgroupParent: string;
+  readonly vmmMemoryOverheadMb: number;
+  readonly vmmPidsMax: number;
+  /** Empty: Firecracker runs without its jailer. */
+  readonly firecrackerJailerBin: string;
   /** Keys given that have no effect here, with why (for start-up warnings). */
   readonly ignored: ReadonlyArray<{ key: string; why: string }>;
 }
@@ -257,8 +280,20 @@ function toConfig(p: Parsed, ignored: Config['ignored']): Config {
     minimumMemoryMb: p['minimum-memory-mb'],
     maximumMemoryMb: p['maximum-memory-mb'],
     maximumMetadataKb: p['maximum-metadata-kb'],
+    vmmIdRange: uidRange(p['vmm-uid-range']),
+    vmmCgroupRoot: p['vmm-cgroup-root'],
+    vmmCgroupParent: p['vmm-cgroup-parent'].trim(),
+    vmmMemoryOverheadMb: p['vmm-memory-overhead-mb'],
+    vmmPidsMax: p['vmm-pids-max'],
+    firecrackerJailerBin: p['firecracker-jailer-bin'],
     ignored,
   };
+}
+
+function uidRange(text: string): VmmIdRange | undefined {
+  const range = parseVmmIdRange(text);
+  if (range !== undefined && !isVmmIdRange(range)) throw new ConfigError(`invalid config value for "vmm-uid-range": ${range.error}`);
+  return range;
 }
 
 /** Cross-key rules, with the original's messages where it has them (COMPAT §2.10, §3). */
@@ -279,6 +314,10 @@ function checkConfig(c: Config): void {
   }
   if (c.resyncPeriodMs <= 0) throw new ConfigError('invalid config value for "resync-period": must be greater than 0');
   if (c.minimumMemoryMb > c.maximumMemoryMb) throw new ConfigError('minimum-memory-mb must not be greater than maximum-memory-mb');
+  if (c.vmmCgroupParent !== '' && !validCgroupParent(c.vmmCgroupParent))
+    throw new ConfigError('invalid config value for "vmm-cgroup-parent": a relative cgroup path of plain names, such as flintlock');
+  if (c.firecrackerJailerBin !== '' && c.vmmIdRange === undefined)
+    throw new ConfigError('firecracker-jailer-bin needs vmm-uid-range (the jailer runs each VM as its own uid)');
   if (c.retryBackoffBaseMs <= 0 || c.retryBackoffMaxMs < c.retryBackoffBaseMs)
     throw new ConfigError('retry-backoff-base must be > 0 and not greater than retry-backoff-max');
 }

@@ -1,8 +1,8 @@
 // From a reconciled VM to the LaunchSpec a provider runs: disks and NICs in the guest's order,
 // paths from the status the earlier steps wrote. Pure: no I/O.
-import { join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import type { MicroVM } from './model.js';
-import type { CloudInitFiles, LaunchDisk, LaunchNic, LaunchSpec } from './ports.js';
+import type { CloudInitFiles, LaunchDisk, LaunchNic, LaunchSpec, VmmAccess } from './ports.js';
 import { macvtapNodePath } from './steps/network.js';
 
 export const CIDATA_FILE = 'cidata.img';
@@ -63,4 +63,31 @@ export function buildLaunchSpec(vm: MicroVM, vmDir: string, cloudInit: CloudInit
     cloudInit,
     consoleLogPath: join(vmDir, CONSOLE_LOG_FILE),
   };
+}
+
+export interface VmmFile {
+  readonly path: string;
+  readonly access: VmmAccess;
+}
+
+/**
+ * The files in the VM dir that the VMM opens by path, and the directories between them and the
+ * VM dir: what the VM's gid must be able to reach. Files outside the VM dir (kernels, initrds and
+ * volume bases in the shared image cache) are made readable by the image cache itself.
+ */
+export function vmmFiles(launch: LaunchSpec): VmmFile[] {
+  const files: VmmFile[] = [{ path: launch.consoleLogPath, access: 'read-write' }];
+  for (const path of [launch.kernelPath, ...(launch.initrdPath !== undefined ? [launch.initrdPath] : [])]) files.push({ path, access: 'read' });
+  for (const disk of launch.disks) files.push({ path: disk.path, access: disk.readOnly ? 'read' : 'read-write' });
+  const inside = (path: string): boolean => {
+    const rel = relative(launch.vmDir, path);
+    return rel !== '' && !rel.startsWith('..') && !rel.startsWith(sep);
+  };
+  const dirs = new Set<string>();
+  const out: VmmFile[] = [];
+  for (const file of files.filter((f) => inside(f.path))) {
+    for (let dir = dirname(file.path); inside(dir); dir = dirname(dir)) dirs.add(dir);
+    out.push(file);
+  }
+  return [...[...dirs].sort().map((path) => ({ path, access: 'dir' as const })), ...out];
 }

@@ -113,6 +113,14 @@ export interface MicroVMStatus {
   readonly restartCount?: number;
   /** Guest addresses seen on the host (neighbour table), when known. */
   readonly guestIps?: readonly string[];
+  /** The uid and gid its VMM runs as, allocated once from `vmm-uid-range` (ADR 0009). */
+  readonly vmmIdentity?: VmmIdentity;
+}
+
+/** The uid and gid a VM's VMM runs as (one of each per VM, from `vmm-uid-range`). */
+export interface VmmIdentity {
+  readonly uid: number;
+  readonly gid: number;
 }
 
 export interface VmmProcessStatus {

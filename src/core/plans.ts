@@ -2,15 +2,17 @@
 import { cloudInitDiskStep } from './steps/cloud-init.js';
 import { initrdStep, kernelStep, volumeStep } from './steps/images.js';
 import { createInterfaceStep, deleteInterfaceStep, devicesOf, macvtapNodeStep } from './steps/network.js';
+import { removeVmmCgroupStep, vmmFilesAccessStep, vmmIdentityStep } from './steps/sandbox.js';
 import { ensureStateDirStep, removeStateDirStep } from './steps/state-dir.js';
 import type { Step, StepContext } from './steps/step.js';
-import { startVmmStep, stopVmmStep } from './steps/vmm.js';
+import { launchFilesFor, startVmmStep, stopVmmStep } from './steps/vmm.js';
 
 /**
- * Create (and repair) plan: state dir, host NICs in spec order (with macvtap nodes), images
- * (kernel, initrd, volumes), the cloud-init disk, then the VMM. NICs come first because they are
- * cheap and local: a VM whose image can't be pulled still shows its devices, and they are
- * recorded before anything slow can be interrupted.
+ * Create (and repair) plan: the VMM's uid/gid, state dir, host NICs in spec order (with macvtap
+ * nodes), images (kernel, initrd, volumes), the cloud-init disk, the VMM's access to its files,
+ * then the VMM. NICs come first because they are cheap and local: a VM whose image can't be
+ * pulled still shows its devices, and they are recorded before anything slow can be interrupted.
+ * The uid/gid comes before everything that is made with it (the VM dir's group, the taps' owner).
  */
 export function createPlan(ctx: StepContext): Step[] {
   const { images } = ctx.ports;
@@ -18,17 +20,19 @@ export function createPlan(ctx: StepContext): Step[] {
   const volumes = [...(spec.rootVolume !== undefined ? [spec.rootVolume] : []), ...spec.additionalVolumes];
   const optional = (step: Step | undefined): Step[] => (step !== undefined ? [step] : []);
   return [
+    ...optional(vmmIdentityStep(ctx)),
     ensureStateDirStep(ctx),
     ...spec.interfaces.flatMap((iface) => [createInterfaceStep(ctx, iface), ...(iface.type === 'macvtap' ? [macvtapNodeStep(ctx, iface)] : [])]),
     kernelStep(ctx, images),
     ...optional(initrdStep(ctx, images)),
     ...volumes.flatMap((v) => optional(volumeStep(ctx, images, v))),
     ...optional(cloudInitDiskStep(ctx)),
+    ...optional(vmmFilesAccessStep(ctx, () => launchFilesFor(ctx))),
     startVmmStep(ctx),
   ];
 }
 
-/** Delete plan: stop the VMM, remove its devices, then its state directory. */
+/** Delete plan: stop the VMM, remove its cgroup and devices, then its state directory. */
 export function deletePlan(ctx: StepContext): Step[] {
-  return [stopVmmStep(ctx), ...devicesOf(ctx).map((name) => deleteInterfaceStep(ctx, name)), removeStateDirStep(ctx)];
+  return [stopVmmStep(ctx), removeVmmCgroupStep(ctx), ...devicesOf(ctx).map((name) => deleteInterfaceStep(ctx, name)), removeStateDirStep(ctx)];
 }

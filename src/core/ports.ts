@@ -1,6 +1,8 @@
 // Ports: the interfaces the core depends on. Adapters in src/adapters implement them and the
 // composition root (src/daemon/compose.ts) wires them together. Nothing here imports an adapter.
-import type { IfaceType, MicroVM, MicroVMStatus, VmId } from './model.js';
+import type { IfaceType, MicroVM, MicroVMStatus, VmId, VmmIdentity } from './model.js';
+
+export type { VmmIdentity } from './model.js';
 
 // ---------------------------------------------------------------------------------------------
 // Store
@@ -98,6 +100,11 @@ export interface TapRequest {
   /** Absent: a standalone tap (Firecracker's metadata NIC). */
   readonly bridge?: string;
   readonly alias: string;
+  /**
+   * The uid allowed to attach to the tap by name (TUNSETOWNER), set when the tap is created: an
+   * ownerless persistent tap can be attached by any process that can open /dev/net/tun.
+   */
+  readonly owner?: number;
 }
 
 export interface CharDeviceNumbers {
@@ -156,6 +163,12 @@ export interface ImageService {
    */
   ext4(image: LocalImage, sizeMb?: number): Promise<string>;
   /**
+   * A copy of one regular file of the image (a kernel, an initrd) that VMMs can read, made once
+   * per (image, path) and never modified: the unpacked filesystems themselves stay private (they
+   * hold the image's setuid binaries). Symlinks are followed as inside the image, never out of it.
+   */
+  vmmFile(image: LocalImage, path: string): Promise<string>;
+  /**
    * Removes cached images (and their blobs) whose manifest digests are not referenced and that
    * were last used longer ago than the keep time; returns the removed images' manifest digests.
    */
@@ -207,6 +220,14 @@ export interface CloudInitFiles {
   readonly 'network-config'?: string;
 }
 
+/** How a VMM is confined (ADR 0009). */
+export interface VmmSandbox {
+  /** Absent: the VMM keeps the daemon's uid (`vmm-uid-range` empty). */
+  readonly identity?: VmmIdentity;
+  /** cgroup.procs files the VMM joins before it execs (one per v1 controller, one for v2); may be empty. */
+  readonly cgroupProcs: readonly string[];
+}
+
 /** Everything a provider needs to run a VM, already resolved by the core (paths, MACs, order). */
 export interface LaunchSpec {
   readonly vm: MicroVM;
@@ -223,6 +244,8 @@ export interface LaunchSpec {
   readonly cloudInit: CloudInitFiles;
   /** The guest's serial console is written here. */
   readonly consoleLogPath: string;
+  /** Absent: no confinement beyond the provider's own (tests of the argument builders). */
+  readonly sandbox?: VmmSandbox;
 }
 
 /** A VMM process, identified so that a reused pid is never mistaken for it. */
@@ -253,14 +276,17 @@ export interface VmmProvider {
 export interface SpawnOptions {
   /** stdout and stderr are appended here. */
   readonly logPath: string;
-  /** Open file descriptors handed to the child as fd 3, 4, ... in order. */
+  /** Open file descriptors handed to the child as fd 3, 4, ... in order (nothing else is inherited). */
   readonly extraFds?: readonly number[];
   readonly cwd?: string;
 }
 
 /** Processes on this host (for VMMs): detached spawning and liveness that survives pid reuse. */
 export interface ProcessTable {
-  /** Starts a detached process in its own session (it outlives the daemon). */
+  /**
+   * Starts a detached process in its own session (it outlives the daemon), with a minimal
+   * environment (PATH only): the daemon's own may hold secrets (FLINTLOCKD_* config).
+   */
   spawn(bin: string, args: readonly string[], options: SpawnOptions): Promise<VmmProcess>;
   /** Alive and still the same process (pid and start time match); a zombie is not alive. */
   isAlive(process: VmmProcess): Promise<boolean>;
@@ -268,6 +294,22 @@ export interface ProcessTable {
   exitReason(process: VmmProcess): string | undefined;
   /** Sends the signal only when the pid is still the same process. */
   signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void>;
+}
+
+export interface VmmCgroupLimits {
+  /** memory.limit_in_bytes (v1) / memory.max (v2). */
+  readonly memoryBytes: number;
+  /** pids.max: processes and threads. */
+  readonly pidsMax: number;
+}
+
+/** One cgroup per VM for its VMM (`<root>/<vmm-cgroup-parent>/<name>`, ADR 0009). */
+export interface VmmCgroups {
+  /** Creates the cgroup (or updates its limits) and returns the cgroup.procs files to join; [] when disabled. */
+  ensure(name: string, limits: VmmCgroupLimits): Promise<readonly string[]>;
+  /** Removes the cgroup; gone is not an error, one with processes in it is (after a short wait). */
+  remove(name: string): Promise<void>;
+  exists(name: string): Promise<boolean>;
 }
 
 /** Builds the cloud-init NoCloud disk (label `cidata`) holding the given files. */
@@ -304,10 +346,35 @@ export interface Logger {
   child(bindings: Record<string, string | number>): Logger;
 }
 
+/** What a VMM may do with a file in its VM dir: `read`, `read-write`, or search a `dir`ectory. */
+export type VmmAccess = 'read' | 'read-write' | 'dir';
+
+/** Owner group and permission bits of a path (lstat: a symlink is reported as such). */
+export interface FileAccess {
+  readonly kind: 'file' | 'dir' | 'other';
+  readonly uid: number;
+  readonly gid: number;
+  /** The low 12 bits (permissions, setuid/setgid/sticky). */
+  readonly mode: number;
+}
+
 /** The host filesystem as the steps use it: VM dirs `<state-dir>/vm/<ns>/<name>/<uid>/`, device nodes, volume files. */
 export interface VmFilesystem {
   vmDir(id: VmId): string;
-  ensureVmDir(id: VmId): Promise<boolean>;
+  /**
+   * Creates the VM dir (parents searchable, not listable) or corrects an existing one: owned by
+   * root with group `gid`, sticky and group-writable, so the VMM can make its sockets there but
+   * can't remove or replace the daemon's files. Without a gid: root only.
+   */
+  ensureVmDir(id: VmId, gid?: number): Promise<boolean>;
+  /** The VM dir's owner and mode; undefined when it does not exist. */
+  vmDirAccess(id: VmId): Promise<FileAccess | undefined>;
+  /** Makes a file (or directory) in a VM dir root-owned with group `gid` and the mode for `access`; refuses symlinks. */
+  grantVmmAccess(path: string, gid: number, access: VmmAccess): Promise<void>;
+  /** lstat of a path; undefined when it does not exist. */
+  access(path: string): Promise<FileAccess | undefined>;
+  /** Creates an empty file (root-owned, 0600) unless something exists at path. */
+  ensureFile(path: string): Promise<void>;
   vmDirExists(id: VmId): Promise<boolean>;
   removeVmDir(id: VmId): Promise<void>;
   /** Creates (or replaces when different) a character device node at path. */

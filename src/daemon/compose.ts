@@ -4,7 +4,9 @@ import { monotonicFactory } from 'ulid';
 import { startGrpcServer, type RunningGrpcServer } from '../adapters/api/grpc/server.js';
 import { startHttpGateway } from '../adapters/api/http/gateway.js';
 import { ApiMetrics } from '../adapters/api/metrics.js';
+import { detectCgroupLayout, HostVmmCgroups, NoVmmCgroups } from '../adapters/cgroups/cgroups.js';
 import { FatCidataDiskBuilder } from '../adapters/cloud-init/cidata-disk.js';
+import { prepareStateDir } from '../adapters/fs/state-dir.js';
 import { NodeVmFilesystem } from '../adapters/fs/vm-filesystem.js';
 import { virtiofsHostChecks } from '../adapters/fs/virtiofs-roots.js';
 import { OciImageService } from '../adapters/images/oci-image-service.js';
@@ -14,14 +16,14 @@ import { createProviderRegistry } from '../adapters/providers/registry.js';
 import { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js';
 import type { Config } from '../config/config.js';
 import { sweepOrphanDevices } from '../core/orphans.js';
-import type { Clock, IdGenerator, Logger, NetworkService } from '../core/ports.js';
+import type { Clock, IdGenerator, Logger, NetworkService, VmmCgroups } from '../core/ports.js';
 import { ImageJanitor } from '../core/image-janitor.js';
 import { Reconciler } from '../core/reconciler.js';
 import { VmmWatcher } from '../core/vmm-watcher.js';
 import { MicroVMService } from '../core/service.js';
 import type { StepPorts } from '../core/steps/step.js';
 import { splitHostPort } from './endpoint.js';
-import { checkPrerequisites, PrerequisiteError, VOLUME_PROGRAMS } from './prerequisites.js';
+import { checkPrerequisites, PrerequisiteError, SANDBOX_PROGRAMS, VOLUME_PROGRAMS } from './prerequisites.js';
 
 export interface RunningDaemon {
   readonly grpcPort: number;
@@ -51,19 +53,26 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     tagTtlMs: 5000,
     log: log.child({ component: 'images' }),
   });
+  const sandboxed = config.vmmIdRange !== undefined;
   const providers = createProviderRegistry(
     config.defaultProvider,
     { firecracker: config.firecrackerBin, cloudhypervisor: config.cloudHypervisorBin, qemu: config.qemuBin },
     { processes, log: log.child({ component: 'vmm' }) },
+    { sandboxed, firecrackerJailer: config.firecrackerJailerBin },
   );
   log.info({ provider: providers.defaultName() }, `default microvm provider is ${providers.defaultName()}`);
   // Before anything is created: a daemon that can't run VMs refuses to start, naming what's missing.
   const prerequisites = checkPrerequisites(providers, [
     ...(overrides.network === undefined ? [{ program: 'ip', for: 'host networking (taps, macvtaps)' }] : []),
     ...VOLUME_PROGRAMS,
+    ...SANDBOX_PROGRAMS,
   ]);
   for (const warning of prerequisites.warnings) log.warn({}, warning);
-  if (prerequisites.errors.length > 0) throw new PrerequisiteError(prerequisites.errors);
+  const cgroups = await vmmCgroups(config, log);
+  if ('error' in cgroups) prerequisites.errors.push(cgroups.error);
+  if (prerequisites.errors.length > 0 || 'error' in cgroups) throw new PrerequisiteError(prerequisites.errors);
+  if (!sandboxed) log.warn({}, 'vmm-uid-range is empty: VMMs run as the daemon user');
+  await prepareStateDir(config.stateDir);
   const repo = SqliteMicroVMRepository.open(config.stateDir);
 
   const ports: StepPorts = {
@@ -78,6 +87,11 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     processes,
     cidata: new FatCidataDiskBuilder(),
     deleteVmTimeoutMs: config.deleteVmTimeoutMs,
+    sandbox: {
+      ...(config.vmmIdRange !== undefined ? { idRange: config.vmmIdRange } : {}),
+      cgroups,
+      limits: { memoryOverheadMb: config.vmmMemoryOverheadMb, pidsMax: config.vmmPidsMax },
+    },
   };
   const reconciler = new Reconciler(ports, repo, clock, log.child({ component: 'reconciler' }), {
     concurrency: config.reconcileConcurrency,
@@ -158,6 +172,18 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     repo.close();
     throw e;
   }
+}
+
+/** The VMMs' cgroups (ADR 0009): on the hierarchy found at `vmm-cgroup-root`, none when `vmm-cgroup-parent` is empty. */
+async function vmmCgroups(config: Config, log: Logger): Promise<VmmCgroups | { error: string }> {
+  if (config.vmmCgroupParent === '') {
+    log.warn({}, 'vmm-cgroup-parent is empty: VMMs run without memory and pids limits');
+    return new NoVmmCgroups();
+  }
+  const layout = await detectCgroupLayout(config.vmmCgroupRoot);
+  if ('error' in layout) return { error: `${layout.error}; VMMs need their own cgroup (or set vmm-cgroup-parent to "" to run them without limits)` };
+  log.info({ version: layout.version, parent: config.vmmCgroupParent }, `VMMs get cgroups (v${layout.version}) under ${config.vmmCgroupParent}`);
+  return new HostVmmCgroups(layout, config.vmmCgroupParent);
 }
 
 /** `/metrics` (Prometheus) and `/healthz` on the debug endpoint; unauthenticated like the original's. */

@@ -14,6 +14,12 @@ export interface ProgramNeed {
 }
 
 export const VOLUME_PROGRAMS: readonly ProgramNeed[] = [{ program: 'mkfs.ext4', for: 'volumes from images' }];
+/** The VMM launch chain (providers/sandbox.ts); all priority required on Debian, checked all the same. */
+export const SANDBOX_PROGRAMS: readonly ProgramNeed[] = [
+  { program: 'sh', for: 'putting VMMs in their cgroups' },
+  { program: 'perl', for: 'opening taps for VMMs' },
+  { program: 'setpriv', for: 'running VMMs as their own uids' },
+];
 export const CIDATA_PROGRAMS = ['mkfs.vfat', 'mcopy'] as const;
 
 /** What `provider` needs besides its VMM binary (which its availability() checks). */

@@ -6,9 +6,13 @@
 //   c) a static address through network-config;
 //   d) a killed VMM: noticed within a second, restarted by reconcile, restart counter grows;
 //   e) a daemon restart re-adopts running VMMs (same pids).
+// Every VMM runs sandboxed with the daemon's defaults (ADR 0009): a uid/gid of its own, a cgroup
+// `flintlock/<vm uid>` with memory and pids limits on this host's hierarchy, QEMU's seccomp
+// filter; a) reads all of that from /proc and the cgroup files of the running QEMU, and the
+// modes that keep the daemon's state from it.
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { readProcStatSync } from '../../src/adapters/process/process-table.js';
@@ -23,6 +27,8 @@ import { TestClient } from '../helpers/grpc-client.js';
 import { BOOT_DEADLINE_MS, ensureGuestImage, guestAddress, pingFrom, pushGuest, startDnsmasq, startRegistry } from '../helpers/guest-lab.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { describeWith, GUEST_LAB } from '../helpers/prerequisites.js';
+import { atExit } from '../helpers/processes.js';
+import { CGROUPS, HOST_CGROUP_ROOT, rmdirCgroup } from '../helpers/sandbox.js';
 import { waitFor } from '../helpers/wait.js';
 
 const GUEST = '127.0.0.1:5000/flintlock/guest:e2e';
@@ -80,7 +86,21 @@ function processGone(pid: number): boolean {
   return readProcStatSync(pid) === undefined;
 }
 
-describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', GUEST_LAB, { timeout: 300_000 }, () => {
+/** A /proc/<pid>/status field (tabs as spaces). */
+function statusField(pid: number, key: string): string {
+  return (new RegExp(`^${key}:[ \\t]*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '').replaceAll('\t', ' ');
+}
+
+/** The VM's cgroup directories as the daemon makes them with its default `vmm-cgroup-parent`. */
+function vmCgroupDirs(uid: string): { memory: string; pids: string; version: 1 | 2 } {
+  if (existsSync(join(HOST_CGROUP_ROOT, 'cgroup.controllers'))) {
+    const dir = join(HOST_CGROUP_ROOT, 'flintlock', uid);
+    return { memory: dir, pids: dir, version: 2 };
+  }
+  return { memory: join(HOST_CGROUP_ROOT, 'memory', 'flintlock', uid), pids: join(HOST_CGROUP_ROOT, 'pids', 'flintlock', uid), version: 1 };
+}
+
+describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', [...GUEST_LAB, CGROUPS], { timeout: 300_000 }, () => {
   let host: TestNetns;
   let lan: TestNetns;
   let dir: string;
@@ -91,6 +111,8 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', GUES
   let lanLeases = '';
   const pids = new Set<number>();
 
+  /** VMs this test created: their cgroups are removed at exit if a failure left any. */
+  const vmUids = new Set<string>();
   const config = {
     'parent-iface': 'eth0',
     'bridge-name': 'br0',
@@ -98,10 +120,14 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', GUES
     'maximum-retry': 2,
     'retry-backoff-base': '200ms',
     'delete-vm-timeout': '2s',
+    // The daemon's default parent (test daemons get one of their own otherwise): the VMs' cgroups
+    // are `<hierarchy>/flintlock/<vm uid>`, removed by this file if a failure leaves any.
+    'vmm-cgroup-parent': 'flintlock',
   };
 
   async function createdVm(name: string, interfaces: NicInit[], addNetworkConfig = false, cmdline: Record<string, string> = {}): Promise<MicroVM> {
     const uid = (await client.create(guestSpec(name, interfaces, addNetworkConfig, cmdline))).spec?.uid ?? '';
+    vmUids.add(uid);
     const vm = await waitFor(
       `${name} CREATED`,
       async () => {
@@ -142,6 +168,13 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', GUES
     pushGuest(host.name, GUEST);
     daemon = await startDaemon({ netns: host.name, dir: join(dir, 'daemon'), config });
     client = new TestClient(daemon.endpoint);
+    // After the daemon helper's exit cleanup (which kills the VMMs): a cgroup goes once its VMM has.
+    atExit(() => {
+      const leaves = new Set([...vmUids].flatMap((uid) => Object.values(vmCgroupDirs(uid)).filter((d): d is string => typeof d === 'string')));
+      for (const cg of leaves) rmdirCgroup(cg);
+      // The parents too, when nothing else is in them (rmdir refuses a cgroup with children).
+      for (const parent of new Set([...leaves].map((cg) => dirname(cg)))) rmdirCgroup(parent, 0);
+    });
   });
 
   after(async () => {
@@ -159,22 +192,60 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', GUES
     }
   });
 
-  it('a) tap on the bridge: lease for the status MAC, ping, guest IP in the status, clean delete', async () => {
+  it('a) tap on the bridge, sandboxed: own uid, seccomp, cgroup limits; lease for the status MAC, ping, guest IP in the status, clean delete', async (t) => {
     const vm = await createdVm('tap-vm', [{ deviceId: 'eth1', type: IfaceType.TAP }]);
     const iface = vm.status?.networkInterfaces.eth1;
     const ip = await waitFor('a DHCP lease', () => leaseFor(bridgeLeases, iface?.macAddress ?? ''), BOOT_DEADLINE_MS, 100);
     pingFrom(host.name, ip);
+
+    // The running QEMU: the first uid of the default vmm-uid-range, seccomp on, in its cgroup.
+    const pid = vm.status?.vmmPid ?? 0;
+    const uid = vm.spec?.uid ?? '';
+    const fields = ['Name', 'Uid', 'Gid', 'Groups', 'NoNewPrivs', 'Seccomp', 'CapEff'].map((k) => `${k}: ${statusField(pid, k)}`);
+    t.diagnostic(`/proc/${pid}/status: ${fields.join(' | ')}`);
+    assert.match(statusField(pid, 'Name'), /^qemu-system-x86/);
+    const vmmUid = Number(statusField(pid, 'Uid').split(' ')[0]);
+    assert.ok(vmmUid >= 0x7000_0000 && vmmUid < 0x7000_0000 + 65_536, `uid ${vmmUid} from vmm-uid-range`);
+    assert.equal(statusField(pid, 'Uid'), `${vmmUid} ${vmmUid} ${vmmUid} ${vmmUid}`);
+    assert.equal(statusField(pid, 'Gid'), `${vmmUid} ${vmmUid} ${vmmUid} ${vmmUid}`);
+    assert.equal(statusField(pid, 'Seccomp'), '2');
+    assert.equal(statusField(pid, 'NoNewPrivs'), '1');
+    assert.equal(statusField(pid, 'CapEff'), '0000000000000000');
+    const cg = vmCgroupDirs(uid);
+    const memoryFile = join(cg.memory, cg.version === 1 ? 'memory.limit_in_bytes' : 'memory.max');
+    const memory = readFileSync(memoryFile, 'utf8').trim();
+    const pidsMax = readFileSync(join(cg.pids, 'pids.max'), 'utf8').trim();
+    const members = readFileSync(join(cg.memory, 'cgroup.procs'), 'utf8').trim().split('\n');
+    t.diagnostic(`${memoryFile}: ${memory}; ${join(cg.pids, 'pids.max')}: ${pidsMax}; ${join(cg.memory, 'cgroup.procs')}: ${members.join(',')}`);
+    assert.equal(memory, String((256 + 256) * 1024 * 1024), 'memory_in_mb 256 + vmm-memory-overhead-mb 256');
+    assert.equal(pidsMax, '1024');
+    assert.deepEqual(members, [String(pid)]);
+    assert.match(readFileSync(join(cg.pids, 'cgroup.procs'), 'utf8'), new RegExp(`^${pid}$`, 'm'));
+
+    // What the VMM's uid can reach of the daemon's state: its own VM dir (by group), nothing else.
+    const vmDir = join(daemon.stateDir, 'vm', 'e2e', 'tap-vm', uid);
+    const mode = (path: string): number => statSync(path).mode & 0o7777;
+    assert.equal(mode(daemon.stateDir), 0o711, 'the state dir: searchable, not listable');
+    assert.equal(mode(join(daemon.stateDir, 'flintlock.db')), 0o600, "the database is the daemon's");
+    assert.equal(mode(join(daemon.stateDir, 'images', 'rootfs')), 0o700, "unpacked images (setuid files) are the daemon's");
+    assert.equal(mode(join(daemon.stateDir, 'images', 'blobs')), 0o700);
+    assert.equal(mode(join(daemon.stateDir, 'images', 'refs.json')), 0o600);
+    assert.equal(mode(vmDir), 0o1770);
+    assert.equal(statSync(vmDir).gid, vmmUid);
+    assert.equal(statSync(vmDir).uid, 0);
+    for (const f of ['console.log', 'cidata.img']) assert.equal(statSync(join(vmDir, f)).gid, vmmUid, f);
+    assert.equal(statSync(join(vmDir, 'qmp.sock')).uid, vmmUid, 'QEMU made its socket as its own uid');
     const withIp = await waitFor('guest IP in the status', async () => {
       const got = await client.get(vm.spec?.uid ?? '');
       return got.status?.guestIps.includes(ip) === true ? got : undefined;
     });
     assert.match(withIp.status?.consoleLogPath ?? '', /console\.log$/);
-    const vmDir = join(daemon.stateDir, 'vm', 'e2e', 'tap-vm', vm.spec?.uid ?? '');
     assert.ok(existsSync(join(vmDir, 'cidata.img')));
     await deleteAndWait(vm.spec?.uid ?? '');
     assert.ok(processGone(vm.status?.vmmPid ?? 0), 'QEMU is gone');
     assert.equal(host.link(iface?.hostDeviceName ?? ''), undefined, 'tap is gone');
     assert.equal(existsSync(vmDir), false, 'VM dir is gone');
+    assert.equal(existsSync(cg.memory) || existsSync(cg.pids), false, 'its cgroup is gone');
   });
 
   it('b) macvtap: two VMs on one parent get leases from the far side and reach each other', async () => {
@@ -188,6 +259,8 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', GUES
       const ip = await waitFor('a DHCP lease', () => leaseFor(lanLeases, vm.status?.networkInterfaces.eth1?.macAddress ?? ''), BOOT_DEADLINE_MS, 100);
       pingFrom(lan.name, ip);
     }
+    const uidOf = (vm: MicroVM): string => statusField(vm.status?.vmmPid ?? 0, 'Uid').split(' ')[0] ?? '';
+    assert.notEqual(uidOf(one), uidOf(two), 'a uid per VM');
     const console2 = two.status?.consoleLogPath ?? '';
     const result = await waitFor(
       'the guest-to-guest ping',

@@ -290,7 +290,7 @@ describeWith('a daemon killed during a pull', QEMU_DAEMON, { timeout: 180_000 },
 
     // ---- 4. exact bytes; every cached blob is what its name says
     const source = vm.status?.kernelMount?.source ?? '';
-    assert.ok(source.startsWith(join(imagesDir, 'rootfs')), source);
+    assert.ok(source.startsWith(join(imagesDir, 'files')), source);
     assert.ok(readFileSync(source).equals(kernel), 'the kernel file is byte for byte what was pushed');
     assert.equal(vm.status?.images.kernel, served.manifest);
     const initrdMount = await waitFor('the initrd mount', async () => (await client?.get(uid))?.status?.initrdMount?.source, 10_000, 50);

@@ -272,7 +272,9 @@ describeWith('OCI images end to end (docker-registry, real daemon)', [...QEMU_DA
     assert.equal(s1.initrdMount?.type, MountType.HOSTPATH);
     assert.ok(readFileSync(s1.kernelMount?.source ?? '').equals(readFileSync(KERNEL)), 'kernel bytes are the pushed vmlinuz');
     assert.ok(readFileSync(s1.initrdMount?.source ?? '').equals(readFileSync(INITRD)), 'initrd bytes are the pushed initramfs');
-    assert.ok(s1.kernelMount?.source.startsWith(join(daemon.stateDir, 'images', 'rootfs')), s1.kernelMount?.source);
+    // A copy VMMs (their own uids) can read; the unpacked image itself stays the daemon's.
+    assert.ok(s1.kernelMount?.source.startsWith(join(daemon.stateDir, 'images', 'files')), s1.kernelMount?.source);
+    assert.equal(statSync(s1.kernelMount?.source ?? '').mode & 0o777, 0o644);
     assert.equal(s1.images['volume:root'], rootfsDigest, 'the status records the rootfs digest');
 
     const root1 = s1.volumes.root?.mount;
@@ -344,6 +346,7 @@ describeWith('OCI images end to end (docker-registry, real daemon)', [...QEMU_DA
     assert.deepEqual(blobSnapshot(daemon.stateDir), blobsBefore, 'images still referenced by img-2 are kept');
     assert.equal(listFiles(join(daemon.stateDir, 'images', 'rootfs')).length, 2);
     assert.ok(existsSync(sharedPath));
+    assert.ok(existsSync(s1.kernelMount?.source ?? ''), 'the kernel copy img-2 uses is kept');
 
     await deleteAndWait(vm2.spec?.uid ?? '');
     assert.equal(existsSync(vmDir2), false);
@@ -353,6 +356,7 @@ describeWith('OCI images end to end (docker-registry, real daemon)', [...QEMU_DA
       () =>
         listFiles(join(images, 'rootfs')).length === 0 &&
         listFiles(join(images, 'ext4')).length === 0 &&
+        listFiles(join(images, 'files')).length === 0 &&
         listFiles(join(images, 'blobs', 'sha256')).length === 0,
       15_000,
       100,

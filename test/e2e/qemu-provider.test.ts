@@ -6,23 +6,31 @@
 //      LaunchSpec order;
 //   3. macvtap by fd: veth parent in namespace A, dnsmasq on the peer in namespace B; QEMU runs in
 //      the root namespace, the macvtap fd carries the network.
+// The boots run sandboxed as the daemon runs them (ADR 0009): as a uid/gid of their own, in a
+// cgroup of this host's hierarchy with memory and pids limits, under QEMU's seccomp filter; the
+// first checks all of that in /proc and the cgroup files of the running QEMU.
 // Every boot has a deadline; every process started here is killed by pid in after(); every
-// namespace is deleted in after() (which removes its devices too).
+// namespace is deleted in after() (which removes its devices too); every cgroup is removed
+// after its QEMU ends (at the latest when this file's process ends).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
+import { detectCgroupLayout, HostVmmCgroups } from '../../src/adapters/cgroups/cgroups.js';
+import { NodeVmFilesystem } from '../../src/adapters/fs/vm-filesystem.js';
 import { LinuxProcessTable, readProcStatSync } from '../../src/adapters/process/process-table.js';
-import { QemuProvider, hostTscKhz, qemuArgs } from '../../src/adapters/providers/qemu.js';
+import { QEMU_SANDBOX, QemuProvider, hostTscKhz, qemuArgs } from '../../src/adapters/providers/qemu.js';
 import { guestDiskName, renderCmdline } from '../../src/core/guest.js';
-import type { LaunchDisk, LaunchNic, LaunchSpec, Logger, VmmProcess } from '../../src/core/ports.js';
+import type { LaunchDisk, LaunchNic, LaunchSpec, Logger, VmmIdentity, VmmProcess, VmmSandbox } from '../../src/core/ports.js';
+import { vmmCgroupLimits } from '../../src/core/sandbox.js';
 import { sampleVm } from '../helpers/fixtures.js';
 import { describeWith, GUEST_LAB } from '../helpers/prerequisites.js';
 import { atExit } from '../helpers/processes.js';
+import { CGROUPS, HOST_CGROUP_ROOT, makeVmmDir, TEST_VMM, testCgroupParent } from '../helpers/sandbox.js';
 import { ensureGuestImage, guestAddress, INITRD, KERNEL, pingFrom, QEMU, startDnsmasq } from '../helpers/guest-lab.js';
 
 /** Records what the provider logs, to check the KVM/TCG start-up line. */
@@ -109,7 +117,7 @@ describe('QemuProvider command line', () => {
     assert.deepEqual([0, 1, 25, 26, 27].map(guestDiskName), ['vda', 'vdb', 'vdz', 'vdaa', 'vdab']);
   });
 
-  it('builds a microvm command line with disks and NICs in LaunchSpec order, macvtaps by fd 3, 4, ...', () => {
+  it('builds a microvm command line with disks and NICs in LaunchSpec order, every NIC by fd (macvtaps 3, 4, ..., then taps)', () => {
     const launch = baseLaunch({
       initrdPath: '/k/initrd.gz',
       disks: [
@@ -126,6 +134,8 @@ describe('QemuProvider command line', () => {
     const args = qemuArgs(launch, { kvm: false, append: 'console=ttyS0', qmpPath: '/v/qmp.sock' });
     const line = args.join(' ');
     assert.match(line, /-M microvm -accel tcg -smp 1 -m 256M -nodefaults -no-user-config -nographic -no-reboot/);
+    assert.equal(args[args.indexOf('-sandbox') + 1], 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
+    assert.equal(QEMU_SANDBOX, 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
     assert.ok(!line.includes('-cpu host'));
     assert.match(line, /-chardev file,id=console,path=\/var\/lib\/flintlock\/vm\/ns1\/vm1\/uid\/console\.log,append=on -serial chardev:console/);
     assert.match(line, /-kernel \/k\/vmlinuz -initrd \/k\/initrd\.gz -append console=ttyS0/);
@@ -139,7 +149,8 @@ describe('QemuProvider command line', () => {
       'virtio-blk-device,drive=disk2,serial=cidata',
       'tap,id=net0,fd=3',
       'virtio-net-device,netdev=net0,mac=02:00:00:00:00:01',
-      'tap,id=net1,ifname=fltap2,script=no,downscript=no',
+      // Opened by the launch chain (TUNSETIFF as root): QEMU, under its own uid, needs no /dev/net/tun.
+      'tap,id=net1,fd=5',
       'virtio-net-device,netdev=net1,mac=02:00:00:00:00:02',
       'tap,id=net2,fd=4',
       'virtio-net-device,netdev=net2,mac=02:00:00:00:00:03',
@@ -187,22 +198,49 @@ function vmDirFor(name: string): string {
   return dir;
 }
 
+/** The VM dir inside a test dir, laid out as the core lays it out for a sandboxed VMM. */
+function sandboxedVmDir(parent: string, identity: VmmIdentity): { dir: string; consoleLogPath: string } {
+  const dir = join(parent, 'vm');
+  mkdirSync(dir);
+  makeVmmDir(dir, identity);
+  const consoleLogPath = join(dir, 'console.log');
+  writeFileSync(consoleLogPath, '');
+  chownSync(consoleLogPath, 0, identity.gid);
+  chmodSync(consoleLogPath, 0o660);
+  return { dir, consoleLogPath };
+}
+
 const MAC_TAP = '02:fe:00:00:01:01';
 
-describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 }, () => {
+describeWith('QemuProvider boots the test guest', [...GUEST_LAB, CGROUPS], { timeout: 240_000 }, () => {
   const table = new LinuxProcessTable();
   const log = new CaptureLogger();
   const started: VmmProcess[] = [];
   const cleanups: Array<() => void> = [];
+  let cgroups: HostVmmCgroups;
+  const vmFs = new NodeVmFilesystem('/nonexistent');
+  /** As the core's default (`vmm-memory-overhead-mb`, `vmm-pids-max`). */
+  const LIMITS = { memoryOverheadMb: 256, pidsMax: 1024 };
+
+  /** The VM's cgroup, made as the daemon's vmm_start step makes it; removed by the test once QEMU is gone. */
+  async function sandboxFor(name: string, memoryMb: number, identity: VmmIdentity = TEST_VMM): Promise<VmmSandbox> {
+    const cgroupProcs = await cgroups.ensure(name, vmmCgroupLimits(memoryMb, LIMITS));
+    return { identity, cgroupProcs };
+  }
   // QEMU runs detached (it outlives its starter by design): killed when this file's process ends,
   // however it ends, if after() didn't get to it. Same pid and start time: never a reused pid.
   atExit(() => {
     for (const p of started) if (readProcStatSync(p.pid)?.startTime === p.startTime) process.kill(p.pid, 'SIGKILL');
   });
+  // After the kill above: a cgroup goes once its QEMU has.
+  const cgroupParent = testCgroupParent('qemu');
 
   before(
-    () => {
+    async () => {
       ensureGuestImage();
+      const layout = await detectCgroupLayout(HOST_CGROUP_ROOT);
+      if ('error' in layout) throw new Error(layout.error);
+      cgroups = new HostVmmCgroups(layout, cgroupParent);
     },
     { timeout: 200_000 },
   );
@@ -236,31 +274,64 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
     await p.stop(launch.vmDir, proc, 1000); // a gone process is not an error
   }
 
-  it('tap on a bridge: DHCP lease, ping from the bridge, graceful stop', { timeout: 90_000 }, async (t) => {
+  it('tap on a bridge, sandboxed: own uid/gid, seccomp, cgroup limits; DHCP lease, ping, graceful stop, cgroup removed', { timeout: 90_000 }, async (t) => {
     const ns = makeNetns('tap');
     track(ns.destroy);
-    const dir = vmDirFor('tap');
-    track(() => rmSync(dir, { recursive: true, force: true }));
+    const base = vmDirFor('tap');
+    track(() => rmSync(base, { recursive: true, force: true }));
+    const { dir, consoleLogPath } = sandboxedVmDir(base, TEST_VMM);
     ns.ip('link', 'add', 'br0', 'type', 'bridge');
     ns.ip('addr', 'add', '192.168.77.1/24', 'dev', 'br0');
     ns.ip('link', 'set', 'br0', 'up');
     ns.ip('tuntap', 'add', 'dev', 'fltap0', 'mode', 'tap');
     ns.ip('link', 'set', 'fltap0', 'master', 'br0', 'up');
-    const dns = startDnsmasq(ns.name, 'br0', '192.168.77.50,192.168.77.150', dir);
+    const dns = startDnsmasq(ns.name, 'br0', '192.168.77.50,192.168.77.150', base);
     track(dns.stop);
 
-    const provider = new QemuProvider({ bin: QEMU, processes: table, log, netns: ns.name });
+    const provider = new QemuProvider({ bin: QEMU, processes: table, log, netns: ns.name, sandboxed: true });
     assert.deepEqual(provider.availability(), { available: true });
     const nic: LaunchNic = { deviceId: 'eth0', type: 'tap', hostDevice: 'fltap0', mac: MAC_TAP };
+    const cgroupName = `qemu-tap-${process.pid}`;
     const launch = baseLaunch({
       vmDir: dir,
       kernelPath: KERNEL,
       initrdPath: INITRD,
       nics: [nic],
-      consoleLogPath: join(dir, 'console.log'),
+      consoleLogPath,
+      sandbox: await sandboxFor(cgroupName, 256),
     });
     const { proc, t0 } = await boot(t, launch, provider);
     assert.equal(await table.isAlive(proc), true);
+
+    // The running QEMU, as /proc and the cgroup files show it.
+    const status = readFileSync(`/proc/${proc.pid}/status`, 'utf8');
+    const line = (key: string): string => new RegExp(`^${key}:[ \\t]*(.*)$`, 'm').exec(status)?.[1] ?? '';
+    const shown = ['Name', 'Uid', 'Gid', 'Groups', 'NoNewPrivs', 'Seccomp', 'CapEff'].map((k) => `${k}: ${line(k).replaceAll('\t', ' ')}`);
+    t.diagnostic(`/proc/${proc.pid}/status: ${shown.join(' | ')}`);
+    assert.match(line('Name'), /^qemu-system-x86/);
+    const id = TEST_VMM.uid;
+    assert.equal(line('Uid'), `${id}\t${id}\t${id}\t${id}`);
+    assert.equal(line('Gid'), `${TEST_VMM.gid}\t${TEST_VMM.gid}\t${TEST_VMM.gid}\t${TEST_VMM.gid}`);
+    assert.equal(line('Groups'), '', 'no supplementary groups (TCG: no /dev/kvm group either)');
+    assert.equal(line('Seccomp'), '2', "QEMU's seccomp filter is on");
+    assert.equal(line('NoNewPrivs'), '1');
+    assert.equal(line('CapEff'), '0000000000000000');
+    // v1: the memory and the pids hierarchy; v2: one cgroup for both.
+    const cgroupDirs = cgroups.dirs(cgroupName);
+    const memoryDir = cgroupDirs[0] ?? '';
+    const memoryFile = cgroups.version === 1 ? 'memory.limit_in_bytes' : 'memory.max';
+    const memoryLimit = readFileSync(join(memoryDir, memoryFile), 'utf8').trim();
+    const pidsMax = readFileSync(join(cgroupDirs.at(-1) ?? '', 'pids.max'), 'utf8').trim();
+    const members = readFileSync(join(memoryDir, 'cgroup.procs'), 'utf8').trim().split('\n');
+    t.diagnostic(`cgroup v${cgroups.version} ${memoryDir}: ${memoryFile} ${memoryLimit}, pids.max ${pidsMax}, cgroup.procs ${members.join(',')}`);
+    assert.equal(memoryLimit, String((256 + 256) * 1024 * 1024), 'memory_in_mb + the VMM overhead');
+    assert.equal(pidsMax, '1024');
+    assert.deepEqual(members, [String(proc.pid)], 'QEMU, and nothing else, in its cgroup');
+    for (const dirOf of cgroupDirs) {
+      assert.match(readFileSync(join(dirOf, 'cgroup.procs'), 'utf8'), new RegExp(`^${proc.pid}$`, 'm'));
+    }
+    assert.match(readFileSync(`/proc/${proc.pid}/cgroup`, 'utf8'), new RegExp(`/${cgroupParent}/${cgroupName}$`, 'm'));
+
     const addr = await guestAddress(launch.consoleLogPath, 'eth0', MAC_TAP);
     t.diagnostic(`guest eth0 ${addr} ${Date.now() - t0} ms after start()`);
     const ip = addr.split('/')[0] ?? '';
@@ -269,14 +340,18 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
     assert.match(leases, new RegExp(`${MAC_TAP} ${ip.replaceAll('.', '\\.')} `));
     pingFrom(ns.name, ip);
     assert.match(readFileSync(join(dir, 'vmm.log'), 'utf8'), /tsc_early_khz=\d+|-accel kvm/);
+    assert.match(readFileSync(join(dir, 'vmm.log'), 'utf8'), new RegExp(` as uid ${id} gid ${TEST_VMM.gid} in `));
     await stopAndCheck(t, provider, launch, proc);
+    await cgroups.remove(cgroupName);
+    assert.equal(await cgroups.exists(cgroupName), false);
   });
 
   it('guest order: eth0/eth1 and vda/vdb/vdc follow the LaunchSpec; cidata network-config static address', { timeout: 90_000 }, async (t) => {
     const ns = makeNetns('ord');
     track(ns.destroy);
-    const dir = vmDirFor('ord');
-    track(() => rmSync(dir, { recursive: true, force: true }));
+    const base = vmDirFor('ord');
+    track(() => rmSync(base, { recursive: true, force: true }));
+    const { dir, consoleLogPath } = sandboxedVmDir(base, TEST_VMM);
     ns.ip('link', 'add', 'br0', 'type', 'bridge');
     ns.ip('addr', 'add', '192.168.79.1/24', 'dev', 'br0');
     ns.ip('link', 'set', 'br0', 'up');
@@ -284,7 +359,7 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
       ns.ip('tuntap', 'add', 'dev', tap, 'mode', 'tap');
       ns.ip('link', 'set', tap, 'master', 'br0', 'up');
     }
-    const dns = startDnsmasq(ns.name, 'br0', '192.168.79.50,192.168.79.150', dir);
+    const dns = startDnsmasq(ns.name, 'br0', '192.168.79.50,192.168.79.150', base);
     track(dns.stop);
 
     const macA = '02:fe:00:00:02:0a';
@@ -326,8 +401,13 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
       env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
     });
     execFileSync('mcopy', ['-i', cidata, join(dir, 'meta-data'), join(dir, 'network-config'), '::']);
+    // As the core's vmm_files_access step grants them: the root volume writable, the others read-only.
+    await vmFs.grantVmmAccess(join(dir, 'root.img'), TEST_VMM.gid, 'read-write');
+    await vmFs.grantVmmAccess(join(dir, 'data.img'), TEST_VMM.gid, 'read');
+    await vmFs.grantVmmAccess(cidata, TEST_VMM.gid, 'read');
 
-    const nsProvider = new QemuProvider({ bin: QEMU, processes: table, log: new CaptureLogger(), netns: ns.name });
+    const nsProvider = new QemuProvider({ bin: QEMU, processes: table, log: new CaptureLogger(), netns: ns.name, sandboxed: true });
+    const cgroupName = `qemu-ord-${process.pid}`;
     const launch = baseLaunch({
       vmDir: dir,
       kernelPath: KERNEL,
@@ -342,7 +422,8 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
         { deviceId: 'eth1', type: 'tap', hostDevice: 'fltapb', mac: macB },
       ],
       cloudInit: { 'meta-data': 'instance_id: order-test\n', 'network-config': networkConfig },
-      consoleLogPath: join(dir, 'console.log'),
+      consoleLogPath,
+      sandbox: await sandboxFor(cgroupName, 256),
     });
     const { proc, t0 } = await boot(t, launch, nsProvider);
     const staticAddr = await guestAddress(launch.consoleLogPath, 'eth1', macB);
@@ -369,6 +450,7 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
     pingFrom(ns.name, '192.168.79.9');
     pingFrom(ns.name, dhcpAddr.split('/')[0] ?? '');
     await stopAndCheck(t, nsProvider, launch, proc);
+    await cgroups.remove(cgroupName);
   });
 
   it('macvtap by fd: lease from dnsmasq on the far side of the veth parent', { timeout: 90_000 }, async (t) => {
@@ -376,15 +458,16 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
     track(host.destroy);
     const lan = makeNetns('mvl');
     track(lan.destroy);
-    const dir = vmDirFor('mvt');
-    track(() => rmSync(dir, { recursive: true, force: true }));
+    const base = vmDirFor('mvt');
+    track(() => rmSync(base, { recursive: true, force: true }));
+    const { dir, consoleLogPath } = sandboxedVmDir(base, TEST_VMM);
     host.ip('link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'lan0', 'netns', lan.name);
     lan.ip('addr', 'add', '192.168.78.1/24', 'dev', 'lan0');
     lan.ip('link', 'set', 'lan0', 'up');
     host.ip('link', 'set', 'eth0', 'up');
     host.ip('link', 'add', 'link', 'eth0', 'name', 'flvtap0', 'type', 'macvtap', 'mode', 'bridge');
     host.ip('link', 'set', 'flvtap0', 'up');
-    const dns = startDnsmasq(lan.name, 'lan0', '192.168.78.50,192.168.78.150', dir);
+    const dns = startDnsmasq(lan.name, 'lan0', '192.168.78.50,192.168.78.150', base);
     track(dns.stop);
 
     // Facts from sysfs inside the namespace; the node is made in the VM dir (never /dev/tapN).
@@ -395,14 +478,17 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
     const tapNode = join(dir, `tap${ifindex}`);
     sh('mknod', [tapNode, 'c', major ?? '', minor ?? '']);
 
-    // No netns: QEMU runs in the root namespace, the fd carries the network.
-    const p = new QemuProvider({ bin: QEMU, processes: table, log: new CaptureLogger() });
+    // No netns: QEMU runs in the root namespace, the fd carries the network. The node stays
+    // root's (0600): QEMU, under its own uid, only ever gets the fd the provider opened.
+    const p = new QemuProvider({ bin: QEMU, processes: table, log: new CaptureLogger(), sandboxed: true });
+    const cgroupName = `qemu-mvt-${process.pid}`;
     const launch = baseLaunch({
       vmDir: dir,
       kernelPath: KERNEL,
       initrdPath: INITRD,
       nics: [{ deviceId: 'eth0', type: 'macvtap', hostDevice: 'flvtap0', mac, tapNode }],
-      consoleLogPath: join(dir, 'console.log'),
+      consoleLogPath,
+      sandbox: await sandboxFor(cgroupName, 256),
     });
     const { proc, t0 } = await boot(t, launch, p);
     const addr = await guestAddress(launch.consoleLogPath, 'eth0', mac);
@@ -412,6 +498,7 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
     assert.match(readFileSync(dns.leases, 'utf8'), new RegExp(`${mac} ${ip.replaceAll('.', '\\.')} `));
     pingFrom(lan.name, ip);
     await stopAndCheck(t, p, launch, proc);
+    await cgroups.remove(cgroupName);
   });
 
   it('start() fails, leaving no process, when QEMU exits at once; the error carries vmm.log', { timeout: 30_000 }, async () => {
@@ -432,16 +519,21 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
     // The VM dir is longer than sun_path allows, so QMP goes through the relative path.
     const base = vmDirFor('kill');
     track(() => rmSync(base, { recursive: true, force: true }));
-    const dir = join(base, 'd'.repeat(110));
-    mkdirSync(dir);
+    // Sandboxed too: the daemon reaches the socket of a QEMU running as another uid through
+    // /proc/<pid>/cwd.
+    const long = join(base, 'd'.repeat(110));
+    mkdirSync(long);
+    const { dir, consoleLogPath } = sandboxedVmDir(long, TEST_VMM);
     assert.ok(Buffer.byteLength(join(dir, 'qmp.sock')) > 107);
-    const p = new QemuProvider({ bin: QEMU, processes: table, log: new CaptureLogger() });
-    const launch = baseLaunch({ vmDir: dir, kernelPath: KERNEL, initrdPath: INITRD, consoleLogPath: join(dir, 'console.log') });
+    const p = new QemuProvider({ bin: QEMU, processes: table, log: new CaptureLogger(), sandboxed: true });
+    const cgroupName = `qemu-kill-${process.pid}`;
+    const launch = baseLaunch({ vmDir: dir, kernelPath: KERNEL, initrdPath: INITRD, consoleLogPath, sandbox: await sandboxFor(cgroupName, 256) });
     const { proc } = await boot(t, launch, p);
     const s0 = Date.now();
     await p.stop(dir, proc, 1);
     t.diagnostic(`stop(timeout 1 ms) took ${Date.now() - s0} ms`);
     assert.equal(await table.isAlive(proc), false);
     assert.equal(table.exitReason(proc), 'killed by SIGKILL');
+    await cgroups.remove(cgroupName);
   });
 });

@@ -6,9 +6,10 @@
 import { type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { atExit, killProcessesMentioning, spawnTracked } from './processes.js';
+import { HOST_CGROUP_ROOT, removeCgroupTree } from './sandbox.js';
 import { waitFor } from './wait.js';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
@@ -37,6 +38,25 @@ export interface DaemonOptions {
   readonly args?: string[];
 }
 
+/**
+ * The VMM cgroup settings a test daemon gets unless its config says otherwise: a parent named
+ * after its directory (so a restarted daemon finds its VMs' cgroups), removed with everything in
+ * it when the test file's process ends; and, for a daemon in a namespace, the host's hierarchy
+ * through this process's root: `ip netns exec` mounts a sysfs of the namespace's own on /sys,
+ * which hides the cgroup hierarchies mounted below it.
+ */
+function cgroupConfig(options: DaemonOptions, dir: string): { config: Record<string, string>; parent?: string } {
+  const config: Record<string, string> = {};
+  if (options.netns !== undefined && options.config['vmm-cgroup-root'] === undefined) {
+    config['vmm-cgroup-root'] = `/proc/${process.pid}/root${HOST_CGROUP_ROOT}`;
+  }
+  if (options.config['vmm-cgroup-parent'] !== undefined) return { config };
+  const parent = `flintlock-test-${process.pid}-${basename(dir)}`;
+  config['vmm-cgroup-parent'] = parent;
+  return { config, parent };
+}
+const cleanedParents = new Set<string>();
+
 export function makeTempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
@@ -47,9 +67,18 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
   const stateDir = join(dir, 'state');
   const socket = join(dir, 'grpc.sock');
   const configFile = join(dir, 'config.yaml');
+  const cgroups = cgroupConfig(options, dir);
   writeFileSync(
     configFile,
-    stringify({ 'state-dir': stateDir, 'grpc-endpoint': `unix:${socket}`, insecure: true, 'log-format': 'json', verbosity: 2, ...options.config }),
+    stringify({
+      'state-dir': stateDir,
+      'grpc-endpoint': `unix:${socket}`,
+      insecure: true,
+      'log-format': 'json',
+      verbosity: 2,
+      ...cgroups.config,
+      ...options.config,
+    }),
   );
   rmSync(socket, { force: true });
   const command = options.netns !== undefined ? ['ip', ['netns', 'exec', options.netns, process.execPath, FLINTLOCKD]] : [process.execPath, [FLINTLOCKD]];
@@ -57,6 +86,12 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
   const child = spawnTracked(bin, [...prefix, 'run', '--config', configFile, ...(options.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
   // The VMMs' command lines name the state dir, a unique temporary path of this test's.
   atExit(() => killProcessesMentioning(stateDir));
+  // After the kill above, so the cgroups are empty by then.
+  const parent = cgroups.parent;
+  if (parent !== undefined && !cleanedParents.has(parent)) {
+    cleanedParents.add(parent);
+    atExit(() => removeCgroupTree(HOST_CGROUP_ROOT, parent));
+  }
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));

@@ -13,7 +13,11 @@ import type {
   ProviderAvailability,
   ProviderCapability,
   TapRequest,
+  FileAccess,
   VmFilesystem,
+  VmmAccess,
+  VmmCgroupLimits,
+  VmmCgroups,
   VmmProvider,
   VmmProcess,
   ProcessTable,
@@ -50,8 +54,12 @@ export class MemoryNetwork implements NetworkService {
     );
   }
 
+  /** The owner uid each tap was created with. */
+  readonly tapOwners = new Map<string, number | undefined>();
+
   ensureTap(req: TapRequest): Promise<LinkInfo> {
     this.calls.push(`tap ${req.name}`);
+    if (!this.links.has(req.name)) this.tapOwners.set(req.name, req.owner);
     if (req.bridge !== undefined && !this.existing.has(req.bridge)) return Promise.reject(new Error(`bridge "${req.bridge}" does not exist`));
     const master = req.bridge !== undefined ? { master: req.bridge } : {};
     return Promise.resolve(this.put(req.name, { kind: 'tun', ...master, mac: '02:00:00:00:00:bb', mtu: 1500, txqlen: 1000, up: true, alias: req.alias }));
@@ -101,6 +109,11 @@ export class MemoryImages implements ImageService {
     this.fs.files.set(path, image.ref);
     return Promise.resolve(path);
   }
+  vmmFile(image: LocalImage, path: string): Promise<string> {
+    const copy = `/images/files/${image.digest.slice(7, 19)}-${path.replaceAll('/', '_')}`;
+    this.fs.files.set(copy, `copy of ${image.rootfs}/${path}`);
+    return Promise.resolve(copy);
+  }
   collectGarbage(): Promise<string[]> {
     return Promise.resolve([]);
   }
@@ -113,10 +126,30 @@ export class MemoryFilesystem implements VmFilesystem {
   vmDir(id: VmId): string {
     return `/state/vm/${id.namespace}/${id.name}/${id.uid}`;
   }
-  ensureVmDir(id: VmId): Promise<boolean> {
+  /** Owner group and mode of paths (the VM dirs, files granted to VMMs). */
+  readonly modes = new Map<string, { gid: number; mode: number }>();
+  ensureVmDir(id: VmId, gid?: number): Promise<boolean> {
     const had = this.dirs.has(this.vmDir(id));
     this.dirs.add(this.vmDir(id));
+    this.modes.set(this.vmDir(id), gid !== undefined ? { gid, mode: 0o1770 } : { gid: 0, mode: 0o700 });
     return Promise.resolve(!had);
+  }
+  vmDirAccess(id: VmId): Promise<FileAccess | undefined> {
+    return this.access(this.vmDir(id));
+  }
+  access(path: string): Promise<FileAccess | undefined> {
+    const kind = this.dirs.has(path) || [...this.files.keys()].some((f) => f.startsWith(`${path}/`)) ? 'dir' : this.files.has(path) ? 'file' : undefined;
+    if (kind === undefined) return Promise.resolve(undefined);
+    const m = this.modes.get(path) ?? { gid: 0, mode: kind === 'dir' ? 0o755 : 0o644 };
+    return Promise.resolve({ kind, uid: 0, ...m });
+  }
+  grantVmmAccess(path: string, gid: number, access: VmmAccess): Promise<void> {
+    this.modes.set(path, { gid, mode: { read: 0o640, 'read-write': 0o660, dir: 0o750 }[access] });
+    return Promise.resolve();
+  }
+  ensureFile(path: string): Promise<void> {
+    if (!this.files.has(path)) this.files.set(path, '');
+    return Promise.resolve();
   }
   vmDirExists(id: VmId): Promise<boolean> {
     return Promise.resolve(this.dirs.has(this.vmDir(id)));
@@ -232,5 +265,22 @@ export class MemoryCidata implements CloudInitDiskBuilder {
     this.built.set(path, files);
     this.fs.files.set(path, 'cidata');
     return Promise.resolve();
+  }
+}
+
+/** cgroups in memory: which exist, with what limits. */
+export class MemoryCgroups implements VmmCgroups {
+  readonly groups = new Map<string, VmmCgroupLimits>();
+  readonly removed: string[] = [];
+  ensure(name: string, limits: VmmCgroupLimits): Promise<readonly string[]> {
+    this.groups.set(name, limits);
+    return Promise.resolve([`/cgroup/flintlock/${name}/cgroup.procs`]);
+  }
+  remove(name: string): Promise<void> {
+    if (this.groups.delete(name)) this.removed.push(name);
+    return Promise.resolve();
+  }
+  exists(name: string): Promise<boolean> {
+    return Promise.resolve(this.groups.has(name));
   }
 }

@@ -17,13 +17,19 @@
 // FAKE_VMM_STOP (environment): `ignore-acpi` ignores the guest shutdown request (Firecracker's
 // SendCtrlAltDel, Cloud Hypervisor's vm.power-button); `ignore-all` also ignores vm.shutdown and
 // vmm.shutdown (only SIGKILL ends it).
-import { closeSync, constants, existsSync, openSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
+// FAKE_VMM_ROOT (environment, set by the fake jailer): Firecracker's paths are inside this
+// directory, as they would be inside the jailer's chroot.
+// The start file also records who the fake ran as (uid, gid, groups): the sandbox's doing.
+import { closeSync, constants, existsSync, openSync, readFileSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ApiSpec, FakeVmm, requestLogPath, startInfoPath, type HookResult, type RecordedRequest } from './fake-vmm.js';
 
 const specDir = process.env.FAKE_VMM_SPEC_DIR ?? join(dirname(fileURLToPath(import.meta.url)), '../../../shared/ref');
 const stopMode = process.env.FAKE_VMM_STOP ?? '';
+const jailRoot = process.env.FAKE_VMM_ROOT ?? '';
+/** A path as Firecracker names it, on the host (inside the fake jail, if any). */
+const onHost = (path: string): string => (jailRoot !== '' && path.startsWith('/') ? join(jailRoot, path) : path);
 
 function fail(message: string): never {
   process.stderr.write(`fake-vmm: ${message}\n`);
@@ -49,7 +55,13 @@ function firecracker(argv: readonly string[]): {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = argv[i + 1];
-    if (arg === '--api-sock' && value !== undefined) socketPath = value;
+    // The jailer passes `--id=<id>` and its timings in the `--flag=value` form.
+    const inline = /^(--id|--start-time-us|--start-time-cpu-us)=(.*)$/.exec(arg ?? '');
+    if (inline !== null) {
+      if (inline[1] === '--id') id = inline[2] ?? '';
+      continue;
+    }
+    if (arg === '--api-sock' && value !== undefined) socketPath = onHost(value);
     else if (arg === '--id' && value !== undefined) id = value;
     else fail(`firecracker: unexpected argument "${arg}"`);
     i++;
@@ -85,21 +97,21 @@ function firecracker(argv: readonly string[]): {
       r.path.startsWith('/network-interfaces/');
     if (started && preBoot) return bad('The requested operation is not supported after starting the microVM.');
     if (r.path === '/logger') {
-      const fd = openLikeFirecracker(String(body.log_path));
+      const fd = openLikeFirecracker(onHost(String(body.log_path)));
       if (fd === undefined) return bad(`Cannot initialize logging system: cannot open ${String(body.log_path)}`);
       writeSync(fd, 'fake-firecracker: logger configured\n');
       closeSync(fd);
     } else if (r.path === '/metrics') {
-      metricsFd = openLikeFirecracker(String(body.metrics_path));
+      metricsFd = openLikeFirecracker(onHost(String(body.metrics_path)));
       if (metricsFd === undefined) return bad(`Cannot initialize metrics system: cannot open ${String(body.metrics_path)}`);
       flushMetrics();
     } else if (r.path === '/boot-source') {
       for (const key of ['kernel_image_path', 'initrd_path']) {
-        if (key in body && !existsSync(String(body[key]))) return bad(`${key} ${String(body[key])} does not exist`);
+        if (key in body && !existsSync(onHost(String(body[key])))) return bad(`${key} ${String(body[key])} does not exist`);
       }
       bootSource = true;
     } else if (r.path.startsWith('/drives/')) {
-      if (!existsSync(String(body.path_on_host))) return bad(`path_on_host ${String(body.path_on_host)} does not exist`);
+      if (!existsSync(onHost(String(body.path_on_host)))) return bad(`path_on_host ${String(body.path_on_host)} does not exist`);
     } else if (r.path.startsWith('/network-interfaces/')) {
       ifaces.add(params.iface_id ?? '');
     } else if (r.path === '/mmds/config') {
@@ -159,7 +171,19 @@ function byteSize(flag: string, value: string): number {
 
 const IMAGE_TYPES: Readonly<Record<string, string>> = { raw: 'Raw', qcow2: 'Qcow2', vhdx: 'Vhdx', fixed_vhd: 'FixedVhd' };
 const MULTI = new Set(['--disk', '--net']);
-const SINGLE = new Set(['--api-socket', '--kernel', '--initramfs', '--cmdline', '--cpus', '--memory', '--serial', '--console', '--vsock', '--log-file']);
+const SINGLE = new Set([
+  '--api-socket',
+  '--kernel',
+  '--initramfs',
+  '--cmdline',
+  '--cpus',
+  '--memory',
+  '--serial',
+  '--console',
+  '--vsock',
+  '--log-file',
+  '--seccomp',
+]);
 
 function cloudHypervisor(argv: readonly string[]): {
   socketPath: string;
@@ -188,6 +212,9 @@ function cloudHypervisor(argv: readonly string[]): {
   const apiSocket = single.get('--api-socket');
   if (apiSocket === undefined) fail('cloud-hypervisor: --api-socket is required by this fake');
   const socketPath = apiSocket.startsWith('path=') ? (options('--api-socket', apiSocket, ['path']).path ?? '') : apiSocket;
+
+  const seccomp = single.get('--seccomp') ?? 'true';
+  if (!['true', 'false', 'log'].includes(seccomp)) fail(`cloud-hypervisor: --seccomp: "${seccomp}" is not true, false or log`);
 
   const kernel = single.get('--kernel');
   if (kernel === undefined) fail('cloud-hypervisor: this fake wants the VM on the command line (--kernel)');
@@ -242,7 +269,10 @@ function cloudHypervisor(argv: readonly string[]): {
       if (o.fd !== undefined) {
         for (const fd of o.fd.replace(/^\[|\]$/g, '').split(';')) {
           try {
-            fds[fd] = readlinkSync(`/proc/self/fd/${fd}`);
+            const target = readlinkSync(`/proc/self/fd/${fd}`);
+            // A tap opened on /dev/net/tun says which tap in its fdinfo.
+            const iff = target === '/dev/net/tun' ? /^iff:\s*(\S+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] : undefined;
+            fds[fd] = iff !== undefined ? `${target} (${iff})` : target;
           } catch {
             fail(`cloud-hypervisor: --net fd=${fd}: the fd is not open`);
           }
@@ -302,7 +332,7 @@ function cloudHypervisor(argv: readonly string[]): {
         return undefined;
     }
   };
-  return { socketPath, hook, start: { config, fds } };
+  return { socketPath, hook, start: { config, fds, seccomp } };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,7 +350,8 @@ async function main(): Promise<void> {
   } else {
     fail(`can't tell which VMM to fake from: ${argv.join(' ')}`);
   }
-  writeFileSync(startInfoPath(vmm.socketPath), JSON.stringify({ argv, ...vmm.start }, null, 2));
+  const identity = { uid: process.getuid?.(), gid: process.getgid?.(), groups: process.getgroups?.() };
+  writeFileSync(startInfoPath(vmm.socketPath), JSON.stringify({ argv, identity, ...vmm.start }, null, 2));
   const fake = new FakeVmm({
     spec: ApiSpec.load(join(specDir, specFile)),
     socketPath: vmm.socketPath,

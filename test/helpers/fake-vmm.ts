@@ -441,6 +441,31 @@ export class RecordingProcessTable implements ProcessTable {
   }
 }
 
+/**
+ * Runs what it spawns inside a network namespace (`ip netns exec <ns>` in front, which execs:
+ * the pid is the command's). For providers whose launch chain opens taps by name, which exist
+ * only in a test's namespace.
+ */
+export class NetnsProcessTable implements ProcessTable {
+  constructor(
+    private readonly inner: ProcessTable,
+    private readonly netns: string,
+  ) {}
+
+  spawn(bin: string, args: readonly string[], options: SpawnOptions): Promise<VmmProcess> {
+    return this.inner.spawn('ip', ['netns', 'exec', this.netns, bin, ...args], options);
+  }
+  isAlive(process: VmmProcess): Promise<boolean> {
+    return this.inner.isAlive(process);
+  }
+  exitReason(process: VmmProcess): string | undefined {
+    return this.inner.exitReason(process);
+  }
+  signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void> {
+    return this.inner.signal(process, signal);
+  }
+}
+
 /** A FakeVmm on a temp unix socket plus a client, for tests of the fake's own validation. */
 export interface FakeApiHarness {
   readonly fake: FakeVmm;
@@ -476,6 +501,45 @@ export async function fakeApiHarness(specFile: string, prefix: string): Promise<
 
 /** The daemon's real process table, recording what the provider asked of it. */
 export const processTable = (): RecordingProcessTable => new RecordingProcessTable(new LinuxProcessTable());
+
+/**
+ * A stand-in for Firecracker's jailer (no KVM here for the real one): takes the jailer's
+ * arguments (refusing others), makes `<chroot-base>/<exec file name>/<id>/root` owned by the
+ * uid/gid as the jailer does, and execs the exec file as that uid/gid with `--id=<id>` and the
+ * timings first, as the jailer does. There is no chroot: FAKE_VMM_ROOT tells the fake Firecracker
+ * to find its paths inside that directory instead.
+ */
+export async function writeFakeJailer(dir: string): Promise<string> {
+  const bin = join(dir, 'jailer');
+  const script = [
+    '#!/bin/sh',
+    'set -e',
+    'fail() { echo "fake-jailer: $*" >&2; exit 1; }',
+    'while [ "$#" -gt 0 ]; do',
+    '  case "$1" in',
+    '    --id) id=$2; shift 2 ;;',
+    '    --exec-file) exec_file=$2; shift 2 ;;',
+    '    --uid) uid=$2; shift 2 ;;',
+    '    --gid) gid=$2; shift 2 ;;',
+    '    --chroot-base-dir) base=$2; shift 2 ;;',
+    '    --) shift; break ;;',
+    '    *) fail "unexpected argument $1" ;;',
+    '  esac',
+    'done',
+    '[ -n "$id" ] && [ -n "$exec_file" ] && [ -n "$uid" ] && [ -n "$gid" ] || fail "--id, --exec-file, --uid and --gid are required"',
+    'case "$id" in *[!A-Za-z0-9-]*) fail "invalid id $id" ;; esac',
+    'case "$exec_file" in /*) ;; *) fail "--exec-file must be absolute" ;; esac',
+    'case "$(basename "$exec_file")" in *firecracker*) ;; *) fail "the exec file name must include firecracker" ;; esac',
+    'root="${base:-/srv/jailer}/$(basename "$exec_file")/$id/root"',
+    'mkdir -p "$root"',
+    'chown "$uid:$gid" "$root"',
+    'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups env FAKE_VMM_ROOT="$root" "$exec_file" --id="$id" --start-time-us=0 --start-time-cpu-us=0 "$@"',
+    '',
+  ].join('\n');
+  await writeFile(bin, script);
+  await chmod(bin, 0o755);
+  return bin;
+}
 
 /** A shell script that runs the fake VMM binary with the given environment; a provider's `bin`. */
 export async function writeFakeBin(dir: string, name: string, env = ''): Promise<string> {

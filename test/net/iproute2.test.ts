@@ -192,6 +192,13 @@ describeWith('Iproute2NetworkService (real kernel, private netns)', [NETNS], {},
       assert.equal(fixed.alias, ALIAS);
     });
 
+    it('creates a tap owned by the VM uid when asked: only that uid (or root) may attach to it', async () => {
+      await net.ensureTap({ name: 'fltap0000009', bridge: 'br0', alias: ALIAS, owner: 1_879_048_200 });
+      assert.match(await nsip('-d', 'link', 'show', 'dev', 'fltap0000009'), /tun type tap .*user 1879048200/);
+      await assert.rejects(net.ensureTap({ name: 'fltap0000010', bridge: 'br0', alias: ALIAS, owner: -1 }), /invalid tap owner uid -1/);
+      await net.deleteLink('fltap0000009');
+    });
+
     it('takes aliases that ip -batch cannot quote', async () => {
       // '#' starts a comment in ip's batch syntax: the service must fall back to separate calls.
       const alias = `it's a "#hash"`;

@@ -1,13 +1,17 @@
 // The Cloud Hypervisor provider against a fake cloud-hypervisor that serves the published OpenAPI
 // document (../shared/ref/cloud-hypervisor-api.yaml), refuses whatever it doesn't allow, and checks
 // that its command line makes a VmConfig the document allows (test/helpers/fake-vmm-bin.ts).
+// The VMMs run in a network namespace of this file's, where the taps the launch chain opens exist;
+// the sandboxed one runs as a uid of its own and joins a (stand-in) cgroup first.
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../../src/adapters/log/logger.js';
+import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
 import { CLOUD_HYPERVISOR_FILES, CloudHypervisorProvider } from '../../src/adapters/providers/cloud-hypervisor.js';
+import { CGROUP_JOIN_SCRIPT, FD_STAGE_SCRIPT } from '../../src/adapters/providers/sandbox.js';
 import type { LaunchSpec } from '../../src/core/ports.js';
 import {
   ApiSpec,
@@ -18,19 +22,28 @@ import {
   type RecordedRequest,
   fakeApiHarness,
   type FakeApiHarness,
+  NetnsProcessTable,
   processTable,
   writeFakeBin,
 } from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
-import { describeWith, SHARED_REF, vmmApiSpec } from '../helpers/prerequisites.js';
+import { createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { describeWith, NETNS, SHARED_REF, vmmApiSpec } from '../helpers/prerequisites.js';
+import { atExit } from '../helpers/processes.js';
+import { makeVmmDir, TEST_VMM } from '../helpers/sandbox.js';
 
 const specFile = join(SHARED_REF, 'cloud-hypervisor-api.yaml');
 
 interface StartInfo {
   readonly argv: string[];
+  readonly identity: { uid: number; gid: number; groups: number[] };
   readonly config: Record<string, unknown>;
   readonly fds: Record<string, string>;
+  readonly seccomp: string;
 }
+
+/** A /dev/kvm the VM's group may open (Debian's root:kvm 0660), here with a made-up kvm gid. */
+const KVM_GROUP_DEVICE = { mode: 0o20660, gid: 4242 };
 
 /** The fds this process has open on `path`. */
 async function openFdsOn(path: string): Promise<string[]> {
@@ -39,8 +52,10 @@ async function openFdsOn(path: string): Promise<string[]> {
   return targets.filter((t) => t.target === path).map((t) => t.fd);
 }
 
-describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')], {}, () => {
+describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml'), NETNS], {}, () => {
   let tmp: string;
+  let ns: TestNetns;
+  const destroyNs = atExit(() => ns?.destroy());
   let fakeBin: string;
   let deafBin: string;
   let stuckBin: string;
@@ -48,6 +63,11 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'ch-provider-'));
+    // Searchable (not listable) and the files readable, as the state dir and the image files
+    // are: the sandboxed fake runs as a uid of its own.
+    await chmod(tmp, 0o711);
+    ns = createTestNetns('flch', { bare: true });
+    ns.ip('tuntap', 'add', 'dev', 'fltap0a1b2c', 'mode', 'tap');
     fakeBin = await writeFakeBin(tmp, 'cloud-hypervisor');
     deafBin = await writeFakeBin(tmp, 'cloud-hypervisor-deaf', 'FAKE_VMM_STOP=ignore-acpi');
     stuckBin = await writeFakeBin(tmp, 'cloud-hypervisor-stuck', 'FAKE_VMM_STOP=ignore-all');
@@ -58,17 +78,22 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
       data: join(tmp, 'data.ext4'),
       cidata: join(tmp, 'cidata.img'),
     };
-    for (const f of Object.values(files)) await writeFile(f, 'x');
+    for (const f of Object.values(files)) await writeFile(f, 'x', { mode: 0o644 });
   });
 
   after(async () => {
+    destroyNs();
     await rm(tmp, { recursive: true, force: true });
   });
+
+  /** The daemon's process table, spawning in this file's namespace, recording what it was asked. */
+  const nsProcessTable = (): RecordingProcessTable => new RecordingProcessTable(new NetnsProcessTable(new LinuxProcessTable(), ns.name));
 
   let vmCounter = 0;
   async function launchSpec(overrides: Partial<LaunchSpec> = {}): Promise<LaunchSpec> {
     const vmDir = join(tmp, `vm${++vmCounter}`);
     await mkdir(vmDir, { recursive: true });
+    makeVmmDir(vmDir, TEST_VMM);
     // A regular file stands in for the macvtap's tap character device: the fd-passing path runs.
     const tapNode = join(vmDir, 'tap-eth1');
     await writeFile(tapNode, '');
@@ -96,7 +121,7 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
   }
 
   function provider(processes: RecordingProcessTable, bin = fakeBin): CloudHypervisorProvider {
-    return new CloudHypervisorProvider({ bin, processes, log: silentLogger(), kvmUsable: () => true });
+    return new CloudHypervisorProvider({ bin, processes, log: silentLogger(), kvmUsable: () => true, kvmDevice: KVM_GROUP_DEVICE, sandboxed: true });
   }
 
   it('reports what is missing when the binary or /dev/kvm is', () => {
@@ -111,6 +136,14 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
     const neither = new CloudHypervisorProvider({ bin: 'no-such-cloud-hypervisor', processes, log, kvmUsable: () => false }).availability();
     assert.match(neither.reason ?? '', /not found; \/dev\/kvm/);
     assert.match(new CloudHypervisorProvider({ bin: '', processes, log }).availability().reason ?? '', /cloudhypervisor-bin is empty/);
+    // Sandboxed, it runs as the VM's uid: a /dev/kvm only root may open is no use to it.
+    const rootOnly = { bin: fakeBin, processes, log, kvmUsable: () => true, kvmDevice: { mode: 0o20600, gid: 0 } };
+    assert.deepEqual(new CloudHypervisorProvider(rootOnly).availability(), { available: true });
+    assert.match(
+      new CloudHypervisorProvider({ ...rootOnly, sandboxed: true }).availability().reason ?? '',
+      /\/dev\/kvm is open to root only, and cloud-hypervisor runs as the VM's own uid/,
+    );
+    assert.deepEqual(provider(processes).availability(), { available: true });
   });
 
   it('has the capabilities of COMPAT §3 and a serial console command line', async () => {
@@ -122,8 +155,8 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
     assert.deepEqual(p.defaultCmdline({ ...launch, disks: [] }), { console: 'ttyS0', reboot: 'k', panic: '1' });
   });
 
-  it('starts the VM with its config on the command line, the macvtap as fd 3, and checks it runs', async () => {
-    const processes = processTable();
+  it('starts the VM with its config on the command line, every NIC by fd (the macvtap 3, the tap 4), and checks it runs', async () => {
+    const processes = nsProcessTable();
     const ch = provider(processes);
     const launch = await launchSpec();
     const tapNode = launch.nics[1]?.tapNode ?? '';
@@ -151,14 +184,18 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
         `path=${files.data},readonly=on,image_type=raw`,
         `path=${files.cidata},readonly=on,image_type=raw`,
         '--net',
-        'tap=fltap0a1b2c,mac=02:00:00:aa:bb:01',
+        'fd=4,mac=02:00:00:aa:bb:01',
         'fd=3,mac=5a:11:22:33:44:55',
         '--serial',
         `file=${join(dir, 'console.log')}`,
         '--console',
         'off',
+        '--seccomp',
+        'true',
       ];
-      assert.deepEqual(processes.spawned[0]?.args, argv);
+      // Not sandboxed (no identity in the launch spec): only the stage that opens the tap.
+      assert.equal(processes.spawned[0]?.bin, 'perl');
+      assert.deepEqual(processes.spawned[0]?.args, ['-e', FD_STAGE_SCRIPT, '1', '4=fltap0a1b2c', '--', fakeBin, ...argv]);
 
       // What the command line means, as the API document's VmConfig (the fake validated it).
       const info = JSON.parse(await readFile(startInfoPath(socket), 'utf8')) as StartInfo;
@@ -172,15 +209,17 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
           { path: files.data, readonly: true, image_type: 'Raw' },
           { path: files.cidata, readonly: true, image_type: 'Raw' },
         ],
-        net: [{ tap: 'fltap0a1b2c', mac: '02:00:00:aa:bb:01' }, { mac: '5a:11:22:33:44:55' }],
+        net: [{ mac: '02:00:00:aa:bb:01' }, { mac: '5a:11:22:33:44:55' }],
         serial: { mode: 'File', file: join(dir, 'console.log') },
         console: { mode: 'Off' },
       };
       assert.deepEqual(info.config, config);
       const spec = ApiSpec.load(specFile);
       assert.deepEqual(spec.validate(spec.schema('VmConfig'), info.config), []);
-      // fd 3 in the VMM is the macvtap's tap node, and the daemon kept no copy of it.
-      assert.deepEqual(info.fds, { '3': tapNode });
+      // fd 3 in the VMM is the macvtap's tap node (the daemon kept no copy of it), fd 4 the tap,
+      // opened by the launch chain: CH itself never opens /dev/net/tun.
+      assert.deepEqual(info.fds, { '3': tapNode, '4': '/dev/net/tun (fltap0a1b2c)' });
+      assert.equal(info.seccomp, 'true');
       assert.deepEqual(await openFdsOn(tapNode), []);
 
       // The API: the provider waited for the VM to run.
@@ -221,8 +260,43 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
     ]);
   });
 
+  it("sandboxed: joins its cgroup, then runs as the VM uid/gid with only /dev/kvm's group", async () => {
+    const processes = nsProcessTable();
+    const procs = join(tmp, 'cgroup.procs');
+    const launch = await launchSpec({ sandbox: { identity: TEST_VMM, cgroupProcs: [procs] } });
+    const vmm = await provider(processes).start(launch);
+    try {
+      const chain = processes.spawned[0];
+      assert.equal(chain?.bin, 'sh');
+      const args = chain?.args ?? [];
+      assert.deepEqual(args.slice(0, 5), ['-c', CGROUP_JOIN_SCRIPT, 'flintlock-cgroup-join', procs, '--']);
+      const setpriv = args.indexOf('setpriv');
+      assert.deepEqual(args.slice(setpriv, setpriv + 8), [
+        'setpriv',
+        `--reuid=${TEST_VMM.uid}`,
+        `--regid=${TEST_VMM.gid}`,
+        '--groups=4242',
+        '--no-new-privs',
+        '--inh-caps=-all',
+        '--',
+        fakeBin,
+      ]);
+      // What the VMM process was: the joined "cgroup" got its pid; it ran as the VM's ids.
+      assert.equal((await readFile(procs, 'utf8')).trim(), String(vmm.pid));
+      const info = JSON.parse(await readFile(startInfoPath(join(launch.vmDir, CLOUD_HYPERVISOR_FILES.socket)), 'utf8')) as StartInfo;
+      // Node counts the effective gid among the groups; the only supplementary one is kvm's.
+      assert.deepEqual(
+        { ...info.identity, groups: [...info.identity.groups].sort() },
+        { uid: TEST_VMM.uid, gid: TEST_VMM.gid, groups: [TEST_VMM.gid, 4242].sort() },
+      );
+      assert.deepEqual(info.fds, { '3': launch.nics[1]?.tapNode, '4': '/dev/net/tun (fltap0a1b2c)' });
+    } finally {
+      await processes.signal(vmm, 'SIGKILL');
+    }
+  });
+
   it('kills the VMM when nothing else ends it', async () => {
-    const processes = processTable();
+    const processes = nsProcessTable();
     const ch = provider(processes, stuckBin);
     const launch = await launchSpec();
     const vmm = await ch.start(launch);
@@ -232,12 +306,12 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
   });
 
   it('passes the vsock when the guest agent is allowed', async () => {
-    const processes = processTable();
+    const processes = nsProcessTable();
     const launch = await launchSpec({ vm: sampleVm({ spec: { provider: 'cloudhypervisor', allowGuestAgent: true } }) });
     const vmm = await provider(processes).start(launch);
     try {
       const argv = processes.spawned[0]?.args ?? [];
-      assert.deepEqual(argv.slice(-2), ['--vsock', `cid=3,socket=${join(launch.vmDir, 'guest-agent.vsock')}`]);
+      assert.deepEqual(argv.slice(-4), ['--vsock', `cid=3,socket=${join(launch.vmDir, 'guest-agent.vsock')}`, '--seccomp', 'true']);
     } finally {
       await processes.signal(vmm, 'SIGKILL');
     }
@@ -251,7 +325,7 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
   });
 
   it('fails with the VMM log and leaves no process when cloud-hypervisor refuses its command line', async () => {
-    const processes = processTable();
+    const processes = nsProcessTable();
     const launch = await launchSpec({ kernelPath: join(tmp, 'missing-vmlinux') });
     await assert.rejects(
       provider(processes).start(launch),

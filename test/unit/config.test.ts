@@ -310,6 +310,43 @@ describe('loadConfig: cross-key rules', () => {
   });
 });
 
+describe('loadConfig: the VMM sandbox (ADR 0009)', () => {
+  it('defaults: a uid per VM from 0x70000000, cgroups under flintlock, 256 MiB overhead, 1024 pids, no jailer', () => {
+    const c = load({ yaml: BASE_YAML });
+    assert.deepEqual(c.vmmIdRange, { start: 0x7000_0000, count: 65_536 });
+    assert.equal(c.vmmCgroupRoot, '/sys/fs/cgroup');
+    assert.equal(c.vmmCgroupParent, 'flintlock');
+    assert.equal(c.vmmMemoryOverheadMb, 256);
+    assert.equal(c.vmmPidsMax, 1024);
+    assert.equal(c.firecrackerJailerBin, '');
+  });
+
+  it('reads them from the file, the environment and flags; empty turns uids and cgroups off', () => {
+    const c = load({
+      yaml: `${BASE_YAML}vmm-uid-range: "100000:500"\nvmm-cgroup-parent: system.slice/flintlock-vmms\nvmm-memory-overhead-mb: 64\n`,
+      env: { FLINTLOCKD_VMM_PIDS_MAX: '256' },
+      flags: { 'firecracker-jailer-bin': '/usr/local/bin/jailer' },
+    });
+    assert.deepEqual(c.vmmIdRange, { start: 100_000, count: 500 });
+    assert.equal(c.vmmCgroupParent, 'system.slice/flintlock-vmms');
+    assert.equal(c.vmmMemoryOverheadMb, 64);
+    assert.equal(c.vmmPidsMax, 256);
+    assert.equal(c.firecrackerJailerBin, '/usr/local/bin/jailer');
+    const off = load({ yaml: `${BASE_YAML}vmm-uid-range: ""\nvmm-cgroup-parent: ""\n` });
+    assert.equal(off.vmmIdRange, undefined);
+    assert.equal(off.vmmCgroupParent, '');
+  });
+
+  it('refuses a range with uid 0 or not START:COUNT, a parent that is not a relative path, a jailer without uids', () => {
+    assert.match(loadError({ yaml: `${BASE_YAML}vmm-uid-range: "0:100"\n` }), /"vmm-uid-range": the range must not include uid 0/);
+    assert.match(loadError({ yaml: `${BASE_YAML}vmm-uid-range: nobody\n` }), /"vmm-uid-range": "nobody" is not START:COUNT/);
+    assert.match(loadError({ yaml: `${BASE_YAML}vmm-cgroup-parent: /sys/fs/cgroup/x\n` }), /"vmm-cgroup-parent": a relative cgroup path/);
+    assert.match(loadError({ yaml: `${BASE_YAML}vmm-cgroup-parent: ../up\n` }), /"vmm-cgroup-parent"/);
+    assert.match(loadError({ yaml: `${BASE_YAML}vmm-uid-range: ""\nfirecracker-jailer-bin: jailer\n` }), /firecracker-jailer-bin needs vmm-uid-range/);
+    assert.match(loadError({ yaml: `${BASE_YAML}vmm-pids-max: 1\n` }), /"vmm-pids-max"/);
+  });
+});
+
 describe('parseDuration', () => {
   for (const [text, ms] of [
     ['10m', 600_000],

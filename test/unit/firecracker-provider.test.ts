@@ -1,12 +1,15 @@
 // The Firecracker provider against a fake Firecracker that serves the published OpenAPI document
-// (../shared/ref/firecracker-api.yaml) and refuses whatever it doesn't allow (test/helpers/fake-vmm.ts).
+// (../shared/ref/firecracker-api.yaml) and refuses whatever it doesn't allow (test/helpers/fake-vmm.ts),
+// started plain, sandboxed (a uid of its own, a stand-in cgroup joined first) and through a fake
+// jailer (the jailer's arguments, a chroot-like directory, the uid drop).
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../../src/adapters/log/logger.js';
-import { FirecrackerProvider, FIRECRACKER_FILES, NOCLOUD_SEED } from '../../src/adapters/providers/firecracker.js';
+import { FirecrackerProvider, FIRECRACKER_FILES, jailerArgs, jailLayout, jailRoot, NOCLOUD_SEED } from '../../src/adapters/providers/firecracker.js';
+import { CGROUP_JOIN_SCRIPT, FD_STAGE_SCRIPT } from '../../src/adapters/providers/sandbox.js';
 import { renderCmdline } from '../../src/core/guest.js';
 import type { LaunchSpec } from '../../src/core/ports.js';
 import {
@@ -18,10 +21,13 @@ import {
   fakeApiHarness,
   type FakeApiHarness,
   processTable,
+  startInfoPath,
   writeFakeBin,
+  writeFakeJailer,
 } from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
 import { describeWith, SHARED_REF, vmmApiSpec } from '../helpers/prerequisites.js';
+import { makeVmmDir, TEST_VMM } from '../helpers/sandbox.js';
 import { waitFor } from '../helpers/wait.js';
 
 const specFile = join(SHARED_REF, 'firecracker-api.yaml');
@@ -30,18 +36,30 @@ const META_DATA = 'instance_id: 01HGW2N7EH0000000000000001\nlocal-hostname: vm1\
 const USER_DATA = '#cloud-config\nruncmd: [echo hi]\n';
 const NETWORK_CONFIG = 'version: 2\nethernets:\n  eth1:\n    match: {macaddress: "02:00:00:aa:bb:01"}\n    dhcp4: true\n';
 
+interface StartInfo {
+  readonly argv: string[];
+  readonly identity: { uid: number; gid: number; groups: number[] };
+}
+
+/** A /dev/kvm the VM's group may open (Debian's root:kvm 0660), here with a made-up kvm gid. */
+const KVM_GROUP_DEVICE = { mode: 0o20660, gid: 4242 };
+
 describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, () => {
   let tmp: string;
   let fakeBin: string;
+  let fakeJailer: string;
   let ignoringBin: string;
   let files: { kernel: string; initrd: string; root: string; data: string };
 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'fc-provider-'));
+    // Searchable (not listable), the files readable: the sandboxed fake runs as a uid of its own.
+    await chmod(tmp, 0o711);
     fakeBin = await writeFakeBin(tmp, 'firecracker');
+    fakeJailer = await writeFakeJailer(tmp);
     ignoringBin = await writeFakeBin(tmp, 'firecracker-deaf', 'FAKE_VMM_STOP=ignore-acpi');
     files = { kernel: join(tmp, 'vmlinux'), initrd: join(tmp, 'initrd.img'), root: join(tmp, 'root.ext4'), data: join(tmp, 'data.ext4') };
-    for (const f of Object.values(files)) await writeFile(f, 'x');
+    for (const f of Object.values(files)) await writeFile(f, 'x', { mode: 0o644 });
   });
 
   after(async () => {
@@ -52,6 +70,11 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
   async function launchSpec(overrides: Partial<LaunchSpec> = {}): Promise<LaunchSpec> {
     const vmDir = join(tmp, `vm${++vmCounter}`);
     await mkdir(vmDir, { recursive: true });
+    // As the core leaves it before a start: the VM's group on the dir and the console log.
+    makeVmmDir(vmDir, TEST_VMM);
+    await writeFile(join(vmDir, 'console.log'), '', { mode: 0o660 });
+    await chown(join(vmDir, 'console.log'), 0, TEST_VMM.gid);
+    await chmod(join(vmDir, 'console.log'), 0o660);
     const vm = sampleVm({ spec: { provider: 'firecracker' } });
     return {
       vm,
@@ -242,6 +265,136 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
     assert.ok(spawned !== undefined);
     await waitFor('the refused VMM to be gone', async () => !(await processes.isAlive(spawned.process)) || undefined);
     assert.equal(processes.signals.length, 1);
+  });
+
+  it("sandboxed: joins its cgroup, then runs as the VM uid/gid with /dev/kvm's group; its log and metrics FIFOs open to that group", async () => {
+    const processes = processTable();
+    const procs = join(tmp, 'fc-cgroup.procs');
+    const fc = new FirecrackerProvider({ bin: fakeBin, processes, log: silentLogger(), kvmUsable: () => true, kvmDevice: KVM_GROUP_DEVICE, sandboxed: true });
+    assert.deepEqual(fc.availability(), { available: true });
+    const launch = await launchSpec({ sandbox: { identity: TEST_VMM, cgroupProcs: [procs] } });
+    const vmm = await fc.start(launch);
+    try {
+      const socket = join(launch.vmDir, FIRECRACKER_FILES.socket);
+      assert.deepEqual(processes.spawned[0]?.args, [
+        '-c',
+        CGROUP_JOIN_SCRIPT,
+        'flintlock-cgroup-join',
+        procs,
+        '--',
+        'perl',
+        '-e',
+        FD_STAGE_SCRIPT,
+        '0',
+        '--',
+        'setpriv',
+        `--reuid=${TEST_VMM.uid}`,
+        `--regid=${TEST_VMM.gid}`,
+        '--groups=4242',
+        '--no-new-privs',
+        '--inh-caps=-all',
+        '--',
+        fakeBin,
+        '--api-sock',
+        socket,
+        '--id',
+        launch.vm.id.uid,
+      ]);
+      assert.equal((await readFile(procs, 'utf8')).trim(), String(vmm.pid));
+      const info = JSON.parse(await readFile(startInfoPath(socket), 'utf8')) as StartInfo;
+      assert.equal(info.identity.uid, TEST_VMM.uid);
+      assert.equal(info.identity.gid, TEST_VMM.gid);
+      for (const fifo of [FIRECRACKER_FILES.logFifo, FIRECRACKER_FILES.metricsFifo]) {
+        const st = await stat(join(launch.vmDir, fifo));
+        assert.equal(st.gid, TEST_VMM.gid);
+        assert.equal(st.mode & 0o777, 0o620, 'the daemon reads, the VMM writes');
+      }
+      // It could open them (the fake opens them as Firecracker does): the whole sequence went through.
+      assert.equal((await readRequestLog(requestLogPath(socket))).at(-1)?.path, '/actions');
+      await fc.stop(launch.vmDir, vmm, 5000);
+      assert.equal(await processes.isAlive(vmm), false);
+    } finally {
+      await processes.signal(vmm, 'SIGKILL');
+    }
+    // A /dev/kvm only root may open is no use to it, unless the jailer makes its own.
+    const rootOnly = { bin: fakeBin, processes, log: silentLogger(), kvmUsable: () => true, kvmDevice: { mode: 0o20600, gid: 0 }, sandboxed: true };
+    assert.match(new FirecrackerProvider(rootOnly).availability().reason ?? '', /\/dev\/kvm is open to root only/);
+    assert.deepEqual(new FirecrackerProvider({ ...rootOnly, jailerBin: fakeJailer }).availability(), { available: true });
+    assert.match(
+      new FirecrackerProvider({ ...rootOnly, sandboxed: false, jailerBin: fakeJailer }).availability().reason ?? '',
+      /the jailer needs vmm-uid-range/,
+    );
+    assert.match(
+      new FirecrackerProvider({ ...rootOnly, jailerBin: join(tmp, 'no-jailer') }).availability().reason ?? '',
+      /firecracker-jailer-bin: ".*no-jailer" not found/,
+    );
+  });
+
+  it('with the jailer: its arguments, the files linked into its chroot, every API path as seen from inside', async () => {
+    const processes = processTable();
+    const procs = join(tmp, 'jailer-cgroup.procs');
+    const fc = new FirecrackerProvider({ bin: fakeBin, processes, log: silentLogger(), kvmUsable: () => true, sandboxed: true, jailerBin: fakeJailer });
+    const launch = await launchSpec({ sandbox: { identity: TEST_VMM, cgroupProcs: [procs] } });
+    const uid = launch.vm.id.uid;
+    const root = jailRoot(launch.vmDir, fakeBin, uid);
+    assert.equal(root, join(launch.vmDir, 'jail', 'firecracker', uid, 'root'));
+    const vmm = await fc.start(launch);
+    try {
+      // The cgroup is joined before the jailer runs; the jailer drops to the VM's ids itself.
+      const args = [
+        '--id',
+        uid,
+        '--exec-file',
+        fakeBin,
+        '--uid',
+        String(TEST_VMM.uid),
+        '--gid',
+        String(TEST_VMM.gid),
+        '--chroot-base-dir',
+        join(launch.vmDir, 'jail'),
+        '--',
+        '--api-sock',
+        '/firecracker.sock',
+      ];
+      assert.deepEqual(jailerArgs({ id: uid, execFile: fakeBin, uid: TEST_VMM.uid, gid: TEST_VMM.gid, chrootBase: join(launch.vmDir, 'jail') }), args);
+      assert.deepEqual(processes.spawned[0]?.args, ['-c', CGROUP_JOIN_SCRIPT, 'flintlock-cgroup-join', procs, '--', fakeJailer, ...args]);
+      assert.equal((await readFile(procs, 'utf8')).trim(), String(vmm.pid), 'the jailer, and so Firecracker, in the cgroup from the start');
+      const socket = join(root, FIRECRACKER_FILES.socket);
+      const info = JSON.parse(await readFile(startInfoPath(socket), 'utf8')) as StartInfo;
+      assert.deepEqual(info.argv, [`--id=${uid}`, '--start-time-us=0', '--start-time-cpu-us=0', '--api-sock', '/firecracker.sock']);
+      assert.equal(info.identity.uid, TEST_VMM.uid);
+      // Hard links: the same files, not copies.
+      for (const [name, from] of [
+        ['kernel', files.kernel],
+        ['initrd', files.initrd],
+        ['disk0', files.root],
+        ['disk1', files.data],
+        ['console.log', launch.consoleLogPath],
+      ] as const) {
+        assert.equal((await stat(join(root, name))).ino, (await stat(from)).ino, name);
+      }
+      assert.deepEqual(
+        jailLayout(launch, root).launch.disks.map((d) => d.path),
+        ['/disk0', '/disk1'],
+      );
+      const requests = await readRequestLog(requestLogPath(socket));
+      const body = (path: string): unknown => requests.find((r) => r.path === path)?.body;
+      assert.deepEqual(body('/logger'), { log_path: '/firecracker.log.fifo', level: 'Info', show_level: true, show_log_origin: false });
+      assert.deepEqual(body('/serial'), { serial_out_path: '/console.log' });
+      assert.match(JSON.stringify(body('/boot-source')), /"kernel_image_path":"\/kernel".*"initrd_path":"\/initrd"/);
+      assert.deepEqual(body('/drives/root'), { drive_id: 'root', path_on_host: '/disk0', is_root_device: true, is_read_only: false });
+      assert.equal(requests.at(-1)?.path, '/actions');
+      // The FIFOs are in the jail, drained into the VM dir.
+      assert.equal((await stat(join(root, FIRECRACKER_FILES.logFifo))).isFIFO(), true);
+      await waitFor('the drained log', async () =>
+        (await readFile(join(launch.vmDir, 'firecracker.log'), 'utf8').catch(() => '')).includes('logger configured'),
+      );
+      await fc.stop(launch.vmDir, vmm, 5000);
+      assert.equal(await processes.isAlive(vmm), false);
+      assert.deepEqual(processes.signals, [], 'stopped through the API socket in the jail');
+    } finally {
+      await processes.signal(vmm, 'SIGKILL');
+    }
   });
 
   it('renders bare flags and quotes values with spaces', () => {

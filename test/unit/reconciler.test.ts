@@ -13,8 +13,9 @@ import { VmmWatcher } from '../../src/core/vmm-watcher.js';
 import { MicroVMService } from '../../src/core/service.js';
 import { MACVTAP_PARENT_REQUIRED, macvtapNodePath, TAP_BRIDGE_REQUIRED } from '../../src/core/steps/network.js';
 import type { HostNetworkConfig, StepPorts } from '../../src/core/steps/step.js';
+import type { VmmIdRange } from '../../src/core/sandbox.js';
 import { DEFAULT_LIMITS, type CreateInput } from '../../src/core/validation.js';
-import { MemoryCidata, MemoryFilesystem, MemoryImages, MemoryNetwork, MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
+import { MemoryCgroups, MemoryCidata, MemoryFilesystem, MemoryImages, MemoryNetwork, MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
 import { waitFor } from '../helpers/wait.js';
 
 const FAST: ReconcilerOptions = { concurrency: 4, maxRetry: 3, backoffBaseMs: 10, backoffMaxMs: 40, resyncPeriodMs: 60_000 };
@@ -45,10 +46,16 @@ describe('reconciler', () => {
   let images: MemoryImages;
   let processes: MemoryProcesses;
   let cidata: MemoryCidata;
+  let cgroups: MemoryCgroups;
   let reconciler: Reconciler;
   let service: MicroVMService;
 
-  function build(options: ReconcilerOptions = FAST, hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0' }): void {
+  function build(
+    options: ReconcilerOptions = FAST,
+    hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0' },
+    /** null: VMMs keep the daemon's uid. */
+    idRange: VmmIdRange | null = { start: 1_879_048_192, count: 65_536 },
+  ): void {
     const nextUlid = monotonicFactory();
     const providers = new StaticProviderRegistry([provider], 'qemu');
     const ports: StepPorts = {
@@ -63,6 +70,7 @@ describe('reconciler', () => {
       processes,
       cidata,
       deleteVmTimeoutMs: 1000,
+      sandbox: { ...(idRange !== null ? { idRange } : {}), cgroups, limits: { memoryOverheadMb: 64, pidsMax: 512 } },
     };
     reconciler = new Reconciler(ports, repo, ports.clock, silentLogger(), options);
     service = new MicroVMService({ repo, reconciler, providers, limits: DEFAULT_LIMITS, clock: ports.clock, ids: ports.ids, log: silentLogger() });
@@ -92,6 +100,7 @@ describe('reconciler', () => {
     provider = new MemoryProvider(processes);
     images = new MemoryImages(fs);
     cidata = new MemoryCidata(fs);
+    cgroups = new MemoryCgroups();
   });
 
   afterEach(async () => {
@@ -138,7 +147,9 @@ describe('reconciler', () => {
     await waitFor('CREATED', () => stateOf(uid) === 'created');
     const vm = repo.get(uid);
     assert.ok(vm);
-    assert.deepEqual(vm.status.kernelMount, { type: 'hostpath', source: '/images/rootfs/registry_local_kernel_1/boot/vmlinux' });
+    // Not the unpacked image (private: it holds the image's setuid files) but a copy VMMs can read.
+    assert.deepEqual(vm.status.kernelMount, { type: 'hostpath', source: '/images/files/726567697374-boot_vmlinux' });
+    assert.equal(fs.files.get('/images/files/726567697374-boot_vmlinux'), 'copy of /images/rootfs/registry_local_kernel_1/boot/vmlinux');
     assert.deepEqual(vm.status.volumes.root, { type: 'hostpath', source: `${fs.vmDir(vm.id)}/volumes/root.img` });
     assert.equal(fs.files.get(`${fs.vmDir(vm.id)}/volumes/root.img`), 'copy of /images/ext4/726567697374-auto.img');
     assert.deepEqual(Object.keys(vm.status.images ?? {}).sort(), ['kernel', 'volume:root']);
@@ -325,6 +336,74 @@ describe('reconciler', () => {
     const files = cidata.built.get(`${dir}/cidata.img`);
     assert.match(files?.['meta-data'] ?? '', new RegExp(`instance_id: ${uid}`));
     assert.equal(files?.['network-config'], undefined, 'add_network_config is off in this spec');
+  });
+
+  it('sandbox: each VM gets its own uid/gid, a VM dir and files of that group, an owned tap, and a cgroup sized from its spec', async () => {
+    build();
+    const one = create('vm1', [{ deviceId: 'eth1', type: 'tap' }]);
+    const two = create('vm2', [{ deviceId: 'eth1', type: 'tap' }]);
+    await waitFor('CREATED', () => stateOf(one) === 'created' && stateOf(two) === 'created');
+    const ids = [one, two].map((uid) => repo.get(uid)?.status.vmmIdentity);
+    assert.deepEqual(ids.map((i) => i?.uid).sort(), [1_879_048_192, 1_879_048_193], 'the lowest free uids, one each');
+    for (const uid of [one, two]) {
+      const vm = repo.get(uid);
+      assert.ok(vm?.status.vmmIdentity);
+      const { uid: vmmUid, gid } = vm.status.vmmIdentity;
+      assert.equal(gid, vmmUid);
+      const dir = fs.vmDir(vm.id);
+      assert.deepEqual(fs.modes.get(dir), { gid, mode: 0o1770 }, 'VM dir: root, the VM gid, sticky');
+      assert.deepEqual(fs.modes.get(`${dir}/volumes`), { gid, mode: 0o750 });
+      assert.deepEqual(fs.modes.get(`${dir}/volumes/root.img`), { gid, mode: 0o660 });
+      assert.deepEqual(fs.modes.get(`${dir}/cidata.img`), { gid, mode: 0o640 });
+      assert.deepEqual(fs.modes.get(`${dir}/console.log`), { gid, mode: 0o660 }, 'made by the daemon before the VMM runs');
+      assert.equal(network.tapOwners.get(vm.status.interfaces.eth1?.hostDeviceName ?? ''), vmmUid, 'only its VMM may attach to the tap');
+      const launch = provider.starts.find((l) => l.vm.id.uid === uid);
+      assert.deepEqual(launch?.sandbox, { identity: { uid: vmmUid, gid }, cgroupProcs: [`/cgroup/flintlock/${uid}/cgroup.procs`] });
+      // memory_in_mb 256 + the 64 MiB overhead configured above; pids fixed.
+      assert.deepEqual(cgroups.groups.get(uid), { memoryBytes: (256 + 64) * 1024 * 1024, pidsMax: 512 });
+    }
+  });
+
+  it("sandbox: delete removes the cgroup, and a removed VM's uid goes to the next VM", async () => {
+    build();
+    const one = create('vm1');
+    await waitFor('CREATED', () => stateOf(one) === 'created');
+    const first = repo.get(one)?.status.vmmIdentity?.uid;
+    assert.equal(first, 1_879_048_192);
+    assert.ok(service.delete(one).ok);
+    await waitFor('removed', () => repo.get(one) === undefined);
+    assert.deepEqual(cgroups.removed, [one]);
+    assert.equal(cgroups.groups.size, 0);
+    const two = create('vm2');
+    await waitFor('CREATED', () => stateOf(two) === 'created');
+    assert.equal(repo.get(two)?.status.vmmIdentity?.uid, first);
+  });
+
+  it('sandbox: a full uid range fails the VM with a reason; no range means no identity and no uid for the VMM', async () => {
+    build({ ...FAST, maxRetry: 0 }, undefined, { start: 5000, count: 1 });
+    const one = create('vm1');
+    await waitFor('CREATED', () => stateOf(one) === 'created');
+    const two = create('vm2');
+    const failed = await waitFor('FAILED', () => (stateOf(two) === 'failed' ? repo.get(two) : undefined));
+    assert.match(failed.status.lastError ?? '', /vmm-uid-range 5000:1 has no free uid left/);
+    await reconciler.stop();
+
+    build(FAST, undefined, null);
+    const three = create('vm3');
+    await waitFor('CREATED', () => stateOf(three) === 'created');
+    const vm = repo.get(three);
+    assert.equal(vm?.status.vmmIdentity, undefined);
+    assert.deepEqual(provider.starts.find((l) => l.vm.id.uid === three)?.sandbox, { cgroupProcs: [`/cgroup/flintlock/${three}/cgroup.procs`] });
+    assert.deepEqual(fs.modes.get(fs.vmDir(vm?.id ?? { namespace: '', name: '', uid: '' })), { gid: 0, mode: 0o700 });
+  });
+
+  it('sandbox: a failed VMM start removes the cgroup it was given', async () => {
+    provider.failStarts = 1;
+    build({ ...FAST, maxRetry: 0 });
+    const uid = create('vm1');
+    await waitFor('FAILED', () => stateOf(uid) === 'failed');
+    assert.deepEqual(cgroups.removed, [uid]);
+    assert.equal(cgroups.groups.has(uid), false);
   });
 
   it('notices a VMM that ended on its own, records why, and restarts it through reconcile', async () => {

@@ -1,10 +1,18 @@
 // VM state directories and device nodes on the local filesystem.
+//
+// Who may reach what (ADR 0009): `<state-dir>/vm`, `vm/<ns>` and `vm/<ns>/<name>` are searchable
+// but not listable (0711), so a VMM reaches its own VM dir by name and learns nothing of the
+// others; each VM dir belongs to root with the VM's gid (sticky, group-writable: the VMM makes its
+// sockets, but can't remove or replace what the daemon made); the files the VMM opens are root's
+// with the VM's gid, 0640 or 0660.
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { VmId } from '../../core/model.js';
-import type { VmFilesystem } from '../../core/ports.js';
+import type { FileAccess, VmFilesystem, VmmAccess } from '../../core/ports.js';
+import { PRIVATE_VM_DIR_MODE, VM_DIR_MODE, VMM_ACCESS_MODES } from '../../core/sandbox.js';
 
 const run = promisify(execFile);
 
@@ -19,6 +27,12 @@ function isMissing(e: unknown): boolean {
   return (e as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
+/** Directories on the way to the VM dirs. */
+const SEARCH_ONLY = 0o711;
+
+/** The daemon's own uid (root in production; tests as root too). */
+const daemonUid = (): number => process.getuid?.() ?? 0;
+
 export class NodeVmFilesystem implements VmFilesystem {
   constructor(private readonly stateDir: string) {}
 
@@ -26,9 +40,62 @@ export class NodeVmFilesystem implements VmFilesystem {
     return join(this.stateDir, 'vm', id.namespace, id.name, id.uid);
   }
 
-  async ensureVmDir(id: VmId): Promise<boolean> {
-    const created = await mkdir(this.vmDir(id), { recursive: true, mode: 0o755 });
-    return created !== undefined;
+  async ensureVmDir(id: VmId, gid?: number): Promise<boolean> {
+    const dir = this.vmDir(id);
+    for (const parent of [join(this.stateDir, 'vm'), join(this.stateDir, 'vm', id.namespace), join(this.stateDir, 'vm', id.namespace, id.name)]) {
+      await mkdir(parent, { recursive: true, mode: SEARCH_ONLY });
+      await chmod(parent, SEARCH_ONLY);
+    }
+    let created = true;
+    try {
+      await mkdir(dir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      created = false;
+    }
+    // chown before chmod: chown(2) may clear mode bits.
+    if (gid !== undefined) await chown(dir, daemonUid(), gid);
+    await chmod(dir, gid !== undefined ? VM_DIR_MODE : PRIVATE_VM_DIR_MODE);
+    return created;
+  }
+
+  async vmDirAccess(id: VmId): Promise<FileAccess | undefined> {
+    return this.access(this.vmDir(id));
+  }
+
+  async access(path: string): Promise<FileAccess | undefined> {
+    try {
+      const st = await lstat(path);
+      return { kind: st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other', uid: st.uid, gid: st.gid, mode: st.mode & 0o7777 };
+    } catch (e) {
+      if (isMissing(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async grantVmmAccess(path: string, gid: number, access: VmmAccess): Promise<void> {
+    // Through an fd opened without following symlinks: the path is in a directory the VMM can
+    // write to, and a chown through a symlink would hand it any file on the host.
+    const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    try {
+      const st = await fh.stat();
+      const want = access === 'dir' ? st.isDirectory() : st.isFile();
+      if (!want) throw new Error(`${path} is not a ${access === 'dir' ? 'directory' : 'regular file'}; not granting the VMM access to it`);
+      await fh.chown(daemonUid(), gid);
+      await fh.chmod(VMM_ACCESS_MODES[access]);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async ensureFile(path: string): Promise<void> {
+    try {
+      // O_EXCL with O_CREAT never follows a symlink: whatever is there already stays as it is.
+      const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+      await fh.close();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
   }
 
   async vmDirExists(id: VmId): Promise<boolean> {

@@ -6,12 +6,22 @@
 //   tmp/<hex>.partial           downloads in progress, resumable, never trusted
 //   rootfs/<manifest-hex>/      unpacked filesystems; `.tmp-*` siblings are unfinished (unpack.ts)
 //   ext4/<hex>-<size|auto>.img  filesystem images for volumes; `*.partial` are unfinished (ext4.ts)
+//   files/<hex>-<hash>-<name>   copies of single files (kernels, initrds) for VMMs; `*.partial` unfinished
+//
+// Who may read what (ADR 0009): VMMs run as uids of their own and open the ext4 images (read-only
+// volumes, qcow2 backing files) and the file copies by path, so `images/`, `ext4/` and `files/`
+// are searchable but not listable (0711) and those files world-readable (0644): reading one takes
+// knowing its image's digest. Everything else stays the daemon's (0700, refs.json 0600): the blobs
+// are private images' content, refs.json names every digest, and the unpacked filesystems hold
+// the images' setuid binaries, which nobody on the host may reach.
 //
 // Every trusted name appears by rename after its content is complete, so after a crash the
 // cache holds finished entries plus leftovers that are deleted (or, for blobs, re-verified).
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { promisify } from 'node:util';
 
 import { isImageRefError, parseImageRef, type ImageRef } from '../../core/image-ref.js';
 import type { Clock, ImageProgress, ImageService, LocalImage, Logger } from '../../core/ports.js';
@@ -26,7 +36,15 @@ import {
   type RegistryCredential,
   type ResolvedManifest,
 } from './registry-client.js';
-import { layerCompression, removeTempDirs, unpackImage, type LayerSource } from './unpack.js';
+import { cleanEntryPath, layerCompression, removeTempDirs, resolveFileInRoot, unpackImage, type LayerSource } from './unpack.js';
+
+const execFileAsync = promisify(execFile);
+
+/** Directories VMMs pass through to files they know the names of, without listing them. */
+const SEARCH_ONLY = 0o711;
+const PRIVATE_DIR = 0o700;
+/** Files VMMs open by path (read-only: nobody but the daemon writes the cache). */
+const VMM_READABLE = 0o644;
 
 export interface OciImageServiceOptions {
   readonly stateDir: string;
@@ -156,6 +174,7 @@ export class OciImageService implements ImageService {
   private readonly root: string;
   private readonly rootfsDir: string;
   private readonly ext4Dir: string;
+  private readonly filesDir: string;
   private readonly indexPath: string;
   private readonly client: RegistryClient;
   private readonly store: ContentStore;
@@ -170,6 +189,7 @@ export class OciImageService implements ImageService {
   /** Fetch-and-unpack per manifest digest, with the blobs it uses (GC spares them). */
   private readonly builds = new Map<string, { promise: Promise<void>; blobs: ReadonlySet<string>; watchers: Set<ProgressListener> }>();
   private readonly ext4Builds = new Map<string, Promise<string>>();
+  private readonly fileCopies = new Map<string, Promise<string>>();
   private ready: Promise<IndexFile> | undefined;
   private saving: Promise<void> = Promise.resolve();
 
@@ -178,6 +198,7 @@ export class OciImageService implements ImageService {
     this.tagTtlMs = options.tagTtlMs ?? 0;
     this.rootfsDir = join(this.root, 'rootfs');
     this.ext4Dir = join(this.root, 'ext4');
+    this.filesDir = join(this.root, 'files');
     this.indexPath = join(this.root, 'refs.json');
     this.client = new RegistryClient({
       ...(options.insecureRegistries !== undefined ? { insecureRegistries: options.insecureRegistries } : {}),
@@ -236,6 +257,8 @@ export class OciImageService implements ImageService {
         const started = this.clock.now();
         const existed = (await mtimeOf(target)) !== undefined;
         const path = await buildExt4({ rootfs: image.rootfs, target, label: this.ext4Label, ...(size !== undefined ? { sizeMb: size } : {}) });
+        // Every time, not only when built: a crash may have come between the rename and this.
+        await chmod(path, VMM_READABLE);
         if (!existed) this.log.info({ image: image.ref, digest: image.digest, path, ms: this.clock.now() - started }, `built ext4 image for ${image.ref}`);
         return path;
       })().finally(() => this.ext4Builds.delete(target));
@@ -252,6 +275,35 @@ export class OciImageService implements ImageService {
     return path;
   }
 
+  async vmmFile(image: LocalImage, path: string): Promise<string> {
+    const rel = cleanEntryPath(path);
+    if (rel === undefined || rel === '') throw new Error(`"${path.slice(0, 64)}" is not a path inside image ${image.ref}`);
+    await this.init();
+    const { hex } = splitDigest(image.digest);
+    const hash = createHash('sha256').update(rel).digest('hex').slice(0, 12);
+    const target = join(this.filesDir, `${hex}-${hash}-${basename(rel).replace(/[^A-Za-z0-9._-]/g, '_')}`);
+    let copy = this.fileCopies.get(target);
+    if (copy === undefined) {
+      copy = (async () => {
+        if ((await mtimeOf(target)) === undefined) {
+          const real = resolveFileInRoot(image.rootfs, rel);
+          if (real === undefined) throw new Error(`${rel} is not a regular file inside image ${image.ref} (${image.digest})`);
+          // Beside the target, then renamed: a file under the final name is always complete.
+          // --reflink=auto shares the blocks where the filesystem can.
+          const partial = `${target}.partial`;
+          await execFileAsync('cp', ['--reflink=auto', '--', real, partial]);
+          await chmod(partial, VMM_READABLE);
+          await rename(partial, target);
+        }
+        return target;
+      })().finally(() => this.fileCopies.delete(target));
+      this.fileCopies.set(target, copy);
+    }
+    const result = await copy;
+    await this.touch(image.digest, []);
+    return result;
+  }
+
   async collectGarbage(referenced: ReadonlySet<string>): Promise<string[]> {
     const index = await this.init();
     const now = this.clock.now();
@@ -263,12 +315,16 @@ export class OciImageService implements ImageService {
     const busy = new Set<string>(this.builds.keys());
     const busyBlobs = new Set<string>(this.store.inflightDigests());
     for (const build of this.builds.values()) for (const b of build.blobs) busyBlobs.add(b);
-    const building = new Set([...this.ext4Builds.keys()].map((p) => p.slice(this.ext4Dir.length + 1, this.ext4Dir.length + 65)));
+    const building = new Set([
+      ...[...this.ext4Builds.keys()].map((p) => p.slice(this.ext4Dir.length + 1, this.ext4Dir.length + 65)),
+      ...[...this.fileCopies.keys()].map((p) => p.slice(this.filesDir.length + 1, this.filesDir.length + 65)),
+    ]);
 
     const ext4Files = await listDir(this.ext4Dir);
+    const copies = await listDir(this.filesDir);
     const candidates = new Set<string>(Object.keys(index.images));
     for (const name of await listDir(this.rootfsDir)) if (!name.startsWith('.')) candidates.add(`sha256:${name}`);
-    for (const name of ext4Files) if (/^[a-f0-9]{64}-/.test(name)) candidates.add(`sha256:${name.slice(0, 64)}`);
+    for (const name of [...ext4Files, ...copies]) if (/^[a-f0-9]{64}-/.test(name)) candidates.add(`sha256:${name.slice(0, 64)}`);
 
     const removedBlobs = new Set<string>();
     for (const digest of candidates) {
@@ -281,7 +337,10 @@ export class OciImageService implements ImageService {
       }
       if (building.has(hex)) continue;
       const rootfs = join(this.rootfsDir, hex);
-      const files = ext4Files.filter((n) => n.startsWith(`${hex}-`)).map((n) => join(this.ext4Dir, n));
+      const files = [
+        ...ext4Files.filter((n) => n.startsWith(`${hex}-`)).map((n) => join(this.ext4Dir, n)),
+        ...copies.filter((n) => n.startsWith(`${hex}-`)).map((n) => join(this.filesDir, n)),
+      ];
       // Without an index entry (index lost), the newest of the entry's files stands for its last use.
       let lastUsed = index.images[digest]?.lastUsed;
       if (lastUsed === undefined) {
@@ -327,13 +386,25 @@ export class OciImageService implements ImageService {
   /** First use: directories, leftovers of a crash removed, the index loaded. */
   private init(): Promise<IndexFile> {
     this.ready ??= (async () => {
-      await mkdir(this.rootfsDir, { recursive: true });
-      await mkdir(this.ext4Dir, { recursive: true });
+      // Modes set every time: a cache made before VMMs had their own uids had the umask's.
+      for (const [dir, mode] of [
+        [this.root, SEARCH_ONLY],
+        [this.rootfsDir, PRIVATE_DIR],
+        [join(this.root, 'blobs'), PRIVATE_DIR],
+        [join(this.root, 'tmp'), PRIVATE_DIR],
+        [this.ext4Dir, SEARCH_ONLY],
+        [this.filesDir, SEARCH_ONLY],
+      ] as const) {
+        await mkdir(dir, { recursive: true, mode });
+        await chmod(dir, mode);
+      }
       const stale = await removeTempDirs(this.rootfsDir);
-      for (const name of await listDir(this.ext4Dir)) {
-        if (!name.endsWith('.partial')) continue;
-        await rm(join(this.ext4Dir, name), { force: true });
-        stale.push(join(this.ext4Dir, name));
+      for (const dir of [this.ext4Dir, this.filesDir]) {
+        for (const name of await listDir(dir)) {
+          if (!name.endsWith('.partial')) continue;
+          await rm(join(dir, name), { force: true });
+          stale.push(join(dir, name));
+        }
       }
       if (stale.length > 0) this.log.info({ removed: stale }, 'removed unfinished image cache entries');
       return this.loadIndex();
@@ -363,7 +434,7 @@ export class OciImageService implements ImageService {
   private save(index: IndexFile): Promise<void> {
     const write = async (): Promise<void> => {
       const tmp = `${this.indexPath}.tmp-${randomBytes(4).toString('hex')}`;
-      const fh = await open(tmp, 'w');
+      const fh = await open(tmp, 'w', 0o600);
       try {
         await fh.writeFile(`${JSON.stringify(index, null, 1)}\n`);
         await fh.sync();

@@ -34,7 +34,7 @@ import {
   type Stats,
 } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
@@ -143,6 +143,30 @@ export function resolveInRoot(root: string, rel: string, create: boolean): strin
     resolved.push(part);
   }
   return resolved.join('/');
+}
+
+/**
+ * The real path of regular file `rel` inside root, following symlinks as the guest would see them
+ * (absolute targets restart at the root, `..` stops there): never a file outside the root, which
+ * a plain open would reach through an absolute symlink. Undefined when it is missing or not a
+ * regular file.
+ */
+export function resolveFileInRoot(root: string, rel: string): string | undefined {
+  let current = rel;
+  for (let hops = 0; hops <= MAX_SYMLINK_HOPS; hops++) {
+    const clean = posix.normalize(current.replace(/^\/+/, ''));
+    const { dir, base } = splitRel(clean);
+    if (base === '' || base === '.' || base === '..') return undefined;
+    const realDir = resolveInRoot(root, dir, false);
+    if (realDir === undefined) return undefined;
+    const abs = join(root, realDir, base);
+    const st = lstatOrUndefined(abs);
+    if (st?.isFile() === true) return abs;
+    if (st?.isSymbolicLink() !== true) return undefined;
+    const target = readlinkSync(abs);
+    current = target.startsWith('/') ? target : joinRel(realDir, target);
+  }
+  throw new Error(`too many levels of symbolic links resolving ${rel}`);
 }
 
 /** What one layer wrote (real paths relative to the root), so its own whiteouts leave them be. */

@@ -118,6 +118,7 @@ export class Iproute2NetworkService implements NetworkService {
     validateIfName(req.name, 'tap device name');
     if (req.bridge !== undefined) validateIfName(req.bridge, 'bridge name');
     validateAlias(req.alias);
+    if (req.owner !== undefined && (!Number.isSafeInteger(req.owner) || req.owner < 0)) throw new Error(`invalid tap owner uid ${req.owner}`);
 
     const links = await this.readLinks(req.bridge !== undefined ? [req.bridge, req.name] : [req.name]);
     if (req.bridge !== undefined) {
@@ -135,8 +136,10 @@ export class Iproute2NetworkService implements NetworkService {
       try {
         return await this.applyAndShow(
           [
-            // Persistent, so the tap outlives this process and the VMM opens it by name.
-            ['tuntap', 'add', 'dev', req.name, 'mode', 'tap'],
+            // Persistent, so the tap outlives this process and the VMM opens it by name. Owned
+            // by the VM's uid: an ownerless tap may be attached by anyone who can open
+            // /dev/net/tun. (An existing tap keeps its owner: changing it means re-creating it.)
+            ['tuntap', 'add', 'dev', req.name, 'mode', 'tap', ...(req.owner !== undefined ? ['user', String(req.owner)] : [])],
             ['link', 'set', 'dev', req.name, ...attach, 'alias', req.alias, 'up'],
           ],
           req.name,

@@ -2,6 +2,11 @@
 // signal to the daemon's process group never reaches them), with stdout/stderr appended to a log
 // file and extra descriptors (macvtap fds) handed over as fd 3, 4, ...
 //
+// The child gets nothing else of the daemon's: only the descriptors listed (Node marks every other
+// fd close-on-exec) and an environment of PATH alone, since the daemon's environment may carry
+// its configuration's secrets (FLINTLOCKD_BASIC_AUTH_TOKEN, registry credentials), which a VMM
+// could read back from its own /proc/<pid>/environ.
+//
 // A process is identified by pid AND start time (field 22 of /proc/<pid>/stat, clock ticks since
 // boot): after a daemon restart, or after a VMM died long ago, its pid may belong to an unrelated
 // process, which must never be taken for the VMM nor signalled.
@@ -60,6 +65,14 @@ function key(process: VmmProcess): string {
   return `${process.pid}:${process.startTime}`;
 }
 
+/** PATH for the VMM when the daemon has none. */
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The whole environment a VMM starts with. */
+export function vmmEnvironment(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  return { PATH: env.PATH ?? DEFAULT_PATH };
+}
+
 /** How many ended processes' exit reasons are remembered (oldest forgotten first). */
 const MAX_REMEMBERED_EXITS = 1024;
 
@@ -77,6 +90,7 @@ export class LinuxProcessTable implements ProcessTable {
     try {
       child = spawn(bin, [...args], {
         detached: true,
+        env: vmmEnvironment(),
         stdio: ['ignore', logFd, logFd, ...(options.extraFds ?? [])],
         ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
       });

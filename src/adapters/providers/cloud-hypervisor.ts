@@ -16,9 +16,15 @@
 //     --kernel <kernel> [--initramfs <initrd>] --cmdline "<cmdline>"
 //     --cpus boot=<vcpu> --memory size=<mem>M
 //     --disk path=<root>,readonly=off,image_type=raw path=<vol>,readonly=on,image_type=raw ... path=<cidata>,readonly=on,image_type=raw
-//     --net tap=<tap>,mac=<mac> fd=3,mac=<macvtap mac> ...
+//     --net fd=<n>,mac=<mac> ...
 //     --serial file=<console log> --console off
 //     [--vsock cid=3,socket=<vmDir>/guest-agent.vsock]
+//     --seccomp true
+//
+// Every NIC is an fd (ADR 0009): macvtaps' tap nodes opened here (fd 3, 4, ...), taps opened by
+// name in the launch chain (providers/sandbox.ts) at the next fds, so CH, running as the VM's own
+// uid, needs no /dev/net/tun. `--seccomp true` is CH's default (its own per-thread filters),
+// spelled out so the command line says so.
 //
 // The original's CH bugs, avoided: the initrd is passed (`--initramfs`), `readonly=on` is honoured
 // for read-only volumes and the cidata disk, `mac=` is always the NIC's resolved MAC (a macvtap's
@@ -37,6 +43,7 @@ import type { LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCa
 import { renderCmdline, rootDeviceArgs } from '../../core/guest.js';
 import { killAndWait, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
 import { kvmUsable as defaultKvmUsable, vmmAvailability } from './host.js';
+import { KVM_ROOT_ONLY, kvmDeviceStat, kvmGroupFor, nicFdPlan, sandboxedCommand } from './sandbox.js';
 
 export const CLOUD_HYPERVISOR_FILES = {
   socket: 'ch.sock',
@@ -47,9 +54,6 @@ export const CLOUD_HYPERVISOR_FILES = {
 /** Where the API lives on the socket (the spec's `servers` URL). */
 export const CH_API_BASE = '/api/v1';
 
-/** The first fd a child gets from SpawnOptions.extraFds. */
-const FIRST_EXTRA_FD = 3;
-
 export interface CloudHypervisorProviderOptions {
   readonly bin: string;
   readonly processes: ProcessTable;
@@ -59,6 +63,10 @@ export interface CloudHypervisorProviderOptions {
   readonly socketTimeoutMs?: number;
   /** How long the VM may take to reach Running once the socket is up (default 10 s). */
   readonly bootTimeoutMs?: number;
+  /** /dev/kvm's mode and group (default: stat of /dev/kvm), for the group a sandboxed CH keeps. */
+  readonly kvmDevice?: { readonly mode: number; readonly gid: number };
+  /** VMMs run as uids of their own (`vmm-uid-range` set): /dev/kvm must be open to them. */
+  readonly sandboxed?: boolean;
 }
 
 /** CH splits option values on commas and `=`: a path with them can't be said on its command line. */
@@ -68,8 +76,8 @@ function optionValue(what: string, value: string): string {
 }
 
 /**
- * The command line for a VM (pure; exported for docs and tests). `fds` are the child's fd numbers
- * of the macvtap NICs' tap nodes, in NIC order.
+ * The command line for a VM (pure; exported for docs and tests). `fds[i]` is NIC i's fd in the
+ * child (see nicFdPlan).
  */
 export function cloudHypervisorArgs(launch: LaunchSpec, cmdline: string, socketPath: string, fds: readonly number[]): string[] {
   const args = ['--api-socket', `path=${optionValue('the API socket path', socketPath)}`, '--kernel', launch.kernelPath];
@@ -82,19 +90,18 @@ export function cloudHypervisorArgs(launch: LaunchSpec, cmdline: string, socketP
     );
   }
   if (launch.nics.length > 0) {
-    let nextFd = 0;
     args.push(
       '--net',
-      ...launch.nics.map((nic) => {
-        if (nic.type === 'tap') return `tap=${optionValue(`the tap name of ${nic.deviceId}`, nic.hostDevice)},mac=${nic.mac}`;
-        const fd = fds[nextFd++];
-        if (fd === undefined) throw new Error(`no fd for macvtap interface ${nic.deviceId}`);
+      ...launch.nics.map((nic, i) => {
+        const fd = fds[i];
+        if (fd === undefined) throw new Error(`no fd for interface ${nic.deviceId}`);
         return `fd=${fd},mac=${nic.mac}`;
       }),
     );
   }
   args.push('--serial', `file=${optionValue('the console log path', launch.consoleLogPath)}`, '--console', 'off');
   if (launch.vm.spec.allowGuestAgent) args.push('--vsock', `cid=3,socket=${optionValue('the vsock path', join(launch.vmDir, CLOUD_HYPERVISOR_FILES.vsock))}`);
+  args.push('--seccomp', 'true');
   return args;
 }
 
@@ -116,6 +123,8 @@ export class CloudHypervisorProvider implements VmmProvider {
   private readonly kvmUsable: () => boolean;
   private readonly socketTimeoutMs: number;
   private readonly bootTimeoutMs: number;
+  private readonly kvmDevice: { readonly mode: number; readonly gid: number } | undefined;
+  private readonly sandboxed: boolean;
 
   constructor(options: CloudHypervisorProviderOptions) {
     this.bin = options.bin;
@@ -124,10 +133,14 @@ export class CloudHypervisorProvider implements VmmProvider {
     this.kvmUsable = options.kvmUsable ?? defaultKvmUsable;
     this.socketTimeoutMs = options.socketTimeoutMs ?? 5000;
     this.bootTimeoutMs = options.bootTimeoutMs ?? 10_000;
+    this.kvmDevice = options.kvmDevice ?? kvmDeviceStat();
+    this.sandboxed = options.sandboxed ?? false;
   }
 
   availability(): ProviderAvailability {
-    return vmmAvailability('cloudhypervisor-bin', this.bin, { vmm: 'Cloud Hypervisor', usable: this.kvmUsable });
+    const availability = vmmAvailability('cloudhypervisor-bin', this.bin, { vmm: 'Cloud Hypervisor', usable: this.kvmUsable });
+    if (!availability.available || !this.sandboxed || kvmGroupFor(this.kvmDevice).usable) return availability;
+    return { available: false, reason: KVM_ROOT_ONLY('cloud-hypervisor') };
   }
 
   defaultCmdline(launch: Omit<LaunchSpec, 'cmdline'>): Readonly<Record<string, string>> {
@@ -148,14 +161,19 @@ export class CloudHypervisorProvider implements VmmProvider {
     try {
       const tapNodes: FileHandle[] = [];
       try {
-        for (const nic of launch.nics) {
-          if (nic.type !== 'macvtap') continue;
-          if (nic.tapNode === undefined) throw new Error(`macvtap interface ${nic.deviceId} has no tap device node`);
-          tapNodes.push(await open(nic.tapNode, constants.O_RDWR));
-        }
-        const fds = tapNodes.map((_, i) => FIRST_EXTRA_FD + i);
-        const args = cloudHypervisorArgs(launch, cmdline, socketPath, fds);
-        process = await this.processes.spawn(this.bin, args, {
+        const plan = nicFdPlan(launch.nics);
+        for (const node of plan.macvtapNodes) tapNodes.push(await open(node, constants.O_RDWR));
+        const args = cloudHypervisorArgs(launch, cmdline, socketPath, plan.fds);
+        const sandbox = launch.sandbox;
+        const command = sandboxedCommand({
+          bin: this.bin,
+          args,
+          cgroupProcs: sandbox?.cgroupProcs ?? [],
+          taps: plan.taps,
+          handedFds: plan.macvtapNodes.length,
+          ...(sandbox?.identity !== undefined ? { identity: sandbox.identity, groups: kvmGroupFor(this.kvmDevice).groups } : {}),
+        });
+        process = await this.processes.spawn(command.bin, command.args, {
           logPath: join(dir, CLOUD_HYPERVISOR_FILES.vmmLog),
           cwd: dir,
           extraFds: tapNodes.map((h) => h.fd),

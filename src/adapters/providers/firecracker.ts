@@ -31,16 +31,27 @@
 //
 // Stop: `PUT /actions {"action_type": "SendCtrlAltDel"}` (the guest reboots, and Firecracker exits
 // on a guest reboot), then SIGKILL once the timeout has passed.
+//
+// Confinement (ADR 0009). Firecracker installs its own seccomp filters. Without a jailer it runs
+// through the launch chain of providers/sandbox.ts (cgroup joined before exec, the VM's uid/gid,
+// /dev/kvm's group, no new privileges) and opens its taps by name, which needs /dev/net/tun open
+// to it (Debian's udev makes it 0666; the core makes each tap owned by the VM's uid, so only that
+// uid can attach to it). With `firecracker-jailer-bin` the jailer does the uid/gid, a chroot in
+// the VM dir (`jail/<exec name>/<vm uid>/root`) with its own /dev/kvm and /dev/net/tun, and a
+// mount namespace; the cgroup is still joined first by the chain's sh stage (the jailer's own
+// cgroup support is not used: ours handles v1 and v2 alike). Everything Firecracker opens is
+// linked into the chroot and named by its path there (jailLayout).
 import { execFile } from 'node:child_process';
-import { constants, createWriteStream, open as openFd, type WriteStream } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { closeSync, constants, createWriteStream, fchmod, readdirSync, fchown, open as openFd, type WriteStream } from 'node:fs';
+import { chmod, copyFile, link, mkdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { LaunchNic, LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
 import { renderCmdline, rootDeviceArgs } from '../../core/guest.js';
 import { killAndWait, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
-import { kvmUsable as defaultKvmUsable, vmmAvailability } from './host.js';
+import { findExecutable, kvmUsable as defaultKvmUsable, vmmAvailability } from './host.js';
+import { KVM_ROOT_ONLY, kvmDeviceStat, kvmGroupFor, sandboxedCommand } from './sandbox.js';
 
 export const FIRECRACKER_FILES = {
   socket: 'firecracker.sock',
@@ -63,10 +74,23 @@ export interface FirecrackerProviderOptions {
   readonly kvmUsable?: () => boolean;
   /** How long the API socket may take to appear (default 5 s). */
   readonly socketTimeoutMs?: number;
+  /** `firecracker-jailer-bin`; empty or absent: no jailer. */
+  readonly jailerBin?: string;
+  /** VMMs run as uids of their own (`vmm-uid-range` set): /dev/kvm must be open to them, or the jailer used. */
+  readonly sandboxed?: boolean;
+  /** /dev/kvm's mode and group (default: stat of /dev/kvm). */
+  readonly kvmDevice?: { readonly mode: number; readonly gid: number };
 }
+
+/** sun_path is 108 bytes including the NUL. */
+const MAX_UNIX_PATH = 107;
+/** The API socket inside the jail. */
+const JAILED_SOCKET = `/${FIRECRACKER_FILES.socket}`;
 
 const execFileAsync = promisify(execFile);
 const openFdAsync = promisify(openFd);
+const fchownAsync = promisify(fchown);
+const fchmodAsync = promisify(fchmod);
 
 /**
  * A FIFO the VMM writes to and the daemon reads continuously. Opened read-write and non-blocking,
@@ -91,12 +115,27 @@ export class FifoDrain {
     socket.unref();
   }
 
-  /** Makes the FIFO (replacing whatever is at fifoPath) and starts draining it into target. */
-  static async open(fifoPath: string, target: string, mode: 'append' | 'last-line', onError: (err: Error) => void): Promise<FifoDrain> {
+  /**
+   * Makes the FIFO (replacing whatever is at fifoPath) and starts draining it into target. With
+   * a gid the FIFO is writable by that group (the VMM's), and target is made at once, by the
+   * daemon: in a directory the VMM can write to, a target it made first could be a symlink.
+   */
+  static async open(fifoPath: string, target: string, mode: 'append' | 'last-line', onError: (err: Error) => void, gid?: number): Promise<FifoDrain> {
     await rm(fifoPath, { force: true });
     await execFileAsync('mkfifo', ['-m', '0600', fifoPath]);
     // A raw fd (not a FileHandle, which would close it when collected): the socket owns it.
-    const fd = await openFdAsync(fifoPath, constants.O_RDWR | constants.O_NONBLOCK);
+    // O_NOFOLLOW, and ownership changed through the fd: the FIFO's directory may be the VMM's.
+    const fd = await openFdAsync(fifoPath, constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+    try {
+      if (gid !== undefined) {
+        await fchownAsync(fd, process.getuid?.() ?? 0, gid);
+        await fchmodAsync(fd, 0o620);
+      }
+      await writeFile(target, '', { flag: 'a', mode: 0o600 });
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
     const socket = new Socket({ fd, readable: true, writable: false });
     const sink = mode === 'append' ? createWriteStream(target, { flags: 'a' }) : undefined;
     return new FifoDrain(socket, sink, mode === 'last-line' ? target : undefined, onError);
@@ -198,6 +237,87 @@ export function firecrackerStartCalls(launch: LaunchSpec, bootArgs: string): Api
   return calls;
 }
 
+/** A file Firecracker opens, linked into its jail. */
+export interface JailLink {
+  readonly from: string;
+  readonly to: string;
+  /** A copy will do when a hard link can't be made (another filesystem). */
+  readonly readOnly: boolean;
+}
+
+/**
+ * Under the jailer: the launch as Firecracker sees it from inside its chroot (`/kernel`,
+ * `/initrd`, `/disk<N>`, `/console.log`, the FIFOs and sockets at the root) and the links that
+ * put the host's files there (pure).
+ */
+export function jailLayout(launch: LaunchSpec, chroot: string): { readonly launch: LaunchSpec; readonly links: JailLink[] } {
+  const links: JailLink[] = [{ from: launch.kernelPath, to: join(chroot, 'kernel'), readOnly: true }];
+  if (launch.initrdPath !== undefined) links.push({ from: launch.initrdPath, to: join(chroot, 'initrd'), readOnly: true });
+  const disks = launch.disks.map((disk, i) => {
+    links.push({ from: disk.path, to: join(chroot, `disk${i}`), readOnly: disk.readOnly });
+    return { ...disk, path: `/disk${i}` };
+  });
+  links.push({ from: launch.consoleLogPath, to: join(chroot, 'console.log'), readOnly: false });
+  return {
+    launch: {
+      ...launch,
+      vmDir: '/',
+      kernelPath: '/kernel',
+      ...(launch.initrdPath !== undefined ? { initrdPath: '/initrd' } : {}),
+      disks,
+      consoleLogPath: '/console.log',
+    },
+    links,
+  };
+}
+
+export interface JailerArgsInput {
+  readonly id: string;
+  /** The Firecracker binary, absolute (the jailer copies it into the chroot). */
+  readonly execFile: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly chrootBase: string;
+}
+
+/** The jailer's command line (pure). The jailer passes `--id` to Firecracker itself. */
+export function jailerArgs(input: JailerArgsInput): string[] {
+  return [
+    '--id',
+    input.id,
+    '--exec-file',
+    input.execFile,
+    '--uid',
+    String(input.uid),
+    '--gid',
+    String(input.gid),
+    '--chroot-base-dir',
+    input.chrootBase,
+    '--',
+    '--api-sock',
+    JAILED_SOCKET,
+  ];
+}
+
+/** The chroot the jailer builds for a VM: `<chroot-base>/<exec file name>/<id>/root`. */
+export function jailRoot(vmDir: string, execFile: string, id: string): string {
+  return join(vmDir, 'jail', basename(execFile), id, 'root');
+}
+
+/** Hard link (else, for a read-only file, a copy) at `to`, replacing what is there. */
+async function placeInJail(entry: JailLink): Promise<void> {
+  await unlink(entry.to).catch((e: unknown) => {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  });
+  try {
+    await link(entry.from, entry.to);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV' || !entry.readOnly) throw e;
+    await copyFile(entry.from, entry.to, constants.COPYFILE_FICLONE);
+    await chmod(entry.to, 0o644);
+  }
+}
+
 export class FirecrackerProvider implements VmmProvider {
   readonly name = 'firecracker';
   readonly capabilities: ReadonlySet<ProviderCapability> = new Set<ProviderCapability>(['tap', 'metadata-service', 'vsock']);
@@ -207,6 +327,9 @@ export class FirecrackerProvider implements VmmProvider {
   private readonly log: Logger;
   private readonly kvmUsable: () => boolean;
   private readonly socketTimeoutMs: number;
+  private readonly jailerBin: string;
+  private readonly sandboxed: boolean;
+  private readonly kvmDevice: { readonly mode: number; readonly gid: number } | undefined;
   /** The log and metrics drains of each running VM, by VM dir. */
   private readonly drains = new Map<string, FifoDrain[]>();
 
@@ -216,10 +339,21 @@ export class FirecrackerProvider implements VmmProvider {
     this.log = options.log.child({ provider: 'firecracker' });
     this.kvmUsable = options.kvmUsable ?? defaultKvmUsable;
     this.socketTimeoutMs = options.socketTimeoutMs ?? 5000;
+    this.jailerBin = options.jailerBin ?? '';
+    this.sandboxed = options.sandboxed ?? false;
+    this.kvmDevice = options.kvmDevice ?? kvmDeviceStat();
   }
 
   availability(): ProviderAvailability {
-    return vmmAvailability('firecracker-bin', this.bin, { vmm: 'Firecracker', usable: this.kvmUsable });
+    const availability = vmmAvailability('firecracker-bin', this.bin, { vmm: 'Firecracker', usable: this.kvmUsable });
+    if (!availability.available) return availability;
+    if (this.jailerBin !== '') {
+      const jailer = vmmAvailability('firecracker-jailer-bin', this.jailerBin);
+      return jailer.available && !this.sandboxed ? { available: false, reason: 'the jailer needs vmm-uid-range (a uid and gid per VM)' } : jailer;
+    }
+    // The jailer makes its own /dev/kvm in the chroot; without it the host's must be open to the VM's uid.
+    if (this.sandboxed && !kvmGroupFor(this.kvmDevice).usable) return { available: false, reason: KVM_ROOT_ONLY('firecracker') };
+    return availability;
   }
 
   defaultCmdline(launch: Omit<LaunchSpec, 'cmdline'>): Readonly<Record<string, string>> {
@@ -247,26 +381,48 @@ export class FirecrackerProvider implements VmmProvider {
       throw new Error(`firecracker does not support ${macvtap.type} interfaces (interface ${macvtap.deviceId}); use a tap interface`);
     }
     const dir = launch.vmDir;
-    const socketPath = join(dir, FIRECRACKER_FILES.socket);
+    const identity = launch.sandbox?.identity;
+    const cgroupProcs = launch.sandbox?.cgroupProcs ?? [];
     const bootArgs = renderCmdline(this.defaultCmdline(launch), launch.cmdline);
-    const calls = firecrackerStartCalls(launch, bootArgs);
+    const jailed = this.jailerBin !== '' && identity !== undefined;
+    const execFile = jailed ? (findExecutable(this.bin) ?? this.bin) : this.bin;
+    // Where Firecracker's own files are: the VM dir, or the chroot of its jail.
+    const home = jailed ? jailRoot(dir, execFile, launch.vm.id.uid) : dir;
+    const layout = jailed ? jailLayout(launch, home) : { launch, links: [] };
+    const calls = firecrackerStartCalls(layout.launch, bootArgs);
+    const socketPath = join(home, FIRECRACKER_FILES.socket);
 
-    await mkdir(dir, { recursive: true });
+    await mkdir(home, { recursive: true });
     this.closeDrains(dir);
     // A stale socket makes Firecracker fail with "Address in use".
     await rm(socketPath, { force: true });
-    await rm(join(dir, FIRECRACKER_FILES.vsock), { force: true });
-    const drains = await this.openDrains(dir);
+    await rm(join(home, FIRECRACKER_FILES.vsock), { force: true });
+    for (const entry of layout.links) await placeInJail(entry);
+    const drains = await this.openDrains(dir, home, identity?.gid);
 
     let process: VmmProcess | undefined;
     try {
-      process = await this.processes.spawn(this.bin, ['--api-sock', socketPath, '--id', launch.vm.id.uid], {
+      const command = jailed
+        ? sandboxedCommand({
+            bin: this.jailerBin,
+            args: jailerArgs({ id: launch.vm.id.uid, execFile, uid: identity.uid, gid: identity.gid, chrootBase: join(dir, 'jail') }),
+            cgroupProcs,
+          })
+        : sandboxedCommand({
+            bin: this.bin,
+            args: ['--api-sock', socketPath, '--id', launch.vm.id.uid],
+            cgroupProcs,
+            ...(identity !== undefined ? { identity, groups: kvmGroupFor(this.kvmDevice).groups } : {}),
+          });
+      process = await this.processes.spawn(command.bin, command.args, {
         logPath: join(dir, FIRECRACKER_FILES.vmmLog),
         cwd: dir,
       });
       const spawned = process;
-      await waitForSocket(socketPath, { timeoutMs: this.socketTimeoutMs, stillRunning: () => this.processes.isAlive(spawned), what: 'firecracker' });
-      const api = new UnixSocketApiClient(socketPath);
+      // A jail deep in a long VM dir overflows sun_path: then through the process's root.
+      const clientPath = Buffer.byteLength(socketPath) <= MAX_UNIX_PATH || !jailed ? socketPath : `/proc/${spawned.pid}/root${JAILED_SOCKET}`;
+      await waitForSocket(clientPath, { timeoutMs: this.socketTimeoutMs, stillRunning: () => this.processes.isAlive(spawned), what: 'firecracker' });
+      const api = new UnixSocketApiClient(clientPath);
       for (const call of calls) await api.request(call.method, call.path, call.body);
       if (!(await this.processes.isAlive(spawned))) throw new Error('firecracker exited right after InstanceStart');
       this.drains.set(dir, drains);
@@ -284,7 +440,7 @@ export class FirecrackerProvider implements VmmProvider {
   async stop(vmDir: string, process: VmmProcess, timeoutMs: number): Promise<void> {
     try {
       if (!(await this.processes.isAlive(process))) return;
-      const api = new UnixSocketApiClient(join(vmDir, FIRECRACKER_FILES.socket), Math.max(100, Math.min(timeoutMs, 5000)));
+      const api = new UnixSocketApiClient(this.clientSocket(vmDir, process), Math.max(100, Math.min(timeoutMs, 5000)));
       try {
         await api.request('PUT', '/actions', { action_type: 'SendCtrlAltDel' });
       } catch (err) {
@@ -298,11 +454,31 @@ export class FirecrackerProvider implements VmmProvider {
     }
   }
 
-  private async openDrains(dir: string): Promise<FifoDrain[]> {
-    const onError = (err: Error): void => this.log.warn({ vmDir: dir, err: err.message }, 'firecracker log drain failed');
-    const log = await FifoDrain.open(join(dir, FIRECRACKER_FILES.logFifo), join(dir, FIRECRACKER_FILES.log), 'append', onError);
+  /**
+   * The API socket of a running VM: in the VM dir, or in its jail (by the process's root when too
+   * long). The jail's id is the VM's uid, so `jail/<exec name>/` holds one directory.
+   */
+  private clientSocket(vmDir: string, process: VmmProcess): string {
+    const plain = join(vmDir, FIRECRACKER_FILES.socket);
+    if (this.jailerBin === '') return plain;
+    const jails = join(vmDir, 'jail', basename(findExecutable(this.bin) ?? this.bin));
+    let ids: string[];
     try {
-      const metrics = await FifoDrain.open(join(dir, FIRECRACKER_FILES.metricsFifo), join(dir, FIRECRACKER_FILES.metrics), 'last-line', onError);
+      ids = readdirSync(jails);
+    } catch {
+      return plain;
+    }
+    if (ids.length !== 1 || ids[0] === undefined) return plain;
+    const jailed = join(jails, ids[0], 'root', FIRECRACKER_FILES.socket);
+    return Buffer.byteLength(jailed) <= MAX_UNIX_PATH ? jailed : `/proc/${process.pid}/root${JAILED_SOCKET}`;
+  }
+
+  /** The FIFOs are where Firecracker opens them (`home`: its chroot under the jailer); the drained files stay in the VM dir. */
+  private async openDrains(dir: string, home: string, gid: number | undefined): Promise<FifoDrain[]> {
+    const onError = (err: Error): void => this.log.warn({ vmDir: dir, err: err.message }, 'firecracker log drain failed');
+    const log = await FifoDrain.open(join(home, FIRECRACKER_FILES.logFifo), join(dir, FIRECRACKER_FILES.log), 'append', onError, gid);
+    try {
+      const metrics = await FifoDrain.open(join(home, FIRECRACKER_FILES.metricsFifo), join(dir, FIRECRACKER_FILES.metrics), 'last-line', onError, gid);
       return [log, metrics];
     } catch (err) {
       log.close();

@@ -14,10 +14,15 @@
 //   /sys/block/vdX/serial and /dev/disk/by-id, and tests can check the order.
 // - Under TCG about 30% of microvm boots hang in TSC calibration unless the guest command line
 //   has `tsc_early_khz=<host TSC kHz>`: defaultCmdline() adds it under TCG.
-// - A tap is attached by name (`ifname=`), which only works with QEMU inside the tap's network
-//   namespace (the daemon runs there; tests use the `netns` option). A macvtap goes by fd: the
-//   core makes the tap character device node in the VM dir (never /dev/tapN, which can name
-//   another namespace's device); we open it and hand it over as fd 3, 4, ...
+// - Every NIC goes by fd (ADR 0009): QEMU runs as the VM's own uid and needs no /dev/net/tun. A
+//   macvtap's fd comes from the tap character device node the core made in the VM dir (never
+//   /dev/tapN, which can name another namespace's device), opened here: fd 3, 4, ... A tap is
+//   opened by name (TUNSETIFF) in the launch chain before QEMU runs (providers/sandbox.ts), at the
+//   fds after the macvtaps'; that needs the tap's network namespace (the daemon runs there; tests
+//   use the `netns` option).
+// - `-sandbox on,...` (QEMU's seccomp filter): besides the default deny list, no obsolete
+//   syscalls, no setuid/setgid and friends, no fork/exec, no scheduler or affinity changes.
+//   Accepted by QEMU 7.2 (checked: /proc/<pid>/status shows `Seccomp: 2`).
 // - Never vhost: there is no /dev/vhost-net here and `vhost=on` aborts QEMU 7.2.
 // - /dev/kvm can exist without being able to run a normal guest: on a PVM host (module kvm_pvm,
 //   no kvm_intel/kvm_amd) KVM_CREATE_VM works but an ordinary kernel hangs right after
@@ -30,6 +35,7 @@ import { join } from 'node:path';
 
 import type { LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
 import { kvmSupport, vmmAvailability } from './host.js';
+import { KVM_ROOT_ONLY, kvmDeviceStat, kvmGroupFor, nicFdPlan, sandboxedCommand } from './sandbox.js';
 
 export interface QemuProviderOptions {
   readonly bin: string;
@@ -46,7 +52,15 @@ export interface QemuProviderOptions {
   readonly netns?: string;
   /** How long start() waits for the guest to be running (default 10 s). */
   readonly startTimeoutMs?: number;
+  /**
+   * VMMs run as uids of their own (`vmm-uid-range` set): KVM only when /dev/kvm is open to them
+   * (its group or everyone), since root alone could open a 0600 root:root /dev/kvm.
+   */
+  readonly sandboxed?: boolean;
 }
+
+/** QEMU's seccomp filter, as strict as QEMU 7.2 allows. */
+export const QEMU_SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 
 export const QEMU_CAPABILITIES: readonly ProviderCapability[] = ['macvtap', 'tap', 'pause', 'qcow2-overlay'];
 
@@ -92,8 +106,8 @@ export interface QemuArgsOptions {
 }
 
 /**
- * The QEMU command line for a launch. Macvtap NICs use fd 3, 4, ... in NIC order (the caller
- * passes the opened tap nodes in that order).
+ * The QEMU command line for a launch. Every NIC is an fd: macvtaps at 3, 4, ... in NIC order (the
+ * caller passes the opened tap nodes in that order), then taps (see nicFdPlan).
  */
 export function qemuArgs(launch: LaunchSpec, opts: QemuArgsOptions): string[] {
   const vmName = `${launch.vm.id.namespace}/${launch.vm.id.name}`;
@@ -113,6 +127,8 @@ export function qemuArgs(launch: LaunchSpec, opts: QemuArgsOptions): string[] {
     '-no-user-config',
     '-nographic',
     '-no-reboot',
+    '-sandbox',
+    QEMU_SANDBOX,
     // append=on: a restarted VMM adds to the console log instead of wiping the previous boot's.
     '-chardev',
     `file,id=console,path=${optValue(launch.consoleLogPath)},append=on`,
@@ -134,16 +150,10 @@ export function qemuArgs(launch: LaunchSpec, opts: QemuArgsOptions): string[] {
       `virtio-blk-device,drive=${id}${serial === undefined ? '' : `,serial=${serial}`}`,
     );
   });
-  let fd = 3;
+  const { fds } = nicFdPlan(launch.nics);
   launch.nics.forEach((nic, i) => {
     const id = `net${i}`;
-    if (nic.type === 'macvtap') {
-      args.push('-netdev', `tap,id=${id},fd=${fd}`);
-      fd++;
-    } else {
-      args.push('-netdev', `tap,id=${id},ifname=${optValue(nic.hostDevice)},script=no,downscript=no`);
-    }
-    args.push('-device', `virtio-net-device,netdev=${id},mac=${nic.mac}`);
+    args.push('-netdev', `tap,id=${id},fd=${fds[i]}`, '-device', `virtio-net-device,netdev=${id},mac=${nic.mac}`);
   });
   args.push('-qmp', `unix:${optValue(opts.qmpPath)},server=on,wait=off`);
   return args;
@@ -279,6 +289,14 @@ async function tailFrom(path: string, offset: number, lines: number): Promise<st
   }
 }
 
+/** How the VMM is confined, for the line vmm.log gets at each start. */
+export function describeSandbox(sandbox: LaunchSpec['sandbox']): string {
+  if (sandbox === undefined) return '';
+  const who = sandbox.identity !== undefined ? ` as uid ${sandbox.identity.uid} gid ${sandbox.identity.gid}` : '';
+  const where = sandbox.cgroupProcs.length > 0 ? ` in ${sandbox.cgroupProcs.map((p) => p.replace(/\/cgroup\.procs$/, '')).join(' ')}` : '';
+  return `${who}${where}`;
+}
+
 export class QemuProvider implements VmmProvider {
   readonly name = 'qemu';
   readonly capabilities: ReadonlySet<ProviderCapability> = new Set(QEMU_CAPABILITIES);
@@ -289,6 +307,8 @@ export class QemuProvider implements VmmProvider {
   private readonly tscKhz: number | undefined;
   private readonly netns: string | undefined;
   private readonly startTimeoutMs: number;
+  /** Supplementary groups a sandboxed QEMU keeps (/dev/kvm's, under KVM). */
+  private readonly kvmGroups: number[];
 
   constructor(options: QemuProviderOptions) {
     this.bin = options.bin;
@@ -305,6 +325,12 @@ export class QemuProvider implements VmmProvider {
       const support = kvmSupport();
       this.kvm = support.usable;
       reason = support.reason;
+    }
+    const kvmAccess = kvmGroupFor(kvmDeviceStat());
+    this.kvmGroups = this.kvm ? kvmAccess.groups : [];
+    if (this.kvm && options.sandboxed === true && options.kvm === undefined && !kvmAccess.usable) {
+      this.kvm = false;
+      reason = KVM_ROOT_ONLY('QEMU');
     }
     this.tscKhz = options.tscKhz ?? (this.kvm ? undefined : hostTscKhz());
     if (this.kvm) this.log.info({ accel: 'kvm', reason }, 'QEMU guests will run with KVM');
@@ -344,24 +370,30 @@ export class QemuProvider implements VmmProvider {
     const { cmdline, ...rest } = launch;
     const append = renderCmdline(this.defaultCmdline(rest), cmdline);
     const args = qemuArgs(launch, { kvm: this.kvm, append, qmpPath });
-    const [bin, fullArgs] = this.netns === undefined ? [this.bin, args] : ['ip', ['netns', 'exec', this.netns, this.bin, ...args]];
+    const plan = nicFdPlan(launch.nics);
+    const sandbox = launch.sandbox;
+    const command = sandboxedCommand({
+      bin: this.bin,
+      args,
+      cgroupProcs: sandbox?.cgroupProcs ?? [],
+      ...(this.netns !== undefined ? { netns: this.netns } : {}),
+      taps: plan.taps,
+      handedFds: plan.macvtapNodes.length,
+      ...(sandbox?.identity !== undefined ? { identity: sandbox.identity, groups: this.kvmGroups } : {}),
+    });
 
     await rm(absQmp, { force: true });
     const logPath = join(vmDir, VMM_LOG);
-    await appendFile(logPath, `--- ${new Date().toISOString()} starting ${bin} ${fullArgs.join(' ')}\n`);
+    await appendFile(logPath, `--- ${new Date().toISOString()} starting ${this.bin} ${args.join(' ')}${describeSandbox(sandbox)}\n`);
     const logOffset = (await stat(logPath)).size;
 
     const fds: number[] = [];
     let proc: VmmProcess;
     try {
-      for (const nic of launch.nics) {
-        if (nic.type !== 'macvtap') continue;
-        if (nic.tapNode === undefined) throw new Error(`macvtap NIC ${nic.deviceId} (${nic.hostDevice}) has no tap device node`);
-        fds.push(openSync(nic.tapNode, constants.O_RDWR));
-      }
+      for (const node of plan.macvtapNodes) fds.push(openSync(node, constants.O_RDWR));
       const started = Date.now();
-      proc = await this.processes.spawn(bin, fullArgs, { logPath, extraFds: fds, cwd: vmDir });
-      log.debug({ pid: proc.pid, spawnMs: Date.now() - started, args: fullArgs }, 'QEMU spawned');
+      proc = await this.processes.spawn(command.bin, command.args, { logPath, extraFds: fds, cwd: vmDir });
+      log.debug({ pid: proc.pid, spawnMs: Date.now() - started, args }, 'QEMU spawned');
     } finally {
       for (const fd of fds) closeSync(fd);
     }

@@ -43,15 +43,23 @@ export function resolveDefaultProvider(choice: DefaultProvider, bins: ProviderBi
   return 'qemu';
 }
 
+export interface ProviderSandboxOptions {
+  /** VMMs run as uids of their own (`vmm-uid-range` set). */
+  readonly sandboxed: boolean;
+  /** `firecracker-jailer-bin`; empty: no jailer. */
+  readonly firecrackerJailer: string;
+}
+
 export function createProviderRegistry(
   choice: DefaultProvider,
   bins: ProviderBinaries,
   deps: { processes: ProcessTable; log: Logger },
+  sandbox: ProviderSandboxOptions = { sandboxed: false, firecrackerJailer: '' },
 ): StaticProviderRegistry {
   const providers: VmmProvider[] = [
-    new FirecrackerProvider({ bin: bins.firecracker, ...deps }),
-    new CloudHypervisorProvider({ bin: bins.cloudhypervisor, ...deps }),
-    new QemuProvider({ bin: bins.qemu, ...deps }),
+    new FirecrackerProvider({ bin: bins.firecracker, ...deps, sandboxed: sandbox.sandboxed, jailerBin: sandbox.firecrackerJailer }),
+    new CloudHypervisorProvider({ bin: bins.cloudhypervisor, ...deps, sandboxed: sandbox.sandboxed }),
+    new QemuProvider({ bin: bins.qemu, ...deps, sandboxed: sandbox.sandboxed }),
   ];
   return new StaticProviderRegistry(providers, resolveDefaultProvider(choice, bins));
 }

@@ -4,7 +4,7 @@
 // so a method that returned has its commit fsynced: an acknowledged Create survives a crash or a
 // power cut. better-sqlite3 is synchronous, which is what makes "returned == durable" hold.
 import { canonicalJson, isPlainObject } from '../../core/canonical-json.js';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { IfaceType, MicroVM, MicroVMSpec, MicroVMStatus, VmId, VmState } from '../../core/model.js';
@@ -97,6 +97,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   /** Opens (creating if needed) `<stateDir>/flintlock.db` and brings its schema up to date. */
   static open(stateDir: string): SqliteMicroVMRepository {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    restrictDatabaseFiles(join(stateDir, DB_FILE_NAME));
     const db = new Database(join(stateDir, DB_FILE_NAME), { timeout: BUSY_TIMEOUT_MS });
     try {
       // Before anything that writes (journal_mode=WAL rewrites the header): a database from a
@@ -346,6 +347,23 @@ export class CorruptRowError extends Error {
   ) {
     super(`microvm ${uid}: stored ${column} is unreadable: ${detail}`);
     this.name = 'CorruptRowError';
+  }
+}
+
+/**
+ * The database and its WAL files are the daemon's alone (0600): the state dir is searchable by
+ * VMM uids (ADR 0009), and a well-known file name is all a reader would need. Made before SQLite
+ * opens it (a new file is never readable by others, even for a moment); SQLite gives the -wal
+ * and -shm files the database's mode.
+ */
+function restrictDatabaseFiles(path: string): void {
+  closeSync(openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600));
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    try {
+      chmodSync(file, 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
   }
 }
 

@@ -14,11 +14,13 @@ export function volumePath(vmDir: string, volumeId: string, format: 'raw' | 'qco
   return join(vmDir, 'volumes', `${volumeId}.${format === 'qcow2' ? 'qcow2' : 'img'}`);
 }
 
-/** The first candidate that exists in the image, or an error listing what `boot/` holds. */
-async function findInImage(ctx: StepContext, image: LocalImage, what: string, candidates: readonly string[]): Promise<string> {
+/**
+ * The first candidate that exists in the image, as a copy VMMs can read (ADR 0009), or an error
+ * listing what `boot/` holds.
+ */
+async function findInImage(ctx: StepContext, images: ImageService, image: LocalImage, what: string, candidates: readonly string[]): Promise<string> {
   for (const candidate of candidates) {
-    const path = join(image.rootfs, candidate);
-    if (await ctx.ports.fs.fileExists(path)) return path;
+    if (await ctx.ports.fs.fileExists(join(image.rootfs, candidate))) return images.vmmFile(image, candidate);
   }
   const boot = await ctx.ports.fs.listDir(join(image.rootfs, 'boot'));
   throw new Error(
@@ -41,7 +43,7 @@ export function kernelStep(ctx: StepContext, images: ImageService): Step {
     shouldDo: () => mountMissing(ctx, ctx.status.kernelMount),
     do: async () => {
       const image = await images.pull(kernel.image);
-      const source = await findInImage(ctx, image, 'kernel', kernel.filename !== undefined ? [kernel.filename] : KERNEL_CANDIDATES);
+      const source = await findInImage(ctx, images, image, 'kernel', kernel.filename !== undefined ? [kernel.filename] : KERNEL_CANDIDATES);
       ctx.saveStatus({ ...ctx.status, kernelMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'kernel', image.digest) });
     },
   };
@@ -55,7 +57,7 @@ export function initrdStep(ctx: StepContext, images: ImageService): Step | undef
     shouldDo: () => mountMissing(ctx, ctx.status.initrdMount),
     do: async () => {
       const image = await images.pull(initrd.image);
-      const source = await findInImage(ctx, image, 'initrd', initrd.filename !== undefined ? [initrd.filename] : INITRD_CANDIDATES);
+      const source = await findInImage(ctx, images, image, 'initrd', initrd.filename !== undefined ? [initrd.filename] : INITRD_CANDIDATES);
       ctx.saveStatus({ ...ctx.status, initrdMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'initrd', image.digest) });
     },
   };

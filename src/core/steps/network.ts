@@ -77,7 +77,12 @@ export function createInterfaceStep(ctx: StepContext, iface: NetworkInterfaceSpe
       const link =
         iface.type === 'macvtap'
           ? await network.ensureMacvtap({ name, parent: parent ?? '', alias, ...(mac !== undefined ? { mac } : {}) })
-          : await network.ensureTap({ name, alias, ...(parent !== undefined ? { bridge: parent } : {}) });
+          : await network.ensureTap({
+              name,
+              alias,
+              ...(parent !== undefined ? { bridge: parent } : {}),
+              ...(ctx.status.vmmIdentity !== undefined && ctx.ports.sandbox.idRange !== undefined ? { owner: ctx.status.vmmIdentity.uid } : {}),
+            });
       // A macvtap's guest NIC must use the macvtap's own MAC (else unicast replies never arrive);
       // a tap's guest MAC is the spec's or one generated once and kept.
       const previousMac = ctx.status.interfaces[iface.deviceId]?.macAddress;

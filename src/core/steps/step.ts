@@ -14,7 +14,9 @@ import type {
   ProcessTable,
   ProviderRegistry,
   VmFilesystem,
+  VmmCgroups,
 } from '../ports.js';
+import type { VmmIdRange, VmmLimitsConfig } from '../sandbox.js';
 
 export interface Step {
   readonly name: string;
@@ -42,6 +44,15 @@ export interface StepPorts {
   readonly cidata: CloudInitDiskBuilder;
   /** Graceful VMM stop before SIGKILL (`delete-vm-timeout`). */
   readonly deleteVmTimeoutMs: number;
+  readonly sandbox: SandboxPorts;
+}
+
+/** How VMMs are confined (ADR 0009). */
+export interface SandboxPorts {
+  /** `vmm-uid-range`; absent: VMMs keep the daemon's uid. */
+  readonly idRange?: VmmIdRange;
+  readonly cgroups: VmmCgroups;
+  readonly limits: VmmLimitsConfig;
 }
 
 /**

@@ -2,8 +2,12 @@
 // a pid alone: pids are reused), so a restarted daemon re-adopts a running VMM instead of
 // starting a second one. A provider that is not available fails the step with a reason that
 // says so; the reconciler retries and then marks the VM FAILED with that reason.
-import type { VmmProvider } from '../ports.js';
+//
+// Each start gets the VM's sandbox (ADR 0009): its uid/gid and the cgroup (created here, with the
+// limits its spec implies) that the VMM joins before it execs.
+import type { LaunchSpec, VmmProvider, VmmSandbox } from '../ports.js';
 import { buildLaunchSpec, CIDATA_FILE } from '../launch.js';
+import { vmmCgroupLimits } from '../sandbox.js';
 import { cloudInitFilesFor } from './cloud-init.js';
 import type { Step, StepContext } from './step.js';
 import { join } from 'node:path';
@@ -15,6 +19,16 @@ function availableProvider(ctx: StepContext): VmmProvider {
   const availability = provider.availability();
   if (!availability.available) throw new Error(`microvm provider ${name} is not available: ${availability.reason ?? 'no reason given'}`);
   return provider;
+}
+
+/** The VM's cidata disk, unless its provider delivers metadata itself. */
+export function cidataPathFor(ctx: StepContext): string | undefined {
+  return ctx.ports.providers.get(ctx.vm.spec.provider)?.capabilities.has('metadata-service') === true ? undefined : join(ctx.vmDir, CIDATA_FILE);
+}
+
+/** The launch spec as far as files go (no cloud-init content): what the sandbox steps inspect. */
+export function launchFilesFor(ctx: StepContext): LaunchSpec {
+  return buildLaunchSpec(ctx.vm, ctx.vmDir, { 'meta-data': '' }, cidataPathFor(ctx));
 }
 
 export function startVmmStep(ctx: StepContext): Step {
@@ -35,9 +49,20 @@ export function startVmmStep(ctx: StepContext): Step {
         ctx.saveStatus({ ...rest, lastExitReason: reason, restartCount: (ctx.status.restartCount ?? 0) + 1 });
         ctx.log.warn({ pid: previous.pid, reason, restarts: ctx.status.restartCount }, 'restarting the VMM');
       }
-      const cidata = provider.capabilities.has('metadata-service') ? undefined : join(ctx.vmDir, CIDATA_FILE);
-      const launch = buildLaunchSpec(ctx.vm, ctx.vmDir, cloudInitFilesFor(ctx.vm, ctx.vmDir), cidata);
-      const process = await provider.start(launch);
+      const { cgroups, limits, idRange } = ctx.ports.sandbox;
+      const uid = ctx.vm.id.uid;
+      const cgroupProcs = await cgroups.ensure(uid, vmmCgroupLimits(ctx.vm.spec.memoryMb, limits));
+      const identity = idRange !== undefined ? ctx.status.vmmIdentity : undefined;
+      const sandbox: VmmSandbox = { cgroupProcs, ...(identity !== undefined ? { identity } : {}) };
+      const launch = { ...buildLaunchSpec(ctx.vm, ctx.vmDir, cloudInitFilesFor(ctx.vm, ctx.vmDir), cidataPathFor(ctx)), sandbox };
+      let process;
+      try {
+        process = await provider.start(launch);
+      } catch (e) {
+        // The provider leaves no process behind, so nothing holds the cgroup.
+        await cgroups.remove(uid).catch((err: unknown) => ctx.log.warn({ err: String(err) }, 'could not remove the VMM cgroup'));
+        throw e;
+      }
       ctx.saveStatus({
         ...ctx.status,
         vmm: { pid: process.pid, startTime: process.startTime, provider: provider.name },

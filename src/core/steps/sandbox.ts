@@ -1,0 +1,73 @@
+// The VMM sandbox's steps (ADR 0009): a uid/gid of its own for each VM, allocated before anything
+// is created with it; the VMM's files in the VM dir made reachable by that gid (and nothing
+// else); the VM's cgroup removed with the VM.
+import { vmmFiles } from '../launch.js';
+import type { LaunchSpec } from '../ports.js';
+import { allocateVmmIdentity, VMM_ACCESS_MODES } from '../sandbox.js';
+import type { Step, StepContext } from './step.js';
+
+/** Undefined when VMMs keep the daemon's uid (no `vmm-uid-range`). */
+export function vmmIdentityStep(ctx: StepContext): Step | undefined {
+  const range = ctx.ports.sandbox.idRange;
+  if (range === undefined) return undefined;
+  return {
+    name: 'vmm_identity',
+    shouldDo: () => Promise.resolve(ctx.status.vmmIdentity === undefined),
+    do: () => {
+      // List, pick and save in one synchronous turn: no other reconcile can interleave and take
+      // the same uid. Ids stay with their VM (its files and taps carry them) until it is removed.
+      const others = ctx.ports.repo.list({}).filter((vm) => vm.id.uid !== ctx.vm.id.uid);
+      const identity = allocateVmmIdentity(range, others);
+      if ('error' in identity) return Promise.reject(new Error(identity.error));
+      ctx.saveStatus({ ...ctx.status, vmmIdentity: identity });
+      return Promise.resolve();
+    },
+  };
+}
+
+/**
+ * Ownership and modes of the files the VMM opens by path (console log, volumes, cidata disk):
+ * root-owned, group the VM's gid. Re-checked before every start, so a crash between making a
+ * file and granting it, or a VM made before sandboxing, still ends up right. The console log is
+ * made here: a file the VMM created itself could be a symlink the daemon later follows.
+ */
+export function vmmFilesAccessStep(ctx: StepContext, launch: () => LaunchSpec): Step | undefined {
+  const identity = (): number | undefined => ctx.status.vmmIdentity?.gid;
+  if (ctx.ports.sandbox.idRange === undefined) return undefined;
+  const fs = ctx.ports.fs;
+  return {
+    name: 'vmm_files_access',
+    shouldDo: async () => {
+      const gid = identity();
+      if (gid === undefined) return false;
+      for (const file of vmmFiles(launch())) {
+        const have = await fs.access(file.path);
+        if (have === undefined) {
+          if (file.path === launch().consoleLogPath) return true;
+          continue;
+        }
+        const kind = file.access === 'dir' ? 'dir' : 'file';
+        if (have.kind !== kind || have.gid !== gid || have.mode !== VMM_ACCESS_MODES[file.access]) return true;
+      }
+      return false;
+    },
+    do: async () => {
+      const gid = identity();
+      if (gid === undefined) return;
+      const spec = launch();
+      await fs.ensureFile(spec.consoleLogPath);
+      for (const file of vmmFiles(spec)) {
+        if ((await fs.access(file.path)) !== undefined) await fs.grantVmmAccess(file.path, gid, file.access);
+      }
+    },
+  };
+}
+
+export function removeVmmCgroupStep(ctx: StepContext): Step {
+  const cgroups = ctx.ports.sandbox.cgroups;
+  return {
+    name: 'vmm_cgroup_delete',
+    shouldDo: () => cgroups.exists(ctx.vm.id.uid),
+    do: () => cgroups.remove(ctx.vm.id.uid),
+  };
+}
