@@ -1,7 +1,8 @@
 // What tests of the VMM sandbox (ADR 0009) share: a VMM uid for test processes, a VM dir laid out
 // the way the core lays it out for that uid, real cgroups under a parent of this test file's
 // own, removed when the file's process ends however it ends.
-import { chmodSync, chownSync, existsSync, readdirSync, rmdirSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { VmmIdentity } from '../../src/core/ports.js';
 import { atExit } from './processes.js';
@@ -68,4 +69,9 @@ export function rmdirCgroup(dir: string, waitMs = 2000): void {
 export function makeVmmDir(dir: string, identity: VmmIdentity): void {
   chownSync(dir, 0, identity.gid);
   chmodSync(dir, 0o1770);
+}
+
+/** The fake VMMs (node with tsx) leave tsx's cache in /tmp/tsx-<uid> when they run as a VMM uid. */
+export function removeTsxCache(identity: VmmIdentity = TEST_VMM): void {
+  rmSync(join(tmpdir(), `tsx-${identity.uid}`), { recursive: true, force: true });
 }

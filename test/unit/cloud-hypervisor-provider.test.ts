@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
 import { CLOUD_HYPERVISOR_FILES, CloudHypervisorProvider } from '../../src/adapters/providers/cloud-hypervisor.js';
+import { killAndWait } from '../../src/adapters/providers/openapi-http.js';
 import { CGROUP_JOIN_SCRIPT, FD_STAGE_SCRIPT } from '../../src/adapters/providers/sandbox.js';
 import type { LaunchSpec } from '../../src/core/ports.js';
 import {
@@ -30,7 +31,7 @@ import { sampleVm } from '../helpers/fixtures.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { describeWith, NETNS, SHARED_REF, vmmApiSpec } from '../helpers/prerequisites.js';
 import { atExit } from '../helpers/processes.js';
-import { makeVmmDir, TEST_VMM } from '../helpers/sandbox.js';
+import { makeVmmDir, removeTsxCache, TEST_VMM } from '../helpers/sandbox.js';
 
 const specFile = join(SHARED_REF, 'cloud-hypervisor-api.yaml');
 
@@ -84,6 +85,7 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
   after(async () => {
     destroyNs();
     await rm(tmp, { recursive: true, force: true });
+    removeTsxCache();
   });
 
   /** The daemon's process table, spawning in this file's namespace, recording what it was asked. */
@@ -232,7 +234,8 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
       assert.deepEqual(processes.signals, []);
       assert.deepEqual((await readRequestLog(requestLogPath(socket))).slice(1), [{ method: 'PUT', path: '/api/v1/vm.power-button', status: 204 }]);
     } finally {
-      await processes.signal(vmm, 'SIGKILL');
+      // Gone for good before the next test opens the same tap (a tap takes one holder).
+      await killAndWait(processes, vmm);
     }
   });
 
@@ -291,7 +294,8 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
       );
       assert.deepEqual(info.fds, { '3': launch.nics[1]?.tapNode, '4': '/dev/net/tun (fltap0a1b2c)' });
     } finally {
-      await processes.signal(vmm, 'SIGKILL');
+      // Gone for good before the next test opens the same tap (a tap takes one holder).
+      await killAndWait(processes, vmm);
     }
   });
 
@@ -313,7 +317,8 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
       const argv = processes.spawned[0]?.args ?? [];
       assert.deepEqual(argv.slice(-4), ['--vsock', `cid=3,socket=${join(launch.vmDir, 'guest-agent.vsock')}`, '--seccomp', 'true']);
     } finally {
-      await processes.signal(vmm, 'SIGKILL');
+      // Gone for good before the next test opens the same tap (a tap takes one holder).
+      await killAndWait(processes, vmm);
     }
   });
 

@@ -27,7 +27,7 @@ import {
 } from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
 import { describeWith, SHARED_REF, vmmApiSpec } from '../helpers/prerequisites.js';
-import { makeVmmDir, TEST_VMM } from '../helpers/sandbox.js';
+import { makeVmmDir, removeTsxCache, TEST_VMM } from '../helpers/sandbox.js';
 import { waitFor } from '../helpers/wait.js';
 
 const specFile = join(SHARED_REF, 'firecracker-api.yaml');
@@ -64,6 +64,7 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
 
   after(async () => {
     await rm(tmp, { recursive: true, force: true });
+    removeTsxCache();
   });
 
   let vmCounter = 0;
