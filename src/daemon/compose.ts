@@ -12,6 +12,7 @@ import { LinuxProcessTable } from '../adapters/process/process-table.js';
 import { Iproute2NetworkService } from '../adapters/network/iproute2.js';
 import { createProviderRegistry } from '../adapters/providers/registry.js';
 import { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js';
+import { claimStateDir } from '../adapters/store/state-dir-claim.js';
 import type { Config } from '../config/config.js';
 import { sweepOrphanDevices } from '../core/orphans.js';
 import type { Clock, IdGenerator, Logger, NetworkService } from '../core/ports.js';
@@ -64,6 +65,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   ]);
   for (const warning of prerequisites.warnings) log.warn({}, warning);
   if (prerequisites.errors.length > 0) throw new PrerequisiteError(prerequisites.errors);
+  const claim = claimStateDir(config.stateDir);
   const repo = SqliteMicroVMRepository.open(config.stateDir);
 
   const ports: StepPorts = {
@@ -73,7 +75,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     providers,
     clock,
     ids,
-    hostNetwork: { parentIface: config.parentIface, bridgeName: config.bridgeName },
+    hostNetwork: { parentIface: config.parentIface, bridgeName: config.bridgeName, deviceOwner: claim.owner },
     images,
     processes,
     cidata: new FatCidataDiskBuilder(),
@@ -96,7 +98,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   const service = new MicroVMService({ repo, reconciler, providers, limits, clock, ids, log, hostChecks: virtiofsHostChecks(config.virtiofsAllowedRoots) });
   const metrics = new ApiMetrics();
 
-  const removed = await sweepOrphanDevices(repo, network, log);
+  const removed = await sweepOrphanDevices(repo, network, claim.owner, log);
   if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
   reconciler.start();
   const watcher = new VmmWatcher(repo, processes, network, reconciler, clock, log.child({ component: 'watcher' }));
@@ -150,12 +152,14 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
         await Promise.all(closers.map((close) => close()));
         await stopBackground();
         repo.close();
+        claim.release();
       },
     };
   } catch (e) {
     await Promise.all(closers.map((close) => close()));
     await stopBackground();
     repo.close();
+    claim.release();
     throw e;
   }
 }

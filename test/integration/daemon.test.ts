@@ -3,7 +3,7 @@
 // create, list filters, restart and crash recovery, start-up refusals.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
@@ -25,6 +25,11 @@ async function expectGrpcError(promise: Promise<unknown>, code: grpcStatus, text
     assert.match(e.details, text);
     return true;
   });
+}
+
+/** The daemon's owner id, as its device aliases carry it. */
+function ownerOf(daemon: DaemonHandle): string {
+  return readFileSync(join(daemon.stateDir, 'daemon-id'), 'utf8').trim();
 }
 
 describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
@@ -76,7 +81,7 @@ describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
     assert.equal(iface?.macAddress, '02:42:ac:11:00:02');
     assert.equal(iface?.index, link?.ifindex);
     assert.ok(link?.flags.includes('UP'));
-    assert.equal(link?.ifalias, `flintlock:capmvm-ns/capmvm-1/${uid}`);
+    assert.equal(link?.ifalias, `flintlock:${ownerOf(daemon)}:capmvm-ns/capmvm-1/${uid}`);
     const vmDir = join(daemon.stateDir, 'vm', 'capmvm-ns', 'capmvm-1', uid);
     // The VMM's tap node is ours, made from sysfs inside the namespace, not /dev/tapN.
     const sysfsDev = execFileSync('ip', ['netns', 'exec', ns.name, 'cat', `/sys/class/net/${iface?.hostDeviceName}/macvtap/tap${link?.ifindex}/dev`], {
@@ -250,20 +255,27 @@ describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
     // Crash with a device whose VM is unknown to the store, plus a foreign device without alias.
     const orphanUid = '01HGW2N7EH0000000000000099';
     ns.ip('link', 'add', 'link', 'eth0', 'name', 'flvtaporphan', 'type', 'macvtap', 'mode', 'bridge');
-    ns.ip('link', 'set', 'dev', 'flvtaporphan', 'alias', `flintlock:gone/vm/${orphanUid}`);
+    ns.ip('link', 'set', 'dev', 'flvtaporphan', 'alias', `flintlock:${ownerOf(daemon)}:gone/vm/${orphanUid}`);
     ns.ip('link', 'add', 'link', 'eth0', 'name', 'userdevice', 'type', 'macvtap', 'mode', 'bridge');
+    // Another daemon's (another state dir's) device, and one of the older ownerless form: not ours to judge.
+    ns.ip('link', 'add', 'link', 'eth0', 'name', 'flvtapneighbr', 'type', 'macvtap', 'mode', 'bridge');
+    ns.ip('link', 'set', 'dev', 'flvtapneighbr', 'alias', `flintlock:0123456789ab:gone/vm/${orphanUid}`);
+    ns.ip('link', 'add', 'link', 'eth0', 'name', 'flvtaplegacy', 'type', 'macvtap', 'mode', 'bridge');
+    ns.ip('link', 'set', 'dev', 'flvtaplegacy', 'alias', `flintlock:gone/vm/${orphanUid}`);
     client.close();
     await daemon.kill();
     daemon = await startDaemon({ netns: ns.name, dir, config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } });
     client = new TestClient(daemon.endpoint);
     assert.equal(ns.link('flvtaporphan'), undefined, 'orphan removed at start-up');
     assert.ok(ns.link('userdevice'), 'a device without our alias is never touched');
+    assert.ok(ns.link('flvtapneighbr'), "another daemon's device is never touched");
+    assert.ok(ns.link('flvtaplegacy'), 'a device with an ownerless alias is never touched');
     for (const uid of uids) {
       const vm = await client.get(uid);
       assert.ok(ns.link(vm.status?.networkInterfaces.eth1?.hostDeviceName ?? ''), 'live VMs keep their devices');
       await client.delete(uid);
     }
-    ns.ip('link', 'del', 'userdevice');
+    for (const device of ['userdevice', 'flvtapneighbr', 'flvtaplegacy']) ns.ip('link', 'del', device);
   });
 });
 
@@ -292,6 +304,35 @@ describeWith('flintlockd start-up and host network errors', QEMU_DAEMON, {}, () 
     const { code, output } = await runDaemonExpectingExit({ insecure: true, 'bridge-name': 'br0', 'parent-ifaec': 'eth0' });
     assert.equal(code, 2);
     assert.match(output, /unknown config key "parent-ifaec"/);
+  });
+
+  it("refuses a second daemon on the same state dir; a daemon on another state dir leaves the first one's devices alone", async () => {
+    const ns = createTestNetns();
+    const dirs = [makeTempDir('fl-it-'), makeTempDir('fl-it-')];
+    const daemons: DaemonHandle[] = [];
+    try {
+      const first = await startDaemon({ netns: ns.name, dir: dirs[0], config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } });
+      daemons.push(first);
+      const client = new TestClient(first.endpoint);
+      const tapSpec = capmvmSpec('neighbour');
+      tapSpec.interfaces = [{ $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP }];
+      const uid = (await client.create(tapSpec)).spec?.uid ?? '';
+      const tap = await waitFor('the tap', async () => (await client.get(uid)).status?.networkInterfaces.eth0?.hostDeviceName || undefined);
+      await waitFor('the tap on the host', () => ns.link(tap) !== undefined);
+
+      await assert.rejects(
+        startDaemon({ netns: ns.name, dir: dirs[0], config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } }),
+        new RegExp(`flintlockd exited with 1:[^]*state-dir \\S+ is in use by another flintlockd \\(pid ${first.process.pid}\\)`),
+      );
+      daemons.push(await startDaemon({ netns: ns.name, dir: dirs[1], config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } }));
+      assert.ok(ns.link(tap), "the other daemon's start-up sweep left the first one's tap alone");
+      assert.notEqual(ownerOf(daemons[1] as DaemonHandle), ownerOf(first));
+      client.close();
+    } finally {
+      for (const d of daemons) await d.stop();
+      ns.destroy();
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    }
   });
 
   it('fails macvtap VMs without parent-iface and tap VMs without a bridge, with the original messages', async () => {

@@ -17,6 +17,9 @@ import { DEFAULT_LIMITS, type CreateInput } from '../../src/core/validation.js';
 import { MemoryCidata, MemoryFilesystem, MemoryImages, MemoryNetwork, MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
 import { waitFor } from '../helpers/wait.js';
 
+/** The daemon's owner id in device aliases. */
+const OWNER = '0123456789ab';
+
 const FAST: ReconcilerOptions = { concurrency: 4, maxRetry: 3, backoffBaseMs: 10, backoffMaxMs: 40, resyncPeriodMs: 60_000 };
 
 function input(name: string, interfaces: NetworkInterfaceSpec[] = [{ deviceId: 'eth0', type: 'macvtap' }]): CreateInput {
@@ -48,7 +51,7 @@ describe('reconciler', () => {
   let reconciler: Reconciler;
   let service: MicroVMService;
 
-  function build(options: ReconcilerOptions = FAST, hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0' }): void {
+  function build(options: ReconcilerOptions = FAST, hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0', deviceOwner: OWNER }): void {
     const nextUlid = monotonicFactory();
     const providers = new StaticProviderRegistry([provider], 'qemu');
     const ports: StepPorts = {
@@ -117,7 +120,7 @@ describe('reconciler', () => {
     // A tap's guest MAC is generated: locally administered, unicast.
     const firstOctet = Number.parseInt(tap?.macAddress.slice(0, 2) ?? 'zz', 16);
     assert.equal(firstOctet & 0b11, 0b10);
-    assert.equal(network.links.get(mac?.hostDeviceName ?? '')?.alias, `flintlock:ns1/vm1/${uid}`);
+    assert.equal(network.links.get(mac?.hostDeviceName ?? '')?.alias, `flintlock:${OWNER}:ns1/vm1/${uid}`);
     assert.equal(network.links.get(tap?.hostDeviceName ?? '')?.master, 'br0');
     assert.deepEqual(
       repo
@@ -197,7 +200,7 @@ describe('reconciler', () => {
   });
 
   it('fails with the original messages when no parent or bridge is configured', async () => {
-    build(FAST, {});
+    build(FAST, { deviceOwner: OWNER });
     const macvtap = create('vm-macvtap');
     const tap = create('vm-tap', [{ deviceId: 'eth0', type: 'tap' }]);
     const a = await waitFor('macvtap VM FAILED', () => (stateOf(macvtap) === 'failed' ? repo.get(macvtap) : undefined));
@@ -208,7 +211,7 @@ describe('reconciler', () => {
   });
 
   it('names a missing bridge in the failure', async () => {
-    build(FAST, { parentIface: 'eth0', bridgeName: 'br9' });
+    build(FAST, { parentIface: 'eth0', bridgeName: 'br9', deviceOwner: OWNER });
     const uid = create('vm1', [{ deviceId: 'eth0', type: 'tap' }]);
     const vm = await waitFor('FAILED', () => (stateOf(uid) === 'failed' ? repo.get(uid) : undefined));
     assert.match(vm.status.failureReason ?? '', /bridge "br9" does not exist/);

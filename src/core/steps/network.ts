@@ -55,7 +55,7 @@ async function deviceNameFor(ctx: StepContext, iface: NetworkInterfaceSpec): Pro
 
 export function createInterfaceStep(ctx: StepContext, iface: NetworkInterfaceSpec): Step {
   const network = ctx.ports.network;
-  const alias = deviceAlias(ctx.vm.id.uid, ctx.vm.id.namespace, ctx.vm.id.name);
+  const alias = deviceAlias(ctx.ports.hostNetwork.deviceOwner, ctx.vm.id.uid, ctx.vm.id.namespace, ctx.vm.id.name);
   return {
     name: `network_iface_create[${iface.deviceId}]`,
     shouldDo: async () => {
