@@ -4,6 +4,7 @@ import { monotonicFactory } from 'ulid';
 import { startGrpcServer, type RunningGrpcServer } from '../adapters/api/grpc/server.js';
 import { startHttpGateway } from '../adapters/api/http/gateway.js';
 import { ApiMetrics } from '../adapters/api/metrics.js';
+import type { TlsSettings } from '../adapters/api/tls.js';
 import { FatCidataDiskBuilder } from '../adapters/cloud-init/cidata-disk.js';
 import { NodeVmFilesystem } from '../adapters/fs/vm-filesystem.js';
 import { virtiofsHostChecks } from '../adapters/fs/virtiofs-roots.js';
@@ -114,17 +115,19 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   log.info({}, config.basicAuthToken !== '' ? 'basic authentication is enabled' : 'basic authentication is DISABLED');
   log.info({}, config.insecure ? 'TLS is DISABLED' : 'TLS is enabled');
   log.info({ endpoint: config.grpcEndpoint }, `starting grpc server listening on endpoint ${config.grpcEndpoint}`);
+  // One set of TLS settings for every API port (COMPAT §2.10).
+  const tls: TlsSettings = {
+    insecure: config.insecure,
+    ...(config.tlsCert !== '' ? { certFile: config.tlsCert } : {}),
+    ...(config.tlsKey !== '' ? { keyFile: config.tlsKey } : {}),
+    ...(config.tlsClientCa !== '' ? { clientCaFile: config.tlsClientCa } : {}),
+    clientValidate: config.tlsClientValidate,
+  };
   const closers: Array<() => Promise<void>> = [];
   try {
     const grpcServer: RunningGrpcServer = await startGrpcServer(service, {
       endpoint: config.grpcEndpoint,
-      tls: {
-        insecure: config.insecure,
-        ...(config.tlsCert !== '' ? { certFile: config.tlsCert } : {}),
-        ...(config.tlsKey !== '' ? { keyFile: config.tlsKey } : {}),
-        ...(config.tlsClientCa !== '' ? { clientCaFile: config.tlsClientCa } : {}),
-        clientValidate: config.tlsClientValidate,
-      },
+      tls,
       basicAuthToken: config.basicAuthToken,
       log,
       metrics,
@@ -133,7 +136,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     let httpPort: number | undefined;
     if (config.enableHttp) {
       log.info({ endpoint: config.httpEndpoint }, `starting http server listening on endpoint ${config.httpEndpoint}`);
-      const gateway = await startHttpGateway(service, { endpoint: config.httpEndpoint, basicAuthToken: config.basicAuthToken, log, metrics });
+      const gateway = await startHttpGateway(service, { endpoint: config.httpEndpoint, tls, basicAuthToken: config.basicAuthToken, log, metrics });
       closers.push(() => gateway.close());
       httpPort = gateway.port;
     }

@@ -1,7 +1,5 @@
 // The gRPC API: microvm.services.api.v1alpha1.MicroVM on grpc-js, plus grpc.health.v1 and server
 // reflection (both left open without a token, like health probes and grpcurl expect).
-import { readFile } from 'node:fs/promises';
-import type { SecureContextOptions } from 'node:tls';
 import { create, toBinary, type DescFile } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
@@ -27,14 +25,9 @@ import { createInputFromProto, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
 import { encodeOnce, grpcServiceDefinition } from './service-definition.js';
 import type { ApiMetrics } from '../metrics.js';
+import { loadServerTls, type ServerTls, type TlsSettings } from '../tls.js';
 
-export interface TlsSettings {
-  readonly insecure: boolean;
-  readonly certFile?: string;
-  readonly keyFile?: string;
-  readonly clientCaFile?: string;
-  readonly clientValidate: boolean;
-}
+export type { TlsSettings } from '../tls.js';
 
 export interface GrpcServerOptions {
   /** host:port; port 0 picks a free one. */
@@ -64,13 +57,12 @@ function toServiceError(error: AppError): Partial<grpc.StatusObject> {
 }
 
 /**
- * TLS credentials with TLS 1.3 as the minimum (the Go original and its clients use 1.3 only),
- * set on this server's context alone: grpc-js's createSsl takes no minimum version, and the
- * process-wide tls.DEFAULT_MIN_VERSION would also constrain every outbound client (registries).
+ * grpc-js credentials from the shared TLS options (../tls.ts): createSsl takes no minimum
+ * version, so the context (with its TLS 1.3 minimum) is handed over as it is.
  */
 class Tls13ServerCredentials extends grpc.ServerCredentials {
-  constructor(requireClientCert: boolean, context: SecureContextOptions) {
-    super({ requestCert: requireClientCert, rejectUnauthorized: requireClientCert }, { ...context, minVersion: 'TLSv1.3' });
+  constructor(tls: ServerTls) {
+    super({ requestCert: tls.requireClientCert, rejectUnauthorized: tls.requireClientCert }, tls.context);
   }
 
   _equals(other: grpc.ServerCredentials): boolean {
@@ -79,14 +71,8 @@ class Tls13ServerCredentials extends grpc.ServerCredentials {
 }
 
 export async function serverCredentials(settings: TlsSettings): Promise<grpc.ServerCredentials> {
-  if (settings.insecure) return grpc.ServerCredentials.createInsecure();
-  if (settings.certFile === undefined || settings.keyFile === undefined) throw new Error('certificate file path is required when running securely');
-  const [cert, key, ca] = await Promise.all([
-    readFile(settings.certFile),
-    readFile(settings.keyFile),
-    settings.clientCaFile !== undefined ? readFile(settings.clientCaFile) : Promise.resolve(undefined),
-  ]);
-  return new Tls13ServerCredentials(settings.clientValidate, { cert, key, ...(ca !== undefined ? { ca } : {}) });
+  const tls = await loadServerTls(settings);
+  return tls === undefined ? grpc.ServerCredentials.createInsecure() : new Tls13ServerCredentials(tls);
 }
 
 /** Every file a descriptor needs, dependencies first, each once (for reflection). */

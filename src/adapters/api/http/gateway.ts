@@ -1,7 +1,9 @@
 // The HTTP/JSON gateway (COMPAT §1): the REST mapping the Go original serves through
-// grpc-gateway, on plain node:http, calling the same MicroVMService in-process. JSON follows
-// grpc-gateway's default marshaler (protojson EmitUnpopulated, DiscardUnknown, lowerCamelCase).
+// grpc-gateway, on node:https (node:http only when `insecure`), calling the same MicroVMService
+// in-process. JSON follows grpc-gateway's default marshaler (protojson EmitUnpopulated,
+// DiscardUnknown, lowerCamelCase). Transport security is the gRPC port's (COMPAT §2.10).
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { create, fromJson, toJson, type DescField, type DescMessage, type JsonObject, type JsonValue, type MessageShape } from '@bufbuild/protobuf';
 import { MicroVMSpecSchema } from '../../../gen/flintlock/types/microvm_pb.js';
@@ -19,10 +21,13 @@ import { appError, errorMessage, type AppError, type ErrorKind } from '../../../
 import { createInputFromProto, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
 import type { ApiMetrics } from '../metrics.js';
+import { loadServerTls, tlsMode, tlsServerOptions, type TlsSettings } from '../tls.js';
 
 export interface HttpGatewayOptions {
   /** host:port; port 0 picks a free one. */
   readonly endpoint: string;
+  /** The gRPC port's settings: required, so no caller gets a plaintext gateway by omission. */
+  readonly tls: TlsSettings;
   readonly basicAuthToken?: string;
   readonly log: Logger;
   readonly metrics?: ApiMetrics;
@@ -234,6 +239,12 @@ function parseEndpoint(endpoint: string): { host: string | undefined; port: numb
   return { host: host === '' ? undefined : host, port: Number(match[3]) };
 }
 
+const GATEWAY_MODE_TEXT: Record<ReturnType<typeof tlsMode>, string> = {
+  plaintext: 'serves plain HTTP: TLS is DISABLED (insecure)',
+  TLS: 'serves HTTPS: TLS 1.3, no client certificates',
+  mTLS: 'serves HTTPS: TLS 1.3, client certificates required (mTLS)',
+};
+
 export async function startHttpGateway(service: MicroVMService, options: HttpGatewayOptions): Promise<RunningHttpGateway> {
   const check: TokenCheck = tokenCheck(options.basicAuthToken);
   const streams = new Set<http.ServerResponse>();
@@ -268,19 +279,25 @@ export async function startHttpGateway(service: MicroVMService, options: HttpGat
     send(res, 200, answer.body);
   };
 
-  const server = http.createServer((req, res) => {
+  const listener: http.RequestListener = (req, res) => {
     handle(req, res).catch((e: unknown) => {
       options.log.error({ method: req.method, url: req.url, error: errorMessage(e) }, 'http gateway request failed');
       if (!res.headersSent) sendError(res, fromAppError(appError('internal', 'internal error')));
       else res.destroy();
     });
-  });
+  };
+  // Loaded before listening: a bad file stops start-up instead of leaving a port half-configured.
+  const tls = await loadServerTls(options.tls);
+  // With mTLS, node:https refuses a missing or untrusted client cert in the handshake, before any
+  // request reaches the token check (which still applies on top).
+  const server = tls === undefined ? http.createServer(listener) : https.createServer(tlsServerOptions(tls), listener);
   const { host, port } = parseEndpoint(options.endpoint);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) => reject(new Error(`cannot listen on ${options.endpoint}: ${errorMessage(e)}`)));
     server.listen(port, host, resolve);
   });
-  options.log.info({ endpoint: options.endpoint }, `starting http server listening on endpoint ${options.endpoint}`);
+  const mode = tlsMode(options.tls);
+  options.log.info({ endpoint: options.endpoint, tls: mode }, `http gateway ${GATEWAY_MODE_TEXT[mode]}`);
   return {
     port: (server.address() as AddressInfo).port,
     close: () =>
