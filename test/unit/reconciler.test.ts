@@ -353,6 +353,34 @@ describe('reconciler', () => {
     assert.equal(startsOf(uid), 2);
   });
 
+  it('repairs a VM whose host device disappeared under the running guest: VMM stopped, new device, VMM started', async () => {
+    build();
+    const uid = create('vm1');
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const before = repo.get(uid);
+    const device = before?.status.interfaces.eth0?.hostDeviceName ?? '';
+    const first = before?.status.vmm;
+    assert.ok(first && device !== '');
+    const watcher = new VmmWatcher(repo, processes, network, reconciler, { now: () => Date.now() }, silentLogger(), {
+      intervalMs: 500,
+      addressEvery: 1,
+      devicesEvery: 1,
+    });
+    await watcher.check();
+    assert.equal(stateOf(uid), 'created', 'nothing happens while the device is there');
+    network.links.delete(device); // someone ran `ip link del`
+    await watcher.check();
+    assert.ok(processes.signals.includes(`SIGKILL ${first.pid}`), 'the VMM with the dead NIC was stopped');
+    const repaired = await waitFor('repaired', () => {
+      const vm = repo.get(uid);
+      return vm?.status.state === 'created' && vm.status.vmm?.pid !== first.pid ? vm : undefined;
+    });
+    const now = repaired.status.interfaces.eth0?.hostDeviceName ?? '';
+    assert.ok(network.links.has(now), 'a host device exists again for eth0');
+    assert.match(repaired.status.lastExitReason ?? '', new RegExp(`host device ${device} \\(eth0\\) disappeared under the running guest`));
+    assert.equal(repaired.status.restartCount, 1);
+  });
+
   it('does not reconcile FAILED VMs again on restart', async () => {
     provider.available = { available: false, reason: 'nope' };
     build({ ...FAST, maxRetry: 0 });
