@@ -290,6 +290,12 @@ export interface Clock {
   now(): number;
 }
 
+/** Timers, injected so that backoff and periodic work run in fake time in tests. */
+export interface Timers {
+  /** Runs `fn` once after `ms`; the returned function cancels it. Never keeps the process alive. */
+  after(ms: number, fn: () => void): () => void;
+}
+
 export interface IdGenerator {
   /** A fresh ULID. */
   next(): string;

@@ -15,6 +15,7 @@ import { MACVTAP_PARENT_REQUIRED, macvtapNodePath, TAP_BRIDGE_REQUIRED } from '.
 import type { HostNetworkConfig, StepPorts } from '../../src/core/steps/step.js';
 import { DEFAULT_LIMITS, type CreateInput } from '../../src/core/validation.js';
 import { MemoryCidata, MemoryFilesystem, MemoryImages, MemoryNetwork, MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
+import { FakeTime } from '../helpers/fake-time.js';
 import { waitFor } from '../helpers/wait.js';
 
 /** The daemon's owner id in device aliases. */
@@ -51,7 +52,11 @@ describe('reconciler', () => {
   let reconciler: Reconciler;
   let service: MicroVMService;
 
-  function build(options: ReconcilerOptions = FAST, hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0', deviceOwner: OWNER }): void {
+  function build(
+    options: ReconcilerOptions = FAST,
+    hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0', deviceOwner: OWNER },
+    time?: FakeTime,
+  ): void {
     const nextUlid = monotonicFactory();
     const providers = new StaticProviderRegistry([provider], 'qemu');
     const ports: StepPorts = {
@@ -60,14 +65,14 @@ describe('reconciler', () => {
       images,
       fs,
       providers,
-      clock: { now: () => Date.now() },
+      clock: time ?? { now: () => Date.now() },
       ids: { next: () => nextUlid() },
       hostNetwork,
       processes,
       cidata,
       deleteVmTimeoutMs: 1000,
     };
-    reconciler = new Reconciler(ports, repo, ports.clock, silentLogger(), options);
+    reconciler = new Reconciler(ports, repo, ports.clock, silentLogger(), options, time);
     service = new MicroVMService({ repo, reconciler, providers, limits: DEFAULT_LIMITS, clock: ports.clock, ids: ports.ids, log: silentLogger() });
     reconciler.start();
   }
@@ -379,6 +384,88 @@ describe('reconciler', () => {
     assert.ok(network.links.has(now), 'a host device exists again for eth0');
     assert.match(repaired.status.lastExitReason ?? '', new RegExp(`host device ${device} \\(eth0\\) disappeared under the running guest`));
     assert.equal(repaired.status.restartCount, 1);
+  });
+
+  describe('backoff, in fake time', () => {
+    const DEFAULTS: ReconcilerOptions = { concurrency: 4, maxRetry: 10, backoffBaseMs: 5000, backoffMaxMs: 300_000, resyncPeriodMs: 600_000 };
+    const BACKOFF = [5000, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000, 300_000, 300_000];
+    const attempts = (): number => images.pulls.length; // each attempt pulls the kernel first, and fails there
+
+    it('waits out each retry (5 s doubling to 5 min), then FAILS after maximum-retry', async () => {
+      const time = new FakeTime();
+      images.failWith = 'registry unreachable';
+      build(DEFAULTS, undefined, time);
+      const uid = create('vm1');
+      await time.advance(0);
+      assert.equal(attempts(), 1);
+      for (const [i, delay] of BACKOFF.entries()) {
+        const vm = repo.get(uid);
+        assert.equal(vm?.status.retry, i + 1);
+        assert.equal((vm?.status.nextRetryAt ?? 0) - time.now(), delay, `retry ${i + 1} is due ${delay} ms after the failure`);
+        await time.advance(delay - 1);
+        assert.equal(attempts(), i + 1, `no attempt before the backoff of retry ${i + 1} is over`);
+        await time.advance(1);
+        assert.equal(attempts(), i + 2, `retry ${i + 1} runs when it is due`);
+      }
+      const failed = repo.get(uid);
+      assert.equal(failed?.status.state, 'failed');
+      assert.match(failed?.status.failureReason ?? '', /reconcile failed 11 times; last error: registry unreachable/);
+      await time.advance(3_600_000);
+      assert.equal(attempts(), 11, 'a FAILED VM is not retried');
+    });
+
+    it('starts again from 5 s after a success', async () => {
+      const time = new FakeTime();
+      images.failWith = 'registry unreachable';
+      build(DEFAULTS, undefined, time);
+      const uid = create('vm1');
+      await time.advance(0);
+      images.failWith = undefined;
+      await time.advance(5000);
+      assert.equal(stateOf(uid), 'created');
+      assert.equal(repo.get(uid)?.status.retry, 0);
+      // The VMM dies and its restart fails: the first retry of this new run waits 5 s again.
+      provider.failStarts = 1;
+      const vmm = repo.get(uid)?.status.vmm;
+      processes.exit(vmm?.pid ?? 0, 'killed');
+      reconciler.trigger(uid);
+      await time.advance(0);
+      assert.equal(repo.get(uid)?.status.retry, 1);
+      assert.equal((repo.get(uid)?.status.nextRetryAt ?? 0) - time.now(), 5000);
+      await time.advance(5000);
+      assert.equal(stateOf(uid), 'created');
+    });
+
+    it('lets a delete pre-empt a pending retry', async () => {
+      const time = new FakeTime();
+      images.failWith = 'registry unreachable';
+      build(DEFAULTS, undefined, time);
+      const uid = create('vm1');
+      await time.advance(0);
+      assert.equal((repo.get(uid)?.status.nextRetryAt ?? 0) - time.now(), 5000);
+      assert.ok(service.delete(uid).ok);
+      await time.advance(0);
+      assert.equal(repo.get(uid), undefined, 'deleted at once, not after the backoff');
+    });
+
+    it('does not count a reconcile interrupted by shutdown, and resumes it at the next start', async () => {
+      provider.failStarts = 1; // the VMM start in flight when the daemon stops fails
+      provider.startDelayMs = 50;
+      build({ ...FAST, maxRetry: 0 });
+      const uid = create('vm1');
+      await waitFor('the VMM start', () => provider.starts.length === 1);
+      await reconciler.stop();
+      const vm = repo.get(uid);
+      assert.equal(vm?.status.state, 'pending', 'not FAILED by a routine restart');
+      assert.equal(vm?.status.retry, 0);
+      assert.ok(
+        repo.queue().some((e) => e.uid === uid),
+        'still queued for the next start',
+      );
+      provider.startDelayMs = 0;
+      build({ ...FAST, maxRetry: 0 });
+      await waitFor('CREATED', () => stateOf(uid) === 'created');
+    });
   });
 
   it('does not reconcile FAILED VMs again on restart', async () => {
