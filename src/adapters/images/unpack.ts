@@ -25,7 +25,6 @@ import {
   lutimesSync,
   mkdirSync,
   readdirSync,
-  readlinkSync,
   rmSync,
   symlinkSync,
   unlinkSync,
@@ -39,6 +38,8 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
+
+import { lookupInRoot } from '../fs/root-path.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -60,7 +61,6 @@ export interface UnpackOptions {
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
-const MAX_SYMLINK_HOPS = 40;
 const WHITEOUT = '.wh.';
 const OPAQUE = '.wh..wh..opq';
 
@@ -107,42 +107,15 @@ function splitRel(rel: string): { dir: string; base: string } {
 
 /**
  * The real path (relative to root) of directory `rel`, following symlinks as the guest would see
- * them: absolute targets restart at the root and `..` stops at the root. Creates missing
- * components when `create`; returns undefined for a missing one otherwise.
+ * them (root-path.ts). Creates missing components when `create`; returns undefined for a missing
+ * one otherwise.
  */
-export function resolveInRoot(root: string, rel: string, create: boolean): string | undefined {
-  const pending = rel === '' ? [] : rel.split('/');
-  const resolved: string[] = [];
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift() as string;
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      resolved.pop();
-      continue;
-    }
-    const abs = join(root, ...resolved, part);
-    const st = lstatOrUndefined(abs);
-    if (st === undefined) {
-      if (!create) return undefined;
-      mkdirSync(abs, { mode: 0o755 });
-      resolved.push(part);
-      continue;
-    }
-    if (st.isSymbolicLink()) {
-      if (++hops > MAX_SYMLINK_HOPS) throw new Error(`too many levels of symbolic links resolving ${rel}`);
-      const target = readlinkSync(abs);
-      if (target.startsWith('/')) resolved.length = 0;
-      pending.unshift(...target.split('/'));
-      continue;
-    }
-    if (!st.isDirectory()) {
-      if (!create) return undefined;
-      throw new Error(`${joinRel(resolved.join('/'), part)} is not a directory`);
-    }
-    resolved.push(part);
-  }
-  return resolved.join('/');
+function resolveDirectory(root: string, rel: string, create: boolean): string | undefined {
+  const found = lookupInRoot(root, rel, create);
+  if (found.kind === 'loop') throw new Error(`too many levels of symbolic links resolving ${rel}`);
+  if (found.kind === 'found' && found.stats.isDirectory()) return found.rel;
+  if (!create) return undefined;
+  throw new Error(`${found.rel} is not a directory`);
 }
 
 /** What one layer wrote (real paths relative to the root), so its own whiteouts leave them be. */
@@ -164,7 +137,7 @@ function markWritten(state: LayerState, rel: string): void {
 function parentOf(root: string, dir: string, state: LayerState): string {
   const cached = state.dirs.get(dir);
   if (cached !== undefined) return cached;
-  const real = resolveInRoot(root, dir, true) as string;
+  const real = resolveDirectory(root, dir, true) as string;
   state.dirs.set(dir, real);
   return real;
 }
@@ -267,7 +240,7 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
 
   if (base.startsWith(WHITEOUT)) {
     entry.resume();
-    const realDir = resolveInRoot(root, dir, false);
+    const realDir = resolveDirectory(root, dir, false);
     if (realDir === undefined) return;
     if (base === OPAQUE) {
       if (lstatOrUndefined(join(root, realDir))?.isDirectory() === true) pruneChildren(root, realDir, state);
@@ -328,7 +301,7 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
       const targetRel = cleanEntryPath(entry.linkpath ?? '');
       if (targetRel === undefined || targetRel === '') throw new Error(`layer ${layer.digest}: hard link ${rel} points outside the root (${entry.linkpath})`);
       const target = splitRel(targetRel);
-      const targetDir = resolveInRoot(root, target.dir, false);
+      const targetDir = resolveDirectory(root, target.dir, false);
       const targetAbs = targetDir === undefined ? undefined : join(root, targetDir, target.base);
       if (targetAbs === undefined || lstatOrUndefined(targetAbs) === undefined) {
         throw new Error(`layer ${layer.digest}: hard link ${rel} points to ${targetRel}, which does not exist`);
