@@ -1,6 +1,6 @@
 // OciImageService against the in-process registry: reference → manifest → rootfs, platforms,
 // auth, registry errors, digest checks, resume, de-duplication, crash leftovers, ext4 volumes,
-// garbage collection, and the kernel and
+// garbage collection, hostile layers (device nodes, setuid bits) and the kernel and
 // initrd steps taking files out of pulled images through the real filesystem adapter (symlinks
 // kept inside the image). Real files, real HTTP, real mkfs.ext4/debugfs.
 import assert from 'node:assert/strict';
@@ -585,6 +585,37 @@ describe('OciImageService: tag resolution TTL', () => {
     const before = manifestGets();
     await always.pull(ref);
     assert.ok(manifestGets() > before, 'with no TTL every pull re-resolves the tag');
+  });
+});
+
+describe('OciImageService: hostile layers', () => {
+  let registry: TestRegistry;
+  before(async () => {
+    registry = await TestRegistry.start();
+  });
+  after(() => registry.close());
+
+  it('creates no device nodes and keeps no setuid/setgid bits on the host, and logs each once per layer', async () => {
+    const img = buildImage([
+      buildLayer({
+        'dev/': { dir: true },
+        'dev/sda': { device: 'block', major: 8, minor: 0, mode: 0o666 },
+        'dev/mem': { device: 'char', major: 1, minor: 1, mode: 0o666 },
+        'usr/bin/su': { content: 'su', mode: 0o4755 },
+      }),
+    ]);
+    registry.push('test/hostile', 'v1', img);
+    const { svc, log } = setup();
+    const ref = `${registry.host}/test/hostile:v1`;
+    const image = await svc.pull(ref);
+    assert.equal(lstatSync(join(image.rootfs, 'dev/sda'), { throwIfNoEntry: false }), undefined);
+    assert.equal(lstatSync(join(image.rootfs, 'dev/mem'), { throwIfNoEntry: false }), undefined);
+    assert.equal(statSync(join(image.rootfs, 'usr/bin/su')).mode & 0o7777, 0o755);
+    const layer = img.layerDigests[0] ?? '';
+    assert.deepEqual(log.messages('warn'), [
+      `pulling ${ref}: layer ${layer}: skipped 2 device nodes (dev/sda, dev/mem): layers never create device nodes on the host`,
+      `pulling ${ref}: layer ${layer}: cleared the setuid/setgid bits of 1 entry (usr/bin/su): unpacked images never keep them`,
+    ]);
   });
 });
 

@@ -11,7 +11,10 @@
 //     at the root, so nothing is ever written outside it;
 //   - entry paths with `..` are refused; absolute entry paths are taken relative to the root;
 //   - OCI whiteouts: `.wh.<name>` removes `<name>` from lower layers and `.wh..wh..opq` clears
-//     a directory's lower contents; what the same layer wrote is kept whatever the entry order.
+//     a directory's lower contents; what the same layer wrote is kept whatever the entry order;
+//   - the tree lives on the host, written by root: device nodes are never created (a node for
+//     the host's disk would be a way in for anyone who can read the cache) and setuid/setgid
+//     bits are cleared, each counted and reported once per layer.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
@@ -55,7 +58,7 @@ export interface LayerSource {
 }
 
 export interface UnpackOptions {
-  /** Entries we skip (device nodes that could not be made, unknown types). */
+  /** Entries skipped or changed (device nodes, setuid/setgid bits, unknown types). */
   readonly warn?: (message: string) => void;
 }
 
@@ -127,6 +130,9 @@ interface LayerState {
   readonly dirs: Map<string, string>;
   /** Stops the file write in progress, whose entry data may never come once the layer failed. */
   abortWrite?: (e: Error) => void;
+  /** Device node entries not created, and entries whose setuid/setgid bits were cleared. */
+  readonly skippedDevices: Set<string>;
+  readonly clearedSetid: string[];
 }
 
 function markWritten(state: LayerState, rel: string): void {
@@ -171,8 +177,13 @@ function clear(abs: string, keepDirectory: boolean, state: LayerState): Stats | 
   return undefined;
 }
 
-function mode(entry: ReadEntry, fallback: number): number {
-  return (entry.mode ?? fallback) & 0o7777;
+const SETID = 0o6000;
+
+/** The entry's permission bits without setuid/setgid (the sticky bit stays: /tmp needs it). */
+function mode(entry: ReadEntry, fallback: number, state: LayerState, rel: string): number {
+  const bits = (entry.mode ?? fallback) & 0o7777;
+  if ((bits & SETID) !== 0) state.clearedSetid.push(rel === '' ? '/' : rel);
+  return bits & ~SETID;
 }
 
 function setOwner(abs: string, entry: ReadEntry, symbolic: boolean): void {
@@ -220,12 +231,10 @@ async function writeFileEntry(abs: string, entry: ReadEntry, state: LayerState):
   }
 }
 
-async function makeNode(abs: string, entry: ReadEntry, warn: (m: string) => void): Promise<boolean> {
-  const kind = entry.type === 'CharacterDevice' ? 'c' : entry.type === 'BlockDevice' ? 'b' : 'p';
-  const args = ['-m', mode(entry, 0o644).toString(8), abs, kind];
-  if (kind !== 'p') args.push(String(entry.header.devmaj), String(entry.header.devmin));
+async function makeFifo(abs: string, fileMode: number, entry: ReadEntry, warn: (m: string) => void): Promise<boolean> {
+  // Node has no mkfifo(3) binding; coreutils' mkfifo is always there on Debian.
   try {
-    await execFileAsync('mknod', args);
+    await execFileAsync('mkfifo', ['-m', fileMode.toString(8), abs]);
     return true;
   } catch (e) {
     warn(`skipped ${entry.type} ${entry.path}: ${(e as Error).message.trim()}`);
@@ -257,7 +266,7 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
     entry.resume();
     if (entry.type === 'Directory') {
       setOwner(root, entry, false);
-      chmodSync(root, mode(entry, 0o755));
+      chmodSync(root, mode(entry, 0o755, state, rel));
     }
     return;
   }
@@ -271,7 +280,7 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
       entry.resume();
       if (clear(abs, true, state) === undefined) mkdirSync(abs, { mode: 0o700 });
       setOwner(abs, entry, false);
-      chmodSync(abs, mode(entry, 0o755));
+      chmodSync(abs, mode(entry, 0o755, state, realRel));
       if (entry.mtime !== undefined) state.dirTimes.push({ path: abs, atime: entry.atime ?? entry.mtime, mtime: entry.mtime });
       break;
     }
@@ -280,9 +289,9 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
     case 'ContiguousFile': {
       clear(abs, false, state);
       await writeFileEntry(abs, entry, state);
-      // chown before chmod: chown clears setuid/setgid bits.
+      // The file was created 0600 and gets its mode last, once its content and owner are final.
       setOwner(abs, entry, false);
-      chmodSync(abs, mode(entry, 0o644));
+      chmodSync(abs, mode(entry, 0o644, state, realRel));
       if (entry.mtime !== undefined) utimesSync(abs, entry.atime ?? entry.mtime, entry.mtime);
       break;
     }
@@ -303,6 +312,12 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
       const target = splitRel(targetRel);
       const targetDir = resolveDirectory(root, target.dir, false);
       const targetAbs = targetDir === undefined ? undefined : join(root, targetDir, target.base);
+      if (targetDir !== undefined && state.skippedDevices.has(joinRel(targetDir, target.base))) {
+        // Another name of a device node this layer did not make.
+        clear(abs, false, state);
+        state.skippedDevices.add(realRel);
+        return;
+      }
       if (targetAbs === undefined || lstatOrUndefined(targetAbs) === undefined) {
         throw new Error(`layer ${layer.digest}: hard link ${rel} points to ${targetRel}, which does not exist`);
       }
@@ -312,13 +327,20 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
       break;
     }
     case 'CharacterDevice':
-    case 'BlockDevice':
+    case 'BlockDevice': {
+      // Never made: what lower layers had at the path goes, as if the node were there.
+      entry.resume();
+      clear(abs, false, state);
+      state.skippedDevices.add(realRel);
+      return;
+    }
     case 'FIFO': {
       entry.resume();
       clear(abs, false, state);
-      if (!(await makeNode(abs, entry, warn))) return;
+      const fifoMode = mode(entry, 0o644, state, realRel);
+      if (!(await makeFifo(abs, fifoMode, entry, warn))) return;
       setOwner(abs, entry, false);
-      chmodSync(abs, mode(entry, 0o644));
+      chmodSync(abs, fifoMode);
       break;
     }
     default:
@@ -335,6 +357,22 @@ async function sniff(path: string): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** "3 device nodes (dev/null, dev/zero, dev/sda)", naming the first few. */
+function counted(one: string, many: string, paths: readonly string[]): string {
+  const shown = paths.slice(0, 5).join(', ');
+  return `${paths.length} ${paths.length === 1 ? one : many} (${shown}${paths.length > 5 ? `, and ${paths.length - 5} more` : ''})`;
+}
+
+/** One line per layer for what it asked for and did not get, rather than one per entry. */
+function reportChanges(layer: LayerSource, state: LayerState, warn: (m: string) => void): void {
+  if (state.skippedDevices.size > 0) {
+    warn(`layer ${layer.digest}: skipped ${counted('device node', 'device nodes', [...state.skippedDevices])}: layers never create device nodes on the host`);
+  }
+  if (state.clearedSetid.length > 0) {
+    warn(`layer ${layer.digest}: cleared the setuid/setgid bits of ${counted('entry', 'entries', state.clearedSetid)}: unpacked images never keep them`);
+  }
+}
+
 /** Applies one layer's tar on top of `root`. */
 async function applyLayer(root: string, layer: LayerSource, path: string, warn: (m: string) => void): Promise<void> {
   layerCompression(layer.mediaType, layer.digest);
@@ -343,7 +381,7 @@ async function applyLayer(root: string, layer: LayerSource, path: string, warn: 
   if (head.subarray(0, 4).equals(ZSTD_MAGIC)) throw zstdError(layer.digest);
   const gzip = head.subarray(0, 2).equals(GZIP_MAGIC);
 
-  const state: LayerState = { written: new Set(), ancestors: new Set(), dirTimes: [], dirs: new Map() };
+  const state: LayerState = { written: new Set(), ancestors: new Set(), dirTimes: [], dirs: new Map(), skippedDevices: new Set(), clearedSetid: [] };
   const diffHash = createHash('sha256');
   const parser = new Parser();
   let failure: unknown;
@@ -420,6 +458,7 @@ async function applyLayer(root: string, layer: LayerSource, path: string, warn: 
   }
   // Last, so the entries written under a directory don't bump its time again.
   for (const d of state.dirTimes.reverse()) utimesSync(d.path, d.atime, d.mtime);
+  reportChanges(layer, state, warn);
 }
 
 /** Removes leftovers from an interrupted unpack: a temp directory is never trusted or reused. */
