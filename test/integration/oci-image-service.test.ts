@@ -1,6 +1,6 @@
 // OciImageService against the in-process registry: reference → manifest → rootfs, platforms,
 // auth, registry errors, digest checks, resume, de-duplication, crash leftovers, ext4 volumes,
-// garbage collection, hostile layers (device nodes, setuid bits) and the kernel and
+// garbage collection, hostile layers (device nodes, setuid bits, gzip bombs) and the kernel and
 // initrd steps taking files out of pulled images through the real filesystem adapter (symlinks
 // kept inside the image). Real files, real HTTP, real mkfs.ext4/debugfs.
 import assert from 'node:assert/strict';
@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
 
 import { NodeVmFilesystem } from '../../src/adapters/fs/vm-filesystem.js';
 import { OciImageService, type OciImageServiceOptions } from '../../src/adapters/images/oci-image-service.js';
@@ -23,7 +24,7 @@ import { StepContext } from '../../src/core/steps/step.js';
 import { makeTempDir } from '../helpers/daemon.js';
 import { MemoryNetwork, MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
 import { sampleVm } from '../helpers/fixtures.js';
-import { MT, RecordingLogger, TestRegistry, buildImage, buildIndex, buildLayer, sha256, type BuiltImage } from '../helpers/oci-registry.js';
+import { MT, RecordingLogger, TestRegistry, buildImage, buildIndex, buildLayer, buildTar, sha256, type BuiltImage } from '../helpers/oci-registry.js';
 
 const dirs: string[] = [];
 after(() => {
@@ -616,6 +617,25 @@ describe('OciImageService: hostile layers', () => {
       `pulling ${ref}: layer ${layer}: skipped 2 device nodes (dev/sda, dev/mem): layers never create device nodes on the host`,
       `pulling ${ref}: layer ${layer}: cleared the setuid/setgid bits of 1 entry (usr/bin/su): unpacked images never keep them`,
     ]);
+  });
+
+  it('fails an image that unpacks past maxUnpackedBytes, says how to raise it, and keeps no partial rootfs', async () => {
+    const MiB = 1024 * 1024;
+    // 32 MiB of zeros compress to ~32 KiB: the layer is small and verified, its content is not.
+    const bombLayer = gzipSync(buildTar({ 'var/zeros': Buffer.alloc(32 * MiB) }));
+    assert.ok(bombLayer.length < MiB);
+    const bomb = buildImage([bombLayer]);
+    registry.push('test/bomb', 'v1', bomb);
+    registry.push('test/small', 'v1', twoLayerImage('small'));
+    const { svc, images } = setup({ maxUnpackedBytes: 2 * MiB });
+    const ref = `${registry.host}/test/bomb:v1`;
+    await assert.rejects(svc.pull(ref), {
+      message: `pulling ${ref}: layer ${bomb.layerDigests[0] ?? ''}: the image unpacks to more than 2 MiB, the limit per image; raise image-max-unpacked-size (now 2 MiB) to pull it`,
+    });
+    assert.deepEqual(readdirSync(join(images, 'rootfs')), [], 'the partial unpack is gone');
+    // Images within the limit still pull.
+    const small = await svc.pull(`${registry.host}/test/small:v1`);
+    assert.equal(readFileSync(join(small.rootfs, 'etc/hello'), 'utf8'), 'hello small\n');
   });
 });
 

@@ -1,6 +1,6 @@
 // Layer unpacking: whiteouts, symlinks kept verbatim, paths kept inside the root, owners and
-// modes (never setuid/setgid), no device nodes, compression detection, and the
-// temp-dir-then-rename discipline.
+// modes (never setuid/setgid), no device nodes, the bound on unpacked bytes, compression
+// detection, and the temp-dir-then-rename discipline.
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -200,6 +200,30 @@ describe('unpackImage', () => {
       `layer ${base.digest}: skipped 4 device nodes (dev/null, dev/sda, dev/mem, dev/null-again): layers never create device nodes on the host`,
       `layer ${upper.digest}: skipped 1 device node (etc/hostname): layers never create device nodes on the host`,
     ]);
+  });
+
+  it('fails an image that unpacks to more than the limit, across layers, and leaves nothing behind', async () => {
+    const MiB = 1024 * 1024;
+    // 64 MiB of zeros: a ~64 KiB gzip, a bomb in miniature.
+    const bomb = layerFile(gzipSync(buildTar({ zeros: Buffer.alloc(64 * MiB) })));
+    assert.ok(statSync(bomb.path as string).size < MiB);
+    const parent = join(dir, 'rootfs-bomb');
+    await assert.rejects(unpackImage(parent, 'b'.repeat(64), [bomb], { maxBytes: 4 * MiB }), {
+      name: 'Error',
+      message: `layer ${bomb.digest}: the image unpacks to more than 4 MiB`,
+    });
+    assert.deepEqual(readdirSync(parent), [], 'the partial unpack is removed');
+
+    // The limit is per image: two layers under it alone, over it together.
+    const a = layer({ 'part-a': Buffer.alloc(3 * MiB) });
+    const b = layer({ 'part-b': Buffer.alloc(3 * MiB) });
+    await assert.rejects(
+      unpackImage(parent, 'a'.repeat(64), [a, b], { maxBytes: 4 * MiB }),
+      new RegExp(`^Error: layer ${b.digest}: the image unpacks to more than 4 MiB$`),
+    );
+    assert.deepEqual(readdirSync(parent), []);
+    const fits = await unpackImage(parent, 'c'.repeat(64), [a], { maxBytes: 4 * MiB });
+    assert.equal(statSync(join(fits, 'part-a')).size, 3 * MiB);
   });
 
   it('whiteouts remove lower files and directories; opaque directories lose their lower contents', async () => {

@@ -14,7 +14,9 @@
 //     a directory's lower contents; what the same layer wrote is kept whatever the entry order;
 //   - the tree lives on the host, written by root: device nodes are never created (a node for
 //     the host's disk would be a way in for anyone who can read the cache) and setuid/setgid
-//     bits are cleared, each counted and reported once per layer.
+//     bits are cleared, each counted and reported once per layer;
+//   - the decompressed bytes of all layers together are bounded, so a gzip bomb fails the pull
+//     instead of filling the disk.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
@@ -42,6 +44,7 @@ import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 
+import { formatSize } from '../../config/size.js';
 import { lookupInRoot } from '../fs/root-path.js';
 
 const execFileAsync = promisify(execFile);
@@ -60,6 +63,18 @@ export interface LayerSource {
 export interface UnpackOptions {
   /** Entries skipped or changed (device nodes, setuid/setgid bits, unknown types). */
   readonly warn?: (message: string) => void;
+  /** Decompressed bytes (tar stream) of all layers together; beyond them the unpack fails. */
+  readonly maxBytes?: number;
+}
+
+/** The image is larger unpacked than `UnpackOptions.maxBytes`. */
+export class UnpackLimitError extends Error {
+  constructor(
+    message: string,
+    readonly limit: number,
+  ) {
+    super(message);
+  }
 }
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
@@ -357,6 +372,12 @@ async function sniff(path: string): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Decompressed bytes the layers of one image may still produce. */
+interface ByteBudget {
+  used: number;
+  readonly limit: number;
+}
+
 /** "3 device nodes (dev/null, dev/zero, dev/sda)", naming the first few. */
 function counted(one: string, many: string, paths: readonly string[]): string {
   const shown = paths.slice(0, 5).join(', ');
@@ -374,7 +395,7 @@ function reportChanges(layer: LayerSource, state: LayerState, warn: (m: string) 
 }
 
 /** Applies one layer's tar on top of `root`. */
-async function applyLayer(root: string, layer: LayerSource, path: string, warn: (m: string) => void): Promise<void> {
+async function applyLayer(root: string, layer: LayerSource, path: string, warn: (m: string) => void, budget: ByteBudget): Promise<void> {
   layerCompression(layer.mediaType, layer.digest);
   // Trust the bytes over the media type (as containerd does): some tools label gzip as plain tar.
   const head = await sniff(path);
@@ -429,6 +450,12 @@ async function applyLayer(root: string, layer: LayerSource, path: string, warn: 
     for await (const chunk of source) {
       if (failure !== undefined) break;
       const buf = chunk as Buffer;
+      // Counted before the parser sees the bytes: nothing past the limit is ever written.
+      budget.used += buf.length;
+      if (budget.used > budget.limit) {
+        fail(new UnpackLimitError(`layer ${layer.digest}: the image unpacks to more than ${formatSize(budget.limit)}`, budget.limit));
+        break;
+      }
       diffHash.update(buf);
       if (onlyZeros && buf.some((b) => b !== 0)) onlyZeros = false;
       if (!parser.write(buf)) {
@@ -498,8 +525,9 @@ export async function unpackImage(rootfsParent: string, hex: string, layers: rea
   const tmp = join(rootfsParent, `.tmp-${hex}-${randomBytes(4).toString('hex')}`);
   await mkdir(tmp, { mode: 0o755 });
   const warn = options.warn ?? (() => undefined);
+  const budget: ByteBudget = { used: 0, limit: options.maxBytes ?? Number.POSITIVE_INFINITY };
   try {
-    for (const layer of layers) await applyLayer(tmp, layer, await layer.path, warn);
+    for (const layer of layers) await applyLayer(tmp, layer, await layer.path, warn, budget);
     await syncFilesystem(tmp);
     try {
       await rename(tmp, target);
