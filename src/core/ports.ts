@@ -310,6 +310,21 @@ export interface Logger {
   child(bindings: Record<string, string | number>): Logger;
 }
 
+/**
+ * Why an image has no usable file at a path: nothing there (`missing`), symbolic links that lead
+ * to nothing inside the image (`dangling-symlink`), something that is not a regular file
+ * (directory, device node, fifo, socket), or more links than a lookup follows.
+ */
+export type FileInRootProblem = 'missing' | 'dangling-symlink' | 'not-a-regular-file' | 'symlink-loop';
+
+/**
+ * A file looked up inside an unpacked image (`VmFilesystem.fileInRoot`): its host path, or why
+ * the image has no usable file there. `path` is the in-image path asked for; `reason` names it.
+ */
+export type FileInRoot =
+  | { readonly ok: true; readonly hostPath: string }
+  | { readonly ok: false; readonly problem: FileInRootProblem; readonly path: string; readonly reason: string };
+
 /** The host filesystem as the steps use it: VM dirs `<state-dir>/vm/<ns>/<name>/<uid>/`, device nodes, volume files. */
 export interface VmFilesystem {
   vmDir(id: VmId): string;
@@ -323,7 +338,18 @@ export interface VmFilesystem {
   cloneFile(source: string, target: string): Promise<void>;
   /** A qcow2 overlay whose reads fall through to the (never modified) raw `backing` file. */
   overlayFile(backing: string, target: string): Promise<void>;
+  /**
+   * A regular file at this host path itself: a symlink there is not followed, so a kernel or
+   * initrd path recorded as a link (before `fileInRoot`) counts as missing and is looked up again.
+   */
   fileExists(path: string): Promise<boolean>;
-  /** Entry names of a directory; empty when it does not exist. */
-  listDir(path: string): Promise<string[]>;
+  /**
+   * The regular file `path` inside `root` (an unpacked image), looked up as the guest would see
+   * it: symlinks are followed but stay in the root (absolute targets start at `root`, `..` stops
+   * there, at most 40 links). Anything but a regular file is refused with the reason. The only
+   * way the daemon takes a file out of an image, so an image's links never reach host files.
+   */
+  fileInRoot(root: string, path: string): Promise<FileInRoot>;
+  /** Entry names of directory `path` inside `root`, resolved like `fileInRoot`; empty when there is none. */
+  listDirInRoot(root: string, path: string): Promise<string[]>;
 }

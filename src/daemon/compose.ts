@@ -49,6 +49,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     insecureRegistries: config.insecureRegistries,
     credentials: config.registryAuth,
     keepMs: config.imageKeepTimeMs,
+    maxUnpackedBytes: config.imageMaxUnpackedBytes,
     // One VM's kernel and initrd come from one image: resolve its tag once, not per step.
     tagTtlMs: 5000,
     log: log.child({ component: 'images' }),

@@ -5,6 +5,7 @@ import type {
   CharDeviceNumbers,
   CloudInitDiskBuilder,
   CloudInitFiles,
+  FileInRoot,
   ImageService,
   LocalImage,
   LinkInfo,
@@ -146,8 +147,15 @@ export class MemoryFilesystem implements VmFilesystem {
   fileExists(path: string): Promise<boolean> {
     return Promise.resolve(this.files.has(path));
   }
-  listDir(path: string): Promise<string[]> {
-    const prefix = `${path}/`;
+  /** No symlinks in memory: a file is there under `<root>/<path>` or it is missing. */
+  fileInRoot(root: string, path: string): Promise<FileInRoot> {
+    const parts = path.split('/').filter((p) => p !== '' && p !== '.');
+    const hostPath = `${root}/${parts.join('/')}`;
+    if (this.files.has(hostPath)) return Promise.resolve({ ok: true, hostPath });
+    return Promise.resolve({ ok: false, problem: 'missing', path, reason: `${path} does not exist` });
+  }
+  listDirInRoot(root: string, path: string): Promise<string[]> {
+    const prefix = `${root}/${path}/`;
     const names = [...this.files.keys()].filter((f) => f.startsWith(prefix)).map((f) => f.slice(prefix.length).split('/')[0] ?? '');
     return Promise.resolve([...new Set(names)].sort());
   }

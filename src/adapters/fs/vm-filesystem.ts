@@ -1,10 +1,12 @@
-// VM state directories and device nodes on the local filesystem.
+// VM state directories and device nodes on the local filesystem, and files inside unpacked
+// images, looked up without leaving them (root-path.ts).
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { lstat, mkdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { VmId } from '../../core/model.js';
-import type { VmFilesystem } from '../../core/ports.js';
+import type { FileInRoot, VmFilesystem } from '../../core/ports.js';
+import { listDirInRoot, regularFileInRoot } from './root-path.js';
 
 const run = promisify(execFile);
 
@@ -88,21 +90,20 @@ export class NodeVmFilesystem implements VmFilesystem {
     await rename(partial, target);
   }
 
-  async listDir(path: string): Promise<string[]> {
-    try {
-      return (await readdir(path)).sort();
-    } catch (e) {
-      if (isMissing(e)) return [];
-      throw e;
-    }
-  }
-
   async fileExists(path: string): Promise<boolean> {
     try {
-      return (await stat(path)).isFile();
+      return (await lstat(path)).isFile();
     } catch (e) {
       if (isMissing(e)) return false;
       throw e;
     }
+  }
+
+  fileInRoot(root: string, path: string): Promise<FileInRoot> {
+    return Promise.resolve().then(() => regularFileInRoot(root, path));
+  }
+
+  listDirInRoot(root: string, path: string): Promise<string[]> {
+    return Promise.resolve().then(() => listDirInRoot(root, path));
   }
 }

@@ -26,7 +26,8 @@ import {
   type RegistryCredential,
   type ResolvedManifest,
 } from './registry-client.js';
-import { layerCompression, removeTempDirs, unpackImage, type LayerSource } from './unpack.js';
+import { formatSize } from '../../config/size.js';
+import { layerCompression, removeTempDirs, UnpackLimitError, unpackImage, type LayerSource } from './unpack.js';
 
 export interface OciImageServiceOptions {
   readonly stateDir: string;
@@ -53,6 +54,11 @@ export interface OciImageServiceOptions {
    */
   readonly tagTtlMs?: number;
   readonly requestTimeoutMs?: number;
+  /**
+   * Decompressed bytes one image may unpack to (config `image-max-unpacked-size`, default 8 GiB):
+   * layers are verified by digest, but a small verified layer can still inflate without end.
+   */
+  readonly maxUnpackedBytes?: number;
 }
 
 interface RefEntry {
@@ -82,6 +88,7 @@ interface PullInFlight {
 const DEFAULT_KEEP_MS = 24 * 60 * 60 * 1000;
 const PROGRESS_LOG_INTERVAL_MS = 500;
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_UNPACKED_BYTES = 8 * 1024 ** 3;
 
 function canonical(ref: ImageRef): string {
   return `${ref.registry}/${ref.repository}${ref.tag !== undefined ? `:${ref.tag}` : ''}${ref.digest !== undefined ? `@${ref.digest}` : ''}`;
@@ -164,6 +171,7 @@ export class OciImageService implements ImageService {
   private readonly keepMs: number;
   private readonly concurrentDownloads: number;
   private readonly ext4Label: string;
+  private readonly maxUnpackedBytes: number;
   private readonly tagTtlMs: number;
 
   private readonly pulls = new Map<string, PullInFlight>();
@@ -191,6 +199,7 @@ export class OciImageService implements ImageService {
     this.keepMs = options.keepMs ?? DEFAULT_KEEP_MS;
     this.concurrentDownloads = Math.max(1, options.concurrentDownloads ?? 3);
     this.ext4Label = options.ext4Label ?? 'rootfs';
+    this.maxUnpackedBytes = options.maxUnpackedBytes ?? DEFAULT_MAX_UNPACKED_BYTES;
   }
 
   pull(ref: string, onProgress?: (progress: ImageProgress) => void): Promise<LocalImage> {
@@ -496,7 +505,11 @@ export class OciImageService implements ImageService {
     try {
       await unpackImage(this.rootfsDir, splitDigest(resolved.digest).hex, layers, {
         warn: (message) => this.log.warn({ image: ref }, `pulling ${ref}: ${message}`),
+        maxBytes: this.maxUnpackedBytes,
       });
+    } catch (e) {
+      if (!(e instanceof UnpackLimitError)) throw e;
+      throw new Error(`${e.message}, the limit per image; raise image-max-unpacked-size (now ${formatSize(e.limit)}) to pull it`, { cause: e });
     } finally {
       // Downloads still running finish into the cache (useful next time) before we report.
       await Promise.allSettled(downloads);

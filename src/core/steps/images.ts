@@ -14,15 +14,23 @@ export function volumePath(vmDir: string, volumeId: string, format: 'raw' | 'qco
   return join(vmDir, 'volumes', `${volumeId}.${format === 'qcow2' ? 'qcow2' : 'img'}`);
 }
 
-/** The first candidate that exists in the image, or an error listing what `boot/` holds. */
+/**
+ * The host path of the first candidate that is a regular file in the image, or an error saying
+ * why each candidate that is there was refused and what `boot/` holds. Looked up through the
+ * filesystem port, which keeps symlinks inside the image: `boot/initrd -> /etc/hostname` is the
+ * image's /etc/hostname or nothing, never the host's.
+ */
 async function findInImage(ctx: StepContext, image: LocalImage, what: string, candidates: readonly string[]): Promise<string> {
+  const refused: string[] = [];
   for (const candidate of candidates) {
-    const path = join(image.rootfs, candidate);
-    if (await ctx.ports.fs.fileExists(path)) return path;
+    const found = await ctx.ports.fs.fileInRoot(image.rootfs, candidate);
+    if (found.ok) return found.hostPath;
+    // A plain absence is the normal case for all but one candidate; anything else is worth saying.
+    if (found.problem !== 'missing') refused.push(found.reason);
   }
-  const boot = await ctx.ports.fs.listDir(join(image.rootfs, 'boot'));
+  const boot = await ctx.ports.fs.listDirInRoot(image.rootfs, 'boot');
   throw new Error(
-    `${what} ${candidates.join(' or ')} not found in image ${image.ref}; its boot/ directory ${boot.length > 0 ? `holds: ${boot.join(', ')}` : 'is empty or missing'}`,
+    `${what} ${candidates.join(' or ')} not found in image ${image.ref}${refused.length > 0 ? ` (${refused.join('; ')})` : ''}; its boot/ directory ${boot.length > 0 ? `holds: ${boot.join(', ')}` : 'is empty or missing'}`,
   );
 }
 
@@ -30,6 +38,7 @@ function withImage(status: MicroVMStatus, use: string, digest: string): Readonly
   return { ...status.images, [use]: digest };
 }
 
+/** No usable file at the recorded path; a symlink there (recorded by an older daemon) counts as none. */
 async function mountMissing(ctx: StepContext, mount: Mount | undefined): Promise<boolean> {
   return mount === undefined || !(await ctx.ports.fs.fileExists(mount.source));
 }
