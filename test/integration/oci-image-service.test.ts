@@ -686,7 +686,7 @@ describe('kernel and initrd steps on pulled images: symlinks stay inside the ima
         providers: new StaticProviderRegistry([new MemoryProvider(processes)], 'qemu'),
         clock: { now: () => Date.now() },
         ids: { next: () => 'unused' },
-        hostNetwork: {},
+        hostNetwork: { deviceOwner: '0123456789ab' },
         processes,
         cidata: { build: () => Promise.reject(new Error('no cidata in this test')) },
         deleteVmTimeoutMs: 1000,
