@@ -11,7 +11,7 @@
 // - A reconcile interrupted by the daemon's shutdown is not a failed attempt: it isn't counted,
 //   and its queue entry makes the next start pick it up.
 // - Time comes from the Clock and Timers ports, so backoff is tested in fake time.
-import { errorMessage } from './result.js';
+import { errorMessage, PermanentFailure } from './result.js';
 import type { MicroVM, MicroVMStatus } from './model.js';
 import { vmIdString } from './model.js';
 import { createPlan, deletePlan } from './plans.js';
@@ -183,17 +183,19 @@ export class Reconciler implements ReconcileTrigger {
       const current = this.repo.get(uid);
       if (current === undefined) return;
       if (!deleting && current.deletedAt !== undefined) return; // aborted by a delete
-      this.recordFailure(current, ctx.status, errorMessage(e), log);
+      this.recordFailure(current, ctx.status, errorMessage(e), log, e instanceof PermanentFailure);
     }
   }
 
-  private recordFailure(vm: MicroVM, working: MicroVMStatus, message: string, log: Logger): void {
+  private recordFailure(vm: MicroVM, working: MicroVMStatus, message: string, log: Logger, permanent: boolean): void {
     const now = this.clock.now();
     const retry = vm.status.retry + 1;
     const deleting = vm.deletedAt !== undefined;
     // A delete is never given up: it retries with capped backoff until the host is clean.
-    if (!deleting && retry > this.options.maxRetry) {
-      const failureReason = `reconcile failed ${retry} times; last error: ${message}`;
+    if (!deleting && (permanent || retry > this.options.maxRetry)) {
+      const failureReason = permanent
+        ? `${message} (not retried: no retry can succeed until that changes)`
+        : `reconcile failed ${retry} times; last error: ${message}`;
       const { nextRetryAt: _dropped, ...rest } = working;
       this.repo.saveStatus(vm.id.uid, { ...rest, state: 'failed', retry, lastError: message, failureReason }, now);
       this.repo.dequeue(vm.id.uid);

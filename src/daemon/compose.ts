@@ -23,7 +23,7 @@ import { VmmWatcher } from '../core/vmm-watcher.js';
 import { MicroVMService } from '../core/service.js';
 import type { StepPorts } from '../core/steps/step.js';
 import { splitHostPort } from './endpoint.js';
-import { checkPrerequisites, PrerequisiteError, VOLUME_PROGRAMS } from './prerequisites.js';
+import { checkHostNetwork, checkPrerequisites, PrerequisiteError, VOLUME_PROGRAMS } from './prerequisites.js';
 
 export interface RunningDaemon {
   readonly grpcPort: number;
@@ -65,8 +65,10 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     ...(overrides.network === undefined ? [{ program: 'ip', for: 'host networking (taps, macvtaps)' }] : []),
     ...VOLUME_PROGRAMS,
   ]);
-  for (const warning of prerequisites.warnings) log.warn({}, warning);
-  if (prerequisites.errors.length > 0) throw new PrerequisiteError(prerequisites.errors);
+  const hostNetworkReport = await checkHostNetwork(network, { parentIface: config.parentIface, bridgeName: config.bridgeName });
+  for (const warning of [...prerequisites.warnings, ...hostNetworkReport.warnings]) log.warn({}, warning);
+  const refusals = [...prerequisites.errors, ...hostNetworkReport.errors];
+  if (refusals.length > 0) throw new PrerequisiteError(refusals);
   const claim = claimStateDir(config.stateDir);
   const repo = SqliteMicroVMRepository.open(config.stateDir);
 
@@ -97,7 +99,17 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     maxMemoryMb: config.maximumMemoryMb,
     maxMetadataBytes: config.maximumMetadataKb * 1024,
   };
-  const service = new MicroVMService({ repo, reconciler, providers, limits, clock, ids, log, hostChecks: virtiofsHostChecks(config.virtiofsAllowedRoots) });
+  const service = new MicroVMService({
+    repo,
+    reconciler,
+    providers,
+    limits,
+    clock,
+    ids,
+    log,
+    hostChecks: virtiofsHostChecks(config.virtiofsAllowedRoots),
+    hostNetwork: ports.hostNetwork,
+  });
   const metrics = new ApiMetrics();
 
   const removed = await sweepOrphanDevices(repo, network, claim.owner, log);

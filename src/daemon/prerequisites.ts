@@ -5,7 +5,7 @@
 // service, and qemu-img when it opens qcow2 overlays.
 import { missingProgramMessage } from '../adapters/host/dependencies.js';
 import { findExecutable } from '../adapters/providers/host.js';
-import type { ProviderRegistry, VmmProvider } from '../core/ports.js';
+import type { NetworkService, ProviderRegistry, VmmProvider } from '../core/ports.js';
 
 export interface ProgramNeed {
   readonly program: string;
@@ -59,4 +59,30 @@ export class PrerequisiteError extends Error {
     super(`missing prerequisites: ${errors.join('; ')}`);
     this.name = 'PrerequisiteError';
   }
+}
+
+/**
+ * The configured parent-iface and bridge-name, as the host has them. A bridge-name that names a
+ * device which is not a bridge is a mistake no VM can survive: refused. A missing one may still
+ * appear (a bond or bridge made after the daemon starts): a warning, and VMs needing it fail with
+ * its name until it does.
+ */
+export async function checkHostNetwork(
+  network: Pick<NetworkService, 'getLink'>,
+  host: { readonly parentIface?: string; readonly bridgeName?: string },
+): Promise<PrerequisiteReport> {
+  const errors: string[] = [];
+  const warnings: string[] = [];
+  if (host.parentIface !== undefined && host.parentIface !== '' && (await network.getLink(host.parentIface)) === undefined) {
+    warnings.push(`parent-iface "${host.parentIface}" does not exist (yet): macvtap VMs will fail until it does`);
+  }
+  if (host.bridgeName !== undefined && host.bridgeName !== '') {
+    const bridge = await network.getLink(host.bridgeName);
+    if (bridge === undefined) warnings.push(`bridge-name "${host.bridgeName}" does not exist (yet): tap VMs will fail until it does`);
+    else if (bridge.kind !== 'bridge')
+      errors.push(
+        `bridge-name "${host.bridgeName}" is a ${bridge.kind === '' ? 'plain' : bridge.kind} device, not a bridge: name a bridge (ip link add NAME type bridge)`,
+      );
+  }
+  return { errors, warnings };
 }

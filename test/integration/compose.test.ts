@@ -35,6 +35,7 @@ describeWith('daemon composition', QEMU_PROGRAMS, {}, () => {
         'http-endpoint': '127.0.0.1:0',
         'debug-endpoint': '127.0.0.1:0',
         'bridge-name': 'br0',
+        'parent-iface': 'eth0',
         insecure: true,
         'basic-auth-token': 'tok',
         'default-provider': 'qemu',

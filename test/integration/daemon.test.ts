@@ -300,6 +300,23 @@ describeWith('flintlockd start-up and host network errors', QEMU_DAEMON, {}, () 
     }
   });
 
+  it('refuses a bridge-name that is not a bridge, and warns about a parent-iface that does not exist', async () => {
+    const ns = createTestNetns();
+    const dir = makeTempDir('fl-it-');
+    try {
+      await assert.rejects(
+        startDaemon({ netns: ns.name, dir, config: { 'bridge-name': 'eth0', ...FAST } }),
+        /flintlockd exited with 1:[^]*bridge-name \\"eth0\\" is a veth device, not a bridge/,
+      );
+      const daemon = await startDaemon({ netns: ns.name, dir, config: { 'parent-iface': 'nosuch0', 'bridge-name': 'br0', ...FAST } });
+      assert.match(daemon.output(), /parent-iface \\"nosuch0\\" does not exist \(yet\): macvtap VMs will fail until it does/);
+      await daemon.stop();
+    } finally {
+      ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses an unknown config key, naming it', async () => {
     const { code, output } = await runDaemonExpectingExit({ insecure: true, 'bridge-name': 'br0', 'parent-ifaec': 'eth0' });
     assert.equal(code, 2);
@@ -335,7 +352,7 @@ describeWith('flintlockd start-up and host network errors', QEMU_DAEMON, {}, () 
     }
   });
 
-  it('fails macvtap VMs without parent-iface and tap VMs without a bridge, with the original messages', async () => {
+  it('refuses macvtap VMs without parent-iface and tap VMs without a bridge at Create (FAILED_PRECONDITION), naming the config key', async () => {
     const ns = createTestNetns();
     const dirs = [makeTempDir('fl-it-'), makeTempDir('fl-it-')];
     const daemons: DaemonHandle[] = [];
@@ -343,18 +360,20 @@ describeWith('flintlockd start-up and host network errors', QEMU_DAEMON, {}, () 
       daemons.push(await startDaemon({ netns: ns.name, dir: dirs[0], config: { 'bridge-name': 'br0', ...FAST, 'maximum-retry': 0 } }));
       daemons.push(await startDaemon({ netns: ns.name, dir: dirs[1], config: { 'parent-iface': 'eth0', ...FAST, 'maximum-retry': 0 } }));
       const [bridgeOnly, parentOnly] = daemons.map((d) => new TestClient(d.endpoint)) as [TestClient, TestClient];
-      const macvtapUid = (await bridgeOnly.create(capmvmSpec('needs-parent'))).spec?.uid ?? '';
+      await expectGrpcError(
+        bridgeOnly.create(capmvmSpec('needs-parent')),
+        grpcStatus.FAILED_PRECONDITION,
+        /interface eth1: a parent network device name is required for macvtap interfaces: .*\(config key parent-iface\)/,
+      );
       const tapSpec = capmvmSpec('needs-bridge');
       tapSpec.interfaces = [{ $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP }];
-      const tapUid = (await parentOnly.create(tapSpec)).spec?.uid ?? '';
-      const a = await waitFor('macvtap VM FAILED', async () =>
-        (await bridgeOnly.get(macvtapUid)).status?.state === State.FAILED ? bridgeOnly.get(macvtapUid) : undefined,
+      await expectGrpcError(
+        parentOnly.create(tapSpec),
+        grpcStatus.FAILED_PRECONDITION,
+        /interface eth0: a parent network device name is required for attaching a TAP interface: .*\(config key bridge-name/,
       );
-      const b = await waitFor('tap VM FAILED', async () =>
-        (await parentOnly.get(tapUid)).status?.state === State.FAILED ? parentOnly.get(tapUid) : undefined,
-      );
-      assert.equal(a.status?.lastError, 'a parent network device name is required for macvtap interfaces');
-      assert.equal(b.status?.lastError, 'a parent network device name is required for attaching a TAP interface');
+      assert.deepEqual(await bridgeOnly.list(), [], 'nothing stored');
+      assert.deepEqual(await parentOnly.list(), [], 'nothing stored');
       bridgeOnly.close();
       parentOnly.close();
     } finally {

@@ -204,7 +204,7 @@ describe('reconciler', () => {
     );
   });
 
-  it('fails with the original messages when no parent or bridge is configured', async () => {
+  it('fails at once, with the original messages and the config key, when no parent or bridge is configured', async () => {
     build(FAST, { deviceOwner: OWNER });
     const macvtap = create('vm-macvtap');
     const tap = create('vm-tap', [{ deviceId: 'eth0', type: 'tap' }]);
@@ -212,6 +212,9 @@ describe('reconciler', () => {
     const b = await waitFor('tap VM FAILED', () => (stateOf(tap) === 'failed' ? repo.get(tap) : undefined));
     assert.equal(a.status.lastError, MACVTAP_PARENT_REQUIRED);
     assert.equal(b.status.lastError, TAP_BRIDGE_REQUIRED);
+    // Permanent: FAILED after the first attempt, not retried to exhaustion.
+    assert.equal(a.status.retry, 1);
+    assert.match(a.status.failureReason ?? '', /config key parent-iface\) \(not retried/);
     assert.equal(network.links.size, 0);
   });
 

@@ -45,6 +45,7 @@ export interface RunningGrpcServer {
 
 const GRPC_CODES: Record<ErrorKind, grpc.status> = {
   'invalid-argument': grpc.status.INVALID_ARGUMENT,
+  'failed-precondition': grpc.status.FAILED_PRECONDITION,
   'not-found': grpc.status.NOT_FOUND,
   unauthenticated: grpc.status.UNAUTHENTICATED,
   'resource-exhausted': grpc.status.RESOURCE_EXHAUSTED,

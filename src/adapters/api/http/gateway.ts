@@ -56,6 +56,7 @@ class HttpError {
 
 const STATUS_OF: Record<ErrorKind, { status: number; code: number }> = {
   'invalid-argument': { status: 400, code: 3 },
+  'failed-precondition': { status: 400, code: 9 },
   'not-found': { status: 404, code: 5 },
   unauthenticated: { status: 401, code: 16 },
   'resource-exhausted': { status: 429, code: 8 },
