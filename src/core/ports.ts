@@ -46,7 +46,11 @@ export interface MicroVMRepository {
   /** Marks the VM deleting (keeping its status otherwise), resets retries, makes it due now. */
   markDeleting(uid: string, now: number): MicroVM | undefined;
   /** Stores a new status; bumps the version only when something changed. */
-  saveStatus(uid: string, status: MicroVMStatus, now: number): MicroVM | undefined;
+  /**
+   * Writes the status. With `expectedVersion`, only if the VM is still at that version (a
+   * compare-and-swap): undefined when it moved on (or is gone), and the writer must re-read.
+   */
+  saveStatus(uid: string, status: MicroVMStatus, now: number, expectedVersion?: number): MicroVM | undefined;
   /** Removes the VM, its queue entry and its device records. */
   remove(uid: string): void;
 

@@ -85,8 +85,12 @@ export class VmmWatcher {
   private async vmmAlive(vm: MicroVM): Promise<boolean> {
     const vmm = vm.status.vmm;
     if (vmm === undefined || (await this.processes.isAlive(vmm))) return true;
+    // Decide on fresh state: while isAlive ran, the reconciler may have started a new VMM (writing
+    // back this snapshot would record the dead pid and start a duplicate), or the VM moved on.
+    const current = this.repo.get(vm.id.uid);
+    if (current === undefined || !shouldRun(current) || !sameProcess(current.status.vmm, vmm)) return false;
     const lastExitReason = `vmm process ${vmm.pid} ended: ${this.processes.exitReason(vmm) ?? 'exit status unknown'}`;
-    this.repo.saveStatus(vm.id.uid, { ...vm.status, state: 'pending', lastExitReason }, this.clock.now());
+    if (this.repo.saveStatus(vm.id.uid, { ...current.status, state: 'pending', lastExitReason }, this.clock.now(), current.version) === undefined) return false;
     this.log.warn({ vmid: vmIdString(vm.id), pid: vmm.pid, reason: lastExitReason }, 'vmm exited; reconciling to restart it');
     this.reconciler.trigger(vm.id.uid);
     return false;
@@ -109,7 +113,7 @@ export class VmmWatcher {
       const devices = gone.map(([deviceId, s]) => `${s.hostDeviceName} (${deviceId})`).join(', ');
       const lastExitReason = `host device ${devices} disappeared under the running guest; the VMM was stopped to start it again with a new one`;
       if (await this.processes.isAlive(vmm)) await this.processes.signal(vmm, 'SIGKILL');
-      this.repo.saveStatus(vm.id.uid, { ...current.status, state: 'pending', lastExitReason }, this.clock.now());
+      if (this.repo.saveStatus(vm.id.uid, { ...current.status, state: 'pending', lastExitReason }, this.clock.now(), current.version) === undefined) continue;
       this.log.warn({ vmid: vmIdString(vm.id), devices }, 'host device disappeared; reconciling to repair it');
       this.reconciler.trigger(vm.id.uid);
     }
@@ -126,9 +130,13 @@ export class VmmWatcher {
       // Re-read: the VM may have changed while `ip neigh` ran.
       const current = this.repo.get(vm.id.uid);
       if (current?.status.state !== 'created') continue;
-      this.repo.saveStatus(vm.id.uid, { ...current.status, guestIps: ips }, this.clock.now());
+      this.repo.saveStatus(vm.id.uid, { ...current.status, guestIps: ips }, this.clock.now(), current.version);
     }
   }
+}
+
+function sameProcess(a: { pid: number; startTime: number } | undefined, b: { pid: number; startTime: number }): boolean {
+  return a !== undefined && a.pid === b.pid && a.startTime === b.startTime;
 }
 
 /** A VM whose VMM should be running the guest. */

@@ -361,6 +361,47 @@ describe('reconciler', () => {
     assert.equal(startsOf(uid), 2);
   });
 
+  it('never writes back a stale snapshot: a VMM restarted while the watcher checked the old one is kept', async () => {
+    build();
+    const uid = create('vm1');
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const old = repo.get(uid)?.status.vmm;
+    assert.ok(old);
+    // isAlive of the old VMM answers only after the reconciler has replaced it.
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = Object.create(processes) as MemoryProcesses;
+    slow.isAlive = async (p) => {
+      if (p.pid === old.pid) {
+        await gate;
+        return false;
+      }
+      return processes.isAlive(p);
+    };
+    const watcher = new VmmWatcher(repo, slow, network, reconciler, { now: () => Date.now() }, silentLogger(), { intervalMs: 500, addressEvery: 100 });
+    const checking = watcher.check();
+    processes.exit(old.pid, 'killed');
+    const fresh = await processes.spawn();
+    const current = repo.get(uid);
+    assert.ok(current);
+    repo.saveStatus(uid, { ...current.status, vmm: { pid: fresh.pid, startTime: fresh.startTime, provider: 'qemu' } }, Date.now());
+    release();
+    await checking;
+    const after = repo.get(uid);
+    assert.equal(after?.status.state, 'created', 'the watcher did not mark the VM pending from its stale snapshot');
+    assert.equal(after?.status.vmm?.pid, fresh.pid, 'the new VMM is still the recorded one');
+  });
+
+  it('refuses a status write from a stale version (compare-and-swap)', () => {
+    build();
+    const uid = create('vm1');
+    const seen = repo.get(uid);
+    assert.ok(seen);
+    assert.ok(repo.saveStatus(uid, { ...seen.status, lastError: 'first' }, Date.now(), seen.version), 'the current version writes');
+    assert.equal(repo.saveStatus(uid, { ...seen.status, lastError: 'stale' }, Date.now(), seen.version), undefined, 'the old version does not');
+    assert.equal(repo.get(uid)?.status.lastError, 'first');
+  });
+
   it('repairs a VM whose host device disappeared under the running guest: VMM stopped, new device, VMM started', async () => {
     build();
     const uid = create('vm1');
