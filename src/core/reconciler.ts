@@ -43,6 +43,8 @@ export class Reconciler implements ReconcileTrigger {
   private readonly running = new Map<string, AbortController>();
   /** When a VM that is running now must run again: the earliest of what was asked meanwhile. */
   private readonly rerunAt = new Map<string, number>();
+  /** VMs waiting out a retry: when one is ready, a VM's first attempt goes before them. */
+  private readonly retrying = new Set<string>();
   private readonly idleWaiters: Array<() => void> = [];
   private cancelResync: (() => void) | undefined;
   private stopped = true;
@@ -86,6 +88,7 @@ export class Reconciler implements ReconcileTrigger {
 
   trigger(uid: string): void {
     const now = this.clock.now();
+    this.retrying.delete(uid); // new intent (a create, a delete, a VMM that died): not a retry
     this.repo.enqueue(uid, now);
     const current = this.running.get(uid);
     if (current !== undefined) {
@@ -127,7 +130,9 @@ export class Reconciler implements ReconcileTrigger {
 
   private pump(): void {
     while (!this.stopped && this.running.size < this.options.concurrency) {
-      const index = this.ready.findIndex((uid) => !this.running.has(uid));
+      // First attempts before retries, so a healthy new VM never waits behind failing ones.
+      const fresh = this.ready.findIndex((uid) => !this.running.has(uid) && !this.retrying.has(uid));
+      const index = fresh >= 0 ? fresh : this.ready.findIndex((uid) => !this.running.has(uid));
       if (index < 0) break;
       const [uid] = this.ready.splice(index, 1) as [string];
       const controller = new AbortController();
@@ -151,6 +156,7 @@ export class Reconciler implements ReconcileTrigger {
     const vm = this.repo.get(uid);
     if (vm === undefined) {
       this.repo.dequeue(uid);
+      this.retrying.delete(uid);
       return;
     }
     const log = this.log.child({ vmid: vmIdString(vm.id) });
@@ -163,6 +169,7 @@ export class Reconciler implements ReconcileTrigger {
     const started = this.clock.now();
     try {
       const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, signal);
+      this.retrying.delete(uid);
       if (deleting) {
         this.repo.remove(uid);
         log.info({ steps: executed, ms: this.clock.now() - started }, 'microvm deleted');
@@ -199,9 +206,11 @@ export class Reconciler implements ReconcileTrigger {
       const { nextRetryAt: _dropped, ...rest } = working;
       this.repo.saveStatus(vm.id.uid, { ...rest, state: 'failed', retry, lastError: message, failureReason }, now);
       this.repo.dequeue(vm.id.uid);
-      log.error({ retry, reason: failureReason }, 'microvm failed: retries exhausted');
+      this.retrying.delete(vm.id.uid);
+      log.error({ retry, reason: failureReason }, permanent ? 'microvm failed: permanent failure' : 'microvm failed: retries exhausted');
       return;
     }
+    this.retrying.add(vm.id.uid);
     const delay = backoffDelay(retry, this.options.backoffBaseMs, this.options.backoffMaxMs);
     const nextRetryAt = now + delay;
     this.repo.saveStatus(vm.id.uid, { ...working, state: deleting ? 'deleting' : 'pending', retry, lastError: message, nextRetryAt }, now);

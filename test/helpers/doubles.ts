@@ -88,14 +88,19 @@ export class MemoryNetwork implements NetworkService {
 export class MemoryImages implements ImageService {
   readonly pulls: string[] = [];
   failWith: string | undefined;
+  /** When set, only pulls of these refs fail with `failWith`. */
+  failOnly: Set<string> | undefined;
+  /** Awaited before a pull answers (a slow registry). */
+  delay: ((ref: string) => Promise<void>) | undefined;
   constructor(private readonly fs: MemoryFilesystem) {}
 
-  pull(ref: string): Promise<LocalImage> {
+  async pull(ref: string): Promise<LocalImage> {
     this.pulls.push(ref);
-    if (this.failWith !== undefined) return Promise.reject(new Error(this.failWith));
+    if (this.delay !== undefined) await this.delay(ref);
+    if (this.failWith !== undefined && (this.failOnly === undefined || this.failOnly.has(ref))) throw new Error(this.failWith);
     const rootfs = `/images/rootfs/${ref.replace(/[^a-z0-9]/g, '_')}`;
     for (const file of ['boot/vmlinux', 'boot/initrd']) this.fs.files.set(`${rootfs}/${file}`, ref);
-    return Promise.resolve({ ref, digest: `sha256:${Buffer.from(ref).toString('hex').padEnd(64, '0').slice(0, 64)}`, rootfs });
+    return { ref, digest: `sha256:${Buffer.from(ref).toString('hex').padEnd(64, '0').slice(0, 64)}`, rootfs };
   }
   ext4(image: LocalImage, sizeMb?: number): Promise<string> {
     const path = `/images/ext4/${image.digest.slice(7, 19)}-${sizeMb ?? 'auto'}.img`;

@@ -40,16 +40,20 @@ export class FakeTime implements Clock, Timers {
     for (let i = 0; i < rounds; i++) await yieldToIo();
   }
 
-  /** Moves time forward by `ms`, running each timer when its time comes (and settling after each). */
+  /**
+   * Moves time forward by `ms`. Timers due at the same instant run together, in the order they were
+   * set (as Node runs all expired timers in one pass), then everything settles before the next.
+   */
   async advance(ms: number): Promise<void> {
     const target = this.current + ms;
     for (;;) {
       await this.settle();
-      const next = [...this.pending].sort((a, b) => a.at - b.at || a.seq - b.seq)[0];
-      if (next === undefined || next.at > target) break;
-      this.pending = this.pending.filter((p) => p !== next);
-      this.current = next.at;
-      next.fn();
+      const at = Math.min(...this.pending.map((p) => p.at));
+      if (!Number.isFinite(at) || at > target) break;
+      const due = this.pending.filter((p) => p.at === at).sort((a, b) => a.seq - b.seq);
+      this.pending = this.pending.filter((p) => p.at !== at);
+      this.current = at;
+      for (const entry of due) entry.fn();
     }
     this.current = target;
     await this.settle();

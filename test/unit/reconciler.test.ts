@@ -492,6 +492,35 @@ describe('reconciler', () => {
       assert.equal(repo.get(uid), undefined, 'deleted at once, not after the backoff');
     });
 
+    it("runs a new VM's first attempt before other VMs' retries", async () => {
+      const time = new FakeTime();
+      images.failWith = 'registry unreachable';
+      images.failOnly = new Set(['registry.local/bad:1']);
+      build({ ...DEFAULTS, concurrency: 1 }, undefined, time);
+      const bad = (name: string): string => {
+        const created = service.create({ ...input(name), kernel: { image: 'registry.local/bad:1', cmdline: {}, addNetworkConfig: false } });
+        assert.ok(created.ok);
+        return created.value.id.uid;
+      };
+      for (let i = 0; i < 30; i++) bad(`bad-${i}`);
+      await time.advance(0);
+      const badPulls = (): number => images.pulls.filter((r) => r === 'registry.local/bad:1').length;
+      assert.equal(badPulls(), 30, 'every failing VM had its first attempt');
+      // From now on each failing pull takes 10 ms: the retries, all due at 5 s, queue up.
+      images.delay = (ref) => (ref === 'registry.local/bad:1' ? new Promise((r) => time.after(10, r)) : Promise.resolve());
+      // All 30 retries come due at once; a healthy VM is created at that very moment.
+      let healthy = '';
+      time.after(5005, () => (healthy = create('healthy')));
+      await time.advance(5005 + 20);
+      assert.equal(stateOf(healthy), 'created', 'created within 20 ms of a queue of 30 retries taking 10 ms each');
+      const order = images.pulls.slice(30);
+      const healthyAt = order.indexOf('registry.local/kernel:1');
+      assert.ok(healthyAt >= 0 && healthyAt <= 1, `the healthy VM went before the retries that were due with it (${healthyAt} retries ran first)`);
+      await time.advance(1000);
+      assert.equal(badPulls(), 60, 'and the retries all ran after it');
+      images.delay = undefined;
+    });
+
     it('does not count a reconcile interrupted by shutdown, and resumes it at the next start', async () => {
       provider.failStarts = 1; // the VMM start in flight when the daemon stops fails
       provider.startDelayMs = 50;
