@@ -11,7 +11,7 @@
 // - A reconcile interrupted by the daemon's shutdown is not a failed attempt: it isn't counted,
 //   and its queue entry makes the next start pick it up.
 // - Time comes from the Clock and Timers ports, so backoff is tested in fake time.
-import { errorMessage, PermanentFailure } from './result.js';
+import { errorMessage, isDiskFull, PermanentFailure } from './result.js';
 import type { MicroVM, MicroVMStatus } from './model.js';
 import { vmIdString } from './model.js';
 import { createPlan, deletePlan } from './plans.js';
@@ -45,6 +45,8 @@ export class Reconciler implements ReconcileTrigger {
   private readonly rerunAt = new Map<string, number>();
   /** VMs waiting out a retry: when one is ready, a VM's first attempt goes before them. */
   private readonly retrying = new Set<string>();
+  /** Reconciles that could not record their outcome (the store failing, a full disk), per VM. */
+  private readonly crashes = new Map<string, number>();
   private readonly idleWaiters: Array<() => void> = [];
   private cancelResync: (() => void) | undefined;
   private stopped = true;
@@ -138,8 +140,16 @@ export class Reconciler implements ReconcileTrigger {
       const controller = new AbortController();
       this.running.set(uid, controller);
       void this.reconcile(uid, controller.signal)
-        // reconcile records every outcome itself; this only catches the store failing under it.
-        .catch((e: unknown) => this.log.error({ uid, error: errorMessage(e) }, 'reconcile crashed; will retry at the next resync'))
+        // reconcile records every outcome itself; this only catches the store failing under it
+        // (a full disk): retried with backoff, not left until the next resync.
+        .catch((e: unknown) => {
+          const crashes = (this.crashes.get(uid) ?? 0) + 1;
+          this.crashes.set(uid, crashes);
+          const delayMs = backoffDelay(crashes, this.options.backoffBaseMs, this.options.backoffMaxMs);
+          const what = isDiskFull(e) ? 'the disk is full, so the outcome could not be recorded' : 'the outcome could not be recorded';
+          this.log.error({ uid, error: errorMessage(e), delayMs }, `reconcile failed and ${what}; will retry`);
+          this.schedule(uid, this.clock.now() + delayMs);
+        })
         .finally(() => {
           this.running.delete(uid);
           const again = this.rerunAt.get(uid);
@@ -170,6 +180,7 @@ export class Reconciler implements ReconcileTrigger {
     try {
       const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, signal);
       this.retrying.delete(uid);
+      this.crashes.delete(uid);
       if (deleting) {
         this.repo.remove(uid);
         log.info({ steps: executed, ms: this.clock.now() - started }, 'microvm deleted');
@@ -190,7 +201,8 @@ export class Reconciler implements ReconcileTrigger {
       const current = this.repo.get(uid);
       if (current === undefined) return;
       if (!deleting && current.deletedAt !== undefined) return; // aborted by a delete
-      this.recordFailure(current, ctx.status, errorMessage(e), log, e instanceof PermanentFailure);
+      const message = errorMessage(e);
+      this.recordFailure(current, ctx.status, isDiskFull(e) && !/disk full/i.test(message) ? `disk full: ${message}` : message, log, e instanceof PermanentFailure);
     }
   }
 

@@ -43,6 +43,12 @@ export class PermanentFailure extends Error {
   }
 }
 
+/** ENOSPC from a write, or SQLite's "database or disk is full": no retry helps until space is freed. */
+export function isDiskFull(e: unknown): boolean {
+  const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
+  return code === 'ENOSPC' || code === 'SQLITE_FULL';
+}
+
 /** Message of anything thrown, for logs and status fields. */
 export function errorMessage(e: unknown): string {
   if (e instanceof Error) return e.message;

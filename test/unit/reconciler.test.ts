@@ -521,6 +521,41 @@ describe('reconciler', () => {
       images.delay = undefined;
     });
 
+    it('says "disk full" and retries with backoff when a pull hits ENOSPC', async () => {
+      const time = new FakeTime();
+      build(DEFAULTS, undefined, time);
+      images.delay = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+      const uid = create('vm1');
+      await time.advance(0);
+      const vm = repo.get(uid);
+      assert.equal(vm?.status.lastError, 'disk full: ENOSPC: no space left on device, write');
+      assert.equal((vm?.status.nextRetryAt ?? 0) - time.now(), 5000);
+      images.delay = undefined;
+      await time.advance(5000);
+      assert.equal(stateOf(uid), 'created');
+    });
+
+    it('retries with backoff, not at the next resync, when the outcome cannot be recorded (store full)', async () => {
+      const time = new FakeTime();
+      build(DEFAULTS, undefined, time);
+      const uid = create('vm1');
+      const save = repo.saveStatus.bind(repo);
+      let failing = 2; // the first step's write, then the failure's own record
+      repo.saveStatus = (...args) => {
+        if (failing > 0) {
+          failing -= 1;
+          throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+        }
+        return save(...args);
+      };
+      await time.advance(0);
+      assert.equal(failing, 0);
+      assert.notEqual(stateOf(uid), 'created');
+      assert.ok(time.waiting().includes(5000), `a retry is due in 5 s (waiting: ${time.waiting().join(', ')})`);
+      await time.advance(5000);
+      assert.equal(stateOf(uid), 'created');
+    });
+
     it('does not count a reconcile interrupted by shutdown, and resumes it at the next start', async () => {
       provider.failStarts = 1; // the VMM start in flight when the daemon stops fails
       provider.startDelayMs = 50;

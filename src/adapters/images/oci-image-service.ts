@@ -28,6 +28,7 @@ import {
 } from './registry-client.js';
 import { formatSize } from '../../config/size.js';
 import { layerCompression, removeTempDirs, UnpackLimitError, unpackImage, type LayerSource } from './unpack.js';
+import { isDiskFull } from '../../core/result.js';
 
 export interface OciImageServiceOptions {
   readonly stateDir: string;
@@ -224,7 +225,9 @@ export class OciImageService implements ImageService {
       (e: unknown) => {
         if (onProgress !== undefined) listeners.delete(onProgress);
         const message = e instanceof Error ? e.message : String(e);
-        throw new Error(`pulling ${ref}: ${message}`, { cause: e });
+        const wrapped = new Error(`pulling ${ref}: ${message}`, { cause: e });
+        // Callers tell a full disk by its code (the reconciler says so; the API answers RESOURCE_EXHAUSTED).
+        throw isDiskFull(e) ? Object.assign(wrapped, { code: 'ENOSPC' }) : wrapped;
       },
     );
   }

@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { MicroVMService } from '../../../core/service.js';
-import { boundedMessage, type AppError, type ErrorKind } from '../../../core/result.js';
+import { boundedMessage, errorMessage, isDiskFull, type AppError, type ErrorKind } from '../../../core/result.js';
 import type { Logger } from '../../../core/ports.js';
 import {
   MicroVM as MicroVMDesc,
@@ -114,6 +114,7 @@ function guarded<T>(body: () => { ok: true; value: T } | { ok: false; error: App
   try {
     return body();
   } catch (e) {
+    if (isDiskFull(e)) return { ok: false, error: { kind: 'resource-exhausted', message: `the daemon's disk is full: ${errorMessage(e)}` } };
     return { ok: false, error: { kind: 'internal', message: `internal error: ${e instanceof Error ? e.message : String(e)}` } };
   }
 }

@@ -17,7 +17,7 @@ import {
 import type { MicroVM } from '../../../core/model.js';
 import type { MicroVMService } from '../../../core/service.js';
 import type { ListQuery, Logger } from '../../../core/ports.js';
-import { appError, errorMessage, type AppError, type ErrorKind } from '../../../core/result.js';
+import { appError, errorMessage, isDiskFull, type AppError, type ErrorKind } from '../../../core/result.js';
 import { createInputFromProto, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
 import type { ApiMetrics } from '../metrics.js';
@@ -283,7 +283,8 @@ export async function startHttpGateway(service: MicroVMService, options: HttpGat
   const listener: http.RequestListener = (req, res) => {
     handle(req, res).catch((e: unknown) => {
       options.log.error({ method: req.method, url: req.url, error: errorMessage(e) }, 'http gateway request failed');
-      if (!res.headersSent) sendError(res, fromAppError(appError('internal', 'internal error')));
+      const failure = isDiskFull(e) ? appError('resource-exhausted', `the daemon's disk is full: ${errorMessage(e)}`) : appError('internal', 'internal error');
+      if (!res.headersSent) sendError(res, fromAppError(failure));
       else res.destroy();
     });
   };
