@@ -202,7 +202,13 @@ export class Reconciler implements ReconcileTrigger {
       if (current === undefined) return;
       if (!deleting && current.deletedAt !== undefined) return; // aborted by a delete
       const message = errorMessage(e);
-      this.recordFailure(current, ctx.status, isDiskFull(e) && !/disk full/i.test(message) ? `disk full: ${message}` : message, log, e instanceof PermanentFailure);
+      this.recordFailure(
+        current,
+        ctx.status,
+        isDiskFull(e) && !/disk full/i.test(message) ? `disk full: ${message}` : message,
+        log,
+        e instanceof PermanentFailure,
+      );
     }
   }
 

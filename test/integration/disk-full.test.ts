@@ -38,7 +38,10 @@ describeWith('a full disk under the image cache', [ROOT], {}, () => {
     const svc = new OciImageService({ stateDir: mount, log: new RecordingLogger(), store: { retryDelayMs: 5, idleTimeoutMs: 5000 } });
     await assert.rejects(svc.pull(`${registry.host}/test/big:v1`), (e: Error & { code?: string }) => {
       assert.equal(e.code, 'ENOSPC', e.message);
-      assert.match(e.message, /disk full \(ENOSPC\) while downloading sha256:[0-9a-f]{64} \(\d+ bytes\) into .*: free space there; the partial download was removed/);
+      assert.match(
+        e.message,
+        /disk full \(ENOSPC\) while downloading sha256:[0-9a-f]{64} \(\d+ bytes\) into .*: free space there; the partial download was removed/,
+      );
       return true;
     });
     const tmp = join(mount, 'images', 'tmp');

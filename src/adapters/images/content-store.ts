@@ -199,7 +199,10 @@ export class ContentStore {
           // Nothing can resume into a full disk, and the partial is what filled it: give the space
           // back (so the failure can be recorded) and say what happened.
           await rm(partial, { force: true });
-          throw new DiskFullError(`disk full (ENOSPC) while downloading ${desc.digest} (${desc.size} bytes) into ${this.root}: free space there; the partial download was removed`, e);
+          throw new DiskFullError(
+            `disk full (ENOSPC) while downloading ${desc.digest} (${desc.size} bytes) into ${this.root}: free space there; the partial download was removed`,
+            e,
+          );
         }
         if (e instanceof RegistryError && e.unavailable && attempt < this.maxAttempts) {
           await new Promise((r) => setTimeout(r, this.retryDelayMs * attempt));
