@@ -227,6 +227,8 @@ export interface LaunchSpec {
   readonly cloudInit: CloudInitFiles;
   /** The guest's serial console is written here. */
   readonly consoleLogPath: string;
+  /** Where the VMM's spawn is recorded (SpawnOptions.pidFile): providers pass it to spawn(). */
+  readonly pidFile: string;
 }
 
 /** A VMM process, identified so that a reused pid is never mistaken for it. */
@@ -260,6 +262,12 @@ export interface SpawnOptions {
   /** Open file descriptors handed to the child as fd 3, 4, ... in order. */
   readonly extraFds?: readonly number[];
   readonly cwd?: string;
+  /**
+   * Written (pid and start time, durably) the moment the process exists, before spawn() returns:
+   * a daemon killed while its VMM starts finds the VMM there, and adopts or stops it, instead of
+   * starting a second one or leaving it running forever.
+   */
+  readonly pidFile?: string;
 }
 
 /** Processes on this host (for VMMs): detached spawning and liveness that survives pid reuse. */
@@ -272,6 +280,8 @@ export interface ProcessTable {
   exitReason(process: VmmProcess): string | undefined;
   /** Sends the signal only when the pid is still the same process. */
   signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void>;
+  /** The live process a pid file (SpawnOptions.pidFile) names; undefined when none is alive. */
+  recorded(pidFile: string): Promise<VmmProcess | undefined>;
 }
 
 /** Builds the cloud-init NoCloud disk (label `cidata`) holding the given files. */

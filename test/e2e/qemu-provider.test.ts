@@ -60,6 +60,7 @@ function baseLaunch(overrides: Partial<LaunchSpec> = {}): LaunchSpec {
     nics: [],
     cloudInit: { 'meta-data': '' },
     consoleLogPath: '/var/lib/flintlock/vm/ns1/vm1/uid/console.log',
+    pidFile: '/var/lib/flintlock/vm/ns1/vm1/uid/vmm.pid',
     ...overrides,
   };
 }
@@ -258,6 +259,7 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
       initrdPath: INITRD,
       nics: [nic],
       consoleLogPath: join(dir, 'console.log'),
+      pidFile: join(dir, 'vmm.pid'),
     });
     const { proc, t0 } = await boot(t, launch, provider);
     assert.equal(await table.isAlive(proc), true);
@@ -343,6 +345,7 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
       ],
       cloudInit: { 'meta-data': 'instance_id: order-test\n', 'network-config': networkConfig },
       consoleLogPath: join(dir, 'console.log'),
+      pidFile: join(dir, 'vmm.pid'),
     });
     const { proc, t0 } = await boot(t, launch, nsProvider);
     const staticAddr = await guestAddress(launch.consoleLogPath, 'eth1', macB);
@@ -403,6 +406,7 @@ describeWith('QemuProvider boots the test guest', GUEST_LAB, { timeout: 240_000 
       initrdPath: INITRD,
       nics: [{ deviceId: 'eth0', type: 'macvtap', hostDevice: 'flvtap0', mac, tapNode }],
       consoleLogPath: join(dir, 'console.log'),
+      pidFile: join(dir, 'vmm.pid'),
     });
     const { proc, t0 } = await boot(t, launch, p);
     const addr = await guestAddress(launch.consoleLogPath, 'eth0', mac);

@@ -19,6 +19,7 @@ import type {
   VmmProcess,
   ProcessTable,
   LaunchSpec,
+  SpawnOptions,
 } from '../../src/core/ports.js';
 
 export class MemoryNetwork implements NetworkService {
@@ -172,11 +173,17 @@ export class MemoryProcesses implements ProcessTable {
   readonly alive = new Map<number, VmmProcess>();
   readonly reasons = new Map<number, string>();
   readonly signals: string[] = [];
+  readonly pidFiles = new Map<string, VmmProcess>();
 
-  spawn(): Promise<VmmProcess> {
+  spawn(_bin?: string, _args?: readonly string[], options?: SpawnOptions): Promise<VmmProcess> {
     const process = { pid: this.nextPid++, startTime: 4242 };
     this.alive.set(process.pid, process);
+    if (options?.pidFile !== undefined) this.pidFiles.set(options.pidFile, process);
     return Promise.resolve(process);
+  }
+  async recorded(pidFile: string): Promise<VmmProcess | undefined> {
+    const process = this.pidFiles.get(pidFile);
+    return process !== undefined && (await this.isAlive(process)) ? process : undefined;
   }
   isAlive(process: VmmProcess): Promise<boolean> {
     return Promise.resolve(this.alive.get(process.pid)?.startTime === process.startTime);
@@ -218,6 +225,9 @@ export class MemoryProvider implements VmmProvider {
   defaultCmdline(): Readonly<Record<string, string>> {
     return { console: 'ttyS0' };
   }
+  /** start() spawns, then never returns (a daemon killed while its VMM boots). */
+  hangAfterSpawn = false;
+
   async start(launch: LaunchSpec): Promise<VmmProcess> {
     this.starts.push(launch);
     if (this.startDelayMs > 0) await new Promise((r) => setTimeout(r, this.startDelayMs));
@@ -225,7 +235,9 @@ export class MemoryProvider implements VmmProvider {
       this.failStarts -= 1;
       throw new Error('vmm exited during boot');
     }
-    return this.processes.spawn();
+    const process = await this.processes.spawn('vmm', [], { logPath: `${launch.vmDir}/vmm.log`, pidFile: launch.pidFile });
+    if (this.hangAfterSpawn) await new Promise<never>(() => undefined);
+    return process;
   }
   async stop(_vmDir: string, process: VmmProcess): Promise<void> {
     this.stops.push(process.pid);

@@ -1,7 +1,7 @@
 // LinuxProcessTable against real child processes (`sleep`, `sh -c 'exit 3'`). Every child is
 // killed by pid in after().
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -63,6 +63,20 @@ describe('LinuxProcessTable', () => {
     assert.notEqual(stat.session, readProcStatSync(process.pid)?.session);
     assert.equal(await table.isAlive(p), true);
     assert.equal(table.exitReason(p), undefined);
+  });
+
+  it('records the process in its pid file the moment it exists, and reads back only a live one', async () => {
+    const pidFile = join(dir, 'vmm.pid');
+    const p = await table.spawn('sleep', ['30'], { logPath: join(dir, 'child.log'), pidFile });
+    started.push(p);
+    assert.equal(readFileSync(pidFile, 'utf8'), `${p.pid} ${p.startTime}\n`);
+    assert.deepEqual(await table.recorded(pidFile), p);
+    await table.signal(p, 'SIGKILL');
+    await waitFor('exit', async () => !(await table.isAlive(p)), 5000);
+    assert.equal(await table.recorded(pidFile), undefined, 'a dead process is not recorded as running');
+    writeFileSync(pidFile, 'garbage');
+    assert.equal(await table.recorded(pidFile), undefined);
+    assert.equal(await table.recorded(join(dir, 'missing.pid')), undefined);
   });
 
   it('reports the exit code of a process that ended', async () => {

@@ -361,6 +361,41 @@ describe('reconciler', () => {
     assert.equal(startsOf(uid), 2);
   });
 
+  it('adopts a VMM that was spawned but not recorded when the daemon died, instead of starting a second one', async () => {
+    provider.hangAfterSpawn = true; // the VMM exists, the daemon dies before start() returns
+    build();
+    const uid = create('vm1');
+    await waitFor('the VMM spawned', () => processes.pidFiles.size === 1);
+    assert.equal(repo.get(uid)?.status.vmm, undefined, 'not recorded in the status yet');
+    const [spawned] = [...processes.pidFiles.values()];
+    // "Restart": a new reconciler over the same store and host; the old one is abandoned mid-start.
+    provider.hangAfterSpawn = false;
+    build();
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    assert.equal(repo.get(uid)?.status.vmm?.pid, spawned?.pid, 'the VMM that was already running');
+    assert.equal(provider.starts.length, 1, 'no second VMM was started');
+    assert.equal(processes.alive.size, 1);
+  });
+
+  it('kills a VMM that was spawned but not recorded when its VM is deleted', async () => {
+    provider.hangAfterSpawn = true;
+    build();
+    const uid = create('vm1');
+    await waitFor('the VMM spawned', () => processes.pidFiles.size === 1);
+    provider.hangAfterSpawn = false;
+    build();
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const adopted = repo.get(uid)?.status.vmm;
+    // And when the status lost it again (a crash right after adoption is not needed: forget it by hand).
+    const vm = repo.get(uid);
+    assert.ok(vm && adopted);
+    const { vmm: _forgotten, ...rest } = vm.status;
+    repo.saveStatus(uid, { ...rest, state: 'created' }, Date.now());
+    assert.ok(service.delete(uid).ok);
+    await waitFor('deleted', () => repo.get(uid) === undefined);
+    assert.equal(processes.alive.size, 0, 'no VMM outlives its VM');
+  });
+
   it('never writes back a stale snapshot: a VMM restarted while the watcher checked the old one is kept', async () => {
     build();
     const uid = create('vm1');

@@ -6,7 +6,7 @@
 // boot): after a daemon restart, or after a VMM died long ago, its pid may belong to an unrelated
 // process, which must never be taken for the VMM nor signalled.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, constants, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
 import type { ProcessTable, SpawnOptions, VmmProcess } from '../../core/ports.js';
@@ -66,6 +66,19 @@ const MAX_REMEMBERED_EXITS = 1024;
 /** How long isAlive() waits for a zombie child's exit event (so its exit reason is known). */
 const ZOMBIE_EXIT_WAIT_MS = 1000;
 
+/** `<pid> <start time>\n`, fsynced and renamed into place: whole or absent, even across a crash. */
+function writePidFileSync(path: string, process: VmmProcess): void {
+  const partial = `${path}.partial`;
+  const fd = openSync(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+  try {
+    writeSync(fd, `${process.pid} ${process.startTime}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(partial, path);
+}
+
 export class LinuxProcessTable implements ProcessTable {
   private readonly exits = new Map<string, string>();
   /** Children spawned here that have not been reaped yet: resolves on their 'exit' event. */
@@ -94,6 +107,7 @@ export class LinuxProcessTable implements ProcessTable {
     // stat is still there, so even a process that died at once gets its real start time.
     const startTime = readProcStatSync(pid)?.startTime ?? 0;
     const process: VmmProcess = { pid, startTime };
+    if (options.pidFile !== undefined) writePidFileSync(options.pidFile, process);
     this.running.set(
       key(process),
       new Promise<void>((resolve) => {
@@ -137,6 +151,19 @@ export class LinuxProcessTable implements ProcessTable {
       // Gone between the check and the kill: nothing to signal.
       if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
     }
+  }
+
+  async recorded(pidFile: string): Promise<VmmProcess | undefined> {
+    let text: string;
+    try {
+      text = await readFile(pidFile, 'utf8');
+    } catch {
+      return undefined;
+    }
+    const m = /^(\d+) (\d+)\n$/.exec(text);
+    if (m === null) return undefined;
+    const process = { pid: Number(m[1]), startTime: Number(m[2]) };
+    return (await this.isAlive(process)) ? process : undefined;
   }
 
   private remember(process: VmmProcess, reason: string): void {

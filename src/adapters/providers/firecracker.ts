@@ -263,6 +263,7 @@ export class FirecrackerProvider implements VmmProvider {
       process = await this.processes.spawn(this.bin, ['--api-sock', socketPath, '--id', launch.vm.id.uid], {
         logPath: join(dir, FIRECRACKER_FILES.vmmLog),
         cwd: dir,
+        pidFile: launch.pidFile,
       });
       const spawned = process;
       await waitForSocket(socketPath, { timeoutMs: this.socketTimeoutMs, stillRunning: () => this.processes.isAlive(spawned), what: 'firecracker' });

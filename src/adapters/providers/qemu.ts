@@ -360,7 +360,7 @@ export class QemuProvider implements VmmProvider {
         fds.push(openSync(nic.tapNode, constants.O_RDWR));
       }
       const started = Date.now();
-      proc = await this.processes.spawn(bin, fullArgs, { logPath, extraFds: fds, cwd: vmDir });
+      proc = await this.processes.spawn(bin, fullArgs, { logPath, extraFds: fds, cwd: vmDir, pidFile: launch.pidFile });
       log.debug({ pid: proc.pid, spawnMs: Date.now() - started, args: fullArgs }, 'QEMU spawned');
     } finally {
       for (const fd of fds) closeSync(fd);
