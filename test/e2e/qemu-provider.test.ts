@@ -60,8 +60,9 @@ function baseLaunch(overrides: Partial<LaunchSpec> = {}): LaunchSpec {
     nics: [],
     cloudInit: { 'meta-data': '' },
     consoleLogPath: '/var/lib/flintlock/vm/ns1/vm1/uid/console.log',
-    pidFile: '/var/lib/flintlock/vm/ns1/vm1/uid/vmm.pid',
     ...overrides,
+    // Beside the VM dir the test gave, like buildLaunchSpec does.
+    pidFile: overrides.pidFile ?? `${overrides.vmDir ?? '/var/lib/flintlock/vm/ns1/vm1/uid'}/vmm.pid`,
   };
 }
 
