@@ -64,6 +64,22 @@ describe('gRPC request and answer limits', () => {
     assert.ok(notFound.details.length <= 2100, `details are ${notFound.details.length} characters`);
   });
 
+  // Found by the API fuzzer: a "billion laughs" meta-data was answered Internal.
+  it('refuses meta-data YAML that expands aliases without bound with InvalidArgument, storing nothing', async () => {
+    const spec = capmvmSpec('laughs');
+    const levels = [
+      'a: &a [x, x, x, x, x, x, x, x, x]',
+      'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]',
+      'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]',
+      'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]',
+    ];
+    spec.metadata = { ...spec.metadata, 'meta-data': Buffer.from(`${levels.join('\n')}\n`).toString('base64') };
+    const e = await grpcError(client.create(spec));
+    assert.equal(e.code, grpcStatus.INVALID_ARGUMENT, e.details);
+    assert.match(e.details, /^invalid microvm spec: metadata\[meta-data\]: is not valid YAML: Excessive alias count/);
+    assert.deepEqual(await client.list('capmvm-ns', 'laughs'), []);
+  });
+
   it('answers every stored VM to a default client, and caps List at what such a client accepts', async () => {
     const names = ['big-0', 'big-1', 'big-2', 'big-3', 'big-4'];
     const uids: string[] = [];

@@ -216,6 +216,16 @@ describe('HTTP gateway', () => {
     assert.deepEqual(res.body['details'], []);
   });
 
+  // Found by the API fuzzer: this was a 500 "internal error".
+  it('meta-data YAML with an alias to no anchor is 400 naming metadata[meta-data], and stores nothing', async () => {
+    const before = (await call(`${gw.url}/v1alpha1/microvms`)).text;
+    const res = await post(`${gw.url}/v1alpha1/microvm`, { ...camelSpec('alias'), metadata: { 'meta-data': Buffer.from('a: *nowhere\n').toString('base64') } });
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body['code'], 3);
+    assert.match(res.body['message'] as string, /^invalid microvm spec: metadata\[meta-data\]: is not valid YAML: Unresolved alias/);
+    assert.equal((await call(`${gw.url}/v1alpha1/microvms`)).text, before);
+  });
+
   it('invalid JSON and wrongly typed fields are 400', async () => {
     const broken = await post(`${gw.url}/v1alpha1/microvm`, '{"id": ');
     assert.equal(broken.status, 400);
