@@ -137,7 +137,7 @@ export async function startFuzzEnv(): Promise<FuzzEnv> {
   });
   if (sandbox === undefined) throw new Error('the sandbox was not laid out');
   const grpcServer: RunningGrpcServer = await startGrpcServer(svc.service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, log });
-  const gateway: RunningHttpGateway = await startHttpGateway(svc.service, { endpoint: '127.0.0.1:0', log });
+  const gateway: RunningHttpGateway = await startHttpGateway(svc.service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, log });
   const seedUids: string[] = [];
   for (const name of ['seed-0', 'seed-1', 'seed-2']) {
     const spec = fromJson(MicroVMSpecSchema, { ...baseJson(baseChoicesDefault, sandbox), id: name, namespace: 'fuzz-seeds' });
