@@ -9,12 +9,14 @@ import { after, before, it } from 'node:test';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { MicroVMStatus_MicroVMState as State, NetworkInterface_IfaceType as IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
 import type { ListMessage } from '../../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
+import { WatchEvent_Type as WatchType, type WatchEvent } from '../../src/gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import { findExecutable } from '../../src/adapters/providers/host.js';
 import { FL, makeTempDir, runDaemonExpectingExit, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { describeWith, QEMU_DAEMON } from '../helpers/prerequisites.js';
 import { waitFor } from '../helpers/wait.js';
+import { readStream } from '../helpers/stream-reader.js';
 
 /** Retries are fast here; the VMs' images come from nowhere, so they end FAILED. */
 const FAST = { 'maximum-retry': 1, 'retry-backoff-base': '20ms', 'retry-backoff-max': '50ms', 'qemu-bin': 'qemu-system-x86_64', 'default-provider': 'qemu' };
@@ -222,16 +224,42 @@ describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
     for (const vm of [a, b, c]) await client.delete(vm.spec?.uid ?? '');
   });
 
-  it('streams the current VMs and then every change', async () => {
-    const stream = client.stream('stream-ns');
-    const seen: Array<{ id: string; state: State }> = [];
-    stream.on('data', (m: ListMessage) => seen.push({ id: m.microvm?.spec?.id ?? '', state: m.microvm?.status?.state ?? State.PENDING }));
-    stream.on('error', () => undefined);
+  it('ListMicroVMsStream sends the matching VMs and ends; WatchMicroVMs sends every change until the deletion', async () => {
+    const listed = await client.create(Object.assign(capmvmSpec('listed'), { namespace: 'stream-ns' }));
+    const other = await client.create(Object.assign(capmvmSpec('listed-other'), { namespace: 'stream-other' }));
+    const streamed = await readStream(client.stream('stream-ns')).end();
+    assert.equal(streamed.error, undefined, 'the stream ends with OK, as the original');
+    assert.deepEqual(
+      streamed.rest.map((m: ListMessage) => m.microvm?.spec?.uid),
+      [listed.spec?.uid],
+    );
+
+    const watch = client.watch({ namespace: 'stream-ns' });
+    const reader = readStream(watch);
+    const first = await reader.next();
+    assert.equal(first.type, WatchType.SNAPSHOT);
+    assert.equal(first.microvm?.spec?.uid, listed.spec?.uid);
+    assert.equal((await reader.next()).type, WatchType.SNAPSHOT_END);
     const created = await client.create(Object.assign(capmvmSpec('streamed'), { namespace: 'stream-ns' }));
-    await waitFor('FAILED update streamed', () => seen.some((s) => s.id === 'streamed' && s.state === State.FAILED));
-    await client.delete(created.spec?.uid ?? '');
-    await waitFor('DELETING update streamed', () => seen.some((s) => s.state === State.DELETING));
-    stream.cancel();
+    const uid = created.spec?.uid ?? '';
+    const seen: WatchEvent[] = [];
+    const until = async (what: string, test: (e: WatchEvent) => boolean): Promise<void> => {
+      for (;;) {
+        const event = await reader.next(30_000);
+        seen.push(event);
+        if (test(event)) return;
+      }
+    };
+    await until('FAILED update streamed', (e) => e.microvm?.spec?.uid === uid && e.microvm.status?.state === State.FAILED);
+    await client.delete(uid);
+    await until('DELETING update streamed', (e) => e.microvm?.spec?.uid === uid && e.microvm.status?.state === State.DELETING);
+    await until('the deletion of streamed', (e) => e.type === WatchType.DELETED && e.microvm?.spec?.uid === uid);
+    assert.ok(
+      seen.every((e) => e.microvm?.spec?.namespace === 'stream-ns'),
+      'only the namespace watched',
+    );
+    watch.cancel();
+    for (const vm of [listed, other]) await client.delete(vm.spec?.uid ?? '');
   });
 
   it('keeps every uid and status across a restart, and removes orphans after a crash', async () => {

@@ -10,6 +10,8 @@ import { startGrpcServer, type RunningGrpcServer } from '../../src/adapters/api/
 import { MicroVMSpecSchema, NetworkInterfaceSchema } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 import { createTestService, type TestService } from '../helpers/service.js';
+import { readStream } from '../helpers/stream-reader.js';
+import { WatchEvent_Type } from '../../src/gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 
 async function grpcError(promise: Promise<unknown>): Promise<ServiceError> {
   try {
@@ -93,19 +95,16 @@ describe('gRPC request and answer limits', () => {
       /the answer holds 5 microvms in \d+ bytes, more than the 4193280 a client accepts by default: list one namespace or one name, or use ListMicroVMsStream/,
     );
     assert.equal((await client.list('capmvm-ns', 'big-3')).length, 1);
-    // The stream sends one message per VM: each fits.
-    const streamed: string[] = [];
-    const stream = client.stream('capmvm-ns');
-    await new Promise<void>((resolve, reject) => {
-      stream.on('data', (m: { microvm?: { spec?: { id: string } } }) => {
-        streamed.push(m.microvm?.spec?.id ?? '');
-        if (streamed.length === names.length) {
-          stream.cancel();
-          resolve();
-        }
-      });
-      stream.on('error', (err: ServiceError) => (err.code === grpcStatus.CANCELLED ? resolve() : reject(err)));
-    });
-    assert.deepEqual(streamed.sort(), names);
+    // The stream sends one message per VM: each fits. It ends once they are sent.
+    const streamed = await readStream(client.stream('capmvm-ns')).end();
+    assert.equal(streamed.error, undefined);
+    assert.deepEqual(streamed.rest.map((m) => m.microvm?.spec?.id ?? '').sort(), names);
+    // So does the watch's snapshot (one event per VM, within the per-client bound).
+    const watch = client.watch({ namespace: 'capmvm-ns' });
+    const reader = readStream(watch);
+    const snapshot: string[] = [];
+    for (let event = await reader.next(); event.type === WatchEvent_Type.SNAPSHOT; event = await reader.next()) snapshot.push(event.microvm?.spec?.id ?? '');
+    assert.deepEqual(snapshot.sort(), names);
+    watch.cancel();
   });
 });

@@ -21,6 +21,7 @@ import { makePki, type Pki } from '../helpers/pki.js';
 const silent = silentLogger();
 
 const MICROVM_SERVICE = 'microvm.services.api.v1alpha1.MicroVM';
+const WATCH_SERVICE = 'flintlock.services.ext.v1alpha1.MicroVMWatch';
 const TOKEN = 's3cret';
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
@@ -242,15 +243,29 @@ describeWith('gRPC security', programs('openssl'), {}, () => {
       assert.equal(error.code, grpc.status.UNAUTHENTICATED);
     });
 
+    it('rejects WatchMicroVMs (our extension service) without a token', async () => {
+      const error = await grpcFailure(drain(client(endpoint).watch({})));
+      assert.equal(error.code, grpc.status.UNAUTHENTICATED);
+    });
+
     it('leaves grpc.health.v1.Health/Check open and SERVING', async () => {
       assert.equal((await healthCheck(endpoint, '')).status, 1);
       assert.equal((await healthCheck(endpoint, MICROVM_SERVICE)).status, 1);
+      assert.equal((await healthCheck(endpoint, WATCH_SERVICE)).status, 1);
     });
 
     it('leaves reflection v1 open: list_services and file_containing_symbol', async () => {
       const listed = await reflect(endpoint, 'v1', { list_services: '' });
       const names = listed.list_services_response?.service.map((s) => s.name) ?? [];
       assert.ok(names.includes(MICROVM_SERVICE), `services listed: ${names.join(', ')}`);
+      assert.ok(names.includes(WATCH_SERVICE), `the watch extension is listed too: ${names.join(', ')}`);
+      const watchFiles = await reflect(endpoint, 'v1', { file_containing_symbol: WATCH_SERVICE });
+      assert.ok(
+        (watchFiles.file_descriptor_response?.file_descriptor_proto ?? []).some((p) =>
+          p.toString('latin1').includes('flintlock/services/ext/v1alpha1/watch.proto'),
+        ),
+        'the watch service file is served',
+      );
 
       const files = await reflect(endpoint, 'v1', { file_containing_symbol: MICROVM_SERVICE });
       assert.equal(files.error_response ?? null, null);

@@ -14,13 +14,13 @@ import {
   ListMicroVMsRequestSchema,
   ListMicroVMsResponseSchema,
 } from '../../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
-import type { MicroVM } from '../../../core/model.js';
 import type { MicroVMService } from '../../../core/service.js';
 import type { ListQuery, Logger } from '../../../core/ports.js';
 import { appError, errorMessage, isDiskFull, type AppError, type ErrorKind } from '../../../core/result.js';
 import { createInputFromProto, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
 import type { ApiMetrics } from '../metrics.js';
+import { sendPaced } from '../bounded-writer.js';
 import { loadServerTls, tlsMode, tlsServerOptions, type TlsSettings } from '../tls.js';
 
 export interface HttpGatewayOptions {
@@ -39,8 +39,6 @@ export interface RunningHttpGateway {
 }
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
-/** A stream client this far behind is dropped rather than buffered without bound. */
-const MAX_STREAM_BACKLOG_BYTES = 16 * 1024 * 1024;
 const STREAM_PATH = '/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream';
 
 /** An error as the gateway answers it: HTTP status, gRPC code, and the kind counted in metrics. */
@@ -209,28 +207,33 @@ function sendError(res: http.ServerResponse, e: HttpError): void {
   send(res, e.status, errorJson(e), { ...(e.allow !== undefined ? { allow: e.allow } : {}), ...(e === TOO_LARGE ? { connection: 'close' } : {}) });
 }
 
-/** Newline-delimited `{"result":...}` chunks, like grpc-gateway's server-streaming forwarder. */
-function serveStream(service: MicroVMService, query: ListQuery, res: http.ServerResponse, open: Set<http.ServerResponse>): void {
+/**
+ * Newline-delimited `{"result":...}` chunks, like grpc-gateway's server-streaming forwarder: the
+ * matching VMs, then the end of the response, as the original's ListMicroVMsStream. Written as the
+ * client reads (each chunk waits for 'drain' once the socket buffer is full), never all at once.
+ */
+function serveStream(service: MicroVMService, query: ListQuery, res: http.ServerResponse, open: Set<http.ServerResponse>, log: Logger): void {
+  const vms = service.list(query);
   res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
   res.flushHeaders();
   open.add(res);
-  const write = (vm: MicroVM): void => {
-    if (res.writableEnded || res.destroyed) return;
-    if (res.writableLength > MAX_STREAM_BACKLOG_BYTES) {
+  const chunks = (function* toChunks(): Generator<string> {
+    for (const vm of vms) yield `${JSON.stringify({ result: encode(ListMessageSchema, create(ListMessageSchema, { microvm: microvmToProto(vm) })) })}\n`;
+  })();
+  // Headers are out: a failure can only cut the response short, so the client sees it incomplete.
+  const stop = sendPaced(
+    res,
+    chunks,
+    () => res.end(),
+    (e) => {
+      log.error({ method: 'ListMicroVMsStream', error: errorMessage(e) }, 'http gateway stream failed');
       res.destroy();
-      return;
-    }
-    res.write(`${JSON.stringify({ result: encode(ListMessageSchema, create(ListMessageSchema, { microvm: microvmToProto(vm) })) })}\n`);
-  };
-  // Subscribe before the snapshot so no change falls between the two (a duplicate is harmless).
-  const unsubscribe = service.watch(query, (change) => {
-    if (change.kind === 'upsert') write(change.vm);
-  });
+    },
+  );
   res.on('close', () => {
-    unsubscribe();
+    stop();
     open.delete(res);
   });
-  for (const vm of service.list(query)) write(vm);
 }
 
 function parseEndpoint(endpoint: string): { host: string | undefined; port: number } {
@@ -269,7 +272,7 @@ export async function startHttpGateway(service: MicroVMService, options: HttpGat
       const request = decode(ListMicroVMsRequestSchema, body);
       count(r.rpc, isHttpError(request) ? request.kind : 'OK');
       if (isHttpError(request)) return sendError(res, request);
-      return serveStream(service, listQuery(request.namespace, request.name), res, streams);
+      return serveStream(service, listQuery(request.namespace, request.name), res, streams, options.log);
     }
     const answer = answerUnary(service, r, body);
     count(answer.rpc, 'error' in answer ? answer.error.kind : 'OK');
@@ -304,8 +307,8 @@ export async function startHttpGateway(service: MicroVMService, options: HttpGat
     port: (server.address() as AddressInfo).port,
     close: () =>
       new Promise<void>((resolve) => {
-        // Streams never end by themselves; ending them lets clients see a clean EOF.
-        for (const res of streams) res.end();
+        // A stream still being written (a slow reader) is cut short rather than waited for.
+        for (const res of streams) res.destroy();
         server.close(() => resolve());
         server.closeAllConnections();
       }),
