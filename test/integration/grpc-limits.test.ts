@@ -5,11 +5,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { silentLogger } from '../../src/adapters/log/logger.js';
-import { startGrpcServer, type RunningGrpcServer } from '../../src/adapters/api/grpc/server.js';
 import { MicroVMSpecSchema, NetworkInterfaceSchema } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
-import { createTestService, type TestService } from '../helpers/service.js';
+import { serveTestService, type ServedTestService } from '../helpers/served.js';
+import type { TestService } from '../helpers/service.js';
 import { readStream } from '../helpers/stream-reader.js';
 import { WatchEvent_Type } from '../../src/gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 
@@ -29,21 +28,16 @@ function withUserData(name: string, bytes: number): ReturnType<typeof capmvmSpec
 }
 
 describe('gRPC request and answer limits', () => {
+  let served: ServedTestService;
   let svc: TestService;
-  let server: RunningGrpcServer;
   let client: TestClient;
 
   before(async () => {
-    svc = createTestService('fl-limits-');
-    server = await startGrpcServer(svc.service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, log: silentLogger() });
-    client = new TestClient(`127.0.0.1:${server.port}`);
+    served = await serveTestService('fl-limits-');
+    ({ svc, client } = served);
   });
 
-  after(async () => {
-    client.close();
-    await server.close();
-    svc.close();
-  });
+  after(() => served?.close());
 
   it('refuses 5 MB of metadata with InvalidArgument naming the field, stores nothing, and List still works', async () => {
     const e = await grpcError(client.create(withUserData('huge', 5 * 1024 * 1024)));
