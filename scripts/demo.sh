@@ -27,6 +27,8 @@ WORK=$(mktemp -d /tmp/fl-demo.XXXXXX)
 chmod 755 "$WORK" # dnsmasq drops to nobody
 PIDS=()
 UID_=""
+# The demo's own cgroup parent for its VMMs (ADR 0009), removed on exit.
+CGROUP_PARENT="fl-demo-$$"
 cleanup() {
   # VMMs outlive the daemon by design: delete the demo's VMs first (best effort), then end any
   # QEMU still running from this demo's state directory (a unique temp path), by pid.
@@ -35,6 +37,17 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$WORK/dnsmasq.pid" ] && kill "$(cat "$WORK/dnsmasq.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
+  # cgroups are directories that rmdir removes once their processes are gone (v2: one tree; v1:
+  # one per hierarchy); a killed QEMU takes a moment to leave.
+  for h in "" memory pids; do
+    d="/sys/fs/cgroup${h:+/$h}/$CGROUP_PARENT"
+    [ -d "$d" ] || continue
+    for _ in $(seq 20); do
+      find "$d" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+      rmdir "$d" 2>/dev/null && break
+      sleep 0.1
+    done
+  done
   ip netns del "$NS" 2>/dev/null || true
   ip netns del "$LAN" 2>/dev/null || true
   rm -rf "$WORK"
@@ -81,12 +94,17 @@ parent-iface: eth0
 bridge-name: br0
 insecure: true
 default-provider: qemu
+# flintlockd runs under ip netns exec, which mounts the namespace's own sysfs over /sys and so
+# hides the cgroup hierarchies: it reaches the host's through this script's root.
+vmm-cgroup-root: /proc/$$/root/sys/fs/cgroup
+vmm-cgroup-parent: $CGROUP_PARENT
 YAML
 step "flintlockd run --config $WORK/config.yaml (log: $WORK/daemon.log)"
 ip netns exec "$NS" bin/flintlockd run --config "$WORK/config.yaml" >"$WORK/daemon.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do fl microvm list >/dev/null 2>&1 && break; sleep 0.1; done
-grep -E 'authentication|TLS is|starting grpc|default microvm provider|QEMU' "$WORK/daemon.log" | sed 's/^/    /' | cut -c1-150
+fl microvm list >/dev/null 2>&1 || { echo "flintlockd did not start:"; tail -n 20 "$WORK/daemon.log"; exit 1; }
+grep -E 'authentication|TLS is|starting grpc|default microvm provider|QEMU|cgroups' "$WORK/daemon.log" | sed 's/^/    /' | cut -c1-150
 
 if [ "$MODE" = tap ]; then NIC=eth1:tap; else NIC=eth1:macvtap; fi
 step "fl microvm create --name demo-vm --network-interface $NIC ... --wait"

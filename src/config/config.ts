@@ -7,6 +7,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { DEFAULT_METADATA_KB, MAX_METADATA_KB } from '../core/limits.js';
+import { parseSize } from './size.js';
 import { isVmmIdRange, parseVmmIdRange, validCgroupParent, type VmmIdRange } from '../core/sandbox.js';
 
 /**
@@ -43,6 +44,15 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
     return z.NEVER;
   }
   return ms;
+});
+/** "8GiB", "512M"; a bare number (YAML or text) is MiB. */
+const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const bytes = parseSize(String(v));
+  if (bytes === undefined || bytes <= 0) {
+    ctx.addIssue({ code: 'custom', message: `"${String(v)}" is not a size such as 8GiB, 512MiB or 2048 (MiB)` });
+    return z.NEVER;
+  }
+  return bytes;
 });
 const text = z.preprocess((v) => (typeof v === 'number' ? String(v) : v), z.string());
 /** A YAML list, or a comma-separated string from env or flags. */
@@ -100,6 +110,7 @@ const schema = z
     'insecure-registries': list.default([]),
     'registry-auth': registryAuth.default({}),
     'image-keep-time': duration.default(86_400_000),
+    'image-max-unpacked-size': size.default(8 * 1024 ** 3),
     'virtiofs-allowed-roots': list.default([]),
     'reconcile-concurrency': int(1, 64).default(4),
     'retry-backoff-base': duration.default(5_000),
@@ -147,6 +158,8 @@ export interface Config {
   readonly insecureRegistries: readonly string[];
   readonly registryAuth: Readonly<Record<string, { readonly username: string; readonly password: string } | { readonly token: string }>>;
   readonly imageKeepTimeMs: number;
+  /** Bytes one image may unpack to (`image-max-unpacked-size`). */
+  readonly imageMaxUnpackedBytes: number;
   readonly virtiofsAllowedRoots: readonly string[];
   readonly reconcileConcurrency: number;
   readonly retryBackoffBaseMs: number;
@@ -273,6 +286,7 @@ function toConfig(p: Parsed, ignored: Config['ignored']): Config {
     insecureRegistries: p['insecure-registries'],
     registryAuth: p['registry-auth'],
     imageKeepTimeMs: p['image-keep-time'],
+    imageMaxUnpackedBytes: p['image-max-unpacked-size'],
     virtiofsAllowedRoots: p['virtiofs-allowed-roots'],
     reconcileConcurrency: p['reconcile-concurrency'],
     retryBackoffBaseMs: p['retry-backoff-base'],

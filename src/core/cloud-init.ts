@@ -10,7 +10,7 @@ import { Document, isMap, isScalar, isSeq, parseDocument, stringify, YAMLSeq } f
 import { decodeBase64Strict, injectInstanceId } from './metadata.js';
 import type { MicroVM, StaticAddress } from './model.js';
 import type { CloudInitFiles, LaunchDisk, LaunchNic } from './ports.js';
-import { appError, err, ok, type AppError, type Result } from './result.js';
+import { appError, err, errorMessage, ok, type AppError, type Result } from './result.js';
 
 export const CLOUD_CONFIG_HEADER = '#cloud-config';
 /** What user-data defaults to: NoCloud needs a user-data file (or URL) to exist, even empty. */
@@ -155,6 +155,23 @@ function entryField(entry: unknown, index: number): string | undefined {
  * are not delivered, and the caller should say so.
  */
 export function vendorDataWithMounts(vendorData: string | undefined, mounts: readonly GuestMount[]): VendorDataResult {
+  try {
+    return mergeMounts(vendorData, mounts);
+  } catch (e) {
+    // yaml parses an alias to no anchor (or one that expands past maxAliasCount) without error and
+    // throws when the document is read or written: that is the client's YAML, not a reason for
+    // the reconcile to fail on every retry.
+    const wanted = mounts.map((m) => `${m.device} on ${m.mountPoint}`).join(', ');
+    return {
+      vendorData,
+      warnings: [
+        `vendor-data is not valid YAML (${errorMessage(e).split('\n')[0] ?? ''}): left as given, so the volume mounts (${wanted}) are not configured through cloud-init`,
+      ],
+    };
+  }
+}
+
+function mergeMounts(vendorData: string | undefined, mounts: readonly GuestMount[]): VendorDataResult {
   if (mounts.length === 0) return { vendorData, warnings: [] };
   const warnings: string[] = [];
   const wanted = mounts.map((m) => `${m.device} on ${m.mountPoint}`).join(', ');

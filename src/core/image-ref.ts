@@ -1,6 +1,7 @@
 // OCI image references: `[host[:port]/]repo[/repo...][:tag][@digest]`, with Docker Hub defaults
 // (`ubuntu` is `docker.io/library/ubuntu:latest`). The grammar follows the distribution spec's
 // reference rules closely enough to reject what no registry would accept.
+import { echo } from './identifiers.js';
 
 export interface ImageRef {
   /** Registry host, with port when given. */
@@ -29,7 +30,7 @@ export function parseImageRef(input: string): ImageRef | { readonly error: strin
   if (at >= 0) {
     digest = rest.slice(at + 1);
     rest = rest.slice(0, at);
-    if (!DIGEST.test(digest)) return { error: `has an invalid digest "${digest}"` };
+    if (!DIGEST.test(digest)) return { error: `has an invalid digest ${echo(digest)}` };
   }
 
   let tag: string | undefined;
@@ -38,7 +39,7 @@ export function parseImageRef(input: string): ImageRef | { readonly error: strin
   if (lastColon > lastSlash) {
     tag = rest.slice(lastColon + 1);
     rest = rest.slice(0, lastColon);
-    if (!TAG.test(tag)) return { error: `has an invalid tag "${tag}"` };
+    if (!TAG.test(tag)) return { error: `has an invalid tag ${echo(tag)}` };
   }
 
   const parts = rest.split('/');
@@ -46,12 +47,12 @@ export function parseImageRef(input: string): ImageRef | { readonly error: strin
   const first = parts[0] ?? '';
   // Like Docker: the first component is a host when it has a dot or a port, or is localhost.
   if (parts.length > 1 && (first.includes('.') || first.includes(':') || first === 'localhost' || first.startsWith('['))) {
-    if (!HOST.test(first)) return { error: `has an invalid registry host "${first}"` };
+    if (!HOST.test(first)) return { error: `has an invalid registry host ${echo(first)}` };
     registry = first;
     parts.shift();
   }
   if (parts.length === 0 || parts.some((p) => !PATH_COMPONENT.test(p))) {
-    return { error: `has an invalid repository name "${parts.join('/')}" (lowercase letters, digits and . _ - separators)` };
+    return { error: `has an invalid repository name ${echo(parts.join('/'))} (lowercase letters, digits and . _ - separators)` };
   }
   if (registry === DOCKER_HUB && parts.length === 1) parts.unshift('library');
   const ref: ImageRef = { registry, repository: parts.join('/') };

@@ -7,6 +7,8 @@ import { macvtapNodePath } from './steps/network.js';
 
 export const CIDATA_FILE = 'cidata.img';
 export const CONSOLE_LOG_FILE = 'console.log';
+/** The VMM's pid and start time, written the moment it exists (see SpawnOptions.pidFile). */
+export const VMM_PID_FILE = 'vmm.pid';
 
 /** Root first, then container-sourced additional volumes in spec order (virtiofs shares are not disks). */
 export function launchDisks(vm: MicroVM): LaunchDisk[] {
@@ -62,6 +64,7 @@ export function buildLaunchSpec(vm: MicroVM, vmDir: string, cloudInit: CloudInit
     nics: launchNics(vm, vmDir),
     cloudInit,
     consoleLogPath: join(vmDir, CONSOLE_LOG_FILE),
+    pidFile: join(vmDir, VMM_PID_FILE),
   };
 }
 

@@ -1,7 +1,7 @@
 // cloud-init meta-data handling at create time (COMPAT §4): the server adds `instance_id: <uid>`
 // to `meta-data` when absent, because kubelet's provider-id template depends on it.
 import { parseDocument, stringify } from 'yaml';
-import { appError, err, ok, type AppError, type Result } from './result.js';
+import { appError, err, errorMessage, ok, type AppError, type Result } from './result.js';
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -18,10 +18,19 @@ export function injectInstanceId(metadata: Readonly<Record<string, string>>, uid
   if (encoded !== undefined && encoded !== '') {
     const text = decodeBase64Strict(encoded);
     if (text === undefined) return err(appError('invalid-argument', 'invalid microvm spec: metadata[meta-data]: must be base64-encoded YAML'));
-    const parsed = parseDocument(text);
-    if (parsed.errors.length > 0)
-      return err(appError('invalid-argument', `invalid microvm spec: metadata[meta-data]: is not valid YAML: ${parsed.errors[0]?.message ?? ''}`));
-    const value: unknown = parsed.toJS();
+    const notYaml = (why: string): Result<Record<string, string>, AppError> =>
+      err(appError('invalid-argument', `invalid microvm spec: metadata[meta-data]: is not valid YAML: ${why}`));
+    // logLevel 'error': a client's YAML must not make the daemon print warnings to its stderr.
+    const parsed = parseDocument(text, { logLevel: 'error' });
+    if (parsed.errors.length > 0) return notYaml(parsed.errors[0]?.message ?? '');
+    let value: unknown;
+    try {
+      // toJS throws on an unresolved alias and past maxAliasCount (a "billion laughs" document):
+      // the client's YAML is wrong, the server is not failing.
+      value = parsed.toJS();
+    } catch (e) {
+      return notYaml(errorMessage(e));
+    }
     if (value !== null && value !== undefined) {
       if (typeof value !== 'object' || Array.isArray(value))
         return err(appError('invalid-argument', 'invalid microvm spec: metadata[meta-data]: must be a YAML mapping'));

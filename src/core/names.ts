@@ -37,18 +37,25 @@ const ALIAS_PREFIX = 'flintlock:';
 // part is what makes the alias parse back unambiguously.
 const ALIAS_PART = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
 
+/** A daemon's owner id (its state dir's `daemon-id`). */
+const OWNER = /^[a-f0-9]{12}$/;
+
 export interface DeviceAliasParts {
+  /** The daemon that made the device; undefined for an alias of the older, ownerless form. */
+  readonly owner?: string;
   readonly namespace: string;
   readonly name: string;
   readonly uid: string;
 }
 
 /**
- * The `ip link` alias put on every device the daemon creates: `flintlock:<namespace>/<name>/<uid>`.
- * It lets a restart find orphaned devices and tell which VM they belonged to. Throws when a part
- * could make the alias ambiguous (validation upstream should already have refused such names).
+ * The `ip link` alias put on every device the daemon creates:
+ * `flintlock:<owner>:<namespace>/<name>/<uid>`. It lets a restart find orphaned devices, tell which
+ * VM they belonged to, and leave alone those another daemon (another state dir) owns. Throws when a
+ * part could make the alias ambiguous (validation upstream should already have refused such names).
  */
-export function deviceAlias(uid: string, namespace: string, name: string): string {
+export function deviceAlias(owner: string, uid: string, namespace: string, name: string): string {
+  if (!OWNER.test(owner)) throw new Error(`cannot build a device alias: owner "${owner}" does not match ${OWNER.source}`);
   for (const [label, value] of [
     ['uid', uid],
     ['namespace', namespace],
@@ -58,16 +65,27 @@ export function deviceAlias(uid: string, namespace: string, name: string): strin
       throw new Error(`cannot build a device alias: ${label} "${value}" does not match ${ALIAS_PART.source}`);
     }
   }
-  return `${ALIAS_PREFIX}${namespace}/${name}/${uid}`;
+  return `${ALIAS_PREFIX}${owner}:${namespace}/${name}/${uid}`;
 }
 
-/** The parts of an alias made by {@link deviceAlias}; undefined for any other alias. */
+/**
+ * The parts of an alias made by {@link deviceAlias}, or of the older ownerless form
+ * `flintlock:<namespace>/<name>/<uid>` (owner undefined); undefined for any other alias.
+ */
 export function parseDeviceAlias(alias: string): DeviceAliasParts | undefined {
   if (!alias.startsWith(ALIAS_PREFIX)) return undefined;
-  const parts = alias.slice(ALIAS_PREFIX.length).split('/');
+  let rest = alias.slice(ALIAS_PREFIX.length);
+  let owner: string | undefined;
+  const colon = rest.indexOf(':');
+  if (colon >= 0) {
+    owner = rest.slice(0, colon);
+    if (!OWNER.test(owner)) return undefined;
+    rest = rest.slice(colon + 1);
+  }
+  const parts = rest.split('/');
   if (parts.length !== 3) return undefined;
   const [namespace, name, uid] = parts;
   if (namespace === undefined || name === undefined || uid === undefined) return undefined;
   if (!ALIAS_PART.test(namespace) || !ALIAS_PART.test(name) || !ALIAS_PART.test(uid)) return undefined;
-  return { namespace, name, uid };
+  return { ...(owner !== undefined ? { owner } : {}), namespace, name, uid };
 }

@@ -48,7 +48,11 @@ export interface MicroVMRepository {
   /** Marks the VM deleting (keeping its status otherwise), resets retries, makes it due now. */
   markDeleting(uid: string, now: number): MicroVM | undefined;
   /** Stores a new status; bumps the version only when something changed. */
-  saveStatus(uid: string, status: MicroVMStatus, now: number): MicroVM | undefined;
+  /**
+   * Writes the status. With `expectedVersion`, only if the VM is still at that version (a
+   * compare-and-swap): undefined when it moved on (or is gone), and the writer must re-read.
+   */
+  saveStatus(uid: string, status: MicroVMStatus, now: number, expectedVersion?: number): MicroVM | undefined;
   /** Removes the VM, its queue entry and its device records. */
   remove(uid: string): void;
 
@@ -165,7 +169,8 @@ export interface ImageService {
   /**
    * A copy of one regular file of the image (a kernel, an initrd) that VMMs can read, made once
    * per (image, path) and never modified: the unpacked filesystems themselves stay private (they
-   * hold the image's setuid binaries). Symlinks are followed as inside the image, never out of it.
+   * hold the image's setuid binaries). `path` is resolved inside the image by the same lookup as
+   * `VmFilesystem.fileInRoot` (symlinks stay inside the image; only a regular file is copied).
    */
   vmmFile(image: LocalImage, path: string): Promise<string>;
   /**
@@ -246,6 +251,8 @@ export interface LaunchSpec {
   readonly consoleLogPath: string;
   /** Absent: no confinement beyond the provider's own (tests of the argument builders). */
   readonly sandbox?: VmmSandbox;
+  /** Where the VMM's spawn is recorded (SpawnOptions.pidFile): providers pass it to spawn(). */
+  readonly pidFile: string;
 }
 
 /** A VMM process, identified so that a reused pid is never mistaken for it. */
@@ -279,6 +286,12 @@ export interface SpawnOptions {
   /** Open file descriptors handed to the child as fd 3, 4, ... in order (nothing else is inherited). */
   readonly extraFds?: readonly number[];
   readonly cwd?: string;
+  /**
+   * Written (pid and start time, durably) the moment the process exists, before spawn() returns:
+   * a daemon killed while its VMM starts finds the VMM there, and adopts or stops it, instead of
+   * starting a second one or leaving it running forever.
+   */
+  readonly pidFile?: string;
 }
 
 /** Processes on this host (for VMMs): detached spawning and liveness that survives pid reuse. */
@@ -294,6 +307,8 @@ export interface ProcessTable {
   exitReason(process: VmmProcess): string | undefined;
   /** Sends the signal only when the pid is still the same process. */
   signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void>;
+  /** The live process a pid file (SpawnOptions.pidFile) names; undefined when none is alive. */
+  recorded(pidFile: string): Promise<VmmProcess | undefined>;
 }
 
 export interface VmmCgroupLimits {
@@ -332,6 +347,12 @@ export interface Clock {
   now(): number;
 }
 
+/** Timers, injected so that backoff and periodic work run in fake time in tests. */
+export interface Timers {
+  /** Runs `fn` once after `ms`; the returned function cancels it. Never keeps the process alive. */
+  after(ms: number, fn: () => void): () => void;
+}
+
 export interface IdGenerator {
   /** A fresh ULID. */
   next(): string;
@@ -357,6 +378,21 @@ export interface FileAccess {
   /** The low 12 bits (permissions, setuid/setgid/sticky). */
   readonly mode: number;
 }
+
+/**
+ * Why an image has no usable file at a path: nothing there (`missing`), symbolic links that lead
+ * to nothing inside the image (`dangling-symlink`), something that is not a regular file
+ * (directory, device node, fifo, socket), or more links than a lookup follows.
+ */
+export type FileInRootProblem = 'missing' | 'dangling-symlink' | 'not-a-regular-file' | 'symlink-loop';
+
+/**
+ * A file looked up inside an unpacked image (`VmFilesystem.fileInRoot`): its host path, or why
+ * the image has no usable file there. `path` is the in-image path asked for; `reason` names it.
+ */
+export type FileInRoot =
+  | { readonly ok: true; readonly hostPath: string }
+  | { readonly ok: false; readonly problem: FileInRootProblem; readonly path: string; readonly reason: string };
 
 /** The host filesystem as the steps use it: VM dirs `<state-dir>/vm/<ns>/<name>/<uid>/`, device nodes, volume files. */
 export interface VmFilesystem {
@@ -384,7 +420,19 @@ export interface VmFilesystem {
   cloneFile(source: string, target: string): Promise<void>;
   /** A qcow2 overlay whose reads fall through to the (never modified) raw `backing` file. */
   overlayFile(backing: string, target: string): Promise<void>;
+  /**
+   * A regular file at this host path itself: a symlink there is not followed, so a kernel or
+   * initrd path recorded as a link (before `fileInRoot`) counts as missing and is looked up again.
+   */
   fileExists(path: string): Promise<boolean>;
-  /** Entry names of a directory; empty when it does not exist. */
-  listDir(path: string): Promise<string[]>;
+  /**
+   * The regular file `path` inside `root` (an unpacked image), looked up as the guest would see
+   * it: symlinks are followed but stay in the root (absolute targets start at `root`, `..` stops
+   * there, at most 40 links). Anything but a regular file is refused with the reason. With the
+   * image service's copies (`ImageService.vmmFile`, the same lookup) the only way the daemon
+   * takes a file out of an image, so an image's links never reach host files.
+   */
+  fileInRoot(root: string, path: string): Promise<FileInRoot>;
+  /** Entry names of directory `path` inside `root`, resolved like `fileInRoot`; empty when there is none. */
+  listDirInRoot(root: string, path: string): Promise<string[]>;
 }

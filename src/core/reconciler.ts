@@ -8,11 +8,15 @@
 //   FAILED with the reason recorded. A Delete pre-empts a pending retry (and aborts a running
 //   create plan between steps).
 // - Every VM is reconciled at start-up and every `resyncPeriodMs`.
-import { errorMessage } from './result.js';
+// - A reconcile interrupted by the daemon's shutdown is not a failed attempt: it isn't counted,
+//   and its queue entry makes the next start pick it up.
+// - Time comes from the Clock and Timers ports, so backoff is tested in fake time.
+import { errorMessage, isDiskFull, PermanentFailure } from './result.js';
 import type { MicroVM, MicroVMStatus } from './model.js';
 import { vmIdString } from './model.js';
 import { createPlan, deletePlan } from './plans.js';
-import type { Clock, Logger, MicroVMRepository } from './ports.js';
+import type { Clock, Logger, MicroVMRepository, Timers } from './ports.js';
+import { systemTimers } from './timers.js';
 import { executeSteps, StepContext, type StepPorts } from './steps/step.js';
 
 export interface ReconcilerOptions {
@@ -34,12 +38,17 @@ export function backoffDelay(retry: number, baseMs: number, maxMs: number): numb
 }
 
 export class Reconciler implements ReconcileTrigger {
-  private readonly timers = new Map<string, { dueAt: number; timer: NodeJS.Timeout }>();
+  private readonly due = new Map<string, { dueAt: number; cancel: () => void }>();
   private readonly ready: string[] = [];
   private readonly running = new Map<string, AbortController>();
-  private readonly rerun = new Set<string>();
+  /** When a VM that is running now must run again: the earliest of what was asked meanwhile. */
+  private readonly rerunAt = new Map<string, number>();
+  /** VMs waiting out a retry: when one is ready, a VM's first attempt goes before them. */
+  private readonly retrying = new Set<string>();
+  /** Reconciles that could not record their outcome (the store failing, a full disk), per VM. */
+  private readonly crashes = new Map<string, number>();
   private readonly idleWaiters: Array<() => void> = [];
-  private resyncTimer: NodeJS.Timeout | undefined;
+  private cancelResync: (() => void) | undefined;
   private stopped = true;
 
   constructor(
@@ -48,23 +57,26 @@ export class Reconciler implements ReconcileTrigger {
     private readonly clock: Clock,
     private readonly log: Logger,
     private readonly options: ReconcilerOptions,
+    private readonly timers: Timers = systemTimers,
   ) {}
 
   /** Schedules every queued entry and reconciles every VM once (start-up), then resyncs periodically. */
   start(): void {
     this.stopped = false;
     for (const entry of this.repo.queue()) this.schedule(entry.uid, entry.dueAt);
-    this.resync();
-    this.resyncTimer = setInterval(() => this.resync(), this.options.resyncPeriodMs);
-    this.resyncTimer.unref();
+    const resync = (): void => {
+      this.resync();
+      if (!this.stopped) this.cancelResync = this.timers.after(this.options.resyncPeriodMs, resync);
+    };
+    resync();
   }
 
   /** Stops scheduling and waits for running reconciles to finish their current step. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.resyncTimer !== undefined) clearInterval(this.resyncTimer);
-    for (const { timer } of this.timers.values()) clearTimeout(timer);
-    this.timers.clear();
+    this.cancelResync?.();
+    for (const { cancel } of this.due.values()) cancel();
+    this.due.clear();
     this.ready.length = 0;
     for (const controller of this.running.values()) controller.abort();
     await this.idle();
@@ -78,13 +90,12 @@ export class Reconciler implements ReconcileTrigger {
 
   trigger(uid: string): void {
     const now = this.clock.now();
+    this.retrying.delete(uid); // new intent (a create, a delete, a VMM that died): not a retry
     this.repo.enqueue(uid, now);
     const current = this.running.get(uid);
     if (current !== undefined) {
       // A delete must not wait for a create plan to finish: abort it between steps.
       if (this.repo.get(uid)?.deletedAt !== undefined) current.abort();
-      this.rerun.add(uid);
-      return;
     }
     this.schedule(uid, now);
   }
@@ -100,40 +111,50 @@ export class Reconciler implements ReconcileTrigger {
 
   private schedule(uid: string, dueAt: number): void {
     if (this.stopped) return;
-    const existing = this.timers.get(uid);
-    if (existing !== undefined) {
-      if (existing.dueAt <= dueAt) return;
-      clearTimeout(existing.timer);
-    }
-    if (this.ready.includes(uid)) return;
     if (this.running.has(uid)) {
-      this.rerun.add(uid);
+      // After this run, at the earliest time asked for: a retry's backoff, or now for a trigger.
+      this.rerunAt.set(uid, Math.min(this.rerunAt.get(uid) ?? dueAt, dueAt));
       return;
     }
-    const timer = setTimeout(
-      () => {
-        this.timers.delete(uid);
-        this.ready.push(uid);
-        this.pump();
-      },
-      Math.max(0, dueAt - this.clock.now()),
-    );
-    this.timers.set(uid, { dueAt, timer });
+    const existing = this.due.get(uid);
+    if (existing !== undefined) {
+      if (existing.dueAt <= dueAt) return;
+      existing.cancel();
+    }
+    if (this.ready.includes(uid)) return;
+    const cancel = this.timers.after(Math.max(0, dueAt - this.clock.now()), () => {
+      this.due.delete(uid);
+      this.ready.push(uid);
+      this.pump();
+    });
+    this.due.set(uid, { dueAt, cancel });
   }
 
   private pump(): void {
     while (!this.stopped && this.running.size < this.options.concurrency) {
-      const index = this.ready.findIndex((uid) => !this.running.has(uid));
+      // First attempts before retries, so a healthy new VM never waits behind failing ones.
+      const fresh = this.ready.findIndex((uid) => !this.running.has(uid) && !this.retrying.has(uid));
+      const index = fresh >= 0 ? fresh : this.ready.findIndex((uid) => !this.running.has(uid));
       if (index < 0) break;
       const [uid] = this.ready.splice(index, 1) as [string];
       const controller = new AbortController();
       this.running.set(uid, controller);
       void this.reconcile(uid, controller.signal)
-        // reconcile records every outcome itself; this only catches the store failing under it.
-        .catch((e: unknown) => this.log.error({ uid, error: errorMessage(e) }, 'reconcile crashed; will retry at the next resync'))
+        // reconcile records every outcome itself; this only catches the store failing under it
+        // (a full disk): retried with backoff, not left until the next resync.
+        .catch((e: unknown) => {
+          const crashes = (this.crashes.get(uid) ?? 0) + 1;
+          this.crashes.set(uid, crashes);
+          const delayMs = backoffDelay(crashes, this.options.backoffBaseMs, this.options.backoffMaxMs);
+          const what = isDiskFull(e) ? 'the disk is full, so the outcome could not be recorded' : 'the outcome could not be recorded';
+          this.log.error({ uid, error: errorMessage(e), delayMs }, `reconcile failed and ${what}; will retry`);
+          this.schedule(uid, this.clock.now() + delayMs);
+        })
         .finally(() => {
           this.running.delete(uid);
-          if (this.rerun.delete(uid)) this.schedule(uid, this.clock.now());
+          const again = this.rerunAt.get(uid);
+          this.rerunAt.delete(uid);
+          if (again !== undefined) this.schedule(uid, again);
           this.pump();
           if (this.running.size === 0 && this.ready.length === 0) this.idleWaiters.splice(0).forEach((resolve) => resolve());
         });
@@ -145,6 +166,7 @@ export class Reconciler implements ReconcileTrigger {
     const vm = this.repo.get(uid);
     if (vm === undefined) {
       this.repo.dequeue(uid);
+      this.retrying.delete(uid);
       return;
     }
     const log = this.log.child({ vmid: vmIdString(vm.id) });
@@ -157,6 +179,8 @@ export class Reconciler implements ReconcileTrigger {
     const started = this.clock.now();
     try {
       const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, signal);
+      this.retrying.delete(uid);
+      this.crashes.delete(uid);
       if (deleting) {
         this.repo.remove(uid);
         log.info({ steps: executed, ms: this.clock.now() - started }, 'microvm deleted');
@@ -169,26 +193,42 @@ export class Reconciler implements ReconcileTrigger {
       this.repo.dequeue(uid);
       if (executed.length > 0) log.info({ steps: executed, ms: this.clock.now() - started }, 'microvm reconciled');
     } catch (e) {
+      if (signal.aborted && this.stopped) {
+        // A routine shutdown, not a failure: the queue entry stays, the next start resumes it.
+        log.info({ error: errorMessage(e) }, 'reconcile interrupted by shutdown; not counted as a failed attempt');
+        return;
+      }
       const current = this.repo.get(uid);
       if (current === undefined) return;
       if (!deleting && current.deletedAt !== undefined) return; // aborted by a delete
-      this.recordFailure(current, ctx.status, errorMessage(e), log);
+      const message = errorMessage(e);
+      this.recordFailure(
+        current,
+        ctx.status,
+        isDiskFull(e) && !/disk full/i.test(message) ? `disk full: ${message}` : message,
+        log,
+        e instanceof PermanentFailure,
+      );
     }
   }
 
-  private recordFailure(vm: MicroVM, working: MicroVMStatus, message: string, log: Logger): void {
+  private recordFailure(vm: MicroVM, working: MicroVMStatus, message: string, log: Logger, permanent: boolean): void {
     const now = this.clock.now();
     const retry = vm.status.retry + 1;
     const deleting = vm.deletedAt !== undefined;
     // A delete is never given up: it retries with capped backoff until the host is clean.
-    if (!deleting && retry > this.options.maxRetry) {
-      const failureReason = `reconcile failed ${retry} times; last error: ${message}`;
+    if (!deleting && (permanent || retry > this.options.maxRetry)) {
+      const failureReason = permanent
+        ? `${message} (not retried: no retry can succeed until that changes)`
+        : `reconcile failed ${retry} times; last error: ${message}`;
       const { nextRetryAt: _dropped, ...rest } = working;
       this.repo.saveStatus(vm.id.uid, { ...rest, state: 'failed', retry, lastError: message, failureReason }, now);
       this.repo.dequeue(vm.id.uid);
-      log.error({ retry, reason: failureReason }, 'microvm failed: retries exhausted');
+      this.retrying.delete(vm.id.uid);
+      log.error({ retry, reason: failureReason }, permanent ? 'microvm failed: permanent failure' : 'microvm failed: retries exhausted');
       return;
     }
+    this.retrying.add(vm.id.uid);
     const delay = backoffDelay(retry, this.options.backoffBaseMs, this.options.backoffMaxMs);
     const nextRetryAt = now + delay;
     this.repo.saveStatus(vm.id.uid, { ...working, state: deleting ? 'deleting' : 'pending', retry, lastError: message, nextRetryAt }, now);

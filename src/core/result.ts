@@ -12,7 +12,7 @@ export function err<E>(error: E): { ok: false; error: E } {
 }
 
 /** What went wrong, in terms a client can act on. Mapped to gRPC codes in the API adapters. */
-export type ErrorKind = 'invalid-argument' | 'not-found' | 'unauthenticated' | 'resource-exhausted' | 'unavailable' | 'internal';
+export type ErrorKind = 'invalid-argument' | 'failed-precondition' | 'not-found' | 'unauthenticated' | 'resource-exhausted' | 'unavailable' | 'internal';
 
 export interface AppError {
   readonly kind: ErrorKind;
@@ -31,6 +31,23 @@ export function boundedMessage(message: string): string {
 }
 
 export const appError = (kind: ErrorKind, message: string): AppError => ({ kind, message: boundedMessage(message) });
+
+/**
+ * A failure no retry can fix (the daemon's configuration lacks what the VM needs): the reconciler
+ * marks the VM FAILED at once instead of retrying it to exhaustion.
+ */
+export class PermanentFailure extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PermanentFailure';
+  }
+}
+
+/** ENOSPC from a write, or SQLite's "database or disk is full": no retry helps until space is freed. */
+export function isDiskFull(e: unknown): boolean {
+  const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
+  return code === 'ENOSPC' || code === 'SQLITE_FULL';
+}
 
 /** Message of anything thrown, for logs and status fields. */
 export function errorMessage(e: unknown): string {

@@ -8,6 +8,7 @@ import { appError, err, ok, type AppError, type Result } from './result.js';
 import { validateCreate, type CreateInput, type HostChecks, type ProviderLookup, type ValidationLimits } from './validation.js';
 import { injectInstanceId } from './metadata.js';
 import { canonicalJson } from './canonical-json.js';
+import { hostNetworkProblem } from './steps/network.js';
 
 export interface MicroVMServiceDeps {
   readonly repo: MicroVMRepository;
@@ -18,6 +19,8 @@ export interface MicroVMServiceDeps {
   readonly ids: IdGenerator;
   readonly log: Logger;
   readonly hostChecks?: HostChecks;
+  /** The daemon's parent-iface and bridge-name: a NIC it can't make is refused at Create. */
+  readonly hostNetwork?: { readonly parentIface?: string; readonly bridgeName?: string };
 }
 
 export class MicroVMService {
@@ -26,6 +29,14 @@ export class MicroVMService {
   create(input: CreateInput): Result<MicroVM, AppError> {
     const validated = validateCreate(input, this.deps.limits, this.deps.providers, this.deps.hostChecks);
     if (!validated.ok) return validated;
+    const hostNetwork = this.deps.hostNetwork;
+    if (hostNetwork !== undefined) {
+      const problems = validated.value.spec.interfaces.flatMap((iface) => {
+        const problem = hostNetworkProblem(iface, hostNetwork);
+        return problem === undefined ? [] : [`interface ${iface.deviceId}: ${problem}`];
+      });
+      if (problems.length > 0) return err(appError('failed-precondition', `cannot create this microvm here: ${problems.join('; ')}`));
+    }
     const { namespace, name } = validated.value;
     const uid = this.deps.ids.next();
     const metadata = injectInstanceId(validated.value.spec.metadata, uid);

@@ -6,6 +6,7 @@ import { echo, identifierProblem, inImagePathProblem } from './identifiers.js';
 import { isImageRefError, parseImageRef } from './image-ref.js';
 import { DEFAULT_METADATA_KB, REQUEST_LIMITS } from './limits.js';
 import type { KernelSpec, MicroVMSpec, NetworkInterfaceSpec, VolumeSpec } from './model.js';
+import { MAX_IFNAME_BYTES } from './names.js';
 import type { ProviderCapability, ProviderRegistry } from './ports.js';
 import { appError, err, ok, type AppError, type Result } from './result.js';
 
@@ -157,8 +158,11 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
       const macProblem = checkUnicastMac(iface.guestMac);
       if (macProblem !== undefined) problem(`${field}.guest_mac`, macProblem);
     }
-    if (iface.bridgeName !== undefined && !/^[^\s/]{1,15}$/.test(iface.bridgeName)) {
-      problem(`${field}.overrides.bridge_name`, `${echo(iface.bridgeName)} is not a valid network device name (1-15 bytes, no spaces or '/')`);
+    if (iface.bridgeName !== undefined && !isNetworkDeviceName(iface.bridgeName)) {
+      problem(
+        `${field}.overrides.bridge_name`,
+        `${echo(iface.bridgeName)} is not a valid network device name (1-${MAX_IFNAME_BYTES} bytes, not '.' or '..', no whitespace, control characters, '/' or ':')`,
+      );
     }
     const addr = iface.address;
     if (addr !== undefined) {
@@ -294,12 +298,21 @@ function checkCmdline(cmdline: Readonly<Record<string, string>>, problem: (field
     problem('kernel.cmdline', `renders to about ${total} bytes, more than the ${REQUEST_LIMITS.cmdlineBytes} left for it in Linux's 2048-byte command line`);
 }
 
+/**
+ * The kernel's dev_valid_name(), as the iproute2 adapter enforces it before running `ip`: counted
+ * in bytes (15 characters of 'é' are 30), and no control characters either.
+ */
+function isNetworkDeviceName(name: string): boolean {
+  const bytes = Buffer.byteLength(name);
+  return bytes >= 1 && bytes <= MAX_IFNAME_BYTES && name !== '.' && name !== '..' && !/[\s/:\p{Cc}]/u.test(name);
+}
+
 /** Returns what is wrong with a MAC for a guest NIC, or undefined when it is fine. */
 export function checkUnicastMac(mac: string): string | undefined {
-  if (!MAC_PATTERN.test(mac)) return `"${mac}" is not a MAC address such as 02:00:00:00:00:01`;
+  if (!MAC_PATTERN.test(mac)) return `${echo(mac)} is not a MAC address such as 02:00:00:00:00:01`;
   const firstOctet = Number.parseInt(mac.slice(0, 2), 16);
-  if ((firstOctet & 1) === 1) return `"${mac}" is a multicast address; a unicast MAC is required`;
-  if (/^(0{2}[:-]){5}0{2}$/.test(mac)) return `"${mac}" is the all-zero address`;
+  if ((firstOctet & 1) === 1) return `${echo(mac)} is a multicast address; a unicast MAC is required`;
+  if (/^(0{2}[:-]){5}0{2}$/.test(mac)) return `${echo(mac)} is the all-zero address`;
   return undefined;
 }
 

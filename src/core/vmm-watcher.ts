@@ -1,6 +1,9 @@
 // Watches running VMs. Within a second of a VMM process ending on its own, the VM stops being
 // CREATED (it no longer runs its guest), the exit is recorded and logged, and the reconciler
-// restarts it. Every few seconds it also reports the guest addresses the host has seen (the
+// restarts it. Every few seconds it also checks that the VMs' host devices still exist (one link
+// listing for all): a tap or macvtap deleted under a running guest leaves its NIC dead for good, so
+// the VMM is stopped and the reconciler makes a new device and starts the VMM again, instead of the
+// VM staying CREATED without a network. And it reports the guest addresses the host has seen (the
 // neighbour table entries for the guests' MACs).
 import { vmIdString, type MicroVM } from './model.js';
 import type { Clock, Logger, MicroVMRepository, NetworkService, ProcessTable } from './ports.js';
@@ -11,6 +14,8 @@ export interface VmmWatcherOptions {
   readonly intervalMs: number;
   /** Guest addresses are refreshed every this many checks (one `ip neigh` per refresh). */
   readonly addressEvery: number;
+  /** Host devices are checked every this many checks (one link listing per check). */
+  readonly devicesEvery?: number;
 }
 
 export class VmmWatcher {
@@ -31,7 +36,7 @@ export class VmmWatcher {
     private readonly reconciler: ReconcileTrigger,
     private readonly clock: Clock,
     private readonly log: Logger,
-    private readonly options: VmmWatcherOptions = { intervalMs: 500, addressEvery: 4 },
+    private readonly options: VmmWatcherOptions = { intervalMs: 500, addressEvery: 4, devicesEvery: 4 },
   ) {}
 
   start(): void {
@@ -68,7 +73,8 @@ export class VmmWatcher {
         if (await this.vmmAlive(vm)) alive.push(vm);
       }
       this.ticks += 1;
-      if (alive.length > 0 && this.ticks % this.options.addressEvery === 0) await this.refreshAddresses(alive);
+      const withDevices = alive.length > 0 && this.ticks % (this.options.devicesEvery ?? 4) === 0 ? await this.devicesPresent(alive) : alive;
+      if (withDevices.length > 0 && this.ticks % this.options.addressEvery === 0) await this.refreshAddresses(withDevices);
     } catch (e) {
       this.log.warn({ error: errorMessage(e) }, 'vmm watcher check failed');
     } finally {
@@ -79,11 +85,39 @@ export class VmmWatcher {
   private async vmmAlive(vm: MicroVM): Promise<boolean> {
     const vmm = vm.status.vmm;
     if (vmm === undefined || (await this.processes.isAlive(vmm))) return true;
+    // Decide on fresh state: while isAlive ran, the reconciler may have started a new VMM (writing
+    // back this snapshot would record the dead pid and start a duplicate), or the VM moved on.
+    const current = this.repo.get(vm.id.uid);
+    if (current === undefined || !shouldRun(current) || !sameProcess(current.status.vmm, vmm)) return false;
     const lastExitReason = `vmm process ${vmm.pid} ended: ${this.processes.exitReason(vmm) ?? 'exit status unknown'}`;
-    this.repo.saveStatus(vm.id.uid, { ...vm.status, state: 'pending', lastExitReason }, this.clock.now());
+    if (this.repo.saveStatus(vm.id.uid, { ...current.status, state: 'pending', lastExitReason }, this.clock.now(), current.version) === undefined) return false;
     this.log.warn({ vmid: vmIdString(vm.id), pid: vmm.pid, reason: lastExitReason }, 'vmm exited; reconciling to restart it');
     this.reconciler.trigger(vm.id.uid);
     return false;
+  }
+
+  /** The VMs whose host devices all exist; the others are stopped and handed to the reconciler. */
+  private async devicesPresent(vms: readonly MicroVM[]): Promise<MicroVM[]> {
+    const links = new Map((await this.network.listLinks()).map((l) => [l.name, l.ifindex]));
+    const intact: MicroVM[] = [];
+    for (const vm of vms) {
+      const gone = Object.entries(vm.status.interfaces).filter(([, s]) => s.hostDeviceName !== '' && links.get(s.hostDeviceName) !== s.index);
+      if (gone.length === 0) {
+        intact.push(vm);
+        continue;
+      }
+      // Re-read: the reconciler may have replaced the device (or the VM) while the listing ran.
+      const current = this.repo.get(vm.id.uid);
+      const vmm = current?.status.vmm;
+      if (current === undefined || !shouldRun(current) || vmm === undefined) continue;
+      const devices = gone.map(([deviceId, s]) => `${s.hostDeviceName} (${deviceId})`).join(', ');
+      const lastExitReason = `host device ${devices} disappeared under the running guest; the VMM was stopped to start it again with a new one`;
+      if (await this.processes.isAlive(vmm)) await this.processes.signal(vmm, 'SIGKILL');
+      if (this.repo.saveStatus(vm.id.uid, { ...current.status, state: 'pending', lastExitReason }, this.clock.now(), current.version) === undefined) continue;
+      this.log.warn({ vmid: vmIdString(vm.id), devices }, 'host device disappeared; reconciling to repair it');
+      this.reconciler.trigger(vm.id.uid);
+    }
+    return intact;
   }
 
   private async refreshAddresses(vms: readonly MicroVM[]): Promise<void> {
@@ -96,9 +130,13 @@ export class VmmWatcher {
       // Re-read: the VM may have changed while `ip neigh` ran.
       const current = this.repo.get(vm.id.uid);
       if (current?.status.state !== 'created') continue;
-      this.repo.saveStatus(vm.id.uid, { ...current.status, guestIps: ips }, this.clock.now());
+      this.repo.saveStatus(vm.id.uid, { ...current.status, guestIps: ips }, this.clock.now(), current.version);
     }
   }
+}
+
+function sameProcess(a: { pid: number; startTime: number } | undefined, b: { pid: number; startTime: number }): boolean {
+  return a !== undefined && a.pid === b.pid && a.startTime === b.startTime;
 }
 
 /** A VM whose VMM should be running the guest. */

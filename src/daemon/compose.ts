@@ -4,6 +4,7 @@ import { monotonicFactory } from 'ulid';
 import { startGrpcServer, type RunningGrpcServer } from '../adapters/api/grpc/server.js';
 import { startHttpGateway } from '../adapters/api/http/gateway.js';
 import { ApiMetrics } from '../adapters/api/metrics.js';
+import type { TlsSettings } from '../adapters/api/tls.js';
 import { detectCgroupLayout, HostVmmCgroups, NoVmmCgroups } from '../adapters/cgroups/cgroups.js';
 import { FatCidataDiskBuilder } from '../adapters/cloud-init/cidata-disk.js';
 import { prepareStateDir } from '../adapters/fs/state-dir.js';
@@ -14,6 +15,7 @@ import { LinuxProcessTable } from '../adapters/process/process-table.js';
 import { Iproute2NetworkService } from '../adapters/network/iproute2.js';
 import { createProviderRegistry } from '../adapters/providers/registry.js';
 import { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js';
+import { claimStateDir } from '../adapters/store/state-dir-claim.js';
 import type { Config } from '../config/config.js';
 import { sweepOrphanDevices } from '../core/orphans.js';
 import type { Clock, IdGenerator, Logger, NetworkService, VmmCgroups } from '../core/ports.js';
@@ -23,7 +25,7 @@ import { VmmWatcher } from '../core/vmm-watcher.js';
 import { MicroVMService } from '../core/service.js';
 import type { StepPorts } from '../core/steps/step.js';
 import { splitHostPort } from './endpoint.js';
-import { checkPrerequisites, PrerequisiteError, SANDBOX_PROGRAMS, VOLUME_PROGRAMS } from './prerequisites.js';
+import { checkHostNetwork, checkPrerequisites, PrerequisiteError, SANDBOX_PROGRAMS, VOLUME_PROGRAMS } from './prerequisites.js';
 
 export interface RunningDaemon {
   readonly grpcPort: number;
@@ -49,6 +51,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     insecureRegistries: config.insecureRegistries,
     credentials: config.registryAuth,
     keepMs: config.imageKeepTimeMs,
+    maxUnpackedBytes: config.imageMaxUnpackedBytes,
     // One VM's kernel and initrd come from one image: resolve its tag once, not per step.
     tagTtlMs: 5000,
     log: log.child({ component: 'images' }),
@@ -67,12 +70,21 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     ...VOLUME_PROGRAMS,
     ...SANDBOX_PROGRAMS,
   ]);
-  for (const warning of prerequisites.warnings) log.warn({}, warning);
+  const hostNetworkReport = await checkHostNetwork(network, { parentIface: config.parentIface, bridgeName: config.bridgeName });
+  for (const warning of [...prerequisites.warnings, ...hostNetworkReport.warnings]) log.warn({}, warning);
   const cgroups = await vmmCgroups(config, log);
-  if ('error' in cgroups) prerequisites.errors.push(cgroups.error);
-  if (prerequisites.errors.length > 0 || 'error' in cgroups) throw new PrerequisiteError(prerequisites.errors);
+  const refusals = [...prerequisites.errors, ...hostNetworkReport.errors, ...('error' in cgroups ? [cgroups.error] : [])];
+  if (refusals.length > 0 || 'error' in cgroups) throw new PrerequisiteError(refusals);
   if (!sandboxed) log.warn({}, 'vmm-uid-range is empty: VMMs run as the daemon user');
-  await prepareStateDir(config.stateDir);
+  const claim = claimStateDir(config.stateDir);
+  // Claimed first (a second daemon on the dir changes nothing); then searchable by the VMMs (0711).
+  // The claim's own files (lock, pid, daemon-id) stay 0600.
+  try {
+    await prepareStateDir(config.stateDir);
+  } catch (e) {
+    claim.release();
+    throw e;
+  }
   const repo = SqliteMicroVMRepository.open(config.stateDir);
 
   const ports: StepPorts = {
@@ -82,7 +94,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     providers,
     clock,
     ids,
-    hostNetwork: { parentIface: config.parentIface, bridgeName: config.bridgeName },
+    hostNetwork: { parentIface: config.parentIface, bridgeName: config.bridgeName, deviceOwner: claim.owner },
     images,
     processes,
     cidata: new FatCidataDiskBuilder(),
@@ -107,10 +119,20 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     maxMemoryMb: config.maximumMemoryMb,
     maxMetadataBytes: config.maximumMetadataKb * 1024,
   };
-  const service = new MicroVMService({ repo, reconciler, providers, limits, clock, ids, log, hostChecks: virtiofsHostChecks(config.virtiofsAllowedRoots) });
+  const service = new MicroVMService({
+    repo,
+    reconciler,
+    providers,
+    limits,
+    clock,
+    ids,
+    log,
+    hostChecks: virtiofsHostChecks(config.virtiofsAllowedRoots),
+    hostNetwork: ports.hostNetwork,
+  });
   const metrics = new ApiMetrics();
 
-  const removed = await sweepOrphanDevices(repo, network, log);
+  const removed = await sweepOrphanDevices(repo, network, claim.owner, log);
   if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
   reconciler.start();
   const watcher = new VmmWatcher(repo, processes, network, reconciler, clock, log.child({ component: 'watcher' }));
@@ -126,17 +148,19 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   log.info({}, config.basicAuthToken !== '' ? 'basic authentication is enabled' : 'basic authentication is DISABLED');
   log.info({}, config.insecure ? 'TLS is DISABLED' : 'TLS is enabled');
   log.info({ endpoint: config.grpcEndpoint }, `starting grpc server listening on endpoint ${config.grpcEndpoint}`);
+  // One set of TLS settings for every API port (COMPAT §2.10).
+  const tls: TlsSettings = {
+    insecure: config.insecure,
+    ...(config.tlsCert !== '' ? { certFile: config.tlsCert } : {}),
+    ...(config.tlsKey !== '' ? { keyFile: config.tlsKey } : {}),
+    ...(config.tlsClientCa !== '' ? { clientCaFile: config.tlsClientCa } : {}),
+    clientValidate: config.tlsClientValidate,
+  };
   const closers: Array<() => Promise<void>> = [];
   try {
     const grpcServer: RunningGrpcServer = await startGrpcServer(service, {
       endpoint: config.grpcEndpoint,
-      tls: {
-        insecure: config.insecure,
-        ...(config.tlsCert !== '' ? { certFile: config.tlsCert } : {}),
-        ...(config.tlsKey !== '' ? { keyFile: config.tlsKey } : {}),
-        ...(config.tlsClientCa !== '' ? { clientCaFile: config.tlsClientCa } : {}),
-        clientValidate: config.tlsClientValidate,
-      },
+      tls,
       basicAuthToken: config.basicAuthToken,
       log,
       metrics,
@@ -145,7 +169,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     let httpPort: number | undefined;
     if (config.enableHttp) {
       log.info({ endpoint: config.httpEndpoint }, `starting http server listening on endpoint ${config.httpEndpoint}`);
-      const gateway = await startHttpGateway(service, { endpoint: config.httpEndpoint, basicAuthToken: config.basicAuthToken, log, metrics });
+      const gateway = await startHttpGateway(service, { endpoint: config.httpEndpoint, tls, basicAuthToken: config.basicAuthToken, log, metrics });
       closers.push(() => gateway.close());
       httpPort = gateway.port;
     }
@@ -164,12 +188,14 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
         await Promise.all(closers.map((close) => close()));
         await stopBackground();
         repo.close();
+        claim.release();
       },
     };
   } catch (e) {
     await Promise.all(closers.map((close) => close()));
     await stopBackground();
     repo.close();
+    claim.release();
     throw e;
   }
 }

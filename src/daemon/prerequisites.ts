@@ -2,23 +2,29 @@
 // the program's name and its Debian package, instead of failing VMs later. Which programs depends
 // on what is wired: the iproute2 network adapter runs `ip`, volumes are built with mkfs.ext4, the
 // default provider needs its VMM, a cidata disk (mkfs.vfat, mcopy) unless it has a metadata
-// service, and qemu-img when it opens qcow2 overlays.
-import { missingProgramMessage } from '../adapters/host/dependencies.js';
+// service, and qemu-img when it opens qcow2 overlays. Every VMM is started through the sandbox's
+// launch chain (sh, perl, setpriv: ADR 0009) and boots a copy of its kernel (cp): programs of
+// Debian's priority-required packages, which host-dependencies.txt does not list, so their
+// packages are named here.
+import { missingProgramMessage, packageProviding } from '../adapters/host/dependencies.js';
 import { findExecutable } from '../adapters/providers/host.js';
-import type { ProviderRegistry, VmmProvider } from '../core/ports.js';
+import type { NetworkService, ProviderRegistry, VmmProvider } from '../core/ports.js';
 
 export interface ProgramNeed {
   readonly program: string;
   /** What it is for, as an operator reads it. */
   readonly for: string;
+  /** Its Debian package when host-dependencies.txt does not list it (priority-required packages). */
+  readonly package?: string;
 }
 
 export const VOLUME_PROGRAMS: readonly ProgramNeed[] = [{ program: 'mkfs.ext4', for: 'volumes from images' }];
 /** The VMM launch chain (providers/sandbox.ts); all priority required on Debian, checked all the same. */
 export const SANDBOX_PROGRAMS: readonly ProgramNeed[] = [
-  { program: 'sh', for: 'putting VMMs in their cgroups' },
-  { program: 'perl', for: 'opening taps for VMMs' },
-  { program: 'setpriv', for: 'running VMMs as their own uids' },
+  { program: 'sh', for: 'putting VMMs in their cgroups', package: 'dash' },
+  { program: 'perl', for: 'opening taps for VMMs', package: 'perl-base' },
+  { program: 'setpriv', for: 'running VMMs as their own uids', package: 'util-linux' },
+  { program: 'cp', for: 'copies of kernels and initrds that VMMs can read', package: 'coreutils' },
 ];
 export const CIDATA_PROGRAMS = ['mkfs.vfat', 'mcopy'] as const;
 
@@ -44,8 +50,12 @@ export function checkPrerequisites(
   common: readonly ProgramNeed[],
   find: (program: string) => string | undefined = findExecutable,
 ): PrerequisiteReport {
+  const message = (n: ProgramNeed): string =>
+    packageProviding(n.program) === undefined && n.package !== undefined
+      ? `"${n.program}" not found (install the Debian package ${n.package})`
+      : missingProgramMessage(n.program);
   const missing = (needs: readonly ProgramNeed[]): string[] =>
-    needs.filter((n) => find(n.program) === undefined).map((n) => `${missingProgramMessage(n.program)}, needed for ${n.for}`);
+    needs.filter((n) => find(n.program) === undefined).map((n) => `${message(n)}, needed for ${n.for}`);
   const errors = missing(common);
   const warnings: string[] = [];
   for (const name of providers.names()) {
@@ -65,4 +75,30 @@ export class PrerequisiteError extends Error {
     super(`missing prerequisites: ${errors.join('; ')}`);
     this.name = 'PrerequisiteError';
   }
+}
+
+/**
+ * The configured parent-iface and bridge-name, as the host has them. A bridge-name that names a
+ * device which is not a bridge is a mistake no VM can survive: refused. A missing one may still
+ * appear (a bond or bridge made after the daemon starts): a warning, and VMs needing it fail with
+ * its name until it does.
+ */
+export async function checkHostNetwork(
+  network: Pick<NetworkService, 'getLink'>,
+  host: { readonly parentIface?: string; readonly bridgeName?: string },
+): Promise<PrerequisiteReport> {
+  const errors: string[] = [];
+  const warnings: string[] = [];
+  if (host.parentIface !== undefined && host.parentIface !== '' && (await network.getLink(host.parentIface)) === undefined) {
+    warnings.push(`parent-iface "${host.parentIface}" does not exist (yet): macvtap VMs will fail until it does`);
+  }
+  if (host.bridgeName !== undefined && host.bridgeName !== '') {
+    const bridge = await network.getLink(host.bridgeName);
+    if (bridge === undefined) warnings.push(`bridge-name "${host.bridgeName}" does not exist (yet): tap VMs will fail until it does`);
+    else if (bridge.kind !== 'bridge')
+      errors.push(
+        `bridge-name "${host.bridgeName}" is a ${bridge.kind === '' ? 'plain' : bridge.kind} device, not a bridge: name a bridge (ip link add NAME type bridge)`,
+      );
+  }
+  return { errors, warnings };
 }

@@ -230,7 +230,13 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', [...
     assert.equal(mode(join(daemon.stateDir, 'images', 'rootfs')), 0o700, "unpacked images (setuid files) are the daemon's");
     assert.equal(mode(join(daemon.stateDir, 'images', 'blobs')), 0o700);
     assert.equal(mode(join(daemon.stateDir, 'images', 'refs.json')), 0o600);
+    // The state-dir claim (one daemon per dir) keeps its files the daemon's under the 0711 dir.
+    for (const f of ['flintlockd.lock', 'flintlockd.pid', 'daemon-id']) assert.equal(mode(join(daemon.stateDir, f)), 0o600, f);
     assert.equal(mode(vmDir), 0o1770);
+    // The pid file names QEMU itself (the launch chain execs its way there), and is root's alone.
+    assert.equal(readFileSync(join(vmDir, 'vmm.pid'), 'utf8').split(' ')[0], String(pid));
+    assert.equal(mode(join(vmDir, 'vmm.pid')), 0o600);
+    assert.equal(statSync(join(vmDir, 'vmm.pid')).uid, 0);
     assert.equal(statSync(vmDir).gid, vmmUid);
     assert.equal(statSync(vmDir).uid, 0);
     for (const f of ['console.log', 'cidata.img']) assert.equal(statSync(join(vmDir, f)).gid, vmmUid, f);

@@ -69,6 +69,8 @@ function baseLaunch(overrides: Partial<LaunchSpec> = {}): LaunchSpec {
     cloudInit: { 'meta-data': '' },
     consoleLogPath: '/var/lib/flintlock/vm/ns1/vm1/uid/console.log',
     ...overrides,
+    // Beside the VM dir the test gave, like buildLaunchSpec does.
+    pidFile: overrides.pidFile ?? `${overrides.vmDir ?? '/var/lib/flintlock/vm/ns1/vm1/uid'}/vmm.pid`,
   };
 }
 
@@ -299,6 +301,7 @@ describeWith('QemuProvider boots the test guest', [...GUEST_LAB, CGROUPS], { tim
       nics: [nic],
       consoleLogPath,
       sandbox: await sandboxFor(cgroupName, 256),
+      pidFile: join(dir, 'vmm.pid'),
     });
     const { proc, t0 } = await boot(t, launch, provider);
     assert.equal(await table.isAlive(proc), true);
@@ -309,6 +312,9 @@ describeWith('QemuProvider boots the test guest', [...GUEST_LAB, CGROUPS], { tim
     const shown = ['Name', 'Uid', 'Gid', 'Groups', 'NoNewPrivs', 'Seccomp', 'CapEff'].map((k) => `${k}: ${line(k).replaceAll('\t', ' ')}`);
     t.diagnostic(`/proc/${proc.pid}/status: ${shown.join(' | ')}`);
     assert.match(line('Name'), /^qemu-system-x86/);
+    // The pid file names QEMU itself: the launch chain (sh, perl, setpriv) execs its way there.
+    assert.equal(readFileSync(launch.pidFile, 'utf8'), `${proc.pid} ${proc.startTime}\n`);
+    assert.deepEqual(await table.recorded(launch.pidFile), { pid: proc.pid, startTime: proc.startTime });
     const id = TEST_VMM.uid;
     assert.equal(line('Uid'), `${id}\t${id}\t${id}\t${id}`);
     assert.equal(line('Gid'), `${TEST_VMM.gid}\t${TEST_VMM.gid}\t${TEST_VMM.gid}\t${TEST_VMM.gid}`);
@@ -424,6 +430,7 @@ describeWith('QemuProvider boots the test guest', [...GUEST_LAB, CGROUPS], { tim
       cloudInit: { 'meta-data': 'instance_id: order-test\n', 'network-config': networkConfig },
       consoleLogPath,
       sandbox: await sandboxFor(cgroupName, 256),
+      pidFile: join(dir, 'vmm.pid'),
     });
     const { proc, t0 } = await boot(t, launch, nsProvider);
     const staticAddr = await guestAddress(launch.consoleLogPath, 'eth1', macB);
@@ -489,6 +496,7 @@ describeWith('QemuProvider boots the test guest', [...GUEST_LAB, CGROUPS], { tim
       nics: [{ deviceId: 'eth0', type: 'macvtap', hostDevice: 'flvtap0', mac, tapNode }],
       consoleLogPath,
       sandbox: await sandboxFor(cgroupName, 256),
+      pidFile: join(dir, 'vmm.pid'),
     });
     const { proc, t0 } = await boot(t, launch, p);
     const addr = await guestAddress(launch.consoleLogPath, 'eth0', mac);

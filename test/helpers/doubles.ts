@@ -5,6 +5,7 @@ import type {
   CharDeviceNumbers,
   CloudInitDiskBuilder,
   CloudInitFiles,
+  FileInRoot,
   ImageService,
   LocalImage,
   LinkInfo,
@@ -22,6 +23,7 @@ import type {
   VmmProcess,
   ProcessTable,
   LaunchSpec,
+  SpawnOptions,
 } from '../../src/core/ports.js';
 
 export class MemoryNetwork implements NetworkService {
@@ -95,14 +97,19 @@ export class MemoryNetwork implements NetworkService {
 export class MemoryImages implements ImageService {
   readonly pulls: string[] = [];
   failWith: string | undefined;
+  /** When set, only pulls of these refs fail with `failWith`. */
+  failOnly: Set<string> | undefined;
+  /** Awaited before a pull answers (a slow registry). */
+  delay: ((ref: string) => Promise<void>) | undefined;
   constructor(private readonly fs: MemoryFilesystem) {}
 
-  pull(ref: string): Promise<LocalImage> {
+  async pull(ref: string): Promise<LocalImage> {
     this.pulls.push(ref);
-    if (this.failWith !== undefined) return Promise.reject(new Error(this.failWith));
+    if (this.delay !== undefined) await this.delay(ref);
+    if (this.failWith !== undefined && (this.failOnly === undefined || this.failOnly.has(ref))) throw new Error(this.failWith);
     const rootfs = `/images/rootfs/${ref.replace(/[^a-z0-9]/g, '_')}`;
     for (const file of ['boot/vmlinux', 'boot/initrd']) this.fs.files.set(`${rootfs}/${file}`, ref);
-    return Promise.resolve({ ref, digest: `sha256:${Buffer.from(ref).toString('hex').padEnd(64, '0').slice(0, 64)}`, rootfs });
+    return { ref, digest: `sha256:${Buffer.from(ref).toString('hex').padEnd(64, '0').slice(0, 64)}`, rootfs };
   }
   ext4(image: LocalImage, sizeMb?: number): Promise<string> {
     const path = `/images/ext4/${image.digest.slice(7, 19)}-${sizeMb ?? 'auto'}.img`;
@@ -179,8 +186,15 @@ export class MemoryFilesystem implements VmFilesystem {
   fileExists(path: string): Promise<boolean> {
     return Promise.resolve(this.files.has(path));
   }
-  listDir(path: string): Promise<string[]> {
-    const prefix = `${path}/`;
+  /** No symlinks in memory: a file is there under `<root>/<path>` or it is missing. */
+  fileInRoot(root: string, path: string): Promise<FileInRoot> {
+    const parts = path.split('/').filter((p) => p !== '' && p !== '.');
+    const hostPath = `${root}/${parts.join('/')}`;
+    if (this.files.has(hostPath)) return Promise.resolve({ ok: true, hostPath });
+    return Promise.resolve({ ok: false, problem: 'missing', path, reason: `${path} does not exist` });
+  }
+  listDirInRoot(root: string, path: string): Promise<string[]> {
+    const prefix = `${root}/${path}/`;
     const names = [...this.files.keys()].filter((f) => f.startsWith(prefix)).map((f) => f.slice(prefix.length).split('/')[0] ?? '');
     return Promise.resolve([...new Set(names)].sort());
   }
@@ -192,11 +206,17 @@ export class MemoryProcesses implements ProcessTable {
   readonly alive = new Map<number, VmmProcess>();
   readonly reasons = new Map<number, string>();
   readonly signals: string[] = [];
+  readonly pidFiles = new Map<string, VmmProcess>();
 
-  spawn(): Promise<VmmProcess> {
+  spawn(_bin?: string, _args?: readonly string[], options?: SpawnOptions): Promise<VmmProcess> {
     const process = { pid: this.nextPid++, startTime: 4242 };
     this.alive.set(process.pid, process);
+    if (options?.pidFile !== undefined) this.pidFiles.set(options.pidFile, process);
     return Promise.resolve(process);
+  }
+  async recorded(pidFile: string): Promise<VmmProcess | undefined> {
+    const process = this.pidFiles.get(pidFile);
+    return process !== undefined && (await this.isAlive(process)) ? process : undefined;
   }
   isAlive(process: VmmProcess): Promise<boolean> {
     return Promise.resolve(this.alive.get(process.pid)?.startTime === process.startTime);
@@ -238,6 +258,9 @@ export class MemoryProvider implements VmmProvider {
   defaultCmdline(): Readonly<Record<string, string>> {
     return { console: 'ttyS0' };
   }
+  /** start() spawns, then never returns (a daemon killed while its VMM boots). */
+  hangAfterSpawn = false;
+
   async start(launch: LaunchSpec): Promise<VmmProcess> {
     this.starts.push(launch);
     if (this.startDelayMs > 0) await new Promise((r) => setTimeout(r, this.startDelayMs));
@@ -245,7 +268,9 @@ export class MemoryProvider implements VmmProvider {
       this.failStarts -= 1;
       throw new Error('vmm exited during boot');
     }
-    return this.processes.spawn();
+    const process = await this.processes.spawn('vmm', [], { logPath: `${launch.vmDir}/vmm.log`, pidFile: launch.pidFile });
+    if (this.hangAfterSpawn) await new Promise<never>(() => undefined);
+    return process;
   }
   async stop(_vmDir: string, process: VmmProcess): Promise<void> {
     this.stops.push(process.pid);

@@ -435,6 +435,10 @@ export class RecordingProcessTable implements ProcessTable {
     return this.inner.exitReason(process);
   }
 
+  recorded(pidFile: string): Promise<VmmProcess | undefined> {
+    return this.inner.recorded(pidFile);
+  }
+
   async signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void> {
     if (await this.inner.isAlive(process)) this.signals.push(`${signal} ${process.pid}`);
     await this.inner.signal(process, signal);
@@ -460,6 +464,9 @@ export class NetnsProcessTable implements ProcessTable {
   }
   exitReason(process: VmmProcess): string | undefined {
     return this.inner.exitReason(process);
+  }
+  recorded(pidFile: string): Promise<VmmProcess | undefined> {
+    return this.inner.recorded(pidFile);
   }
   signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void> {
     return this.inner.signal(process, signal);

@@ -7,7 +7,10 @@ import type { MicroVM, MicroVMSpec } from '../../src/gen/flintlock/types/microvm
 import { MicroVM as MicroVMDesc, type ListMessage } from '../../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { MicroVMSpecSchema } from '../../src/gen/flintlock/types/microvm_pb.js';
-import { create } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { MicroVMWatch, WatchMicroVMsRequestSchema, WatchEventSchema, type WatchEvent } from '../../src/gen/flintlock/services/ext/v1alpha1/watch_pb.js';
+
+export type WatchRequestInit = MessageInitShape<typeof WatchMicroVMsRequestSchema>;
 
 export type SpecInit = MessageInitShape<typeof MicroVMSpecSchema>;
 
@@ -60,6 +63,16 @@ export class TestClient {
   }
   stream(namespace = '', name?: string): grpc.ClientReadableStream<ListMessage> {
     return this.raw.listMicroVMsStream({ namespace, ...(name !== undefined ? { name } : {}) }, this.metadata);
+  }
+  /** MicroVMWatch/WatchMicroVMs, our extension service, on the same channel. */
+  watch(request: WatchRequestInit = {}): grpc.ClientReadableStream<WatchEvent> {
+    return this.raw.makeServerStreamRequest(
+      `/${MicroVMWatch.typeName}/${MicroVMWatch.method.watchMicroVMs.name}`,
+      (value: WatchRequestInit) => Buffer.from(toBinary(WatchMicroVMsRequestSchema, create(WatchMicroVMsRequestSchema, value))),
+      (bytes: Buffer) => fromBinary(WatchEventSchema, bytes),
+      request,
+      this.metadata,
+    );
   }
   close(): void {
     this.raw.close();

@@ -28,6 +28,8 @@ export type LayerEntry =
   | { readonly dir: true; readonly mode?: number; readonly uid?: number; readonly gid?: number }
   | { readonly symlink: string }
   | { readonly link: string }
+  | { readonly device: 'char' | 'block'; readonly major: number; readonly minor: number; readonly mode?: number }
+  | { readonly fifo: true; readonly mode?: number }
   | { readonly content: string | Buffer; readonly mode?: number; readonly uid?: number; readonly gid?: number };
 
 export interface LayerOptions {
@@ -65,6 +67,11 @@ export function buildTar(files: Readonly<Record<string, LayerEntry>>): Buffer {
       parts.push(block(new Header({ ...base, type: 'SymbolicLink', mode: 0o777, linkpath: entry.symlink, size: 0 })));
     } else if ('link' in entry) {
       parts.push(block(new Header({ ...base, type: 'Link', mode: 0o644, linkpath: entry.link, size: 0 })));
+    } else if ('device' in entry) {
+      const type = entry.device === 'char' ? 'CharacterDevice' : 'BlockDevice';
+      parts.push(block(new Header({ ...base, type, mode: entry.mode ?? 0o660, devmaj: entry.major, devmin: entry.minor, size: 0 })));
+    } else if ('fifo' in entry) {
+      parts.push(block(new Header({ ...base, type: 'FIFO', mode: entry.mode ?? 0o644, size: 0 })));
     } else {
       const data = Buffer.from(entry.content);
       parts.push(

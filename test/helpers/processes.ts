@@ -1,9 +1,12 @@
-// Every process a test file starts ends when that file's process ends, however it ends: passed,
-// failed, timed out by the runner (SIGTERM) or interrupted. Tests register the cleanup *before*
-// they wait for anything, so a hook that throws while waiting leaves nothing running, and the
-// runner's per-file timeout can always end the file.
+// Every process a test file starts ends when that file's tests are done, or when its process ends,
+// however it ends: passed, failed, timed out by the runner (SIGTERM) or interrupted. Tests register
+// the cleanup *before* they wait for anything, so a hook that throws while waiting leaves nothing
+// running. The cleanup also runs as a file-level after() hook: a child left running would keep the
+// file's process alive, and `--test-force-exit` is no way out (Node 20 then drops test results
+// from the report: nodejs/node#64833).
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { after } from 'node:test';
 
 const cleanups = new Set<() => void>();
 let installed = false;
@@ -18,6 +21,11 @@ function runAll(): void {
     }
   }
 }
+
+// Under the test runner (which sets NODE_TEST_CONTEXT in each file's process) the file's root
+// suite ends everything its tests started. Registered at import, before any test runs; a bench
+// script that uses these helpers is not a test and gets no test harness.
+if (process.env.NODE_TEST_CONTEXT !== undefined) after(runAll);
 
 function install(): void {
   if (installed) return;

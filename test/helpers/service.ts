@@ -7,7 +7,7 @@ import { monotonicFactory } from 'ulid';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
 import { MicroVMService } from '../../src/core/service.js';
-import { DEFAULT_LIMITS, type ProviderLookup } from '../../src/core/validation.js';
+import { DEFAULT_LIMITS, type HostChecks, type ProviderLookup } from '../../src/core/validation.js';
 import { MemoryProvider } from './doubles.js';
 
 /** A `qemu` provider (macvtap and tap) that reports itself unavailable. */
@@ -25,18 +25,25 @@ export interface TestService {
   close(): void;
 }
 
-export function createTestService(prefix = 'fl-service-'): TestService {
+export interface TestServiceOptions {
+  readonly providers?: ProviderLookup;
+  /** Host checks built once the directory exists (e.g. virtiofs roots inside it). */
+  readonly hostChecks?: (dir: string) => HostChecks;
+}
+
+export function createTestService(prefix = 'fl-service-', options: TestServiceOptions = {}): TestService {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   const repo = SqliteMicroVMRepository.open(join(dir, 'state'));
   const ids = monotonicFactory();
   const service = new MicroVMService({
     repo,
     reconciler: { trigger() {} },
-    providers: testProviders(),
+    providers: options.providers ?? testProviders(),
     limits: DEFAULT_LIMITS,
     clock: { now: () => Date.now() },
     ids: { next: () => ids() },
     log: silentLogger(),
+    ...(options.hostChecks !== undefined ? { hostChecks: options.hostChecks(dir) } : {}),
   });
   return {
     service,

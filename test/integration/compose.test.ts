@@ -1,16 +1,21 @@
-// The composition root in-process: gateway and debug endpoint wired, metrics counted, clean stop.
-// The host network port is the in-memory double (this test is about wiring, not devices).
+// The composition root in-process: gateway and debug endpoint wired, metrics counted, clean stop,
+// and the gateway given the gRPC port's TLS settings. The host network port is the in-memory
+// double (this test is about wiring, not devices).
 import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../../src/core/ports.js';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { loadConfig } from '../../src/config/config.js';
 import { startDaemon, type RunningDaemon } from '../../src/daemon/compose.js';
 import { makeTempDir } from '../helpers/daemon.js';
 import { MemoryNetwork } from '../helpers/doubles.js';
-import { describeWith, QEMU_PROGRAMS } from '../helpers/prerequisites.js';
+import { describeWith, programs, QEMU_PROGRAMS } from '../helpers/prerequisites.js';
 import { TestClient, capmvmSpec } from '../helpers/grpc-client.js';
+import { httpsCall, httpsFailure } from '../helpers/https-client.js';
+import { makePki, type Pki } from '../helpers/pki.js';
 
 describeWith('daemon composition', QEMU_PROGRAMS, {}, () => {
   let dir: string;
@@ -30,6 +35,7 @@ describeWith('daemon composition', QEMU_PROGRAMS, {}, () => {
         'http-endpoint': '127.0.0.1:0',
         'debug-endpoint': '127.0.0.1:0',
         'bridge-name': 'br0',
+        'parent-iface': 'eth0',
         insecure: true,
         'basic-auth-token': 'tok',
         'default-provider': 'qemu',
@@ -63,5 +69,83 @@ describeWith('daemon composition', QEMU_PROGRAMS, {}, () => {
     assert.match(metrics, /http_server_handled_total\{[^}]*grpc_method="GetMicroVM",grpc_code="OK"\} 1/);
     assert.match(metrics, /process_resident_memory_bytes/);
     assert.equal((await fetch(`http://127.0.0.1:${daemon.debugPort}/healthz`)).status, 200);
+  });
+});
+
+/** Keeps the info lines (messages only) a daemon logs, to check what it says about TLS. */
+function recordingLogger(lines: string[]): Logger {
+  const logger: Logger = {
+    trace: () => undefined,
+    debug: () => undefined,
+    info: (_obj, msg) => void lines.push(msg),
+    warn: () => undefined,
+    error: () => undefined,
+    child: () => logger,
+  };
+  return logger;
+}
+
+// The configuration of the bug this guards against: mTLS as the only protection (no token) with
+// the gateway on. The gateway must ask for the same client certificate the gRPC port does.
+describeWith('daemon composition with mTLS and the HTTP gateway', [...QEMU_PROGRAMS, ...programs('openssl')], {}, () => {
+  let dir: string;
+  let pki: Pki;
+  let daemon: RunningDaemon;
+  const lines: string[] = [];
+
+  before(async () => {
+    dir = makeTempDir('fl-compose-tls-');
+    pki = makePki(dir);
+    writeFileSync(join(dir, 'config.yaml'), '');
+    const config = loadConfig({
+      file: join(dir, 'config.yaml'),
+      env: {},
+      flags: {
+        'state-dir': join(dir, 'state'),
+        'grpc-endpoint': '127.0.0.1:0',
+        'enable-http': true,
+        'http-endpoint': '127.0.0.1:0',
+        'bridge-name': 'br0',
+        'tls-cert': pki.serverCert,
+        'tls-key': pki.serverKey,
+        'tls-client-ca': pki.caFile,
+        'tls-client-validate': true,
+        'default-provider': 'qemu',
+      },
+    });
+    daemon = await startDaemon(config, recordingLogger(lines), { network: new MemoryNetwork() });
+  });
+
+  after(async () => {
+    await daemon?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves the gateway over HTTPS only to clients with a certificate from tls-client-ca', async () => {
+    const url = `https://127.0.0.1:${daemon.httpPort}/v1alpha1/microvms`;
+    const noCert = await httpsFailure(httpsCall(url, { ca: pki.ca }));
+    assert.match(`${noCert.code ?? ''} ${noCert.message}`, /certificate.required|ECONNRESET|socket hang up/i);
+    await assert.rejects(fetch(url.replace('https:', 'http:'), { signal: AbortSignal.timeout(5000) }), TypeError);
+    const withCert = await httpsCall(url, { ca: pki.ca, ...pki.client });
+    assert.equal(withCert.status, 200, withCert.text);
+    assert.equal(withCert.protocol, 'TLSv1.3');
+  });
+
+  it('serves gRPC under the same rules', async () => {
+    const client = new TestClient(`127.0.0.1:${daemon.grpcPort}`, {
+      credentials: grpc.credentials.createSsl(pki.ca, pki.client.key, pki.client.cert),
+      // The certificate's DNS name, so grpc-js doesn't send an IP address as the SNI server name.
+      channelOptions: { 'grpc.ssl_target_name_override': 'localhost' },
+    });
+    try {
+      assert.deepEqual(await client.list('capmvm-ns'), []);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("logs the gateway's TLS mode", () => {
+    assert.ok(lines.includes('TLS is enabled'), lines.join('\n'));
+    assert.ok(lines.includes('http gateway serves HTTPS: TLS 1.3, client certificates required (mTLS)'), lines.join('\n'));
   });
 });

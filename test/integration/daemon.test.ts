@@ -3,18 +3,20 @@
 // create, list filters, restart and crash recovery, start-up refusals.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { MicroVMStatus_MicroVMState as State, NetworkInterface_IfaceType as IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
 import type { ListMessage } from '../../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
+import { WatchEvent_Type as WatchType, type WatchEvent } from '../../src/gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import { findExecutable } from '../../src/adapters/providers/host.js';
 import { FL, makeTempDir, runDaemonExpectingExit, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { describeWith, QEMU_DAEMON } from '../helpers/prerequisites.js';
 import { waitFor } from '../helpers/wait.js';
+import { readStream } from '../helpers/stream-reader.js';
 
 /** Retries are fast here; the VMs' images come from nowhere, so they end FAILED. */
 const FAST = { 'maximum-retry': 1, 'retry-backoff-base': '20ms', 'retry-backoff-max': '50ms', 'qemu-bin': 'qemu-system-x86_64', 'default-provider': 'qemu' };
@@ -25,6 +27,11 @@ async function expectGrpcError(promise: Promise<unknown>, code: grpcStatus, text
     assert.match(e.details, text);
     return true;
   });
+}
+
+/** The daemon's owner id, as its device aliases carry it. */
+function ownerOf(daemon: DaemonHandle): string {
+  return readFileSync(join(daemon.stateDir, 'daemon-id'), 'utf8').trim();
 }
 
 describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
@@ -76,7 +83,7 @@ describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
     assert.equal(iface?.macAddress, '02:42:ac:11:00:02');
     assert.equal(iface?.index, link?.ifindex);
     assert.ok(link?.flags.includes('UP'));
-    assert.equal(link?.ifalias, `flintlock:capmvm-ns/capmvm-1/${uid}`);
+    assert.equal(link?.ifalias, `flintlock:${ownerOf(daemon)}:capmvm-ns/capmvm-1/${uid}`);
     const vmDir = join(daemon.stateDir, 'vm', 'capmvm-ns', 'capmvm-1', uid);
     // The VMM's tap node is ours, made from sysfs inside the namespace, not /dev/tapN.
     const sysfsDev = execFileSync('ip', ['netns', 'exec', ns.name, 'cat', `/sys/class/net/${iface?.hostDeviceName}/macvtap/tap${link?.ifindex}/dev`], {
@@ -217,16 +224,42 @@ describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
     for (const vm of [a, b, c]) await client.delete(vm.spec?.uid ?? '');
   });
 
-  it('streams the current VMs and then every change', async () => {
-    const stream = client.stream('stream-ns');
-    const seen: Array<{ id: string; state: State }> = [];
-    stream.on('data', (m: ListMessage) => seen.push({ id: m.microvm?.spec?.id ?? '', state: m.microvm?.status?.state ?? State.PENDING }));
-    stream.on('error', () => undefined);
+  it('ListMicroVMsStream sends the matching VMs and ends; WatchMicroVMs sends every change until the deletion', async () => {
+    const listed = await client.create(Object.assign(capmvmSpec('listed'), { namespace: 'stream-ns' }));
+    const other = await client.create(Object.assign(capmvmSpec('listed-other'), { namespace: 'stream-other' }));
+    const streamed = await readStream(client.stream('stream-ns')).end();
+    assert.equal(streamed.error, undefined, 'the stream ends with OK, as the original');
+    assert.deepEqual(
+      streamed.rest.map((m: ListMessage) => m.microvm?.spec?.uid),
+      [listed.spec?.uid],
+    );
+
+    const watch = client.watch({ namespace: 'stream-ns' });
+    const reader = readStream(watch);
+    const first = await reader.next();
+    assert.equal(first.type, WatchType.SNAPSHOT);
+    assert.equal(first.microvm?.spec?.uid, listed.spec?.uid);
+    assert.equal((await reader.next()).type, WatchType.SNAPSHOT_END);
     const created = await client.create(Object.assign(capmvmSpec('streamed'), { namespace: 'stream-ns' }));
-    await waitFor('FAILED update streamed', () => seen.some((s) => s.id === 'streamed' && s.state === State.FAILED));
-    await client.delete(created.spec?.uid ?? '');
-    await waitFor('DELETING update streamed', () => seen.some((s) => s.state === State.DELETING));
-    stream.cancel();
+    const uid = created.spec?.uid ?? '';
+    const seen: WatchEvent[] = [];
+    const until = async (what: string, test: (e: WatchEvent) => boolean): Promise<void> => {
+      for (;;) {
+        const event = await reader.next(30_000);
+        seen.push(event);
+        if (test(event)) return;
+      }
+    };
+    await until('FAILED update streamed', (e) => e.microvm?.spec?.uid === uid && e.microvm.status?.state === State.FAILED);
+    await client.delete(uid);
+    await until('DELETING update streamed', (e) => e.microvm?.spec?.uid === uid && e.microvm.status?.state === State.DELETING);
+    await until('the deletion of streamed', (e) => e.type === WatchType.DELETED && e.microvm?.spec?.uid === uid);
+    assert.ok(
+      seen.every((e) => e.microvm?.spec?.namespace === 'stream-ns'),
+      'only the namespace watched',
+    );
+    watch.cancel();
+    for (const vm of [listed, other]) await client.delete(vm.spec?.uid ?? '');
   });
 
   it('keeps every uid and status across a restart, and removes orphans after a crash', async () => {
@@ -250,20 +283,27 @@ describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
     // Crash with a device whose VM is unknown to the store, plus a foreign device without alias.
     const orphanUid = '01HGW2N7EH0000000000000099';
     ns.ip('link', 'add', 'link', 'eth0', 'name', 'flvtaporphan', 'type', 'macvtap', 'mode', 'bridge');
-    ns.ip('link', 'set', 'dev', 'flvtaporphan', 'alias', `flintlock:gone/vm/${orphanUid}`);
+    ns.ip('link', 'set', 'dev', 'flvtaporphan', 'alias', `flintlock:${ownerOf(daemon)}:gone/vm/${orphanUid}`);
     ns.ip('link', 'add', 'link', 'eth0', 'name', 'userdevice', 'type', 'macvtap', 'mode', 'bridge');
+    // Another daemon's (another state dir's) device, and one of the older ownerless form: not ours to judge.
+    ns.ip('link', 'add', 'link', 'eth0', 'name', 'flvtapneighbr', 'type', 'macvtap', 'mode', 'bridge');
+    ns.ip('link', 'set', 'dev', 'flvtapneighbr', 'alias', `flintlock:0123456789ab:gone/vm/${orphanUid}`);
+    ns.ip('link', 'add', 'link', 'eth0', 'name', 'flvtaplegacy', 'type', 'macvtap', 'mode', 'bridge');
+    ns.ip('link', 'set', 'dev', 'flvtaplegacy', 'alias', `flintlock:gone/vm/${orphanUid}`);
     client.close();
     await daemon.kill();
     daemon = await startDaemon({ netns: ns.name, dir, config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } });
     client = new TestClient(daemon.endpoint);
     assert.equal(ns.link('flvtaporphan'), undefined, 'orphan removed at start-up');
     assert.ok(ns.link('userdevice'), 'a device without our alias is never touched');
+    assert.ok(ns.link('flvtapneighbr'), "another daemon's device is never touched");
+    assert.ok(ns.link('flvtaplegacy'), 'a device with an ownerless alias is never touched');
     for (const uid of uids) {
       const vm = await client.get(uid);
       assert.ok(ns.link(vm.status?.networkInterfaces.eth1?.hostDeviceName ?? ''), 'live VMs keep their devices');
       await client.delete(uid);
     }
-    ns.ip('link', 'del', 'userdevice');
+    for (const device of ['userdevice', 'flvtapneighbr', 'flvtaplegacy']) ns.ip('link', 'del', device);
   });
 });
 
@@ -277,17 +317,34 @@ describeWith('flintlockd start-up and host network errors', QEMU_DAEMON, {}, () 
   it('refuses to start when a program its default provider needs is missing, naming it and its package', async () => {
     // A PATH with everything but qemu-img (mkfs.* are also found in sbin, as the daemon looks there).
     const bin = makeTempDir('fl-path-');
-    for (const program of ['ip', 'qemu-system-x86_64', 'mkfs.vfat', 'mcopy', 'sh', 'perl', 'setpriv']) {
+    for (const program of ['ip', 'qemu-system-x86_64', 'mkfs.vfat', 'mcopy', 'sh', 'perl', 'setpriv', 'cp']) {
       symlinkSync(findExecutable(program) ?? program, join(bin, program));
     }
     try {
       const { code, output } = await runDaemonExpectingExit({ insecure: true, 'bridge-name': 'br0', 'default-provider': 'qemu' }, { PATH: bin });
       assert.equal(code, 1, output);
       assert.match(output, /the default microvm provider qemu cannot run here: "qemu-img" not found \(install the Debian package qemu-utils\)/);
-      assert.doesNotMatch(output, /"(sh|perl|setpriv)" not found/);
+      assert.doesNotMatch(output, /"(sh|perl|setpriv|cp)" not found/);
       assert.doesNotMatch(output, /starting grpc server/);
     } finally {
       rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a bridge-name that is not a bridge, and warns about a parent-iface that does not exist', async () => {
+    const ns = createTestNetns();
+    const dir = makeTempDir('fl-it-');
+    try {
+      await assert.rejects(
+        startDaemon({ netns: ns.name, dir, config: { 'bridge-name': 'eth0', ...FAST } }),
+        /flintlockd exited with 1:[^]*bridge-name \\"eth0\\" is a veth device, not a bridge/,
+      );
+      const daemon = await startDaemon({ netns: ns.name, dir, config: { 'parent-iface': 'nosuch0', 'bridge-name': 'br0', ...FAST } });
+      assert.match(daemon.output(), /parent-iface \\"nosuch0\\" does not exist \(yet\): macvtap VMs will fail until it does/);
+      await daemon.stop();
+    } finally {
+      ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
@@ -297,7 +354,36 @@ describeWith('flintlockd start-up and host network errors', QEMU_DAEMON, {}, () 
     assert.match(output, /unknown config key "parent-ifaec"/);
   });
 
-  it('fails macvtap VMs without parent-iface and tap VMs without a bridge, with the original messages', async () => {
+  it("refuses a second daemon on the same state dir; a daemon on another state dir leaves the first one's devices alone", async () => {
+    const ns = createTestNetns();
+    const dirs = [makeTempDir('fl-it-'), makeTempDir('fl-it-')];
+    const daemons: DaemonHandle[] = [];
+    try {
+      const first = await startDaemon({ netns: ns.name, dir: dirs[0], config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } });
+      daemons.push(first);
+      const client = new TestClient(first.endpoint);
+      const tapSpec = capmvmSpec('neighbour');
+      tapSpec.interfaces = [{ $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP }];
+      const uid = (await client.create(tapSpec)).spec?.uid ?? '';
+      const tap = await waitFor('the tap', async () => (await client.get(uid)).status?.networkInterfaces.eth0?.hostDeviceName || undefined);
+      await waitFor('the tap on the host', () => ns.link(tap) !== undefined);
+
+      await assert.rejects(
+        startDaemon({ netns: ns.name, dir: dirs[0], config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } }),
+        new RegExp(`flintlockd exited with 1:[^]*state-dir \\S+ is in use by another flintlockd \\(pid ${first.process.pid}\\)`),
+      );
+      daemons.push(await startDaemon({ netns: ns.name, dir: dirs[1], config: { 'parent-iface': 'eth0', 'bridge-name': 'br0', ...FAST } }));
+      assert.ok(ns.link(tap), "the other daemon's start-up sweep left the first one's tap alone");
+      assert.notEqual(ownerOf(daemons[1] as DaemonHandle), ownerOf(first));
+      client.close();
+    } finally {
+      for (const d of daemons) await d.stop();
+      ns.destroy();
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses macvtap VMs without parent-iface and tap VMs without a bridge at Create (FAILED_PRECONDITION), naming the config key', async () => {
     const ns = createTestNetns();
     const dirs = [makeTempDir('fl-it-'), makeTempDir('fl-it-')];
     const daemons: DaemonHandle[] = [];
@@ -305,18 +391,20 @@ describeWith('flintlockd start-up and host network errors', QEMU_DAEMON, {}, () 
       daemons.push(await startDaemon({ netns: ns.name, dir: dirs[0], config: { 'bridge-name': 'br0', ...FAST, 'maximum-retry': 0 } }));
       daemons.push(await startDaemon({ netns: ns.name, dir: dirs[1], config: { 'parent-iface': 'eth0', ...FAST, 'maximum-retry': 0 } }));
       const [bridgeOnly, parentOnly] = daemons.map((d) => new TestClient(d.endpoint)) as [TestClient, TestClient];
-      const macvtapUid = (await bridgeOnly.create(capmvmSpec('needs-parent'))).spec?.uid ?? '';
+      await expectGrpcError(
+        bridgeOnly.create(capmvmSpec('needs-parent')),
+        grpcStatus.FAILED_PRECONDITION,
+        /interface eth1: a parent network device name is required for macvtap interfaces: .*\(config key parent-iface\)/,
+      );
       const tapSpec = capmvmSpec('needs-bridge');
       tapSpec.interfaces = [{ $typeName: 'flintlock.types.NetworkInterface', deviceId: 'eth0', type: IfaceType.TAP }];
-      const tapUid = (await parentOnly.create(tapSpec)).spec?.uid ?? '';
-      const a = await waitFor('macvtap VM FAILED', async () =>
-        (await bridgeOnly.get(macvtapUid)).status?.state === State.FAILED ? bridgeOnly.get(macvtapUid) : undefined,
+      await expectGrpcError(
+        parentOnly.create(tapSpec),
+        grpcStatus.FAILED_PRECONDITION,
+        /interface eth0: a parent network device name is required for attaching a TAP interface: .*\(config key bridge-name/,
       );
-      const b = await waitFor('tap VM FAILED', async () =>
-        (await parentOnly.get(tapUid)).status?.state === State.FAILED ? parentOnly.get(tapUid) : undefined,
-      );
-      assert.equal(a.status?.lastError, 'a parent network device name is required for macvtap interfaces');
-      assert.equal(b.status?.lastError, 'a parent network device name is required for attaching a TAP interface');
+      assert.deepEqual(await bridgeOnly.list(), [], 'nothing stored');
+      assert.deepEqual(await parentOnly.list(), [], 'nothing stored');
       bridgeOnly.close();
       parentOnly.close();
     } finally {

@@ -50,7 +50,7 @@ interface Running {
   readonly done: Promise<Run>;
 }
 
-function start(args: string[], options: { signal?: AbortSignal; host?: string } = {}): Running {
+function start(args: string[], options: { signal?: AbortSignal; host?: string; reconnectDelayMs?: CliIo['reconnectDelayMs'] } = {}): Running {
   let out = '';
   let err = '';
   const io: CliIo = {
@@ -58,6 +58,7 @@ function start(args: string[], options: { signal?: AbortSignal; host?: string } 
     err: { write: (t: string) => (err += t) },
     pollIntervalMs: 50,
     ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    ...(options.reconnectDelayMs !== undefined ? { reconnectDelayMs: options.reconnectDelayMs } : {}),
   };
   const done = main(['--host', options.host ?? host, ...args], io).then((code) => ({ code, out, err }));
   return { out: () => out, err: () => err, done };
@@ -92,6 +93,18 @@ async function until(what: string, predicate: () => boolean, timeoutMs = 5000): 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
   }
+}
+
+interface WatchLineJson {
+  readonly type: string;
+  readonly microvm: { readonly spec: { readonly uid: string }; readonly status: { readonly state: string } };
+}
+
+function watchLines(out: string): WatchLineJson[] {
+  return out
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as WatchLineJson);
 }
 
 function vmNamed(name: string, namespace = 'default'): MicroVM {
@@ -291,23 +304,74 @@ describe('fl microvm get and list', () => {
     assert.deepEqual(JSON.parse(json.out), []);
   });
 
-  it('list --watch streams the current VMs and later changes until aborted', async () => {
+  it('list --watch prints the list, later changes and deletions until aborted', async () => {
+    const before = await createVm('vm-listed', '--namespace', 'watch');
     const abort = new AbortController();
     const running = start(['microvm', 'list', '--watch', '--namespace', 'watch', '-o', 'json'], { signal: abort.signal });
-    await sleep(100);
+    await until('the list', () => running.out().includes(before));
     const uid = await createVm('vm-watched', '--namespace', 'watch');
     await until('the created VM', () => running.out().includes(uid));
     setStatus(uid, { state: 'created' });
     await until('the update', () => running.out().includes('"CREATED"'));
+    repo.markDeleting(before, Date.now());
+    repo.remove(before);
+    await until('the deletion', () => running.out().includes('"DELETED"'));
     abort.abort();
     const run = await running.done;
     assert.equal(run.code, 0, run.err);
-    const lines = run.out
-      .trimEnd()
-      .split('\n')
-      .map((l) => JSON.parse(l) as { spec: { uid: string }; status: { state: string } });
-    assert.ok(lines.every((l) => l.spec.uid === uid));
-    assert.equal(lines.at(-1)?.status.state, 'CREATED');
+    assert.equal(run.err, '');
+    const lines = watchLines(run.out);
+    assert.deepEqual(
+      lines.map((l) => [l.type, l.microvm.spec.uid, l.microvm.status.state]),
+      [
+        ['SNAPSHOT', before, 'PENDING'],
+        ['UPDATED', uid, 'PENDING'],
+        ['UPDATED', uid, 'CREATED'],
+        ['UPDATED', before, 'DELETING'],
+        ['DELETED', before, 'DELETING'],
+      ],
+    );
+  });
+
+  it('list --watch reconnects when the daemon restarts and prints what changed meanwhile', async () => {
+    const own = await startGrpcServer(testService.service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, log });
+    const port = own.port;
+    const keep = await createVm('vm-keep', '--namespace', 'rewatch');
+    const drop = await createVm('vm-drop', '--namespace', 'rewatch');
+    const abort = new AbortController();
+    const running = start(['microvm', 'list', '--watch', '--namespace', 'rewatch'], {
+      signal: abort.signal,
+      host: `127.0.0.1:${port}`,
+      reconnectDelayMs: { initial: 20, max: 100 },
+    });
+    await until('the list', () => running.out().includes(keep) && running.out().includes(drop));
+    await own.close();
+    await until('the interruption', () => /watch interrupted \(UNAVAILABLE: flintlockd is shutting down/.test(running.err()));
+    // While the daemon is away: one VM changes, one goes, one is created.
+    setStatus(keep, { state: 'created' });
+    repo.remove(drop);
+    const added = await createVm('vm-added', '--namespace', 'rewatch');
+    await sleep(150);
+    const again = await startGrpcServer(testService.service, { endpoint: `127.0.0.1:${port}`, tls: { insecure: true, clientValidate: false }, log });
+    try {
+      await until('the watch again', () => running.err().includes('fl: watching again (fresh list)'), 10_000);
+      await until('the changes', () => running.out().includes(added) && /DELETED/.test(running.out()));
+      abort.abort();
+      const run = await running.done;
+      assert.equal(run.code, 0, run.err);
+      const rows = run.out.trimEnd().split('\n');
+      assert.match(rows[0] ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE/);
+      const afterRestart = rows.slice(3).map((r) => r.split(/\s+/).slice(0, 4).join(' '));
+      assert.deepEqual(afterRestart.sort(), [`${added} rewatch vm-added PENDING`, `${drop} rewatch vm-drop DELETED`, `${keep} rewatch vm-keep CREATED`].sort());
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('list --watch stops, without retrying, when the token is refused', async () => {
+    const run = await start(['microvm', 'list', '--watch'], { host: `127.0.0.1:${authServer.port}` }).done;
+    assert.equal(run.code, 5);
+    assert.match(run.err, /^fl: watching microvms: missing authorization.*\(set --token or FL_TOKEN\)\n$/);
   });
 });
 
@@ -355,6 +419,10 @@ describe('connection and auth', () => {
     assert.equal(run.code, 5);
     assert.match(run.err, new RegExp(`^fl: listing microvms: cannot reach flintlockd at 127\\.0\\.0\\.1:${address.port}: .*ECONNREFUSED`));
     assert.equal(run.err.split('\n').length, 2);
+    // --watch too: it reconnects only to a daemon it has watched before, so a wrong --host fails.
+    const watch = await start(['microvm', 'list', '--watch'], { host: `127.0.0.1:${address.port}` }).done;
+    assert.equal(watch.code, 5);
+    assert.match(watch.err, /^fl: watching microvms: cannot reach flintlockd/);
   });
 
   it('exits 5 without the token and succeeds with it', async () => {

@@ -2,28 +2,22 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { silentLogger } from '../../src/adapters/log/logger.js';
-import { startGrpcServer, type RunningGrpcServer } from '../../src/adapters/api/grpc/server.js';
 import { MicroVMStatus_MicroVMState as State } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
-import { createTestService, type TestService } from '../helpers/service.js';
+import { serveTestService, type ServedTestService } from '../helpers/served.js';
+import type { TestService } from '../helpers/service.js';
 
 describe('GetMicroVM cache', () => {
+  let served: ServedTestService;
   let svc: TestService;
-  let server: RunningGrpcServer;
   let client: TestClient;
 
   before(async () => {
-    svc = createTestService('fl-get-cache-');
-    server = await startGrpcServer(svc.service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, log: silentLogger() });
-    client = new TestClient(`127.0.0.1:${server.port}`);
+    served = await serveTestService('fl-get-cache-');
+    ({ svc, client } = served);
   });
 
-  after(async () => {
-    client.close();
-    await server.close();
-    svc.close();
-  });
+  after(() => served?.close());
 
   it('answers every change at once: status updates, delete, removal', async () => {
     const uid = (await client.create(capmvmSpec('cached'))).spec?.uid ?? '';

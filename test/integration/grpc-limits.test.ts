@@ -5,11 +5,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { silentLogger } from '../../src/adapters/log/logger.js';
-import { startGrpcServer, type RunningGrpcServer } from '../../src/adapters/api/grpc/server.js';
 import { MicroVMSpecSchema, NetworkInterfaceSchema } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
-import { createTestService, type TestService } from '../helpers/service.js';
+import { serveTestService, type ServedTestService } from '../helpers/served.js';
+import type { TestService } from '../helpers/service.js';
+import { readStream } from '../helpers/stream-reader.js';
+import { WatchEvent_Type } from '../../src/gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 
 async function grpcError(promise: Promise<unknown>): Promise<ServiceError> {
   try {
@@ -27,21 +28,16 @@ function withUserData(name: string, bytes: number): ReturnType<typeof capmvmSpec
 }
 
 describe('gRPC request and answer limits', () => {
+  let served: ServedTestService;
   let svc: TestService;
-  let server: RunningGrpcServer;
   let client: TestClient;
 
   before(async () => {
-    svc = createTestService('fl-limits-');
-    server = await startGrpcServer(svc.service, { endpoint: '127.0.0.1:0', tls: { insecure: true, clientValidate: false }, log: silentLogger() });
-    client = new TestClient(`127.0.0.1:${server.port}`);
+    served = await serveTestService('fl-limits-');
+    ({ svc, client } = served);
   });
 
-  after(async () => {
-    client.close();
-    await server.close();
-    svc.close();
-  });
+  after(() => served?.close());
 
   it('refuses 5 MB of metadata with InvalidArgument naming the field, stores nothing, and List still works', async () => {
     const e = await grpcError(client.create(withUserData('huge', 5 * 1024 * 1024)));
@@ -64,6 +60,22 @@ describe('gRPC request and answer limits', () => {
     assert.ok(notFound.details.length <= 2100, `details are ${notFound.details.length} characters`);
   });
 
+  // Found by the API fuzzer: a "billion laughs" meta-data was answered Internal.
+  it('refuses meta-data YAML that expands aliases without bound with InvalidArgument, storing nothing', async () => {
+    const spec = capmvmSpec('laughs');
+    const levels = [
+      'a: &a [x, x, x, x, x, x, x, x, x]',
+      'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]',
+      'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]',
+      'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]',
+    ];
+    spec.metadata = { ...spec.metadata, 'meta-data': Buffer.from(`${levels.join('\n')}\n`).toString('base64') };
+    const e = await grpcError(client.create(spec));
+    assert.equal(e.code, grpcStatus.INVALID_ARGUMENT, e.details);
+    assert.match(e.details, /^invalid microvm spec: metadata\[meta-data\]: is not valid YAML: Excessive alias count/);
+    assert.deepEqual(await client.list('capmvm-ns', 'laughs'), []);
+  });
+
   it('answers every stored VM to a default client, and caps List at what such a client accepts', async () => {
     const names = ['big-0', 'big-1', 'big-2', 'big-3', 'big-4'];
     const uids: string[] = [];
@@ -77,19 +89,16 @@ describe('gRPC request and answer limits', () => {
       /the answer holds 5 microvms in \d+ bytes, more than the 4193280 a client accepts by default: list one namespace or one name, or use ListMicroVMsStream/,
     );
     assert.equal((await client.list('capmvm-ns', 'big-3')).length, 1);
-    // The stream sends one message per VM: each fits.
-    const streamed: string[] = [];
-    const stream = client.stream('capmvm-ns');
-    await new Promise<void>((resolve, reject) => {
-      stream.on('data', (m: { microvm?: { spec?: { id: string } } }) => {
-        streamed.push(m.microvm?.spec?.id ?? '');
-        if (streamed.length === names.length) {
-          stream.cancel();
-          resolve();
-        }
-      });
-      stream.on('error', (err: ServiceError) => (err.code === grpcStatus.CANCELLED ? resolve() : reject(err)));
-    });
-    assert.deepEqual(streamed.sort(), names);
+    // The stream sends one message per VM: each fits. It ends once they are sent.
+    const streamed = await readStream(client.stream('capmvm-ns')).end();
+    assert.equal(streamed.error, undefined);
+    assert.deepEqual(streamed.rest.map((m) => m.microvm?.spec?.id ?? '').sort(), names);
+    // So does the watch's snapshot (one event per VM, within the per-client bound).
+    const watch = client.watch({ namespace: 'capmvm-ns' });
+    const reader = readStream(watch);
+    const snapshot: string[] = [];
+    for (let event = await reader.next(); event.type === WatchEvent_Type.SNAPSHOT; event = await reader.next()) snapshot.push(event.microvm?.spec?.id ?? '');
+    assert.deepEqual(snapshot.sort(), names);
+    watch.cancel();
   });
 });

@@ -2,8 +2,7 @@
 // plaintext h2c, token auth (Basic/Bearer), health and reflection left open, TLS 1.3-only with
 // ALPN h2, mTLS, and token + TLS together. Certificates come from the openssl CLI.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,10 +16,12 @@ import { createTestService, type TestService } from '../helpers/service.js';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 import { describeWith, programs } from '../helpers/prerequisites.js';
+import { makePki, type Pki } from '../helpers/pki.js';
 
 const silent = silentLogger();
 
 const MICROVM_SERVICE = 'microvm.services.api.v1alpha1.MicroVM';
+const WATCH_SERVICE = 'flintlock.services.ext.v1alpha1.MicroVMWatch';
 const TOKEN = 's3cret';
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
@@ -67,95 +68,6 @@ function client(endpoint: string, options: { credentials?: grpc.ChannelCredentia
   const c = new TestClient(endpoint, options);
   clients.push(c);
   return c;
-}
-
-// ---- certificates ----
-
-interface Pki {
-  readonly dir: string;
-  readonly caFile: string;
-  readonly ca: Buffer;
-  readonly serverCert: string;
-  readonly serverKey: string;
-  readonly client: { readonly cert: Buffer; readonly key: Buffer };
-  readonly untrustedClient: { readonly cert: Buffer; readonly key: Buffer };
-}
-
-const OPENSSL_CONFIG = `
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,IP:127.0.0.1
-authorityKeyIdentifier = keyid
-[client]
-basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = clientAuth
-authorityKeyIdentifier = keyid
-`;
-
-function makePki(): Pki {
-  const dir = tempDir('flintlock-pki-');
-  const cnf = join(dir, 'openssl.cnf');
-  writeFileSync(cnf, OPENSSL_CONFIG);
-  const openssl = (...args: string[]): void => {
-    execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  };
-  const key = (name: string): void => openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`);
-  let serial = 1;
-  const ca = (name: string): void => {
-    key(name);
-    openssl('req', '-new', '-x509', '-config', cnf, '-extensions', 'ca', '-key', `${name}.key`, '-subj', `/CN=${name}`, '-days', '1', '-out', `${name}.crt`);
-  };
-  const leaf = (name: string, cn: string, signer: string, profile: 'server' | 'client'): void => {
-    key(name);
-    openssl('req', '-new', '-config', cnf, '-key', `${name}.key`, '-subj', `/CN=${cn}`, '-out', `${name}.csr`);
-    openssl(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      `${signer}.crt`,
-      '-CAkey',
-      `${signer}.key`,
-      '-set_serial',
-      String((serial += 1)),
-      '-days',
-      '1',
-      '-extfile',
-      cnf,
-      '-extensions',
-      profile,
-      '-out',
-      `${name}.crt`,
-    );
-  };
-  ca('ca');
-  leaf('server', 'localhost', 'ca', 'server');
-  leaf('client', 'client', 'ca', 'client');
-  ca('other-ca');
-  leaf('untrusted-client', 'intruder', 'other-ca', 'client');
-  const read = (file: string): Buffer => readFileSync(join(dir, file));
-  return {
-    dir,
-    caFile: join(dir, 'ca.crt'),
-    ca: read('ca.crt'),
-    serverCert: join(dir, 'server.crt'),
-    serverKey: join(dir, 'server.key'),
-    client: { cert: read('client.crt'), key: read('client.key') },
-    untrustedClient: { cert: read('untrusted-client.crt'), key: read('untrusted-client.key') },
-  };
 }
 
 // ---- helpers ----
@@ -261,7 +173,7 @@ describeWith('gRPC security', programs('openssl'), {}, () => {
   let pki: Pki;
 
   before(() => {
-    pki = makePki();
+    pki = makePki(tempDir('flintlock-pki-'));
   });
 
   describe('insecure server without a token', () => {
@@ -331,15 +243,29 @@ describeWith('gRPC security', programs('openssl'), {}, () => {
       assert.equal(error.code, grpc.status.UNAUTHENTICATED);
     });
 
+    it('rejects WatchMicroVMs (our extension service) without a token', async () => {
+      const error = await grpcFailure(drain(client(endpoint).watch({})));
+      assert.equal(error.code, grpc.status.UNAUTHENTICATED);
+    });
+
     it('leaves grpc.health.v1.Health/Check open and SERVING', async () => {
       assert.equal((await healthCheck(endpoint, '')).status, 1);
       assert.equal((await healthCheck(endpoint, MICROVM_SERVICE)).status, 1);
+      assert.equal((await healthCheck(endpoint, WATCH_SERVICE)).status, 1);
     });
 
     it('leaves reflection v1 open: list_services and file_containing_symbol', async () => {
       const listed = await reflect(endpoint, 'v1', { list_services: '' });
       const names = listed.list_services_response?.service.map((s) => s.name) ?? [];
       assert.ok(names.includes(MICROVM_SERVICE), `services listed: ${names.join(', ')}`);
+      assert.ok(names.includes(WATCH_SERVICE), `the watch extension is listed too: ${names.join(', ')}`);
+      const watchFiles = await reflect(endpoint, 'v1', { file_containing_symbol: WATCH_SERVICE });
+      assert.ok(
+        (watchFiles.file_descriptor_response?.file_descriptor_proto ?? []).some((p) =>
+          p.toString('latin1').includes('flintlock/services/ext/v1alpha1/watch.proto'),
+        ),
+        'the watch service file is served',
+      );
 
       const files = await reflect(endpoint, 'v1', { file_containing_symbol: MICROVM_SERVICE });
       assert.equal(files.error_response ?? null, null);
@@ -406,6 +332,15 @@ describeWith('gRPC security', programs('openssl'), {}, () => {
       assert.equal(socket.alpnProtocol, 'h2');
       assert.equal(socket.authorized, true);
       socket.destroy();
+    });
+
+    it('refuses to start with a missing tls-key, naming the key and the path', async () => {
+      const missing = join(pki.dir, 'absent.key');
+      await assert.rejects(startServer({ insecure: false, certFile: pki.serverCert, keyFile: missing, clientValidate: false }), (e: Error) => {
+        assert.match(e.message, /tls-key/);
+        assert.ok(e.message.includes(missing), e.message);
+        return true;
+      });
     });
 
     it('serves health over TLS', async () => {

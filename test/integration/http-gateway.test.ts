@@ -1,12 +1,21 @@
-// The HTTP/JSON gateway against a real MicroVMService and SQLite store (no reconciler, no VMM).
+// The HTTP/JSON gateway against a real MicroVMService and SQLite store (no reconciler, no VMM),
+// plaintext and, with certificates from the openssl CLI, over TLS and mTLS like the gRPC port.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startHttpGateway, type RunningHttpGateway } from '../../src/adapters/api/http/gateway.js';
+import type { TlsSettings } from '../../src/adapters/api/tls.js';
 import { MicroVMService } from '../../src/core/service.js';
 import { createTestService, type TestService } from '../helpers/service.js';
 import { silentLogger } from '../../src/adapters/log/logger.js';
+import { httpsCall, httpsFailure } from '../helpers/https-client.js';
+import { makePki, type Pki } from '../helpers/pki.js';
+import { describeWith, programs } from '../helpers/prerequisites.js';
 
 const silent = silentLogger();
+const INSECURE: TlsSettings = { insecure: true, clientValidate: false };
 
 type Json = Record<string, unknown>;
 
@@ -17,10 +26,11 @@ interface Gateway {
 
 const services: TestService[] = [];
 const gateways: RunningHttpGateway[] = [];
-/** Open watch subscriptions of the main service, to check that streams unsubscribe. */
+const dirs: string[] = [];
+/** Open watch subscriptions of the main service, to check that the stream route holds none. */
 let activeWatches = 0;
 
-async function startGateway(basicAuthToken?: string): Promise<{ gw: Gateway; service: MicroVMService }> {
+async function startGateway(basicAuthToken?: string, tls: TlsSettings = INSECURE): Promise<{ gw: Gateway; service: MicroVMService }> {
   const created = createTestService('flintlock-http-');
   services.push(created);
   const service = created.service;
@@ -33,9 +43,9 @@ async function startGateway(basicAuthToken?: string): Promise<{ gw: Gateway; ser
       unsubscribe();
     };
   };
-  const running = await startHttpGateway(service, { endpoint: '127.0.0.1:0', log: silent, ...(basicAuthToken !== undefined ? { basicAuthToken } : {}) });
+  const running = await startHttpGateway(service, { endpoint: '127.0.0.1:0', tls, log: silent, ...(basicAuthToken !== undefined ? { basicAuthToken } : {}) });
   gateways.push(running);
-  return { gw: { url: `http://127.0.0.1:${running.port}`, running }, service };
+  return { gw: { url: `${tls.insecure ? 'http' : 'https'}://127.0.0.1:${running.port}`, running }, service };
 }
 
 function camelSpec(id: string, namespace = 'ns1'): Json {
@@ -80,7 +90,14 @@ function vmOf(body: Json): { spec: Json; status: Json } {
 after(async () => {
   await Promise.all(gateways.map((g) => g.close()));
   for (const created of services) created.close();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
+
+function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  dirs.push(dir);
+  return dir;
+}
 
 describe('HTTP gateway', () => {
   let gw: Gateway;
@@ -199,6 +216,16 @@ describe('HTTP gateway', () => {
     assert.deepEqual(res.body['details'], []);
   });
 
+  // Found by the API fuzzer: this was a 500 "internal error".
+  it('meta-data YAML with an alias to no anchor is 400 naming metadata[meta-data], and stores nothing', async () => {
+    const before = (await call(`${gw.url}/v1alpha1/microvms`)).text;
+    const res = await post(`${gw.url}/v1alpha1/microvm`, { ...camelSpec('alias'), metadata: { 'meta-data': Buffer.from('a: *nowhere\n').toString('base64') } });
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body['code'], 3);
+    assert.match(res.body['message'] as string, /^invalid microvm spec: metadata\[meta-data\]: is not valid YAML: Unresolved alias/);
+    assert.equal((await call(`${gw.url}/v1alpha1/microvms`)).text, before);
+  });
+
   it('invalid JSON and wrongly typed fields are 400', async () => {
     const broken = await post(`${gw.url}/v1alpha1/microvm`, '{"id": ');
     assert.equal(broken.status, 400);
@@ -225,40 +252,35 @@ describe('HTTP gateway', () => {
     assert.equal(wrong.body['code'], 12);
   });
 
-  it('ListMicroVMsStream sends the snapshot, then changes, and unsubscribes on disconnect', async () => {
-    const abort = new AbortController();
-    const res = await fetch(`${gw.url}/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream`, {
-      method: 'POST',
-      body: JSON.stringify({ namespace: 'ns3' }),
-      signal: abort.signal,
-    });
-    assert.equal(res.status, 200);
-    assert.match(res.headers.get('content-type') ?? '', /application\/json/);
-    assert.ok(res.body !== null);
-    const lines = lineReader(res.body);
+  it('ListMicroVMsStream sends the matching VMs and ends, as the original does', async () => {
     await post(`${gw.url}/v1alpha1/microvm`, camelSpec('s1', 'ns3'));
-    const first = JSON.parse(await lines.next()) as Json;
-    assert.equal(vmOf(first['result'] as Json).spec['id'], 's1');
-    assert.equal(vmOf(first['result'] as Json).status['kernelMount'], null);
-    assert.equal(activeWatches, 1);
-    abort.abort();
-    await waitFor(() => activeWatches === 0);
-
-    // A new stream starts with the current VMs.
-    const again = new AbortController();
-    const res2 = await fetch(`${gw.url}/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream`, {
-      method: 'POST',
-      body: '{"namespace":"ns3"}',
-      signal: again.signal,
-    });
-    assert.ok(res2.body !== null);
-    const lines2 = lineReader(res2.body);
-    assert.equal(vmOf((JSON.parse(await lines2.next()) as Json)['result'] as Json).spec['id'], 's1');
     await post(`${gw.url}/v1alpha1/microvm`, snakeSpec('s2', 'ns3'));
-    await post(`${gw.url}/v1alpha1/microvm`, snakeSpec('other', 'ns4'));
-    assert.equal(vmOf((JSON.parse(await lines2.next()) as Json)['result'] as Json).spec['id'], 's2');
-    again.abort();
-    await waitFor(() => activeWatches === 0);
+    await post(`${gw.url}/v1alpha1/microvm`, snakeSpec('s1', 'ns4'));
+    const stream = async (body: string): Promise<Json[]> => {
+      const res = await fetch(`${gw.url}/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream`, {
+        method: 'POST',
+        body,
+        signal: AbortSignal.timeout(3000),
+      });
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /application\/json/);
+      // text() resolves only once the response ends: a stream that stays open times out here.
+      const text = await res.text();
+      assert.ok(text === '' || text.endsWith('\n'), 'newline-delimited chunks');
+      return text
+        .split('\n')
+        .filter((line) => line !== '')
+        .map((line) => (JSON.parse(line) as Json)['result'] as Json);
+    };
+    const ns3 = await stream(JSON.stringify({ namespace: 'ns3' }));
+    assert.deepEqual(
+      ns3.map((r) => vmOf(r).spec['id']),
+      ['s1', 's2'],
+    );
+    assert.equal(vmOf(ns3[0] ?? {}).status['kernelMount'], null, 'the gateway JSON shape');
+    assert.deepEqual((await stream('{"name":"s1"}')).map((r) => vmOf(r).spec['namespace']).sort(), ['ns3', 'ns4']);
+    assert.deepEqual(await stream('{"namespace":"nothing-here"}'), []);
+    assert.equal(activeWatches, 0, 'no stream subscribes to changes');
   });
 });
 
@@ -299,32 +321,148 @@ describe('HTTP gateway with a token', () => {
   });
 });
 
-/** Reads newline-delimited lines from a response body. */
-function lineReader(body: ReadableStream<Uint8Array>): { next(): Promise<string> } {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let buffered = '';
-  return {
-    async next(): Promise<string> {
-      for (;;) {
-        const newline = buffered.indexOf('\n');
-        if (newline >= 0) {
-          const line = buffered.slice(0, newline);
-          buffered = buffered.slice(newline + 1);
-          return line;
-        }
-        const chunk = await reader.read();
-        if (chunk.done) throw new Error(`stream ended; unread: ${buffered}`);
-        buffered += decoder.decode(chunk.value, { stream: true });
-      }
-    },
-  };
-}
+describeWith('HTTP gateway over TLS', programs('openssl'), {}, () => {
+  let pki: Pki;
+  let tls: TlsSettings;
+  let mtls: TlsSettings;
+  before(() => {
+    pki = makePki(tempDir('flintlock-http-pki-'));
+    tls = { insecure: false, certFile: pki.serverCert, keyFile: pki.serverKey, clientValidate: false };
+    mtls = { ...tls, clientCaFile: pki.caFile, clientValidate: true };
+  });
 
-async function waitFor(condition: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+  describe('TLS without client certificates', () => {
+    let gw: Gateway;
+    before(async () => {
+      ({ gw } = await startGateway(undefined, tls));
+    });
+
+    it('serves the API over HTTPS (TLS 1.3) to a client that trusts the CA', async () => {
+      const created = await httpsCall(`${gw.url}/v1alpha1/microvm`, { method: 'POST', body: JSON.stringify(camelSpec('tls1')), ca: pki.ca });
+      assert.equal(created.status, 200, created.text);
+      assert.equal(created.protocol, 'TLSv1.3');
+      const listed = await httpsCall(`${gw.url}/v1alpha1/microvms?namespace=ns1`, { ca: pki.ca });
+      assert.equal(listed.status, 200, listed.text);
+      assert.deepEqual(
+        ((JSON.parse(listed.text) as Json)['microvm'] as Json[]).map((vm) => (vm['spec'] as Json)['id']),
+        ['tls1'],
+      );
+    });
+
+    it('serves a client that dials "localhost" (DNS SAN)', async () => {
+      const res = await httpsCall(gw.url.replace('127.0.0.1', 'localhost') + '/v1alpha1/microvms', { ca: pki.ca });
+      assert.equal(res.status, 200, res.text);
+    });
+
+    it('answers no plain HTTP on the TLS port', async () => {
+      await assert.rejects(fetch(`${gw.url.replace('https:', 'http:')}/v1alpha1/microvms`, { signal: AbortSignal.timeout(5000) }), TypeError);
+    });
+
+    it('fails a client that does not trust the server certificate', async () => {
+      const error = await httpsFailure(httpsCall(`${gw.url}/v1alpha1/microvms`));
+      assert.match(`${error.code ?? ''} ${error.message}`, /self.signed|unable to (get|verify)|UNABLE_TO/i);
+    });
+
+    it('rejects a TLS 1.2-only client in the handshake', async () => {
+      // The client offers 1.2 only; the refusal must come from the gateway's 1.3 minimum.
+      const error = await httpsFailure(httpsCall(`${gw.url}/v1alpha1/microvms`, { ca: pki.ca, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' }));
+      assert.match(`${error.code ?? ''} ${error.message}`, /protocol.version|unsupported.protocol/i);
+    });
+  });
+
+  describe('mTLS (tls-client-validate) without a token', () => {
+    let gw: Gateway;
+    before(async () => {
+      ({ gw } = await startGateway(undefined, mtls));
+    });
+
+    it('serves a client with a certificate from tls-client-ca', async () => {
+      const res = await httpsCall(`${gw.url}/v1alpha1/microvm`, { method: 'POST', body: JSON.stringify(camelSpec('mtls1')), ca: pki.ca, ...pki.client });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(vmOf(JSON.parse(res.text) as Json).spec['id'], 'mtls1');
+    });
+
+    it('refuses a client without a certificate in the TLS handshake (no HTTP answer)', async () => {
+      for (const path of ['/v1alpha1/microvms', '/v1alpha1/nothing']) {
+        const error = await httpsFailure(httpsCall(`${gw.url}${path}`, { ca: pki.ca }));
+        // TLS 1.3 finishes the client's side first, so the refusal can also arrive as a reset.
+        assert.match(`${error.code ?? ''} ${error.message}`, /certificate.required|ECONNRESET|socket hang up/i, path);
+      }
+    });
+
+    it('refuses a client whose certificate comes from another CA', async () => {
+      const error = await httpsFailure(httpsCall(`${gw.url}/v1alpha1/microvms`, { ca: pki.ca, ...pki.untrustedClient }));
+      // The client has sent its request by the time the server aborts, so the alert usually
+      // arrives as a reset; either way no HTTP answer came, and the port still serves others.
+      assert.match(`${error.code ?? ''} ${error.message}`, /unknown.ca|ECONNRESET|socket hang up/i);
+      assert.equal((await httpsCall(`${gw.url}/v1alpha1/microvms`, { ca: pki.ca, ...pki.client })).status, 200);
+    });
+
+    it('refuses the stream route without a certificate too', async () => {
+      const error = await httpsFailure(
+        httpsCall(`${gw.url}/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream`, { method: 'POST', body: '{}', ca: pki.ca }),
+      );
+      assert.match(`${error.code ?? ''} ${error.message}`, /certificate.required|ECONNRESET|socket hang up/i);
+    });
+  });
+
+  describe('token and TLS together', () => {
+    let gw: Gateway;
+    let both: Gateway;
+    before(async () => {
+      ({ gw } = await startGateway('s3cret', tls));
+      ({ gw: both } = await startGateway('s3cret', mtls));
+    });
+
+    it('over TLS needs the token as well', async () => {
+      const denied = await httpsCall(`${gw.url}/v1alpha1/microvms`, { ca: pki.ca });
+      assert.equal(denied.status, 401);
+      assert.equal((JSON.parse(denied.text) as Json)['code'], 16);
+      const basic = await httpsCall(`${gw.url}/v1alpha1/microvms`, {
+        ca: pki.ca,
+        headers: { authorization: `Basic ${Buffer.from('s3cret').toString('base64')}` },
+      });
+      assert.equal(basic.status, 200, basic.text);
+      const bearer = await httpsCall(`${gw.url}/v1alpha1/microvms`, { ca: pki.ca, headers: { authorization: 'Bearer s3cret' } });
+      assert.equal(bearer.status, 200, bearer.text);
+    });
+
+    it('over mTLS needs both the client certificate and the token', async () => {
+      const noToken = await httpsCall(`${both.url}/v1alpha1/microvms`, { ca: pki.ca, ...pki.client });
+      assert.equal(noToken.status, 401);
+      const noCert = await httpsFailure(httpsCall(`${both.url}/v1alpha1/microvms`, { ca: pki.ca, headers: { authorization: 'Bearer s3cret' } }));
+      assert.match(`${noCert.code ?? ''} ${noCert.message}`, /certificate.required|ECONNRESET|socket hang up/i);
+      const ok = await httpsCall(`${both.url}/v1alpha1/microvms`, { ca: pki.ca, ...pki.client, headers: { authorization: 'Bearer s3cret' } });
+      assert.equal(ok.status, 200, ok.text);
+    });
+  });
+
+  describe('TLS files', () => {
+    it('refuses to start with a missing tls-cert, naming the key and the path', async () => {
+      const missing = join(pki.dir, 'absent.crt');
+      await assert.rejects(startGateway(undefined, { ...tls, certFile: missing }), (e: Error) => {
+        assert.match(e.message, /tls-cert/);
+        assert.ok(e.message.includes(missing), e.message);
+        return true;
+      });
+    });
+
+    it('refuses to start with a tls-client-ca that holds no certificate', async () => {
+      const junk = join(pki.dir, 'junk-ca.crt');
+      writeFileSync(junk, 'not a certificate\n');
+      await assert.rejects(startGateway(undefined, { ...mtls, clientCaFile: junk }), (e: Error) => {
+        assert.match(e.message, /tls-client-ca/);
+        assert.ok(e.message.includes(junk), e.message);
+        return true;
+      });
+    });
+
+    it('refuses to start when tls-key does not match tls-cert', async () => {
+      await assert.rejects(startGateway(undefined, { ...tls, keyFile: join(pki.dir, 'client.key') }), /tls-cert .* and tls-key .* do not form a usable pair/);
+    });
+
+    it('refuses mTLS without tls-client-ca rather than trusting public roots', async () => {
+      await assert.rejects(startGateway(undefined, { ...tls, clientValidate: true }), /tls-client-ca/);
+    });
+  });
+});

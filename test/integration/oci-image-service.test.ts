@@ -1,18 +1,30 @@
 // OciImageService against the in-process registry: reference → manifest → rootfs, platforms,
-// auth, registry errors, digest checks, resume, de-duplication, crash leftovers, ext4 volumes
-// and garbage collection. Real files, real HTTP, real mkfs.ext4/debugfs.
+// auth, registry errors, digest checks, resume, de-duplication, crash leftovers, ext4 volumes,
+// garbage collection, hostile layers (device nodes, setuid bits, gzip bombs) and the kernel and
+// initrd steps taking files out of pulled images through the real filesystem adapter (symlinks
+// kept inside the image). Real files, real HTTP, real mkfs.ext4/debugfs.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
 
+import { NodeVmFilesystem } from '../../src/adapters/fs/vm-filesystem.js';
 import { OciImageService, type OciImageServiceOptions } from '../../src/adapters/images/oci-image-service.js';
 import { hostArchitecture } from '../../src/adapters/images/registry-client.js';
+import { silentLogger } from '../../src/adapters/log/logger.js';
+import { StaticProviderRegistry } from '../../src/adapters/providers/registry.js';
+import { SqliteMicroVMRepository } from '../../src/adapters/store/sqlite-repository.js';
+import type { MicroVMSpec } from '../../src/core/model.js';
 import type { ImageProgress } from '../../src/core/ports.js';
+import { initrdStep, kernelStep } from '../../src/core/steps/images.js';
+import { StepContext } from '../../src/core/steps/step.js';
 import { makeTempDir } from '../helpers/daemon.js';
-import { MT, RecordingLogger, TestRegistry, buildImage, buildIndex, buildLayer, sha256, type BuiltImage } from '../helpers/oci-registry.js';
+import { MemoryCgroups, MemoryNetwork, MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
+import { sampleVm } from '../helpers/fixtures.js';
+import { MT, RecordingLogger, TestRegistry, buildImage, buildIndex, buildLayer, buildTar, sha256, type BuiltImage } from '../helpers/oci-registry.js';
 
 const dirs: string[] = [];
 after(() => {
@@ -574,5 +586,196 @@ describe('OciImageService: tag resolution TTL', () => {
     const before = manifestGets();
     await always.pull(ref);
     assert.ok(manifestGets() > before, 'with no TTL every pull re-resolves the tag');
+  });
+});
+
+describe('OciImageService: hostile layers', () => {
+  let registry: TestRegistry;
+  before(async () => {
+    registry = await TestRegistry.start();
+  });
+  after(() => registry.close());
+
+  it('creates no device nodes and keeps no setuid/setgid bits on the host, and logs each once per layer', async () => {
+    const img = buildImage([
+      buildLayer({
+        'dev/': { dir: true },
+        'dev/sda': { device: 'block', major: 8, minor: 0, mode: 0o666 },
+        'dev/mem': { device: 'char', major: 1, minor: 1, mode: 0o666 },
+        'usr/bin/su': { content: 'su', mode: 0o4755 },
+      }),
+    ]);
+    registry.push('test/hostile', 'v1', img);
+    const { svc, log } = setup();
+    const ref = `${registry.host}/test/hostile:v1`;
+    const image = await svc.pull(ref);
+    assert.equal(lstatSync(join(image.rootfs, 'dev/sda'), { throwIfNoEntry: false }), undefined);
+    assert.equal(lstatSync(join(image.rootfs, 'dev/mem'), { throwIfNoEntry: false }), undefined);
+    assert.equal(statSync(join(image.rootfs, 'usr/bin/su')).mode & 0o7777, 0o755);
+    const layer = img.layerDigests[0] ?? '';
+    assert.deepEqual(log.messages('warn'), [
+      `pulling ${ref}: layer ${layer}: skipped 2 device nodes (dev/sda, dev/mem): layers never create device nodes on the host`,
+      `pulling ${ref}: layer ${layer}: cleared the setuid/setgid bits of 1 entry (usr/bin/su): unpacked images never keep them`,
+    ]);
+  });
+
+  it('fails an image that unpacks past maxUnpackedBytes, says how to raise it, and keeps no partial rootfs', async () => {
+    const MiB = 1024 * 1024;
+    // 32 MiB of zeros compress to ~32 KiB: the layer is small and verified, its content is not.
+    const bombLayer = gzipSync(buildTar({ 'var/zeros': Buffer.alloc(32 * MiB) }));
+    assert.ok(bombLayer.length < MiB);
+    const bomb = buildImage([bombLayer]);
+    registry.push('test/bomb', 'v1', bomb);
+    registry.push('test/small', 'v1', twoLayerImage('small'));
+    const { svc, images } = setup({ maxUnpackedBytes: 2 * MiB });
+    const ref = `${registry.host}/test/bomb:v1`;
+    await assert.rejects(svc.pull(ref), {
+      message: `pulling ${ref}: layer ${bomb.layerDigests[0] ?? ''}: the image unpacks to more than 2 MiB, the limit per image; raise image-max-unpacked-size (now 2 MiB) to pull it`,
+    });
+    assert.deepEqual(readdirSync(join(images, 'rootfs')), [], 'the partial unpack is gone');
+    // Images within the limit still pull.
+    const small = await svc.pull(`${registry.host}/test/small:v1`);
+    assert.equal(readFileSync(join(small.rootfs, 'etc/hello'), 'utf8'), 'hello small\n');
+  });
+});
+
+describe('kernel and initrd steps on pulled images: symlinks stay inside the image', () => {
+  let registry: TestRegistry;
+  let stateDir: string;
+  let repo: SqliteMicroVMRepository;
+  let svc: OciImageService;
+  let fs: NodeVmFilesystem;
+  let vms = 0;
+
+  before(async () => {
+    registry = await TestRegistry.start();
+    stateDir = makeTempDir('fl-oci-steps-');
+    dirs.push(stateDir);
+    repo = SqliteMicroVMRepository.open(stateDir);
+    svc = setup({}, stateDir).svc;
+    fs = new NodeVmFilesystem(stateDir);
+    const boot = { 'boot/': { dir: true } } as const;
+    registry.push(
+      'test/kernel-link',
+      'v1',
+      buildImage([buildLayer({ ...boot, 'boot/vmlinuz-6.1': 'kernel 6.1', 'boot/vmlinuz': { symlink: 'vmlinuz-6.1' } })]),
+    );
+    registry.push('test/initrd-abs', 'v1', buildImage([buildLayer({ ...boot, 'boot/initrd': { symlink: '/etc/hostname' } })]));
+    // Enough `..` to reach the host's / from the cache at any depth, had the link been followed there.
+    registry.push('test/initrd-rel', 'v1', buildImage([buildLayer({ ...boot, 'boot/initrd': { symlink: `${'../'.repeat(28)}etc/hostname` } })]));
+    registry.push('test/initrd-dir', 'v1', buildImage([buildLayer({ ...boot, 'boot/initrd/': { dir: true }, initrd: { symlink: 'boot/initrd' } })]));
+    registry.push('test/boot-etc', 'v1', buildImage([buildLayer({ boot: { symlink: '/etc' }, 'etc/': { dir: true }, 'etc/kernel': 'image kernel' })]));
+  });
+  after(() => {
+    repo.close();
+    return registry.close();
+  });
+
+  /** A VM using the images, stored, and a step context over the real filesystem adapter. */
+  function context(spec: Partial<MicroVMSpec>): StepContext {
+    const vm = sampleVm({ id: { name: `vm${++vms}` }, spec });
+    assert.ok(repo.insertUnlessExists(vm).inserted);
+    const processes = new MemoryProcesses();
+    return new StepContext(
+      vm,
+      {
+        repo,
+        network: new MemoryNetwork(),
+        images: svc,
+        fs,
+        providers: new StaticProviderRegistry([new MemoryProvider(processes)], 'qemu'),
+        clock: { now: () => Date.now() },
+        ids: { next: () => 'unused' },
+        hostNetwork: { deviceOwner: '0123456789ab' },
+        processes,
+        cidata: { build: () => Promise.reject(new Error('no cidata in this test')) },
+        deleteVmTimeoutMs: 1000,
+        sandbox: { cgroups: new MemoryCgroups(), limits: { memoryOverheadMb: 64, pidsMax: 512 } },
+      },
+      silentLogger(),
+    );
+  }
+  const image = (repo: string): string => `${registry.host}/test/${repo}:v1`;
+  /** VMMs get copies of kernels and initrds (ADR 0009), named after the file the lookup resolved to. */
+  const filesDir = (): string => join(stateDir, 'images', 'files');
+
+  it('follows an in-image link (boot/vmlinuz -> vmlinuz-6.1) to the real file', async () => {
+    const ctx = context({ kernel: { image: image('kernel-link'), cmdline: {}, addNetworkConfig: false } });
+    await kernelStep(ctx, svc).do();
+    const source = ctx.status.kernelMount?.source ?? '';
+    const pulled = await svc.pull(image('kernel-link'));
+    // A copy of the real file (boot/vmlinuz-6.1) in the cache's files/, readable by the VMMs' uids.
+    assert.equal(dirname(source), filesDir());
+    assert.match(basename(source), new RegExp(`^${hex(pulled.digest)}-[0-9a-f]{12}-vmlinuz-6\\.1$`));
+    assert.equal(lstatSync(source).isFile(), true, 'the VMM gets the file itself, not a link');
+    assert.equal(statSync(source).mode & 0o7777, 0o644);
+    assert.equal(readFileSync(source, 'utf8'), 'kernel 6.1');
+    // The link and its target are one file in the image, so one copy.
+    assert.equal(await svc.vmmFile(pulled, 'boot/vmlinuz'), source);
+    assert.equal(await svc.vmmFile(pulled, '/boot/../boot/vmlinuz-6.1'), source);
+  });
+
+  it("the image service's copy resolves inside the image too: a link out of it is refused, nothing is copied", async () => {
+    const pulled = await svc.pull(image('initrd-abs'));
+    const before = readdirSync(filesDir());
+    await assert.rejects(svc.vmmFile(pulled, 'boot/initrd'), {
+      message: `not copying a file out of image ${pulled.ref} (${pulled.digest}): boot/initrd resolves through symbolic links inside the image to /etc/hostname, which does not exist`,
+    });
+    await assert.rejects(svc.vmmFile(pulled, 'boot'), /: boot is a directory$/);
+    assert.deepEqual(readdirSync(filesDir()), before);
+  });
+
+  for (const [repoName, how] of [
+    ['initrd-abs', 'absolute'],
+    ['initrd-rel', 'relative, climbing'],
+  ] as const) {
+    it(`refuses an initrd that is a ${how} link to /etc/hostname, and never hands out the host's file`, async () => {
+      const ref = image(repoName);
+      const ctx = context({ initrd: { image: ref } });
+      const step = initrdStep(ctx, svc);
+      assert.ok(step);
+      await assert.rejects(step.do(), {
+        message: `initrd boot/initrd or initrd or boot/initrd.img or initrd.img not found in image ${ref} (boot/initrd resolves through symbolic links inside the image to /etc/hostname, which does not exist); its boot/ directory holds: initrd`,
+      });
+      assert.equal(ctx.status.initrdMount, undefined);
+    });
+  }
+
+  it("refuses a client's kernel.filename that is a link out of the image, and a directory", async () => {
+    const abs = context({ kernel: { image: image('initrd-abs'), filename: 'boot/initrd', cmdline: {}, addNetworkConfig: false } });
+    await assert.rejects(
+      kernelStep(abs, svc).do(),
+      /^Error: kernel boot\/initrd not found in image .* \(boot\/initrd resolves through symbolic links inside the image to \/etc\/hostname, which does not exist\)/,
+    );
+    assert.equal(abs.status.kernelMount, undefined);
+
+    const dir = context({ initrd: { image: image('initrd-dir'), filename: 'initrd' } });
+    await assert.rejects(
+      initrdStep(dir, svc)?.do() ?? Promise.resolve(),
+      /\(initrd resolves through symbolic links inside the image to \/boot\/initrd, which is a directory\)/,
+    );
+  });
+
+  it('an initrd path recorded as a link (by a daemon before this check) is looked up again', async () => {
+    const ref = image('initrd-abs');
+    const rootfs = (await svc.pull(ref)).rootfs;
+    const ctx = context({ initrd: { image: ref } });
+    ctx.saveStatus({ ...ctx.status, initrdMount: { type: 'hostpath', source: join(rootfs, 'boot/initrd') } });
+    const step = initrdStep(ctx, svc);
+    assert.ok(step);
+    assert.equal(await step.shouldDo(), true, 'a mount whose path is a symlink counts as missing');
+    await assert.rejects(step.do(), /boot\/initrd resolves through symbolic links inside the image to \/etc\/hostname, which does not exist/);
+  });
+
+  it('a boot/ that links to /etc means the image /etc: its kernel is found and the host /etc is never listed', async () => {
+    const ok = context({ kernel: { image: image('boot-etc'), filename: 'boot/kernel', cmdline: {}, addNetworkConfig: false } });
+    await kernelStep(ok, svc).do();
+    const source = ok.status.kernelMount?.source ?? '';
+    assert.equal(dirname(source), filesDir());
+    assert.match(basename(source), /-kernel$/);
+    assert.equal(readFileSync(source, 'utf8'), 'image kernel', "the image's etc/kernel, copied");
+
+    const missing = context({ kernel: { image: image('boot-etc'), filename: 'boot/hostname', cmdline: {}, addNetworkConfig: false } });
+    await assert.rejects(kernelStep(missing, svc).do(), /; its boot\/ directory holds: kernel$/);
   });
 });

@@ -118,6 +118,7 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
       ],
       cloudInit: { 'meta-data': 'instance_id: x\n' },
       consoleLogPath: join(vmDir, 'console.log'),
+      pidFile: join(vmDir, 'vmm.pid'),
       ...overrides,
     };
   }

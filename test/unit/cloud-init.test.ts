@@ -200,6 +200,18 @@ describe('vendorDataWithMounts', () => {
     });
   });
 
+  // Found by the API fuzzer: an accepted spec whose cloud-init disk step threw on every retry.
+  it('vendor-data with an alias to no anchor is left as given with a warning, not thrown on', () => {
+    const user = '#cloud-config\n<<: [*x]\n';
+    const r = vendorDataWithMounts(user, mounts.slice(0, 1));
+    assert.equal(r.vendorData, user);
+    assert.equal(r.warnings.length, 1);
+    assert.match(
+      r.warnings[0] ?? '',
+      /^vendor-data is not valid YAML \(Unresolved alias.*\): left as given, so the volume mounts \(\/dev\/vdb on \/data\) are not configured/,
+    );
+  });
+
   it('no mounts: the vendor-data as given (or none)', () => {
     assert.deepEqual(vendorDataWithMounts(undefined, []), { vendorData: undefined, warnings: [] });
     assert.deepEqual(vendorDataWithMounts('#!/bin/sh\n', []), { vendorData: '#!/bin/sh\n', warnings: [] });

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, type Config, type ConfigSources } from '../../src/config/config.js';
 import { parseDuration } from '../../src/config/duration.js';
+import { formatSize, parseSize } from '../../src/config/size.js';
 
 let dir: string;
 let counter = 0;
@@ -69,6 +70,7 @@ describe('loadConfig: defaults', () => {
     assert.equal(c.debugEndpoint, '');
     assert.equal(c.minimumMemoryMb, 128);
     assert.equal(c.maximumMemoryMb, 32768);
+    assert.equal(c.imageMaxUnpackedBytes, 8 * 1024 ** 3);
     assert.deepEqual(c.ignored, []);
   });
 
@@ -227,6 +229,9 @@ describe('loadConfig: bad values name the key', () => {
     ['log-format: xml', 'log-format'],
     ['insecure: maybe', 'insecure'],
     ['verbosity: 11', 'verbosity'],
+    ['image-max-unpacked-size: 8 parsecs', 'image-max-unpacked-size'],
+    ['image-max-unpacked-size: 0', 'image-max-unpacked-size'],
+    ['image-max-unpacked-size: -1GiB', 'image-max-unpacked-size'],
   ] as const) {
     it(line, () => {
       const insecure = line.startsWith('insecure:') ? '' : 'insecure: true\n';
@@ -373,6 +378,35 @@ describe('parseDuration', () => {
     assert.equal(parseDuration('1h'), 3_600_000);
     assert.equal(parseDuration('x'), undefined);
     assert.equal(parseDuration('5s'), 5000);
+  });
+});
+
+describe('image-max-unpacked-size and parseSize', () => {
+  it('takes a size with a binary unit, or a bare number of MiB, from any source', () => {
+    assert.equal(load({ yaml: `${BASE_YAML}image-max-unpacked-size: 16GiB\n` }).imageMaxUnpackedBytes, 16 * 1024 ** 3);
+    assert.equal(load({ yaml: `${BASE_YAML}image-max-unpacked-size: 2048\n` }).imageMaxUnpackedBytes, 2048 * 1024 ** 2);
+    assert.equal(load({ yaml: BASE_YAML, env: { FLINTLOCKD_IMAGE_MAX_UNPACKED_SIZE: '512M' } }).imageMaxUnpackedBytes, 512 * 1024 ** 2);
+    assert.equal(load({ yaml: BASE_YAML, flags: { 'image-max-unpacked-size': '1T' } }).imageMaxUnpackedBytes, 1024 ** 4);
+    assert.match(loadError({ yaml: `${BASE_YAML}image-max-unpacked-size: lots\n` }), /"lots" is not a size such as 8GiB, 512MiB or 2048 \(MiB\)/);
+  });
+
+  for (const [text, bytes] of [
+    ['8GiB', 8 * 1024 ** 3],
+    ['8G', 8 * 1024 ** 3],
+    ['8gb', 8 * 1024 ** 3],
+    ['1.5GiB', 1.5 * 1024 ** 3],
+    ['512 MiB', 512 * 1024 ** 2],
+    ['64k', 64 * 1024],
+    ['100B', 100],
+    ['10', 10 * 1024 ** 2],
+  ] as const) {
+    it(`${JSON.stringify(text)} is ${bytes} bytes`, () => assert.equal(parseSize(text), bytes));
+  }
+  for (const bad of ['', 'GiB', '-1G', '1 G B', '1PiB', '1e3', '0x10']) {
+    it(`${JSON.stringify(bad)} is not a size`, () => assert.equal(parseSize(bad), undefined));
+  }
+  it('formats sizes in the largest exact unit', () => {
+    assert.deepEqual([8 * 1024 ** 3, 1536 * 1024 ** 2, 300, 0, 1025].map(formatSize), ['8 GiB', '1536 MiB', '300 bytes', '0 bytes', '1025 bytes']);
   });
 });
 

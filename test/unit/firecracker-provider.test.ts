@@ -95,6 +95,7 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
       ],
       cloudInit: { 'meta-data': META_DATA, 'user-data': USER_DATA, 'network-config': NETWORK_CONFIG },
       consoleLogPath: join(vmDir, 'console.log'),
+      pidFile: join(vmDir, 'vmm.pid'),
       ...overrides,
     };
   }

@@ -15,7 +15,7 @@ import {
   SpecError,
   type CreateOptions,
 } from '../../src/cli/fl/spec.js';
-import { formatAge, formatJson, formatTable, formatVms, formatWatchUpdate, formatYaml, reasonOf, stateName, truncate } from '../../src/cli/fl/output.js';
+import { formatAge, formatJson, formatTable, formatVms, formatWatchLine, formatYaml, reasonOf, stateName, truncate } from '../../src/cli/fl/output.js';
 import { exitCodeFor, normalizeHost } from '../../src/cli/fl/main.js';
 import { status } from '@grpc/grpc-js';
 
@@ -355,12 +355,17 @@ describe('output', () => {
     assert.equal(formatVms('table', sampleVm(), NOW).trimEnd().split('\n').length, 2);
   });
 
-  it('formats watch updates line by line', () => {
-    const json = formatWatchUpdate('json', sampleVm(), NOW);
+  it('formats watch events line by line, deletions included', () => {
+    const json = formatWatchLine('json', { type: 'UPDATED', vm: sampleVm() }, NOW);
     assert.equal(json.split('\n').length, 2);
-    assert.equal((JSON.parse(json) as { spec: { id: string } }).spec.id, 'vm1');
-    assert.match(formatWatchUpdate('yaml', sampleVm(), NOW), /^---\n/);
-    assert.match(formatWatchUpdate('table', sampleVm(), NOW), /PENDING/);
+    const parsed = JSON.parse(json) as { type: string; microvm: { spec: { id: string } } };
+    assert.equal(parsed.type, 'UPDATED');
+    assert.equal(parsed.microvm.spec.id, 'vm1');
+    assert.match(formatWatchLine('yaml', { type: 'SNAPSHOT', vm: sampleVm() }, NOW), /^---\ntype: SNAPSHOT\nmicrovm:\n/);
+    assert.match(formatWatchLine('table', { type: 'UPDATED', vm: sampleVm() }, NOW), /PENDING/);
+    const deleted = formatWatchLine('table', { type: 'DELETED', vm: sampleVm() }, NOW);
+    assert.match(deleted, /DELETED/);
+    assert.doesNotMatch(deleted, /PENDING/);
   });
 });
 

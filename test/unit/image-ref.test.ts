@@ -107,6 +107,14 @@ describe('parseImageRef: invalid references', () => {
     assert.equal(reject('app@sha256:short'), 'has an invalid digest "sha256:short"');
     assert.match(reject('app@md5'), /invalid digest "md5"/);
   });
+  // Found by the API fuzzer: a 1000-character repository name was repeated whole in the error message.
+  it('echoes at most 64 characters of the invalid part', () => {
+    assert.equal(
+      reject('Z'.repeat(1000)),
+      `has an invalid repository name "${'Z'.repeat(64)}"... (1000 bytes) (lowercase letters, digits and . _ - separators)`,
+    );
+    assert.equal(reject(`app:${'-'.repeat(200)}`), `has an invalid tag "${'-'.repeat(64)}"... (200 bytes)`);
+  });
   it('an invalid tag', () => {
     assert.equal(reject('app:-bad'), 'has an invalid tag "-bad"');
     assert.equal(reject('app:'), 'has an invalid tag ""');

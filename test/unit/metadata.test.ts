@@ -102,6 +102,22 @@ describe('injectInstanceId', () => {
     assert.equal(e.kind, 'invalid-argument');
     assert.match(e.message, /metadata\[meta-data\]: is not valid YAML/);
   });
+
+  // Found by the API fuzzer: yaml parses these without error and throws when converting them,
+  // which reached the client as Internal (gRPC) or 500 (HTTP).
+  it('rejects meta-data with an alias to no anchor, or an alias bomb, as invalid YAML instead of throwing', () => {
+    const bomb = [
+      'a: &a [x, x, x, x, x, x, x, x, x]',
+      'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]',
+      'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]',
+      'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]',
+    ];
+    for (const text of ['a: *nowhere\n', '<<: [*x]\n', `${bomb.join('\n')}\n`]) {
+      const e = injectError({ 'meta-data': b64(text) });
+      assert.equal(e.kind, 'invalid-argument');
+      assert.match(e.message, /^invalid microvm spec: metadata\[meta-data\]: is not valid YAML: (Unresolved alias|Excessive alias count)/);
+    }
+  });
 });
 
 describe('decodeBase64Strict', () => {

@@ -70,8 +70,14 @@ describe('generateGuestMac', () => {
 describe('deviceAlias / parseDeviceAlias', () => {
   const uid = '01JDZQ4X8V3KJ2M9R7T5W1Y6BC';
 
-  it('formats flintlock:<namespace>/<name>/<uid>', () => {
-    assert.equal(deviceAlias(uid, 'default', 'vm-1'), `flintlock:default/vm-1/${uid}`);
+  const owner = 'a1b2c3d4e5f6';
+
+  it('formats flintlock:<owner>:<namespace>/<name>/<uid>', () => {
+    assert.equal(deviceAlias(owner, uid, 'default', 'vm-1'), `flintlock:${owner}:default/vm-1/${uid}`);
+  });
+
+  it('parses the older ownerless form with no owner', () => {
+    assert.deepEqual(parseDeviceAlias(`flintlock:default/vm-1/${uid}`), { namespace: 'default', name: 'vm-1', uid });
   });
 
   it('round-trips', () => {
@@ -81,9 +87,9 @@ describe('deviceAlias / parseDeviceAlias', () => {
       ['a', 'b'],
       ['x'.repeat(63), 'y'.repeat(63)],
     ] as const) {
-      const alias = deviceAlias(uid, namespace, name);
+      const alias = deviceAlias(owner, uid, namespace, name);
       assert.ok(Buffer.byteLength(alias) <= 255, 'fits IFALIASZ');
-      assert.deepEqual(parseDeviceAlias(alias), { namespace, name, uid });
+      assert.deepEqual(parseDeviceAlias(alias), { owner, namespace, name, uid });
     }
   });
 
@@ -102,6 +108,9 @@ describe('deviceAlias / parseDeviceAlias', () => {
       `other:default/vm-1/${uid}`,
       ` flintlock:default/vm-1/${uid}`,
       `flintlock:default/vm-1/${uid}\n`,
+      `flintlock:ABCDEF012345:default/vm-1/${uid}`,
+      `flintlock:abc:default/vm-1/${uid}`,
+      `flintlock:${owner}:${owner}:default/vm-1/${uid}`,
       'libvirt-vnet0',
       'uplink to rack 4',
     ]) {
@@ -110,9 +119,10 @@ describe('deviceAlias / parseDeviceAlias', () => {
   });
 
   it('refuses parts that would make the alias ambiguous', () => {
-    assert.throws(() => deviceAlias(uid, 'a/b', 'vm'), /namespace "a\/b"/);
-    assert.throws(() => deviceAlias(uid, 'default', ''), /name ""/);
-    assert.throws(() => deviceAlias('', 'default', 'vm'), /uid ""/);
-    assert.throws(() => deviceAlias(uid, 'default', 'vm 1'), /name "vm 1"/);
+    assert.throws(() => deviceAlias(owner, uid, 'a/b', 'vm'), /namespace "a\/b"/);
+    assert.throws(() => deviceAlias(owner, uid, 'default', ''), /name ""/);
+    assert.throws(() => deviceAlias(owner, '', 'default', 'vm'), /uid ""/);
+    assert.throws(() => deviceAlias(owner, uid, 'default', 'vm 1'), /name "vm 1"/);
+    assert.throws(() => deviceAlias('x:y', uid, 'default', 'vm'), /owner "x:y"/);
   });
 });

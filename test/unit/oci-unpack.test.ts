@@ -1,5 +1,6 @@
 // Layer unpacking: whiteouts, symlinks kept verbatim, paths kept inside the root, owners and
-// modes, compression detection, and the temp-dir-then-rename discipline.
+// modes (never setuid/setgid), no device nodes, the bound on unpacked bytes, compression
+// detection, and the temp-dir-then-rename discipline.
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -8,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { Header } from 'tar';
 
-import { cleanEntryPath, layerCompression, resolveInRoot, unpackImage, type LayerSource } from '../../src/adapters/images/unpack.js';
+import { cleanEntryPath, layerCompression, unpackImage, type LayerSource, type UnpackOptions } from '../../src/adapters/images/unpack.js';
 import { makeTempDir } from '../helpers/daemon.js';
 import { MT, buildLayer, buildTar, sha256, type LayerEntry } from '../helpers/oci-registry.js';
 
@@ -25,9 +26,9 @@ function layer(files: Record<string, LayerEntry>): LayerSource {
   return layerFile(buildLayer(files));
 }
 
-async function unpack(layers: LayerSource[]): Promise<string> {
+async function unpack(layers: LayerSource[], options?: UnpackOptions): Promise<string> {
   const hex = `${++counter}`.padStart(64, '0');
-  return unpackImage(join(dir, 'rootfs'), hex, layers);
+  return unpackImage(join(dir, 'rootfs'), hex, layers, options);
 }
 
 /** Relative paths of everything under root, sorted (directories end with /). */
@@ -112,13 +113,6 @@ describe('unpackImage', () => {
     assert.equal(readFileSync(join(root, dir, 'outside-marker'), 'utf8'), 'also in root');
   });
 
-  it('resolveInRoot clamps .. and absolute targets at the root', () => {
-    const root = join(dir, 'resolve-root');
-    mkdirSync(join(root, 'a/b'), { recursive: true });
-    assert.equal(resolveInRoot(root, 'a/b/../../../..', false), '');
-    assert.equal(resolveInRoot(root, 'a/missing', false), undefined);
-  });
-
   it('refuses entries with .. in their path', async () => {
     await assert.rejects(unpack([layerFile(rawEntryTar('../escape', 'x'))]), /leaves the root filesystem/);
     assert.equal(existsSync(join(dir, 'escape')), false);
@@ -129,18 +123,20 @@ describe('unpackImage', () => {
     assert.equal(readFileSync(join(root, 'abs/file'), 'utf8'), 'x');
   });
 
-  it('keeps owners and modes, setuid included', async () => {
+  it('keeps owners and modes, the sticky bit included', async () => {
     const root = await unpack([
       layer({
         'usr/bin/': { dir: true, mode: 0o755 },
-        'usr/bin/su': { content: 'su', mode: 0o4755, uid: 0, gid: 0 },
+        'usr/bin/env': { content: 'env', mode: 0o755, uid: 0, gid: 0 },
         'home/user/': { dir: true, mode: 0o700, uid: 1000, gid: 1000 },
         'home/user/notes': { content: 'n', mode: 0o600, uid: 1000, gid: 1000 },
         'proc/': { dir: true, mode: 0o555 },
+        'tmp/': { dir: true, mode: 0o1777 },
       }),
     ]);
-    assert.equal(statSync(join(root, 'usr/bin/su')).mode & 0o7777, 0o4755);
+    assert.equal(statSync(join(root, 'usr/bin/env')).mode & 0o7777, 0o755);
     assert.equal(statSync(join(root, 'proc')).mode & 0o7777, 0o555);
+    assert.equal(statSync(join(root, 'tmp')).mode & 0o7777, 0o1777);
     const notes = statSync(join(root, 'home/user/notes'));
     assert.equal(notes.mode & 0o7777, 0o600);
     if (process.getuid?.() === 0) {
@@ -148,6 +144,86 @@ describe('unpackImage', () => {
       assert.equal(statSync(join(root, 'home/user')).gid, 1000);
     }
     assert.equal(statSync(join(root, 'home/user/notes')).mtime.toISOString(), '2024-01-02T03:04:05.000Z');
+  });
+
+  it('never keeps setuid or setgid bits, and says so once per layer', async () => {
+    const warnings: string[] = [];
+    const base = layer({
+      'usr/bin/': { dir: true, mode: 0o755 },
+      'usr/bin/su': { content: 'su', mode: 0o4755 },
+      'usr/bin/wall': { content: 'wall', mode: 0o2755 },
+      'usr/bin/both': { content: 'b', mode: 0o6711 },
+      'usr/bin/sudo': { link: 'usr/bin/su' },
+      'var/mail/': { dir: true, mode: 0o2775 },
+      'run/initctl': { fifo: true, mode: 0o4600 },
+    });
+    const upper = layer({ 'usr/bin/passwd': { content: 'p', mode: 0o4755 }, 'usr/bin/env': { content: 'env', mode: 0o755 } });
+    const root = await unpack([base, upper], { warn: (m) => warnings.push(m) });
+    const modes = Object.fromEntries(
+      ['usr/bin/su', 'usr/bin/wall', 'usr/bin/both', 'usr/bin/sudo', 'usr/bin/passwd', 'usr/bin/env', 'var/mail', 'run/initctl'].map((p) => [
+        p,
+        ((lstatSync(join(root, p), { throwIfNoEntry: false })?.mode ?? 0) & 0o7777).toString(8),
+      ]),
+    );
+    assert.deepEqual(modes, {
+      'usr/bin/su': '755',
+      'usr/bin/wall': '755',
+      'usr/bin/both': '711',
+      'usr/bin/sudo': '755',
+      'usr/bin/passwd': '755',
+      'usr/bin/env': '755',
+      'var/mail': '775',
+      'run/initctl': '600',
+    });
+    assert.equal(lstatSync(join(root, 'run/initctl')).isFIFO(), true, 'fifos are no device nodes: kept');
+    assert.deepEqual(warnings, [
+      `layer ${base.digest}: cleared the setuid/setgid bits of 5 entries (usr/bin/su, usr/bin/wall, usr/bin/both, var/mail, run/initctl): unpacked images never keep them`,
+      `layer ${upper.digest}: cleared the setuid/setgid bits of 1 entry (usr/bin/passwd): unpacked images never keep them`,
+    ]);
+  });
+
+  it('never creates device nodes, and says how many it skipped, once per layer', async () => {
+    const warnings: string[] = [];
+    const base = layer({
+      'dev/': { dir: true },
+      'dev/null': { device: 'char', major: 1, minor: 3, mode: 0o666 },
+      'dev/sda': { device: 'block', major: 8, minor: 0 },
+      'dev/mem': { device: 'char', major: 1, minor: 1, mode: 0o4666 },
+      'dev/null-again': { link: 'dev/null' },
+      'etc/hostname': 'h',
+    });
+    // A device over a lower file removes the file, as the node would have hidden it.
+    const upper = layer({ 'etc/hostname': { device: 'char', major: 1, minor: 5 }, 'etc/motd': 'hi' });
+    const root = await unpack([base, upper], { warn: (m) => warnings.push(m) });
+    assert.deepEqual(tree(root), ['dev/', 'etc/', 'etc/motd']);
+    assert.deepEqual(warnings, [
+      `layer ${base.digest}: skipped 4 device nodes (dev/null, dev/sda, dev/mem, dev/null-again): layers never create device nodes on the host`,
+      `layer ${upper.digest}: skipped 1 device node (etc/hostname): layers never create device nodes on the host`,
+    ]);
+  });
+
+  it('fails an image that unpacks to more than the limit, across layers, and leaves nothing behind', async () => {
+    const MiB = 1024 * 1024;
+    // 64 MiB of zeros: a ~64 KiB gzip, a bomb in miniature.
+    const bomb = layerFile(gzipSync(buildTar({ zeros: Buffer.alloc(64 * MiB) })));
+    assert.ok(statSync(bomb.path as string).size < MiB);
+    const parent = join(dir, 'rootfs-bomb');
+    await assert.rejects(unpackImage(parent, 'b'.repeat(64), [bomb], { maxBytes: 4 * MiB }), {
+      name: 'Error',
+      message: `layer ${bomb.digest}: the image unpacks to more than 4 MiB`,
+    });
+    assert.deepEqual(readdirSync(parent), [], 'the partial unpack is removed');
+
+    // The limit is per image: two layers under it alone, over it together.
+    const a = layer({ 'part-a': Buffer.alloc(3 * MiB) });
+    const b = layer({ 'part-b': Buffer.alloc(3 * MiB) });
+    await assert.rejects(
+      unpackImage(parent, 'a'.repeat(64), [a, b], { maxBytes: 4 * MiB }),
+      new RegExp(`^Error: layer ${b.digest}: the image unpacks to more than 4 MiB$`),
+    );
+    assert.deepEqual(readdirSync(parent), []);
+    const fits = await unpackImage(parent, 'c'.repeat(64), [a], { maxBytes: 4 * MiB });
+    assert.equal(statSync(join(fits, 'part-a')).size, 3 * MiB);
   });
 
   it('whiteouts remove lower files and directories; opaque directories lose their lower contents', async () => {

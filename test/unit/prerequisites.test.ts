@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { HOST_DEPENDENCIES_FILE, missingProgramMessage, packageProviding, parseHostDependencies } from '../../src/adapters/host/dependencies.js';
 import { StaticProviderRegistry } from '../../src/adapters/providers/registry.js';
-import { checkPrerequisites, providerPrograms, VOLUME_PROGRAMS } from '../../src/daemon/prerequisites.js';
+import { checkPrerequisites, providerPrograms, SANDBOX_PROGRAMS, VOLUME_PROGRAMS } from '../../src/daemon/prerequisites.js';
 import { MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
 
 const processes = new MemoryProcesses();
@@ -67,6 +67,19 @@ describe('checkPrerequisites', () => {
       '"ip" not found (install the Debian package iproute2), needed for host networking (taps, macvtaps)',
       '"mkfs.ext4" not found (install the Debian package e2fsprogs), needed for volumes from images',
     ]);
+  });
+
+  it('refuses when a program of the VMM launch chain is missing, naming its priority-required package (not in the list)', () => {
+    const registry = new StaticProviderRegistry([firecracker()], 'firecracker');
+    const { errors } = checkPrerequisites(registry, SANDBOX_PROGRAMS, findAllBut('setpriv', 'perl'));
+    assert.deepEqual(errors, [
+      '"perl" not found (install the Debian package perl-base), needed for opening taps for VMMs',
+      '"setpriv" not found (install the Debian package util-linux), needed for running VMMs as their own uids',
+    ]);
+    assert.deepEqual(
+      SANDBOX_PROGRAMS.map((n) => n.program),
+      ['sh', 'perl', 'setpriv', 'cp'],
+    );
   });
 
   it('only warns about a provider that is not the default', () => {

@@ -1,7 +1,7 @@
 // LinuxProcessTable against real child processes (`sleep`, `sh -c 'exit 3'`). Every child is
 // killed by pid in after().
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, closeSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -63,6 +63,49 @@ describe('LinuxProcessTable', () => {
     assert.notEqual(stat.session, readProcStatSync(process.pid)?.session);
     assert.equal(await table.isAlive(p), true);
     assert.equal(table.exitReason(p), undefined);
+  });
+
+  it('records the process in its pid file the moment it exists, and reads back only a live one', async () => {
+    const pidFile = join(dir, 'vmm.pid');
+    const p = await table.spawn('sleep', ['30'], { logPath: join(dir, 'child.log'), pidFile });
+    started.push(p);
+    assert.equal(readFileSync(pidFile, 'utf8'), `${p.pid} ${p.startTime}\n`);
+    assert.deepEqual(await table.recorded(pidFile), p);
+    await table.signal(p, 'SIGKILL');
+    await waitFor('exit', async () => !(await table.isAlive(p)), 5000);
+    assert.equal(await table.recorded(pidFile), undefined, 'a dead process is not recorded as running');
+    writeFileSync(pidFile, 'garbage');
+    assert.equal(await table.recorded(pidFile), undefined);
+    assert.equal(await table.recorded(join(dir, 'missing.pid')), undefined);
+  });
+
+  it('pid files in a VM dir the VMM may write to: never through its symlinks, never one it made', async () => {
+    // ADR 0009: the VM dir is group-writable for the VMM's sockets; whatever it plants is not followed.
+    const pidFile = join(dir, 'vmm-hostile.pid');
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, 'keep me\n');
+    symlinkSync(victim, `${pidFile}.partial`);
+    symlinkSync(victim, pidFile);
+    const p = await table.spawn('sleep', ['30'], { logPath: join(dir, 'child.log'), pidFile });
+    started.push(p);
+    assert.equal(readFileSync(victim, 'utf8'), 'keep me\n', 'the planted links were not written through');
+    assert.equal(lstatSync(pidFile).isFile(), true, 'the pid file replaced the link');
+    assert.deepEqual(await table.recorded(pidFile), p);
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.startsWith('vmm-hostile.pid.') && n !== 'vmm-hostile.pid.partial'),
+      [],
+      'no partial left',
+    );
+
+    // A pid file that is a link, or not the daemon's, names nothing (it could name any process).
+    const link = join(dir, 'link.pid');
+    symlinkSync(pidFile, link);
+    assert.equal(await table.recorded(link), undefined);
+    const foreign = join(dir, 'foreign.pid');
+    writeFileSync(foreign, `${p.pid} ${p.startTime}\n`);
+    chownSync(foreign, 65534, 65534);
+    assert.equal(await table.recorded(foreign), undefined);
+    await table.signal(p, 'SIGKILL');
   });
 
   it('reports the exit code of a process that ended', async () => {

@@ -16,7 +16,11 @@ import type { HostNetworkConfig, StepPorts } from '../../src/core/steps/step.js'
 import type { VmmIdRange } from '../../src/core/sandbox.js';
 import { DEFAULT_LIMITS, type CreateInput } from '../../src/core/validation.js';
 import { MemoryCgroups, MemoryCidata, MemoryFilesystem, MemoryImages, MemoryNetwork, MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
+import { FakeTime } from '../helpers/fake-time.js';
 import { waitFor } from '../helpers/wait.js';
+
+/** The daemon's owner id in device aliases. */
+const OWNER = '0123456789ab';
 
 const FAST: ReconcilerOptions = { concurrency: 4, maxRetry: 3, backoffBaseMs: 10, backoffMaxMs: 40, resyncPeriodMs: 60_000 };
 
@@ -52,9 +56,10 @@ describe('reconciler', () => {
 
   function build(
     options: ReconcilerOptions = FAST,
-    hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0' },
+    hostNetwork: HostNetworkConfig = { parentIface: 'eth0', bridgeName: 'br0', deviceOwner: OWNER },
     /** null: VMMs keep the daemon's uid. */
     idRange: VmmIdRange | null = { start: 1_879_048_192, count: 65_536 },
+    time?: FakeTime,
   ): void {
     const nextUlid = monotonicFactory();
     const providers = new StaticProviderRegistry([provider], 'qemu');
@@ -64,7 +69,7 @@ describe('reconciler', () => {
       images,
       fs,
       providers,
-      clock: { now: () => Date.now() },
+      clock: time ?? { now: () => Date.now() },
       ids: { next: () => nextUlid() },
       hostNetwork,
       processes,
@@ -72,7 +77,7 @@ describe('reconciler', () => {
       deleteVmTimeoutMs: 1000,
       sandbox: { ...(idRange !== null ? { idRange } : {}), cgroups, limits: { memoryOverheadMb: 64, pidsMax: 512 } },
     };
-    reconciler = new Reconciler(ports, repo, ports.clock, silentLogger(), options);
+    reconciler = new Reconciler(ports, repo, ports.clock, silentLogger(), options, time);
     service = new MicroVMService({ repo, reconciler, providers, limits: DEFAULT_LIMITS, clock: ports.clock, ids: ports.ids, log: silentLogger() });
     reconciler.start();
   }
@@ -126,7 +131,7 @@ describe('reconciler', () => {
     // A tap's guest MAC is generated: locally administered, unicast.
     const firstOctet = Number.parseInt(tap?.macAddress.slice(0, 2) ?? 'zz', 16);
     assert.equal(firstOctet & 0b11, 0b10);
-    assert.equal(network.links.get(mac?.hostDeviceName ?? '')?.alias, `flintlock:ns1/vm1/${uid}`);
+    assert.equal(network.links.get(mac?.hostDeviceName ?? '')?.alias, `flintlock:${OWNER}:ns1/vm1/${uid}`);
     assert.equal(network.links.get(tap?.hostDeviceName ?? '')?.master, 'br0');
     assert.deepEqual(
       repo
@@ -207,19 +212,22 @@ describe('reconciler', () => {
     );
   });
 
-  it('fails with the original messages when no parent or bridge is configured', async () => {
-    build(FAST, {});
+  it('fails at once, with the original messages and the config key, when no parent or bridge is configured', async () => {
+    build(FAST, { deviceOwner: OWNER });
     const macvtap = create('vm-macvtap');
     const tap = create('vm-tap', [{ deviceId: 'eth0', type: 'tap' }]);
     const a = await waitFor('macvtap VM FAILED', () => (stateOf(macvtap) === 'failed' ? repo.get(macvtap) : undefined));
     const b = await waitFor('tap VM FAILED', () => (stateOf(tap) === 'failed' ? repo.get(tap) : undefined));
     assert.equal(a.status.lastError, MACVTAP_PARENT_REQUIRED);
     assert.equal(b.status.lastError, TAP_BRIDGE_REQUIRED);
+    // Permanent: FAILED after the first attempt, not retried to exhaustion.
+    assert.equal(a.status.retry, 1);
+    assert.match(a.status.failureReason ?? '', /config key parent-iface\) \(not retried/);
     assert.equal(network.links.size, 0);
   });
 
   it('names a missing bridge in the failure', async () => {
-    build(FAST, { parentIface: 'eth0', bridgeName: 'br9' });
+    build(FAST, { parentIface: 'eth0', bridgeName: 'br9', deviceOwner: OWNER });
     const uid = create('vm1', [{ deviceId: 'eth0', type: 'tap' }]);
     const vm = await waitFor('FAILED', () => (stateOf(uid) === 'failed' ? repo.get(uid) : undefined));
     assert.match(vm.status.failureReason ?? '', /bridge "br9" does not exist/);
@@ -427,6 +435,256 @@ describe('reconciler', () => {
     assert.deepEqual(repo.get(uid)?.status.guestIps, ['10.0.0.7']);
     assert.equal(restarted.status.lastExitReason, `vmm process ${first.pid} ended: exited with code 137`);
     assert.equal(startsOf(uid), 2);
+  });
+
+  it('adopts a VMM that was spawned but not recorded when the daemon died, instead of starting a second one', async () => {
+    provider.hangAfterSpawn = true; // the VMM exists, the daemon dies before start() returns
+    build();
+    const uid = create('vm1');
+    await waitFor('the VMM spawned', () => processes.pidFiles.size === 1);
+    assert.equal(repo.get(uid)?.status.vmm, undefined, 'not recorded in the status yet');
+    const [spawned] = [...processes.pidFiles.values()];
+    // "Restart": a new reconciler over the same store and host; the old one is abandoned mid-start.
+    provider.hangAfterSpawn = false;
+    build();
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    assert.equal(repo.get(uid)?.status.vmm?.pid, spawned?.pid, 'the VMM that was already running');
+    assert.equal(provider.starts.length, 1, 'no second VMM was started');
+    assert.equal(processes.alive.size, 1);
+  });
+
+  it('kills a VMM that was spawned but not recorded when its VM is deleted', async () => {
+    provider.hangAfterSpawn = true;
+    build();
+    const uid = create('vm1');
+    await waitFor('the VMM spawned', () => processes.pidFiles.size === 1);
+    provider.hangAfterSpawn = false;
+    build();
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const adopted = repo.get(uid)?.status.vmm;
+    // And when the status lost it again (a crash right after adoption is not needed: forget it by hand).
+    const vm = repo.get(uid);
+    assert.ok(vm && adopted);
+    const { vmm: _forgotten, ...rest } = vm.status;
+    repo.saveStatus(uid, { ...rest, state: 'created' }, Date.now());
+    assert.ok(service.delete(uid).ok);
+    await waitFor('deleted', () => repo.get(uid) === undefined);
+    assert.equal(processes.alive.size, 0, 'no VMM outlives its VM');
+  });
+
+  it('never writes back a stale snapshot: a VMM restarted while the watcher checked the old one is kept', async () => {
+    build();
+    const uid = create('vm1');
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const old = repo.get(uid)?.status.vmm;
+    assert.ok(old);
+    // isAlive of the old VMM answers only after the reconciler has replaced it.
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = Object.create(processes) as MemoryProcesses;
+    slow.isAlive = async (p) => {
+      if (p.pid === old.pid) {
+        await gate;
+        return false;
+      }
+      return processes.isAlive(p);
+    };
+    const watcher = new VmmWatcher(repo, slow, network, reconciler, { now: () => Date.now() }, silentLogger(), { intervalMs: 500, addressEvery: 100 });
+    const checking = watcher.check();
+    processes.exit(old.pid, 'killed');
+    const fresh = await processes.spawn();
+    const current = repo.get(uid);
+    assert.ok(current);
+    repo.saveStatus(uid, { ...current.status, vmm: { pid: fresh.pid, startTime: fresh.startTime, provider: 'qemu' } }, Date.now());
+    release();
+    await checking;
+    const after = repo.get(uid);
+    assert.equal(after?.status.state, 'created', 'the watcher did not mark the VM pending from its stale snapshot');
+    assert.equal(after?.status.vmm?.pid, fresh.pid, 'the new VMM is still the recorded one');
+  });
+
+  it('refuses a status write from a stale version (compare-and-swap)', () => {
+    build();
+    const uid = create('vm1');
+    const seen = repo.get(uid);
+    assert.ok(seen);
+    assert.ok(repo.saveStatus(uid, { ...seen.status, lastError: 'first' }, Date.now(), seen.version), 'the current version writes');
+    assert.equal(repo.saveStatus(uid, { ...seen.status, lastError: 'stale' }, Date.now(), seen.version), undefined, 'the old version does not');
+    assert.equal(repo.get(uid)?.status.lastError, 'first');
+  });
+
+  it('repairs a VM whose host device disappeared under the running guest: VMM stopped, new device, VMM started', async () => {
+    build();
+    const uid = create('vm1');
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const before = repo.get(uid);
+    const device = before?.status.interfaces.eth0?.hostDeviceName ?? '';
+    const first = before?.status.vmm;
+    assert.ok(first && device !== '');
+    const watcher = new VmmWatcher(repo, processes, network, reconciler, { now: () => Date.now() }, silentLogger(), {
+      intervalMs: 500,
+      addressEvery: 1,
+      devicesEvery: 1,
+    });
+    await watcher.check();
+    assert.equal(stateOf(uid), 'created', 'nothing happens while the device is there');
+    network.links.delete(device); // someone ran `ip link del`
+    await watcher.check();
+    assert.ok(processes.signals.includes(`SIGKILL ${first.pid}`), 'the VMM with the dead NIC was stopped');
+    const repaired = await waitFor('repaired', () => {
+      const vm = repo.get(uid);
+      return vm?.status.state === 'created' && vm.status.vmm?.pid !== first.pid ? vm : undefined;
+    });
+    const now = repaired.status.interfaces.eth0?.hostDeviceName ?? '';
+    assert.ok(network.links.has(now), 'a host device exists again for eth0');
+    assert.match(repaired.status.lastExitReason ?? '', new RegExp(`host device ${device} \\(eth0\\) disappeared under the running guest`));
+    assert.equal(repaired.status.restartCount, 1);
+  });
+
+  describe('backoff, in fake time', () => {
+    const DEFAULTS: ReconcilerOptions = { concurrency: 4, maxRetry: 10, backoffBaseMs: 5000, backoffMaxMs: 300_000, resyncPeriodMs: 600_000 };
+    const BACKOFF = [5000, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000, 300_000, 300_000];
+    const attempts = (): number => images.pulls.length; // each attempt pulls the kernel first, and fails there
+
+    it('waits out each retry (5 s doubling to 5 min), then FAILS after maximum-retry', async () => {
+      const time = new FakeTime();
+      images.failWith = 'registry unreachable';
+      build(DEFAULTS, undefined, undefined, time);
+      const uid = create('vm1');
+      await time.advance(0);
+      assert.equal(attempts(), 1);
+      for (const [i, delay] of BACKOFF.entries()) {
+        const vm = repo.get(uid);
+        assert.equal(vm?.status.retry, i + 1);
+        assert.equal((vm?.status.nextRetryAt ?? 0) - time.now(), delay, `retry ${i + 1} is due ${delay} ms after the failure`);
+        await time.advance(delay - 1);
+        assert.equal(attempts(), i + 1, `no attempt before the backoff of retry ${i + 1} is over`);
+        await time.advance(1);
+        assert.equal(attempts(), i + 2, `retry ${i + 1} runs when it is due`);
+      }
+      const failed = repo.get(uid);
+      assert.equal(failed?.status.state, 'failed');
+      assert.match(failed?.status.failureReason ?? '', /reconcile failed 11 times; last error: registry unreachable/);
+      await time.advance(3_600_000);
+      assert.equal(attempts(), 11, 'a FAILED VM is not retried');
+    });
+
+    it('starts again from 5 s after a success', async () => {
+      const time = new FakeTime();
+      images.failWith = 'registry unreachable';
+      build(DEFAULTS, undefined, undefined, time);
+      const uid = create('vm1');
+      await time.advance(0);
+      images.failWith = undefined;
+      await time.advance(5000);
+      assert.equal(stateOf(uid), 'created');
+      assert.equal(repo.get(uid)?.status.retry, 0);
+      // The VMM dies and its restart fails: the first retry of this new run waits 5 s again.
+      provider.failStarts = 1;
+      const vmm = repo.get(uid)?.status.vmm;
+      processes.exit(vmm?.pid ?? 0, 'killed');
+      reconciler.trigger(uid);
+      await time.advance(0);
+      assert.equal(repo.get(uid)?.status.retry, 1);
+      assert.equal((repo.get(uid)?.status.nextRetryAt ?? 0) - time.now(), 5000);
+      await time.advance(5000);
+      assert.equal(stateOf(uid), 'created');
+    });
+
+    it('lets a delete pre-empt a pending retry', async () => {
+      const time = new FakeTime();
+      images.failWith = 'registry unreachable';
+      build(DEFAULTS, undefined, undefined, time);
+      const uid = create('vm1');
+      await time.advance(0);
+      assert.equal((repo.get(uid)?.status.nextRetryAt ?? 0) - time.now(), 5000);
+      assert.ok(service.delete(uid).ok);
+      await time.advance(0);
+      assert.equal(repo.get(uid), undefined, 'deleted at once, not after the backoff');
+    });
+
+    it("runs a new VM's first attempt before other VMs' retries", async () => {
+      const time = new FakeTime();
+      images.failWith = 'registry unreachable';
+      images.failOnly = new Set(['registry.local/bad:1']);
+      build({ ...DEFAULTS, concurrency: 1 }, undefined, undefined, time);
+      const bad = (name: string): string => {
+        const created = service.create({ ...input(name), kernel: { image: 'registry.local/bad:1', cmdline: {}, addNetworkConfig: false } });
+        assert.ok(created.ok);
+        return created.value.id.uid;
+      };
+      for (let i = 0; i < 30; i++) bad(`bad-${i}`);
+      await time.advance(0);
+      const badPulls = (): number => images.pulls.filter((r) => r === 'registry.local/bad:1').length;
+      assert.equal(badPulls(), 30, 'every failing VM had its first attempt');
+      // From now on each failing pull takes 10 ms: the retries, all due at 5 s, queue up.
+      images.delay = (ref) => (ref === 'registry.local/bad:1' ? new Promise((r) => time.after(10, r)) : Promise.resolve());
+      // All 30 retries come due at once; a healthy VM is created at that very moment.
+      let healthy = '';
+      time.after(5005, () => (healthy = create('healthy')));
+      await time.advance(5005 + 20);
+      assert.equal(stateOf(healthy), 'created', 'created within 20 ms of a queue of 30 retries taking 10 ms each');
+      const order = images.pulls.slice(30);
+      const healthyAt = order.indexOf('registry.local/kernel:1');
+      assert.ok(healthyAt >= 0 && healthyAt <= 1, `the healthy VM went before the retries that were due with it (${healthyAt} retries ran first)`);
+      await time.advance(1000);
+      assert.equal(badPulls(), 60, 'and the retries all ran after it');
+      images.delay = undefined;
+    });
+
+    it('says "disk full" and retries with backoff when a pull hits ENOSPC', async () => {
+      const time = new FakeTime();
+      build(DEFAULTS, undefined, undefined, time);
+      images.delay = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+      const uid = create('vm1');
+      await time.advance(0);
+      const vm = repo.get(uid);
+      assert.equal(vm?.status.lastError, 'disk full: ENOSPC: no space left on device, write');
+      assert.equal((vm?.status.nextRetryAt ?? 0) - time.now(), 5000);
+      images.delay = undefined;
+      await time.advance(5000);
+      assert.equal(stateOf(uid), 'created');
+    });
+
+    it('retries with backoff, not at the next resync, when the outcome cannot be recorded (store full)', async () => {
+      const time = new FakeTime();
+      build(DEFAULTS, undefined, undefined, time);
+      const uid = create('vm1');
+      const save = repo.saveStatus.bind(repo);
+      let failing = 2; // the first step's write, then the failure's own record
+      repo.saveStatus = (...args) => {
+        if (failing > 0) {
+          failing -= 1;
+          throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+        }
+        return save(...args);
+      };
+      await time.advance(0);
+      assert.equal(failing, 0);
+      assert.notEqual(stateOf(uid), 'created');
+      assert.ok(time.waiting().includes(5000), `a retry is due in 5 s (waiting: ${time.waiting().join(', ')})`);
+      await time.advance(5000);
+      assert.equal(stateOf(uid), 'created');
+    });
+
+    it('does not count a reconcile interrupted by shutdown, and resumes it at the next start', async () => {
+      provider.failStarts = 1; // the VMM start in flight when the daemon stops fails
+      provider.startDelayMs = 50;
+      build({ ...FAST, maxRetry: 0 });
+      const uid = create('vm1');
+      await waitFor('the VMM start', () => provider.starts.length === 1);
+      await reconciler.stop();
+      const vm = repo.get(uid);
+      assert.equal(vm?.status.state, 'pending', 'not FAILED by a routine restart');
+      assert.equal(vm?.status.retry, 0);
+      assert.ok(
+        repo.queue().some((e) => e.uid === uid),
+        'still queued for the next start',
+      );
+      provider.startDelayMs = 0;
+      build({ ...FAST, maxRetry: 0 });
+      await waitFor('CREATED', () => stateOf(uid) === 'created');
+    });
   });
 
   it('does not reconcile FAILED VMs again on restart', async () => {

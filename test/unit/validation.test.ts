@@ -247,6 +247,19 @@ describe('validateCreate: interfaces', () => {
     expectInvalid(base({ interfaces: [{ deviceId: 'eth0', type: 'tap', bridgeName: 'a-very-long-bridge-name' }] }), ['interfaces[0].overrides.bridge_name']);
     expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'tap', bridgeName: 'br0' }] }));
   });
+  // Found by the API fuzzer: these were stored, then refused by the network adapter at every reconcile.
+  for (const bad of ['.', '..', 'br:0', 'br\u0000', 'br\u007f', 'é'.repeat(8), 'b'.repeat(16)]) {
+    it(`rejects overrides.bridge_name ${JSON.stringify(bad)} as the kernel would (dev_valid_name, in bytes)`, () => {
+      expectInvalid(base({ interfaces: [{ deviceId: 'eth0', type: 'tap', bridgeName: bad }] }), [
+        'interfaces[0].overrides.bridge_name:',
+        "is not a valid network device name (1-15 bytes, not '.' or '..', no whitespace, control characters, '/' or ':')",
+      ]);
+    });
+  }
+  it('accepts a 15-byte overrides.bridge_name', () => {
+    expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'tap', bridgeName: 'b'.repeat(15) }] }));
+    expectValid(base({ interfaces: [{ deviceId: 'eth0', type: 'tap', bridgeName: 'é'.repeat(7) }] }));
+  });
   it('rejects an interface type it does not know', () => {
     // What convert.ts produces for an unknown enum number.
     const input = base({ interfaces: [{ deviceId: 'eth0', type: 'unknown(7)' as unknown as 'tap' }] });
@@ -434,6 +447,11 @@ describe('checkUnicastMac', () => {
     assert.match(checkUnicastMac('03:00:00:00:00:01') ?? '', /multicast/);
     assert.match(checkUnicastMac('00:00:00:00:00:00') ?? '', /all-zero/);
     assert.match(checkUnicastMac('0200.0000.0001') ?? '', /not a MAC address/);
+  });
+  // Found by the API fuzzer: a 1 MB guest_mac filled the whole 2 KiB error message.
+  it('echoes at most 64 characters of what it was given', () => {
+    const problem = checkUnicastMac('m'.repeat(100_000)) ?? '';
+    assert.equal(problem, `"${'m'.repeat(64)}"... (100000 bytes) is not a MAC address such as 02:00:00:00:00:01`);
   });
 });
 

@@ -30,6 +30,12 @@ describe('virtiofs shares', () => {
     assert.match(checks.virtiofsSource(`${root}-sibling`) ?? '', /does not exist|not under an allowed root/);
   });
 
+  // Found by the API fuzzer: a 4 kB missing path was repeated whole in the error message.
+  it('echoes at most 64 characters of the path', () => {
+    const problem = checks.virtiofsSource(join(root, 'x'.repeat(4000))) ?? '';
+    assert.match(problem, /^".{64}"\.\.\. \(\d+ bytes\) does not exist$/);
+  });
+
   it('never shares / and is off without configured roots', () => {
     assert.match(virtiofsHostChecks(['/']).virtiofsSource('/') ?? '', /disabled|cannot be shared/);
     assert.match(virtiofsHostChecks([]).virtiofsSource(join(root, 'data')) ?? '', /no virtiofs-allowed-roots are configured/);

@@ -64,6 +64,8 @@ describe('VMM sandbox, pure parts', () => {
       nics: [],
       cloudInit: { 'meta-data': '' },
       consoleLogPath: `${dir}/console.log`,
+      // The daemon's (0600): the VMM never opens it, so it is not listed.
+      pidFile: `${dir}/vmm.pid`,
     };
     assert.deepEqual(vmmFiles(launch), [
       { path: `${dir}/volumes`, access: 'dir' },

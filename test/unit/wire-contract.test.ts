@@ -6,9 +6,10 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
-import { ScalarType, type DescField, type DescMessage } from '@bufbuild/protobuf';
-import { file_flintlock_types_microvm } from '../../src/gen/flintlock/types/microvm_pb.js';
-import { file_microvm_services_api_v1alpha1_microvms, MicroVM } from '../../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
+import { create, fromBinary, ScalarType, toBinary, type DescField, type DescMessage } from '@bufbuild/protobuf';
+import { grpcServiceDefinition } from '../../src/adapters/api/grpc/service-definition.js';
+import { file_flintlock_types_microvm, MicroVMSpecSchema } from '../../src/gen/flintlock/types/microvm_pb.js';
+import { file_microvm_services_api_v1alpha1_microvms, ListMicroVMsRequestSchema, MicroVM } from '../../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 
@@ -138,6 +139,26 @@ describe('wire contract (COMPAT §1)', () => {
         'ListMicroVMsStream(microvm.services.api.v1alpha1.ListMicroVMsRequest) server_streaming microvm.services.api.v1alpha1.ListMessage',
       ],
     );
+  });
+});
+
+// Found by the API fuzzer: protobuf-es's default decoder dropped a leading U+FEFF, so a List of
+// namespace "\ufeff" listed every namespace and an id "\ufeffnode" was stored as "node".
+describe('request strings arrive as sent', () => {
+  it('keeps a leading U+FEFF (strict and lenient decoding alike)', () => {
+    const definition = grpcServiceDefinition(MicroVM);
+    const list = definition['listMicroVMs'];
+    assert.ok(list !== undefined);
+    const bytes = Buffer.from(toBinary(ListMicroVMsRequestSchema, create(ListMicroVMsRequestSchema, { namespace: '\ufeff', name: '\ufeffnode' })));
+    const decoded = list.requestDeserialize(bytes) as { namespace: string; name?: string };
+    assert.equal(decoded.namespace, '\ufeff');
+    assert.equal(decoded.name, '\ufeffnode');
+    const spec = fromBinary(
+      MicroVMSpecSchema,
+      toBinary(MicroVMSpecSchema, create(MicroVMSpecSchema, { id: '\ufeff\ufeffx', labels: { '\ufeffk': '\ufeffv' } })),
+    );
+    assert.equal(spec.id, '\ufeff\ufeffx');
+    assert.deepEqual(spec.labels, { '\ufeffk': '\ufeffv' });
   });
 });
 

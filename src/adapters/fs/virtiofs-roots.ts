@@ -3,6 +3,7 @@
 // before comparing, so a link inside an allowed root can't point the guest at /etc.
 import { realpathSync, statSync } from 'node:fs';
 import { sep } from 'node:path';
+import { echo } from '../../core/identifiers.js';
 import type { HostChecks } from '../../core/validation.js';
 
 function resolved(path: string): string | undefined {
@@ -19,11 +20,11 @@ export function virtiofsHostChecks(allowedRoots: readonly string[]): HostChecks 
     virtiofsSource(path: string): string | undefined {
       if (roots.length === 0) return 'virtiofs shares are disabled: no virtiofs-allowed-roots are configured';
       const real = resolved(path);
-      if (real === undefined) return `"${path}" does not exist`;
+      if (real === undefined) return `${echo(path)} does not exist`;
       if (real === '/') return 'the host root directory cannot be shared';
-      if (!statSync(real).isDirectory()) return `"${path}" is not a directory`;
+      if (!statSync(real).isDirectory()) return `${echo(path)} is not a directory`;
       if (!roots.some((root) => real === root || real.startsWith(root.endsWith(sep) ? root : root + sep))) {
-        return `"${path}" is not under an allowed root (virtiofs-allowed-roots: ${allowedRoots.join(', ')})`;
+        return `${echo(path)} is not under an allowed root (virtiofs-allowed-roots: ${allowedRoots.join(', ')})`;
       }
       return undefined;
     },

@@ -1,4 +1,5 @@
-// VM state directories and device nodes on the local filesystem.
+// VM state directories and device nodes on the local filesystem, and files inside unpacked
+// images, looked up without leaving them (root-path.ts).
 //
 // Who may reach what (ADR 0009): `<state-dir>/vm`, `vm/<ns>` and `vm/<ns>/<name>` are searchable
 // but not listable (0711), so a VMM reaches its own VM dir by name and learns nothing of the
@@ -7,12 +8,13 @@
 // with the VM's gid, 0640 or 0660.
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { VmId } from '../../core/model.js';
-import type { FileAccess, VmFilesystem, VmmAccess } from '../../core/ports.js';
+import type { FileAccess, FileInRoot, VmFilesystem, VmmAccess } from '../../core/ports.js';
 import { PRIVATE_VM_DIR_MODE, VM_DIR_MODE, VMM_ACCESS_MODES } from '../../core/sandbox.js';
+import { listDirInRoot, regularFileInRoot } from './root-path.js';
 
 const run = promisify(execFile);
 
@@ -155,21 +157,20 @@ export class NodeVmFilesystem implements VmFilesystem {
     await rename(partial, target);
   }
 
-  async listDir(path: string): Promise<string[]> {
-    try {
-      return (await readdir(path)).sort();
-    } catch (e) {
-      if (isMissing(e)) return [];
-      throw e;
-    }
-  }
-
   async fileExists(path: string): Promise<boolean> {
     try {
-      return (await stat(path)).isFile();
+      return (await lstat(path)).isFile();
     } catch (e) {
       if (isMissing(e)) return false;
       throw e;
     }
+  }
+
+  fileInRoot(root: string, path: string): Promise<FileInRoot> {
+    return Promise.resolve().then(() => regularFileInRoot(root, path));
+  }
+
+  listDirInRoot(root: string, path: string): Promise<string[]> {
+    return Promise.resolve().then(() => listDirInRoot(root, path));
   }
 }

@@ -13,6 +13,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:f
 import { join } from 'node:path';
 import { once } from 'node:events';
 
+import { isDiskFull } from '../../core/result.js';
 import { DigestMismatchError, RegistryError, digestOf, splitDigest, type BlobResponse } from './registry-client.js';
 
 export interface BlobDescriptor {
@@ -79,6 +80,15 @@ async function endStream(ws: WriteStream): Promise<void> {
 class InterruptedError extends RegistryError {
   constructor(message: string) {
     super(message, undefined, true);
+  }
+}
+
+/** A write that failed for want of space; `code` stays ENOSPC so every layer can tell. */
+export class DiskFullError extends Error {
+  readonly code = 'ENOSPC';
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
+    this.name = 'DiskFullError';
   }
 }
 
@@ -185,6 +195,15 @@ export class ContentStore {
       try {
         result = await this.attempt(desc, partial, offset, openBlob, report);
       } catch (e) {
+        if (isDiskFull(e)) {
+          // Nothing can resume into a full disk, and the partial is what filled it: give the space
+          // back (so the failure can be recorded) and say what happened.
+          await rm(partial, { force: true });
+          throw new DiskFullError(
+            `disk full (ENOSPC) while downloading ${desc.digest} (${desc.size} bytes) into ${this.root}: free space there; the partial download was removed`,
+            e,
+          );
+        }
         if (e instanceof RegistryError && e.unavailable && attempt < this.maxAttempts) {
           await new Promise((r) => setTimeout(r, this.retryDelayMs * attempt));
           continue;

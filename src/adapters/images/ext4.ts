@@ -1,7 +1,8 @@
 // ext4 filesystem images from unpacked root filesystems: `mkfs.ext4 -d` copies a directory tree
-// (owners, modes, symlinks, hard links, device nodes) into a new filesystem in a plain file, so
-// no mount, loop device or devmapper pool is involved. Built into `<name>.img.partial`, fsynced,
-// then renamed: a file under the final name is always complete.
+// (owners, modes, symlinks kept as links, hard links, fifos) into a new filesystem in a plain
+// file, so no mount, loop device or devmapper pool is involved. The tree has no device nodes and
+// no setuid/setgid bits (unpack.ts), so the volume has none either (ADR 0006). Built into
+// `<name>.img.partial`, fsynced, then renamed: a file under the final name is always complete.
 import { execFile } from 'node:child_process';
 import { rename, rm, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';

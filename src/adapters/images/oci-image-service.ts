@@ -20,7 +20,7 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 
 import { isImageRefError, parseImageRef, type ImageRef } from '../../core/image-ref.js';
@@ -36,7 +36,10 @@ import {
   type RegistryCredential,
   type ResolvedManifest,
 } from './registry-client.js';
-import { cleanEntryPath, layerCompression, removeTempDirs, resolveFileInRoot, unpackImage, type LayerSource } from './unpack.js';
+import { formatSize } from '../../config/size.js';
+import { layerCompression, removeTempDirs, UnpackLimitError, unpackImage, type LayerSource } from './unpack.js';
+import { isDiskFull } from '../../core/result.js';
+import { regularFileInRoot } from '../fs/root-path.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -71,6 +74,11 @@ export interface OciImageServiceOptions {
    */
   readonly tagTtlMs?: number;
   readonly requestTimeoutMs?: number;
+  /**
+   * Decompressed bytes one image may unpack to (config `image-max-unpacked-size`, default 8 GiB):
+   * layers are verified by digest, but a small verified layer can still inflate without end.
+   */
+  readonly maxUnpackedBytes?: number;
 }
 
 interface RefEntry {
@@ -100,6 +108,7 @@ interface PullInFlight {
 const DEFAULT_KEEP_MS = 24 * 60 * 60 * 1000;
 const PROGRESS_LOG_INTERVAL_MS = 500;
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_UNPACKED_BYTES = 8 * 1024 ** 3;
 
 function canonical(ref: ImageRef): string {
   return `${ref.registry}/${ref.repository}${ref.tag !== undefined ? `:${ref.tag}` : ''}${ref.digest !== undefined ? `@${ref.digest}` : ''}`;
@@ -183,6 +192,7 @@ export class OciImageService implements ImageService {
   private readonly keepMs: number;
   private readonly concurrentDownloads: number;
   private readonly ext4Label: string;
+  private readonly maxUnpackedBytes: number;
   private readonly tagTtlMs: number;
 
   private readonly pulls = new Map<string, PullInFlight>();
@@ -212,6 +222,7 @@ export class OciImageService implements ImageService {
     this.keepMs = options.keepMs ?? DEFAULT_KEEP_MS;
     this.concurrentDownloads = Math.max(1, options.concurrentDownloads ?? 3);
     this.ext4Label = options.ext4Label ?? 'rootfs';
+    this.maxUnpackedBytes = options.maxUnpackedBytes ?? DEFAULT_MAX_UNPACKED_BYTES;
   }
 
   pull(ref: string, onProgress?: (progress: ImageProgress) => void): Promise<LocalImage> {
@@ -236,7 +247,9 @@ export class OciImageService implements ImageService {
       (e: unknown) => {
         if (onProgress !== undefined) listeners.delete(onProgress);
         const message = e instanceof Error ? e.message : String(e);
-        throw new Error(`pulling ${ref}: ${message}`, { cause: e });
+        const wrapped = new Error(`pulling ${ref}: ${message}`, { cause: e });
+        // Callers tell a full disk by its code (the reconciler says so; the API answers RESOURCE_EXHAUSTED).
+        throw isDiskFull(e) ? Object.assign(wrapped, { code: 'ENOSPC' }) : wrapped;
       },
     );
   }
@@ -276,8 +289,12 @@ export class OciImageService implements ImageService {
   }
 
   async vmmFile(image: LocalImage, path: string): Promise<string> {
-    const rel = cleanEntryPath(path);
-    if (rel === undefined || rel === '') throw new Error(`"${path.slice(0, 64)}" is not a path inside image ${image.ref}`);
+    // The one resolver inside an image root (root-path.ts, as the steps' fileInRoot): symlinks
+    // stay inside the image, and only a regular file is copied. Callers hand over a path they
+    // resolved already; resolving again costs a few lstats and keys the copy on the real path.
+    const found = regularFileInRoot(image.rootfs, path);
+    if (!found.ok) throw new Error(`not copying a file out of image ${image.ref} (${image.digest}): ${found.reason}`);
+    const rel = relative(image.rootfs, found.hostPath);
     await this.init();
     const { hex } = splitDigest(image.digest);
     const hash = createHash('sha256').update(rel).digest('hex').slice(0, 12);
@@ -286,12 +303,22 @@ export class OciImageService implements ImageService {
     if (copy === undefined) {
       copy = (async () => {
         if ((await mtimeOf(target)) === undefined) {
-          const real = resolveFileInRoot(image.rootfs, rel);
-          if (real === undefined) throw new Error(`${rel} is not a regular file inside image ${image.ref} (${image.digest})`);
           // Beside the target, then renamed: a file under the final name is always complete.
           // --reflink=auto shares the blocks where the filesystem can.
           const partial = `${target}.partial`;
-          await execFileAsync('cp', ['--reflink=auto', '--', real, partial]);
+          try {
+            await execFileAsync('cp', ['--reflink=auto', '--', found.hostPath, partial]);
+          } catch (e) {
+            // A full disk is told by its code (the reconciler and the API say so); the partial goes.
+            await rm(partial, { force: true });
+            const { stderr } = e as { stderr?: unknown };
+            if (typeof stderr === 'string' && stderr.includes('No space left on device')) {
+              throw Object.assign(new Error(`disk full (ENOSPC) copying ${rel} out of image ${image.ref} into ${this.filesDir}`, { cause: e }), {
+                code: 'ENOSPC',
+              });
+            }
+            throw e;
+          }
           await chmod(partial, VMM_READABLE);
           await rename(partial, target);
         }
@@ -567,7 +594,11 @@ export class OciImageService implements ImageService {
     try {
       await unpackImage(this.rootfsDir, splitDigest(resolved.digest).hex, layers, {
         warn: (message) => this.log.warn({ image: ref }, `pulling ${ref}: ${message}`),
+        maxBytes: this.maxUnpackedBytes,
       });
+    } catch (e) {
+      if (!(e instanceof UnpackLimitError)) throw e;
+      throw new Error(`${e.message}, the limit per image; raise image-max-unpacked-size (now ${formatSize(e.limit)}) to pull it`, { cause: e });
     } finally {
       // Downloads still running finish into the cache (useful next time) before we report.
       await Promise.allSettled(downloads);

@@ -11,7 +11,12 @@
 //     at the root, so nothing is ever written outside it;
 //   - entry paths with `..` are refused; absolute entry paths are taken relative to the root;
 //   - OCI whiteouts: `.wh.<name>` removes `<name>` from lower layers and `.wh..wh..opq` clears
-//     a directory's lower contents; what the same layer wrote is kept whatever the entry order.
+//     a directory's lower contents; what the same layer wrote is kept whatever the entry order;
+//   - the tree lives on the host, written by root: device nodes are never created (a node for
+//     the host's disk would be a way in for anyone who can read the cache) and setuid/setgid
+//     bits are cleared, each counted and reported once per layer;
+//   - the decompressed bytes of all layers together are bounded, so a gzip bomb fails the pull
+//     instead of filling the disk.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
@@ -25,7 +30,6 @@ import {
   lutimesSync,
   mkdirSync,
   readdirSync,
-  readlinkSync,
   rmSync,
   symlinkSync,
   unlinkSync,
@@ -34,11 +38,14 @@ import {
   type Stats,
 } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
+
+import { formatSize } from '../../config/size.js';
+import { lookupInRoot } from '../fs/root-path.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -54,13 +61,24 @@ export interface LayerSource {
 }
 
 export interface UnpackOptions {
-  /** Entries we skip (device nodes that could not be made, unknown types). */
+  /** Entries skipped or changed (device nodes, setuid/setgid bits, unknown types). */
   readonly warn?: (message: string) => void;
+  /** Decompressed bytes (tar stream) of all layers together; beyond them the unpack fails. */
+  readonly maxBytes?: number;
+}
+
+/** The image is larger unpacked than `UnpackOptions.maxBytes`. */
+export class UnpackLimitError extends Error {
+  constructor(
+    message: string,
+    readonly limit: number,
+  ) {
+    super(message);
+  }
 }
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
-const MAX_SYMLINK_HOPS = 40;
 const WHITEOUT = '.wh.';
 const OPAQUE = '.wh..wh..opq';
 
@@ -107,66 +125,15 @@ function splitRel(rel: string): { dir: string; base: string } {
 
 /**
  * The real path (relative to root) of directory `rel`, following symlinks as the guest would see
- * them: absolute targets restart at the root and `..` stops at the root. Creates missing
- * components when `create`; returns undefined for a missing one otherwise.
+ * them (root-path.ts). Creates missing components when `create`; returns undefined for a missing
+ * one otherwise.
  */
-export function resolveInRoot(root: string, rel: string, create: boolean): string | undefined {
-  const pending = rel === '' ? [] : rel.split('/');
-  const resolved: string[] = [];
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift() as string;
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      resolved.pop();
-      continue;
-    }
-    const abs = join(root, ...resolved, part);
-    const st = lstatOrUndefined(abs);
-    if (st === undefined) {
-      if (!create) return undefined;
-      mkdirSync(abs, { mode: 0o755 });
-      resolved.push(part);
-      continue;
-    }
-    if (st.isSymbolicLink()) {
-      if (++hops > MAX_SYMLINK_HOPS) throw new Error(`too many levels of symbolic links resolving ${rel}`);
-      const target = readlinkSync(abs);
-      if (target.startsWith('/')) resolved.length = 0;
-      pending.unshift(...target.split('/'));
-      continue;
-    }
-    if (!st.isDirectory()) {
-      if (!create) return undefined;
-      throw new Error(`${joinRel(resolved.join('/'), part)} is not a directory`);
-    }
-    resolved.push(part);
-  }
-  return resolved.join('/');
-}
-
-/**
- * The real path of regular file `rel` inside root, following symlinks as the guest would see them
- * (absolute targets restart at the root, `..` stops there): never a file outside the root, which
- * a plain open would reach through an absolute symlink. Undefined when it is missing or not a
- * regular file.
- */
-export function resolveFileInRoot(root: string, rel: string): string | undefined {
-  let current = rel;
-  for (let hops = 0; hops <= MAX_SYMLINK_HOPS; hops++) {
-    const clean = posix.normalize(current.replace(/^\/+/, ''));
-    const { dir, base } = splitRel(clean);
-    if (base === '' || base === '.' || base === '..') return undefined;
-    const realDir = resolveInRoot(root, dir, false);
-    if (realDir === undefined) return undefined;
-    const abs = join(root, realDir, base);
-    const st = lstatOrUndefined(abs);
-    if (st?.isFile() === true) return abs;
-    if (st?.isSymbolicLink() !== true) return undefined;
-    const target = readlinkSync(abs);
-    current = target.startsWith('/') ? target : joinRel(realDir, target);
-  }
-  throw new Error(`too many levels of symbolic links resolving ${rel}`);
+function resolveDirectory(root: string, rel: string, create: boolean): string | undefined {
+  const found = lookupInRoot(root, rel, create);
+  if (found.kind === 'loop') throw new Error(`too many levels of symbolic links resolving ${rel}`);
+  if (found.kind === 'found' && found.stats.isDirectory()) return found.rel;
+  if (!create) return undefined;
+  throw new Error(`${found.rel} is not a directory`);
 }
 
 /** What one layer wrote (real paths relative to the root), so its own whiteouts leave them be. */
@@ -178,6 +145,9 @@ interface LayerState {
   readonly dirs: Map<string, string>;
   /** Stops the file write in progress, whose entry data may never come once the layer failed. */
   abortWrite?: (e: Error) => void;
+  /** Device node entries not created, and entries whose setuid/setgid bits were cleared. */
+  readonly skippedDevices: Set<string>;
+  readonly clearedSetid: string[];
 }
 
 function markWritten(state: LayerState, rel: string): void {
@@ -188,7 +158,7 @@ function markWritten(state: LayerState, rel: string): void {
 function parentOf(root: string, dir: string, state: LayerState): string {
   const cached = state.dirs.get(dir);
   if (cached !== undefined) return cached;
-  const real = resolveInRoot(root, dir, true) as string;
+  const real = resolveDirectory(root, dir, true) as string;
   state.dirs.set(dir, real);
   return real;
 }
@@ -222,8 +192,13 @@ function clear(abs: string, keepDirectory: boolean, state: LayerState): Stats | 
   return undefined;
 }
 
-function mode(entry: ReadEntry, fallback: number): number {
-  return (entry.mode ?? fallback) & 0o7777;
+const SETID = 0o6000;
+
+/** The entry's permission bits without setuid/setgid (the sticky bit stays: /tmp needs it). */
+function mode(entry: ReadEntry, fallback: number, state: LayerState, rel: string): number {
+  const bits = (entry.mode ?? fallback) & 0o7777;
+  if ((bits & SETID) !== 0) state.clearedSetid.push(rel === '' ? '/' : rel);
+  return bits & ~SETID;
 }
 
 function setOwner(abs: string, entry: ReadEntry, symbolic: boolean): void {
@@ -271,12 +246,10 @@ async function writeFileEntry(abs: string, entry: ReadEntry, state: LayerState):
   }
 }
 
-async function makeNode(abs: string, entry: ReadEntry, warn: (m: string) => void): Promise<boolean> {
-  const kind = entry.type === 'CharacterDevice' ? 'c' : entry.type === 'BlockDevice' ? 'b' : 'p';
-  const args = ['-m', mode(entry, 0o644).toString(8), abs, kind];
-  if (kind !== 'p') args.push(String(entry.header.devmaj), String(entry.header.devmin));
+async function makeFifo(abs: string, fileMode: number, entry: ReadEntry, warn: (m: string) => void): Promise<boolean> {
+  // Node has no mkfifo(3) binding; coreutils' mkfifo is always there on Debian.
   try {
-    await execFileAsync('mknod', args);
+    await execFileAsync('mkfifo', ['-m', fileMode.toString(8), abs]);
     return true;
   } catch (e) {
     warn(`skipped ${entry.type} ${entry.path}: ${(e as Error).message.trim()}`);
@@ -291,7 +264,7 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
 
   if (base.startsWith(WHITEOUT)) {
     entry.resume();
-    const realDir = resolveInRoot(root, dir, false);
+    const realDir = resolveDirectory(root, dir, false);
     if (realDir === undefined) return;
     if (base === OPAQUE) {
       if (lstatOrUndefined(join(root, realDir))?.isDirectory() === true) pruneChildren(root, realDir, state);
@@ -308,7 +281,7 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
     entry.resume();
     if (entry.type === 'Directory') {
       setOwner(root, entry, false);
-      chmodSync(root, mode(entry, 0o755));
+      chmodSync(root, mode(entry, 0o755, state, rel));
     }
     return;
   }
@@ -322,7 +295,7 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
       entry.resume();
       if (clear(abs, true, state) === undefined) mkdirSync(abs, { mode: 0o700 });
       setOwner(abs, entry, false);
-      chmodSync(abs, mode(entry, 0o755));
+      chmodSync(abs, mode(entry, 0o755, state, realRel));
       if (entry.mtime !== undefined) state.dirTimes.push({ path: abs, atime: entry.atime ?? entry.mtime, mtime: entry.mtime });
       break;
     }
@@ -331,9 +304,9 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
     case 'ContiguousFile': {
       clear(abs, false, state);
       await writeFileEntry(abs, entry, state);
-      // chown before chmod: chown clears setuid/setgid bits.
+      // The file was created 0600 and gets its mode last, once its content and owner are final.
       setOwner(abs, entry, false);
-      chmodSync(abs, mode(entry, 0o644));
+      chmodSync(abs, mode(entry, 0o644, state, realRel));
       if (entry.mtime !== undefined) utimesSync(abs, entry.atime ?? entry.mtime, entry.mtime);
       break;
     }
@@ -352,8 +325,14 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
       const targetRel = cleanEntryPath(entry.linkpath ?? '');
       if (targetRel === undefined || targetRel === '') throw new Error(`layer ${layer.digest}: hard link ${rel} points outside the root (${entry.linkpath})`);
       const target = splitRel(targetRel);
-      const targetDir = resolveInRoot(root, target.dir, false);
+      const targetDir = resolveDirectory(root, target.dir, false);
       const targetAbs = targetDir === undefined ? undefined : join(root, targetDir, target.base);
+      if (targetDir !== undefined && state.skippedDevices.has(joinRel(targetDir, target.base))) {
+        // Another name of a device node this layer did not make.
+        clear(abs, false, state);
+        state.skippedDevices.add(realRel);
+        return;
+      }
       if (targetAbs === undefined || lstatOrUndefined(targetAbs) === undefined) {
         throw new Error(`layer ${layer.digest}: hard link ${rel} points to ${targetRel}, which does not exist`);
       }
@@ -363,13 +342,20 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
       break;
     }
     case 'CharacterDevice':
-    case 'BlockDevice':
+    case 'BlockDevice': {
+      // Never made: what lower layers had at the path goes, as if the node were there.
+      entry.resume();
+      clear(abs, false, state);
+      state.skippedDevices.add(realRel);
+      return;
+    }
     case 'FIFO': {
       entry.resume();
       clear(abs, false, state);
-      if (!(await makeNode(abs, entry, warn))) return;
+      const fifoMode = mode(entry, 0o644, state, realRel);
+      if (!(await makeFifo(abs, fifoMode, entry, warn))) return;
       setOwner(abs, entry, false);
-      chmodSync(abs, mode(entry, 0o644));
+      chmodSync(abs, fifoMode);
       break;
     }
     default:
@@ -386,15 +372,37 @@ async function sniff(path: string): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Decompressed bytes the layers of one image may still produce. */
+interface ByteBudget {
+  used: number;
+  readonly limit: number;
+}
+
+/** "3 device nodes (dev/null, dev/zero, dev/sda)", naming the first few. */
+function counted(one: string, many: string, paths: readonly string[]): string {
+  const shown = paths.slice(0, 5).join(', ');
+  return `${paths.length} ${paths.length === 1 ? one : many} (${shown}${paths.length > 5 ? `, and ${paths.length - 5} more` : ''})`;
+}
+
+/** One line per layer for what it asked for and did not get, rather than one per entry. */
+function reportChanges(layer: LayerSource, state: LayerState, warn: (m: string) => void): void {
+  if (state.skippedDevices.size > 0) {
+    warn(`layer ${layer.digest}: skipped ${counted('device node', 'device nodes', [...state.skippedDevices])}: layers never create device nodes on the host`);
+  }
+  if (state.clearedSetid.length > 0) {
+    warn(`layer ${layer.digest}: cleared the setuid/setgid bits of ${counted('entry', 'entries', state.clearedSetid)}: unpacked images never keep them`);
+  }
+}
+
 /** Applies one layer's tar on top of `root`. */
-async function applyLayer(root: string, layer: LayerSource, path: string, warn: (m: string) => void): Promise<void> {
+async function applyLayer(root: string, layer: LayerSource, path: string, warn: (m: string) => void, budget: ByteBudget): Promise<void> {
   layerCompression(layer.mediaType, layer.digest);
   // Trust the bytes over the media type (as containerd does): some tools label gzip as plain tar.
   const head = await sniff(path);
   if (head.subarray(0, 4).equals(ZSTD_MAGIC)) throw zstdError(layer.digest);
   const gzip = head.subarray(0, 2).equals(GZIP_MAGIC);
 
-  const state: LayerState = { written: new Set(), ancestors: new Set(), dirTimes: [], dirs: new Map() };
+  const state: LayerState = { written: new Set(), ancestors: new Set(), dirTimes: [], dirs: new Map(), skippedDevices: new Set(), clearedSetid: [] };
   const diffHash = createHash('sha256');
   const parser = new Parser();
   let failure: unknown;
@@ -442,6 +450,12 @@ async function applyLayer(root: string, layer: LayerSource, path: string, warn: 
     for await (const chunk of source) {
       if (failure !== undefined) break;
       const buf = chunk as Buffer;
+      // Counted before the parser sees the bytes: nothing past the limit is ever written.
+      budget.used += buf.length;
+      if (budget.used > budget.limit) {
+        fail(new UnpackLimitError(`layer ${layer.digest}: the image unpacks to more than ${formatSize(budget.limit)}`, budget.limit));
+        break;
+      }
       diffHash.update(buf);
       if (onlyZeros && buf.some((b) => b !== 0)) onlyZeros = false;
       if (!parser.write(buf)) {
@@ -471,6 +485,7 @@ async function applyLayer(root: string, layer: LayerSource, path: string, warn: 
   }
   // Last, so the entries written under a directory don't bump its time again.
   for (const d of state.dirTimes.reverse()) utimesSync(d.path, d.atime, d.mtime);
+  reportChanges(layer, state, warn);
 }
 
 /** Removes leftovers from an interrupted unpack: a temp directory is never trusted or reused. */
@@ -510,8 +525,9 @@ export async function unpackImage(rootfsParent: string, hex: string, layers: rea
   const tmp = join(rootfsParent, `.tmp-${hex}-${randomBytes(4).toString('hex')}`);
   await mkdir(tmp, { mode: 0o755 });
   const warn = options.warn ?? (() => undefined);
+  const budget: ByteBudget = { used: 0, limit: options.maxBytes ?? Number.POSITIVE_INFINITY };
   try {
-    for (const layer of layers) await applyLayer(tmp, layer, await layer.path, warn);
+    for (const layer of layers) await applyLayer(tmp, layer, await layer.path, warn, budget);
     await syncFilesystem(tmp);
     try {
       await rename(tmp, target);

@@ -11,8 +11,9 @@
 // boot): after a daemon restart, or after a VMM died long ago, its pid may belong to an unrelated
 // process, which must never be taken for the VMM nor signalled.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, constants, openSync, readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
 
 import type { ProcessTable, SpawnOptions, VmmProcess } from '../../core/ports.js';
 
@@ -79,6 +80,24 @@ const MAX_REMEMBERED_EXITS = 1024;
 /** How long isAlive() waits for a zombie child's exit event (so its exit reason is known). */
 const ZOMBIE_EXIT_WAIT_MS = 1000;
 
+/**
+ * `<pid> <start time>\n`, fsynced and renamed into place: whole or absent, even across a crash.
+ * The VM dir is writable by the VMM's group (ADR 0009: it makes its sockets there), so the partial
+ * gets a name no VMM can guess and is created with O_EXCL, which never follows a symlink planted
+ * there; the rename replaces whatever is at `path` without following it either.
+ */
+function writePidFileSync(path: string, process: VmmProcess): void {
+  const partial = `${path}.${randomBytes(8).toString('hex')}.partial`;
+  const fd = openSync(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  try {
+    writeSync(fd, `${process.pid} ${process.startTime}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(partial, path);
+}
+
 export class LinuxProcessTable implements ProcessTable {
   private readonly exits = new Map<string, string>();
   /** Children spawned here that have not been reaped yet: resolves on their 'exit' event. */
@@ -108,6 +127,16 @@ export class LinuxProcessTable implements ProcessTable {
     // stat is still there, so even a process that died at once gets its real start time.
     const startTime = readProcStatSync(pid)?.startTime ?? 0;
     const process: VmmProcess = { pid, startTime };
+    if (options.pidFile !== undefined) {
+      try {
+        writePidFileSync(options.pidFile, process);
+      } catch (e) {
+        // A VMM nothing can find again (the status is written later) must not run.
+        child.kill('SIGKILL');
+        child.unref();
+        throw e;
+      }
+    }
     this.running.set(
       key(process),
       new Promise<void>((resolve) => {
@@ -151,6 +180,28 @@ export class LinuxProcessTable implements ProcessTable {
       // Gone between the check and the kill: nothing to signal.
       if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
     }
+  }
+
+  async recorded(pidFile: string): Promise<VmmProcess | undefined> {
+    let text: string;
+    try {
+      // Only a file the daemon wrote: one the VMM made in its group-writable VM dir (ADR 0009)
+      // could name any process on the host for the daemon to adopt and later kill.
+      const fh = await open(pidFile, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      try {
+        const st = await fh.stat();
+        if (!st.isFile() || st.uid !== (globalThis.process.getuid?.() ?? 0)) return undefined;
+        text = await fh.readFile('utf8');
+      } finally {
+        await fh.close();
+      }
+    } catch {
+      return undefined;
+    }
+    const m = /^(\d+) (\d+)\n$/.exec(text);
+    if (m === null) return undefined;
+    const process = { pid: Number(m[1]), startTime: Number(m[2]) };
+    return (await this.isAlive(process)) ? process : undefined;
   }
 
   private remember(process: VmmProcess, reason: string): void {

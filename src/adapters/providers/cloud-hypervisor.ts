@@ -177,6 +177,7 @@ export class CloudHypervisorProvider implements VmmProvider {
           logPath: join(dir, CLOUD_HYPERVISOR_FILES.vmmLog),
           cwd: dir,
           extraFds: tapNodes.map((h) => h.fd),
+          pidFile: launch.pidFile,
         });
       } finally {
         // The child has its own copies now; the daemon keeps none (the original leaked them).

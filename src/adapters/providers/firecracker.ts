@@ -417,6 +417,7 @@ export class FirecrackerProvider implements VmmProvider {
       process = await this.processes.spawn(command.bin, command.args, {
         logPath: join(dir, FIRECRACKER_FILES.vmmLog),
         cwd: dir,
+        pidFile: launch.pidFile,
       });
       const spawned = process;
       // A jail deep in a long VM dir overflows sun_path: then through the process's root.

@@ -392,7 +392,9 @@ export class QemuProvider implements VmmProvider {
     try {
       for (const node of plan.macvtapNodes) fds.push(openSync(node, constants.O_RDWR));
       const started = Date.now();
-      proc = await this.processes.spawn(command.bin, command.args, { logPath, extraFds: fds, cwd: vmDir });
+      // The pid file records the chain's first process, which execs its way to QEMU: the same
+      // pid and start time, so what is recorded is QEMU itself (ADR 0007, ADR 0009).
+      proc = await this.processes.spawn(command.bin, command.args, { logPath, extraFds: fds, cwd: vmDir, pidFile: launch.pidFile });
       log.debug({ pid: proc.pid, spawnMs: Date.now() - started, args }, 'QEMU spawned');
     } finally {
       for (const fd of fds) closeSync(fd);

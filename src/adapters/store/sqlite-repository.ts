@@ -91,7 +91,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
 
   private readonly txInsert: (vm: MicroVM) => InsertOutcome;
   private readonly txMarkDeleting: (uid: string, now: number) => MicroVM | undefined;
-  private readonly txSaveStatus: (uid: string, status: MicroVMStatus, now: number) => { vm: MicroVM; changed: boolean } | undefined;
+  private readonly txSaveStatus: (uid: string, status: MicroVMStatus, now: number, expectedVersion?: number) => { vm: MicroVM; changed: boolean } | undefined;
   private readonly txRemove: (uid: string) => VmId | undefined;
 
   /** Opens (creating if needed) `<stateDir>/flintlock.db` and brings its schema up to date. */
@@ -184,10 +184,12 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       return this.mustGet(uid);
     });
 
-    this.txSaveStatus = db.transaction((uid: string, status: MicroVMStatus, now: number) => {
+    this.txSaveStatus = db.transaction((uid: string, status: MicroVMStatus, now: number, expectedVersion?: number) => {
       const row = this.stmt.getVm.get(uid);
       if (!row) return undefined;
       const current = rowToVm(row);
+      // Compare-and-swap: a writer that read an older version must re-read and decide again.
+      if (expectedVersion !== undefined && current.version !== expectedVersion) return undefined;
       // A Delete that landed while a reconcile was working must not be undone by that
       // reconcile's status write: once deleted_at is set the state stays 'deleting'.
       const next = canonicalJson(row.deleted_at !== null && status.state !== 'deleting' ? { ...status, state: 'deleting' } : status);
@@ -234,8 +236,8 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
     return vm;
   }
 
-  saveStatus(uid: string, status: MicroVMStatus, now: number): MicroVM | undefined {
-    const result = this.txSaveStatus(uid, status, now);
+  saveStatus(uid: string, status: MicroVMStatus, now: number, expectedVersion?: number): MicroVM | undefined {
+    const result = this.txSaveStatus(uid, status, now, expectedVersion);
     if (!result) return undefined;
     if (result.changed) this.emit({ kind: 'upsert', vm: result.vm });
     return result.vm;

@@ -5,7 +5,8 @@ import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, 
 import * as grpc from '@grpc/grpc-js';
 import { grpcServiceDefinition } from '../../adapters/api/grpc/service-definition.js';
 import type { MicroVM as MicroVMMessage, MicroVMSpec } from '../../gen/flintlock/types/microvm_pb.js';
-import { MicroVM as MicroVMService, type ListMessage } from '../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
+import { MicroVM as MicroVMService } from '../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
+import { MicroVMWatch, type WatchEvent } from '../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 
 export interface TlsClientOptions {
   readonly caFile?: string;
@@ -92,11 +93,12 @@ interface TypedMethod<I extends DescMessage, O extends DescMessage> {
 // Typed from the protobuf-es descriptors; grpc-js's own ServiceDefinition is untyped (`any`).
 function typedMethod<I extends DescMessage, O extends DescMessage>(method: {
   readonly name: string;
+  readonly parent: { readonly typeName: string };
   readonly input: I;
   readonly output: O;
 }): TypedMethod<I, O> {
   return {
-    path: `/${MicroVMService.typeName}/${method.name}`,
+    path: `/${method.parent.typeName}/${method.name}`,
     serialize: (value) => Buffer.from(toBinary(method.input, value)),
     deserialize: (bytes) => fromBinary(method.output, bytes),
     input: method.input,
@@ -108,10 +110,22 @@ const METHODS = {
   delete: typedMethod(MicroVMService.method.deleteMicroVM),
   get: typedMethod(MicroVMService.method.getMicroVM),
   list: typedMethod(MicroVMService.method.listMicroVMs),
-  stream: typedMethod(MicroVMService.method.listMicroVMsStream),
+  // Our extension service, on the same port (flintlockd's, not the Go original's).
+  watch: typedMethod(MicroVMWatch.method.watchMicroVMs),
 };
 
 const MicroVMClientConstructor = grpc.makeGenericClientConstructor(grpcServiceDefinition(MicroVMService), 'MicroVM');
+
+// grpc-js backs off reconnects up to 2 minutes; `list --watch` and `--wait` outlive daemon
+// restarts, so they should notice a daemon that is back within seconds.
+const CHANNEL_OPTIONS: grpc.ClientOptions = { 'grpc.initial_reconnect_backoff_ms': 250, 'grpc.max_reconnect_backoff_ms': 5000 };
+
+export interface WatchRequest {
+  readonly namespace: string;
+  readonly name?: string;
+  /** The position of the last event received, to resume from. */
+  readonly resume?: { readonly epoch: string; readonly sequence: bigint };
+}
 
 export class MicroVMClient {
   private readonly client: grpc.Client;
@@ -120,7 +134,7 @@ export class MicroVMClient {
 
   /** Throws ClientSetupError when TLS files cannot be read. */
   constructor(options: ClientOptions) {
-    this.client = new MicroVMClientConstructor(options.host, channelCredentials(options));
+    this.client = new MicroVMClientConstructor(options.host, channelCredentials(options), CHANNEL_OPTIONS);
     this.deadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
     this.token = options.token;
   }
@@ -165,22 +179,24 @@ export class MicroVMClient {
     return result.ok ? { ok: true, value: undefined } : result;
   }
 
-  /** ListMicroVMsStream: the matching VMs, then each again whenever it changes, until cancelled. */
-  watch(namespace: string, name: string | undefined, onMessage: (vm: MicroVMMessage) => void): WatchHandle {
-    const request = create(METHODS.stream.input, { namespace, ...(name !== undefined ? { name } : {}) });
+  /** MicroVMWatch/WatchMicroVMs: the snapshot (or a resume), then every change, until cancelled. */
+  watch(request: WatchRequest, onEvent: (event: WatchEvent) => void): WatchHandle {
+    const message = create(METHODS.watch.input, {
+      namespace: request.namespace,
+      ...(request.name !== undefined ? { name: request.name } : {}),
+      ...(request.resume !== undefined ? { resumeEpoch: request.resume.epoch, resumeSequence: request.resume.sequence } : {}),
+    });
     const call = this.client.makeServerStreamRequest(
-      METHODS.stream.path,
-      METHODS.stream.serialize,
-      METHODS.stream.deserialize,
-      request,
+      METHODS.watch.path,
+      METHODS.watch.serialize,
+      METHODS.watch.deserialize,
+      message,
       callMetadata(this.token),
       {},
     );
     let cancelled = false;
     const done = new Promise<RpcResult<void>>((resolve) => {
-      call.on('data', (message: ListMessage) => {
-        if (message.microvm !== undefined) onMessage(message.microvm);
-      });
+      call.on('data', onEvent);
       call.on('error', (error: grpc.ServiceError) => {
         if (cancelled && error.code === grpc.status.CANCELLED) resolve({ ok: true, value: undefined });
         else resolve({ ok: false, error: rpcErrorOf(error) });

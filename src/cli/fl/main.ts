@@ -8,9 +8,11 @@ import * as grpc from '@grpc/grpc-js';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { MicroVM, MicroVMSpec } from '../../gen/flintlock/types/microvm_pb.js';
 import { MicroVMStatus_MicroVMState } from '../../gen/flintlock/types/microvm_pb.js';
-import { ClientSetupError, MicroVMClient, type ClientOptions, type RpcError } from './client.js';
-import { formatVms, formatWatchHeader, formatWatchUpdate, OUTPUT_FORMATS, reasonOf, stateName, truncate, type OutputFormat } from './output.js';
+import { WatchEvent_Type } from '../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
+import { ClientSetupError, MicroVMClient, type ClientOptions, type RpcError, type WatchHandle } from './client.js';
+import { formatVms, formatWatchHeader, formatWatchLine, OUTPUT_FORMATS, reasonOf, stateName, truncate, type OutputFormat } from './output.js';
 import { buildSpec, SpecError } from './spec.js';
+import { Backoff, WatchState } from './watch.js';
 
 export const EXIT = {
   ok: 0,
@@ -46,7 +48,12 @@ export interface CliIo {
   readonly signal?: AbortSignal;
   /** Poll period of `--wait`; tests shorten it. */
   readonly pollIntervalMs?: number;
+  /** First and longest pause before `list --watch` reconnects (250 ms doubling to 5 s). */
+  readonly reconnectDelayMs?: { readonly initial: number; readonly max: number };
 }
+
+/** Watch failures that a reconnect cannot fix: the user has to change something. */
+const WATCH_FATAL = new Set<grpc.status>([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT, grpc.status.UNIMPLEMENTED]);
 
 interface GlobalOptions {
   host: string;
@@ -339,16 +346,53 @@ class Cli {
     });
   }
 
+  /**
+   * Prints the list, then every change and deletion, until interrupted. When the stream breaks
+   * (the daemon restarts, or cut this client off for falling behind) it reconnects after a short,
+   * capped backoff, resuming from the last event; only what changed meanwhile is printed. A first
+   * connection that fails is reported like any other command's (a wrong --host should not spin).
+   */
   private async watch(client: MicroVMClient, host: string, namespace: string, opts: ListCommandOptions): Promise<number> {
     this.io.out.write(formatWatchHeader(opts.output));
-    const handle = client.watch(namespace, opts.name, (vm) => this.io.out.write(formatWatchUpdate(opts.output, vm, Date.now())));
+    const state = new WatchState();
+    const backoff = new Backoff(this.io.reconnectDelayMs?.initial, this.io.reconnectDelayMs?.max);
     const signal = this.io.signal;
-    const onAbort = (): void => handle.cancel();
-    if (signal?.aborted === true) handle.cancel();
+    // A function, not a property read: TypeScript would keep the loop condition's narrowing across awaits.
+    const aborted = (): boolean => signal?.aborted === true;
+    let handle: WatchHandle | undefined;
+    const onAbort = (): void => handle?.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
+    let listed = false;
+    /** The interruption last reported: a long outage is reported once, not at every attempt. */
+    let reported: string | undefined;
     try {
-      const ended = await handle.done;
-      if (!ended.ok) throw this.rpcFailure('watching microvms', ended.error, host);
+      while (!aborted()) {
+        const resume = state.position();
+        handle = client.watch({ namespace, ...(opts.name !== undefined ? { name: opts.name } : {}), ...(resume !== undefined ? { resume } : {}) }, (event) => {
+          if (event.type === WatchEvent_Type.SNAPSHOT_END) {
+            backoff.reset();
+            if (reported !== undefined) this.io.err.write(`fl: watching again (${event.resumed ? 'resumed' : 'fresh list'})\n`);
+            reported = undefined;
+            listed = true;
+          }
+          for (const line of state.apply(event)) this.io.out.write(formatWatchLine(opts.output, line, Date.now()));
+        });
+        const ended = await handle.done;
+        if (aborted()) break;
+        if (!ended.ok && ended.error.code === grpc.status.UNIMPLEMENTED) {
+          throw this.fail('watching microvms', `${host} does not serve the watch (flintlockd's MicroVMWatch service): ${ended.error.details}`, EXIT.failed);
+        }
+        if (!ended.ok && (!listed || WATCH_FATAL.has(ended.error.code))) throw this.rpcFailure('watching microvms', ended.error, host);
+        const why = ended.ok ? 'the stream ended' : `${ended.error.codeName}: ${ended.error.details.replace(/\.?\s*Resolution note:\s*$/, '')}`;
+        const delay = backoff.next();
+        if (why !== reported) this.io.err.write(`fl: watch interrupted (${why}); reconnecting\n`);
+        reported = why;
+        try {
+          await sleep(delay, undefined, signal !== undefined ? { signal } : {});
+        } catch {
+          break;
+        }
+      }
       return EXIT.ok;
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -438,7 +482,7 @@ function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Com
 
   listOptions(microvm.command('list').alias('ls'))
     .description('list microvms')
-    .option('-w, --watch', 'after the list, print each microvm again whenever it changes (until interrupted)')
+    .option('-w, --watch', 'after the list, print each change and deletion (until interrupted); reconnects when the stream breaks')
     .action(async (_opts, cmd: Command) => setExit(await cli.list(cmd.optsWithGlobals<ListCommandOptions>())));
 
   microvm

@@ -44,6 +44,8 @@ export function formatAge(ms: number): string {
 
 export const TABLE_HEADER = ['UID', 'NAMESPACE', 'NAME', 'STATE', 'RETRY', 'REASON', 'AGE'] as const;
 
+const STATE_COLUMN = TABLE_HEADER.indexOf('STATE');
+
 export function tableRow(vm: MicroVM, now: number): string[] {
   const created = vm.spec?.createdAt;
   return [
@@ -111,14 +113,19 @@ export function formatWatchHeader(format: OutputFormat): string {
   return format === 'table' ? fixedRow(TABLE_HEADER) : '';
 }
 
-/** One update of `list --watch`: a table row, one compact JSON line (NDJSON), or a YAML document. */
-export function formatWatchUpdate(format: OutputFormat, vm: MicroVM, now: number): string {
+/**
+ * One line of `list --watch`: a table row (state DELETED for a deletion), or the event as one
+ * compact JSON line (NDJSON) or YAML document: `{"type": "SNAPSHOT"|"UPDATED"|"DELETED", "microvm": {...}}`.
+ */
+export function formatWatchLine(format: OutputFormat, line: { readonly type: string; readonly vm: MicroVM }, now: number): string {
   switch (format) {
-    case 'table':
-      return fixedRow(tableRow(vm, now));
+    case 'table': {
+      const row = tableRow(line.vm, now);
+      return fixedRow(line.type === 'DELETED' ? row.map((cell, i) => (i === STATE_COLUMN ? 'DELETED' : cell)) : row);
+    }
     case 'json':
-      return `${JSON.stringify(vmJson(vm))}\n`;
+      return `${JSON.stringify({ type: line.type, microvm: vmJson(line.vm) })}\n`;
     case 'yaml':
-      return `---\n${stringify(vmJson(vm))}`;
+      return `---\n${stringify({ type: line.type, microvm: vmJson(line.vm) })}`;
   }
 }

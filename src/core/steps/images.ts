@@ -1,6 +1,6 @@
 // Kernel, initrd and volumes from OCI images (COMPAT §5). The image service pulls and unpacks
 // into a shared cache; these steps pick the files out and give each VM its own writable volume.
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { MicroVMStatus, Mount, VolumeSpec } from '../model.js';
 import type { ImageService, LocalImage } from '../ports.js';
 import type { Step, StepContext } from './step.js';
@@ -15,16 +15,23 @@ export function volumePath(vmDir: string, volumeId: string, format: 'raw' | 'qco
 }
 
 /**
- * The first candidate that exists in the image, as a copy VMMs can read (ADR 0009), or an error
- * listing what `boot/` holds.
+ * The first candidate that is a regular file in the image, as a copy VMMs can read (ADR 0009), or
+ * an error saying why each candidate that is there was refused and what `boot/` holds. Looked up
+ * through the filesystem port, which keeps symlinks inside the image: `boot/initrd -> /etc/hostname`
+ * is the image's /etc/hostname or nothing, never the host's. The image service copies the file
+ * the lookup resolved to (its real path inside the image), never the path as the client wrote it.
  */
 async function findInImage(ctx: StepContext, images: ImageService, image: LocalImage, what: string, candidates: readonly string[]): Promise<string> {
+  const refused: string[] = [];
   for (const candidate of candidates) {
-    if (await ctx.ports.fs.fileExists(join(image.rootfs, candidate))) return images.vmmFile(image, candidate);
+    const found = await ctx.ports.fs.fileInRoot(image.rootfs, candidate);
+    if (found.ok) return images.vmmFile(image, relative(image.rootfs, found.hostPath));
+    // A plain absence is the normal case for all but one candidate; anything else is worth saying.
+    if (found.problem !== 'missing') refused.push(found.reason);
   }
-  const boot = await ctx.ports.fs.listDir(join(image.rootfs, 'boot'));
+  const boot = await ctx.ports.fs.listDirInRoot(image.rootfs, 'boot');
   throw new Error(
-    `${what} ${candidates.join(' or ')} not found in image ${image.ref}; its boot/ directory ${boot.length > 0 ? `holds: ${boot.join(', ')}` : 'is empty or missing'}`,
+    `${what} ${candidates.join(' or ')} not found in image ${image.ref}${refused.length > 0 ? ` (${refused.join('; ')})` : ''}; its boot/ directory ${boot.length > 0 ? `holds: ${boot.join(', ')}` : 'is empty or missing'}`,
   );
 }
 
@@ -32,6 +39,7 @@ function withImage(status: MicroVMStatus, use: string, digest: string): Readonly
   return { ...status.images, [use]: digest };
 }
 
+/** No usable file at the recorded path; a symlink there (recorded by an older daemon) counts as none. */
 async function mountMissing(ctx: StepContext, mount: Mount | undefined): Promise<boolean> {
   return mount === undefined || !(await ctx.ports.fs.fileExists(mount.source));
 }

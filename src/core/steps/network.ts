@@ -4,10 +4,22 @@
 import { deviceAlias, generateGuestMac, newHostDeviceName, parseDeviceAlias } from '../names.js';
 import type { NetworkInterfaceSpec } from '../model.js';
 import type { HostDeviceRecord, LinkInfo } from '../ports.js';
+import { PermanentFailure } from '../result.js';
 import type { Step, StepContext } from './step.js';
 
-export const MACVTAP_PARENT_REQUIRED = 'a parent network device name is required for macvtap interfaces';
-export const TAP_BRIDGE_REQUIRED = 'a parent network device name is required for attaching a TAP interface';
+// The original's words first (clients match them), then which config key to set.
+export const MACVTAP_PARENT_REQUIRED =
+  'a parent network device name is required for macvtap interfaces: this daemon has no parent-iface configured (config key parent-iface)';
+export const TAP_BRIDGE_REQUIRED =
+  'a parent network device name is required for attaching a TAP interface: this daemon has no bridge-name configured (config key bridge-name, or overrides.bridge_name per interface)';
+
+/** What the daemon's network config lacks for this interface, or undefined. */
+export function hostNetworkProblem(iface: NetworkInterfaceSpec, host: { readonly parentIface?: string; readonly bridgeName?: string }): string | undefined {
+  if (iface.allowMetadata === true) return undefined;
+  if (iface.type === 'macvtap') return host.parentIface === undefined || host.parentIface === '' ? MACVTAP_PARENT_REQUIRED : undefined;
+  const bridge = iface.bridgeName ?? host.bridgeName;
+  return bridge === undefined || bridge === '' ? TAP_BRIDGE_REQUIRED : undefined;
+}
 
 /** Where the VMM finds a macvtap's tap character device (never /dev/tapN: see COMPAT §3). */
 export function macvtapNodePath(vmDir: string, deviceId: string): string {
@@ -16,15 +28,10 @@ export function macvtapNodePath(vmDir: string, deviceId: string): string {
 
 /** The macvtap parent or the tap's bridge; undefined for the standalone metadata tap. */
 function parentFor(ctx: StepContext, iface: NetworkInterfaceSpec): string | undefined {
-  const { parentIface, bridgeName } = ctx.ports.hostNetwork;
+  const problem = hostNetworkProblem(iface, ctx.ports.hostNetwork);
+  if (problem !== undefined) throw new PermanentFailure(problem);
   if (iface.allowMetadata === true) return undefined;
-  if (iface.type === 'macvtap') {
-    if (parentIface === undefined || parentIface === '') throw new Error(MACVTAP_PARENT_REQUIRED);
-    return parentIface;
-  }
-  const bridge = iface.bridgeName ?? bridgeName;
-  if (bridge === undefined || bridge === '') throw new Error(TAP_BRIDGE_REQUIRED);
-  return bridge;
+  return iface.type === 'macvtap' ? ctx.ports.hostNetwork.parentIface : (iface.bridgeName ?? ctx.ports.hostNetwork.bridgeName);
 }
 
 /** True when the observed link is what the spec asks for. */
@@ -55,7 +62,7 @@ async function deviceNameFor(ctx: StepContext, iface: NetworkInterfaceSpec): Pro
 
 export function createInterfaceStep(ctx: StepContext, iface: NetworkInterfaceSpec): Step {
   const network = ctx.ports.network;
-  const alias = deviceAlias(ctx.vm.id.uid, ctx.vm.id.namespace, ctx.vm.id.name);
+  const alias = deviceAlias(ctx.ports.hostNetwork.deviceOwner, ctx.vm.id.uid, ctx.vm.id.namespace, ctx.vm.id.name);
   return {
     name: `network_iface_create[${iface.deviceId}]`,
     shouldDo: async () => {

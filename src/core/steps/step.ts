@@ -29,6 +29,8 @@ export interface HostNetworkConfig {
   readonly parentIface?: string;
   /** `bridge-name`: default bridge for tap devices. */
   readonly bridgeName?: string;
+  /** This daemon's owner id, carried in every device alias (see deviceAlias). */
+  readonly deviceOwner: string;
 }
 
 export interface StepPorts {

@@ -5,8 +5,8 @@
 //
 // Each start gets the VM's sandbox (ADR 0009): its uid/gid and the cgroup (created here, with the
 // limits its spec implies) that the VMM joins before it execs.
-import type { LaunchSpec, VmmProvider, VmmSandbox } from '../ports.js';
-import { buildLaunchSpec, CIDATA_FILE } from '../launch.js';
+import type { LaunchSpec, VmmProcess, VmmProvider, VmmSandbox } from '../ports.js';
+import { buildLaunchSpec, CIDATA_FILE, CONSOLE_LOG_FILE, VMM_PID_FILE } from '../launch.js';
 import { vmmCgroupLimits } from '../sandbox.js';
 import { cloudInitFilesFor } from './cloud-init.js';
 import type { Step, StepContext } from './step.js';
@@ -31,6 +31,16 @@ export function launchFilesFor(ctx: StepContext): LaunchSpec {
   return buildLaunchSpec(ctx.vm, ctx.vmDir, { 'meta-data': '' }, cidataPathFor(ctx));
 }
 
+/**
+ * A VMM spawned but never recorded in the status (the daemon was killed while it started): its
+ * pid file names it. Adopted, so no second VMM runs the same guest.
+ */
+async function unrecordedVmm(ctx: StepContext): Promise<VmmProcess | undefined> {
+  const spawned = await ctx.ports.processes.recorded(join(ctx.vmDir, VMM_PID_FILE));
+  const known = ctx.status.vmm;
+  return spawned !== undefined && (known === undefined || known.pid !== spawned.pid || known.startTime !== spawned.startTime) ? spawned : undefined;
+}
+
 export function startVmmStep(ctx: StepContext): Step {
   const { processes } = ctx.ports;
   return {
@@ -41,6 +51,16 @@ export function startVmmStep(ctx: StepContext): Step {
     },
     do: async () => {
       const provider = availableProvider(ctx);
+      const adopted = await unrecordedVmm(ctx);
+      if (adopted !== undefined) {
+        ctx.saveStatus({
+          ...ctx.status,
+          vmm: { ...adopted, provider: provider.name },
+          consoleLogPath: join(ctx.vmDir, CONSOLE_LOG_FILE),
+        });
+        ctx.log.warn({ pid: adopted.pid }, 'adopted a VMM that was started but not recorded (the daemon stopped while it started)');
+        return;
+      }
       const previous = ctx.status.vmm;
       if (previous !== undefined) {
         // It ran and is gone on its own: record how, count the restart (COMPAT §2.7).
@@ -79,15 +99,23 @@ export function stopVmmStep(ctx: StepContext): Step {
     name: 'vmm_stop',
     shouldDo: async () => {
       const vmm = ctx.status.vmm;
-      return vmm !== undefined && (await processes.isAlive(vmm));
+      return (vmm !== undefined && (await processes.isAlive(vmm))) || (await unrecordedVmm(ctx)) !== undefined;
     },
     do: async () => {
+      // One the status never learned of (started just before a crash) must not outlive its VM either.
+      const unrecorded = await unrecordedVmm(ctx);
+      if (unrecorded !== undefined) {
+        await processes.signal(unrecorded, 'SIGKILL');
+        ctx.log.warn({ pid: unrecorded.pid }, 'killed a VMM that was started but not recorded');
+      }
       const vmm = ctx.status.vmm;
       if (vmm === undefined) return;
-      const provider = ctx.ports.providers.get(vmm.provider);
-      if (provider !== undefined) await provider.stop(ctx.vmDir, vmm, ctx.ports.deleteVmTimeoutMs);
-      // Whatever the provider did, a VMM must not outlive its VM.
-      if (await processes.isAlive(vmm)) await processes.signal(vmm, 'SIGKILL');
+      if (await processes.isAlive(vmm)) {
+        const provider = ctx.ports.providers.get(vmm.provider);
+        if (provider !== undefined) await provider.stop(ctx.vmDir, vmm, ctx.ports.deleteVmTimeoutMs);
+        // Whatever the provider did, a VMM must not outlive its VM.
+        if (await processes.isAlive(vmm)) await processes.signal(vmm, 'SIGKILL');
+      }
       const { vmm: _stopped, ...rest } = ctx.status;
       ctx.saveStatus(rest);
     },

@@ -1,15 +1,18 @@
-// The gRPC API: microvm.services.api.v1alpha1.MicroVM on grpc-js, plus grpc.health.v1 and server
-// reflection (both left open without a token, like health probes and grpcurl expect).
-import { readFile } from 'node:fs/promises';
-import type { SecureContextOptions } from 'node:tls';
+// The gRPC API: microvm.services.api.v1alpha1.MicroVM on grpc-js, our extension service
+// flintlock.services.ext.v1alpha1.MicroVMWatch (./watch.ts) beside it with the same checks, plus
+// grpc.health.v1 and server reflection (both left open without a token, like health probes and
+// grpcurl expect).
+import { randomUUID } from 'node:crypto';
 import { create, toBinary, type DescFile } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { MicroVMService } from '../../../core/service.js';
-import { boundedMessage, type AppError, type ErrorKind } from '../../../core/result.js';
-import type { Logger } from '../../../core/ports.js';
+import { errorMessage, isDiskFull, type AppError } from '../../../core/result.js';
+import type { ListQuery, Logger } from '../../../core/ports.js';
+import { ChangeJournal, DEFAULT_JOURNAL_CAPACITY } from '../../../core/change-journal.js';
+import { MicroVMWatch as MicroVMWatchDesc } from '../../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import {
   MicroVM as MicroVMDesc,
   type CreateMicroVMRequest,
@@ -27,14 +30,12 @@ import { createInputFromProto, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
 import { encodeOnce, grpcServiceDefinition } from './service-definition.js';
 import type { ApiMetrics } from '../metrics.js';
+import { sendPaced, type BacklogLimits } from '../bounded-writer.js';
+import { authorizationOf, failStream, toServiceError } from './call.js';
+import { DEFAULT_WATCH_LIMITS, WatchHub, watchHandlers, type WatchStats } from './watch.js';
+import { loadServerTls, type ServerTls, type TlsSettings } from '../tls.js';
 
-export interface TlsSettings {
-  readonly insecure: boolean;
-  readonly certFile?: string;
-  readonly keyFile?: string;
-  readonly clientCaFile?: string;
-  readonly clientValidate: boolean;
-}
+export type { TlsSettings } from '../tls.js';
 
 export interface GrpcServerOptions {
   /** host:port; port 0 picks a free one. */
@@ -43,34 +44,26 @@ export interface GrpcServerOptions {
   readonly basicAuthToken?: string;
   readonly log: Logger;
   readonly metrics?: ApiMetrics;
+  /** Per watch client: how much may wait for it before it is cut off (DEFAULT_WATCH_LIMITS). */
+  readonly watchLimits?: BacklogLimits;
+  /** Changes kept for watches that resume (DEFAULT_JOURNAL_CAPACITY). */
+  readonly watchHistory?: number;
 }
 
 export interface RunningGrpcServer {
   readonly port: number;
+  /** The watch streams and their backlogs (also exported as metrics). */
+  watchStats(): WatchStats;
   close(): Promise<void>;
 }
 
-const GRPC_CODES: Record<ErrorKind, grpc.status> = {
-  'invalid-argument': grpc.status.INVALID_ARGUMENT,
-  'not-found': grpc.status.NOT_FOUND,
-  unauthenticated: grpc.status.UNAUTHENTICATED,
-  'resource-exhausted': grpc.status.RESOURCE_EXHAUSTED,
-  unavailable: grpc.status.UNAVAILABLE,
-  internal: grpc.status.INTERNAL,
-};
-
-function toServiceError(error: AppError): Partial<grpc.StatusObject> {
-  return { code: GRPC_CODES[error.kind], details: boundedMessage(error.message) };
-}
-
 /**
- * TLS credentials with TLS 1.3 as the minimum (the Go original and its clients use 1.3 only),
- * set on this server's context alone: grpc-js's createSsl takes no minimum version, and the
- * process-wide tls.DEFAULT_MIN_VERSION would also constrain every outbound client (registries).
+ * grpc-js credentials from the shared TLS options (../tls.ts): createSsl takes no minimum
+ * version, so the context (with its TLS 1.3 minimum) is handed over as it is.
  */
 class Tls13ServerCredentials extends grpc.ServerCredentials {
-  constructor(requireClientCert: boolean, context: SecureContextOptions) {
-    super({ requestCert: requireClientCert, rejectUnauthorized: requireClientCert }, { ...context, minVersion: 'TLSv1.3' });
+  constructor(tls: ServerTls) {
+    super({ requestCert: tls.requireClientCert, rejectUnauthorized: tls.requireClientCert }, tls.context);
   }
 
   _equals(other: grpc.ServerCredentials): boolean {
@@ -79,14 +72,8 @@ class Tls13ServerCredentials extends grpc.ServerCredentials {
 }
 
 export async function serverCredentials(settings: TlsSettings): Promise<grpc.ServerCredentials> {
-  if (settings.insecure) return grpc.ServerCredentials.createInsecure();
-  if (settings.certFile === undefined || settings.keyFile === undefined) throw new Error('certificate file path is required when running securely');
-  const [cert, key, ca] = await Promise.all([
-    readFile(settings.certFile),
-    readFile(settings.keyFile),
-    settings.clientCaFile !== undefined ? readFile(settings.clientCaFile) : Promise.resolve(undefined),
-  ]);
-  return new Tls13ServerCredentials(settings.clientValidate, { cert, key, ...(ca !== undefined ? { ca } : {}) });
+  const tls = await loadServerTls(settings);
+  return tls === undefined ? grpc.ServerCredentials.createInsecure() : new Tls13ServerCredentials(tls);
 }
 
 /** Every file a descriptor needs, dependencies first, each once (for reflection). */
@@ -97,15 +84,13 @@ function withDependencies(file: DescFile, seen = new Set<string>()): DescFile[] 
 }
 
 function reflectionService(): ReflectionService {
-  const files = withDependencies(MicroVMDesc.file).map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
+  const seen = new Set<string>();
+  const files = [MicroVMDesc.file, MicroVMWatchDesc.file]
+    .flatMap((file) => withDependencies(file, seen))
+    .map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
   // @grpc/reflection reads only `fileDescriptorProtos` from a proto-loader package definition.
   const definition = { [MicroVMDesc.typeName]: { fileDescriptorProtos: files } } as unknown as ConstructorParameters<typeof ReflectionService>[0];
   return new ReflectionService(definition);
-}
-
-function authorizationOf(metadata: grpc.Metadata): string | undefined {
-  const value = metadata.get('authorization')[0];
-  return typeof value === 'string' ? value : undefined;
 }
 
 type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>;
@@ -127,6 +112,7 @@ function guarded<T>(body: () => { ok: true; value: T } | { ok: false; error: App
   try {
     return body();
   } catch (e) {
+    if (isDiskFull(e)) return { ok: false, error: { kind: 'resource-exhausted', message: `the daemon's disk is full: ${errorMessage(e)}` } };
     return { ok: false, error: { kind: 'internal', message: `internal error: ${e instanceof Error ? e.message : String(e)}` } };
   }
 }
@@ -179,24 +165,48 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
     return { ok: true, value: answer };
   });
 
+  // The matching VMs, then the end of the stream, as the original: clients read it to EOF. The
+  // live watch is MicroVMWatch/WatchMicroVMs. Sent as the client reads, never all at once.
   const listMicroVMsStream: grpc.handleServerStreamingCall<ListMicroVMsRequest, Partial<ListMessage>> = (call) => {
     const denied = check(authorizationOf(call.metadata));
-    metrics?.handled('grpc', 'ListMicroVMsStream', denied === undefined ? 'OK' : denied.kind);
     if (denied !== undefined) {
-      // emit, not destroy: grpc-js sends the status from the stream's own 'error' handler, which a
-      // destroyed stream never reaches (the client would hang).
-      call.emit('error', Object.assign(new Error(denied.message), toServiceError(denied)));
+      metrics?.handled('grpc', 'ListMicroVMsStream', denied.kind);
+      failStream(call, denied);
       return;
     }
-    const query = { namespace: call.request.namespace, ...(call.request.name !== undefined ? { name: call.request.name } : {}) };
-    // Subscribe before the snapshot so no change falls between the two (a duplicate is harmless).
-    const unsubscribe = service.watch(query, (change) => {
-      if (change.kind === 'upsert') call.write({ microvm: microvmToProto(change.vm) });
+    const query: ListQuery = { namespace: call.request.namespace, ...(call.request.name !== undefined ? { name: call.request.name } : {}) };
+    const listed = guarded(() => ({ ok: true, value: service.list(query) }));
+    if (!listed.ok) {
+      metrics?.handled('grpc', 'ListMicroVMsStream', listed.error.kind);
+      log.error({ method: 'ListMicroVMsStream', error: listed.error.message }, 'request failed');
+      failStream(call, listed.error);
+      return;
+    }
+    const messages = (function* toMessages(): Generator<Partial<ListMessage>> {
+      for (const vm of listed.value) yield { microvm: microvmToProto(vm) };
+    })();
+    let finished = false;
+    const stop = sendPaced(
+      call,
+      messages,
+      () => {
+        finished = true;
+        metrics?.handled('grpc', 'ListMicroVMsStream', 'OK');
+        call.end();
+      },
+      (e) => {
+        finished = true;
+        const error: AppError = { kind: 'internal', message: `internal error: ${errorMessage(e)}` };
+        metrics?.handled('grpc', 'ListMicroVMsStream', error.kind);
+        log.error({ method: 'ListMicroVMsStream', error: error.message }, 'request failed');
+        failStream(call, error);
+      },
+    );
+    call.on('cancelled', () => {
+      stop();
+      if (!finished) metrics?.handled('grpc', 'ListMicroVMsStream', 'cancelled');
+      finished = true;
     });
-    call.on('cancelled', unsubscribe);
-    call.on('close', unsubscribe);
-    call.on('error', unsubscribe);
-    for (const vm of service.list(query)) call.write({ microvm: microvmToProto(vm) });
   };
 
   return { createMicroVM, deleteMicroVM, getMicroVM, listMicroVMs, listMicroVMsStream };
@@ -205,19 +215,36 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
 export async function startGrpcServer(service: MicroVMService, options: GrpcServerOptions): Promise<RunningGrpcServer> {
   const credentials = await serverCredentials(options.tls);
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
-  server.addService(grpcServiceDefinition(MicroVMDesc), microvmHandlers(service, tokenCheck(options.basicAuthToken), options.log, options.metrics));
-  new HealthImplementation({ '': 'SERVING', [MicroVMDesc.typeName]: 'SERVING' }).addToServer(server);
+  const check = tokenCheck(options.basicAuthToken);
+  server.addService(grpcServiceDefinition(MicroVMDesc), microvmHandlers(service, check, options.log, options.metrics));
+  // A new epoch per server: sequences restart with it, so a position from before a restart is
+  // recognised as foreign and answered with a fresh snapshot.
+  const journal = new ChangeJournal(service, randomUUID(), options.watchHistory ?? DEFAULT_JOURNAL_CAPACITY);
+  const hub = new WatchHub(service, journal, options.watchLimits ?? DEFAULT_WATCH_LIMITS, options.metrics);
+  server.addService(grpcServiceDefinition(MicroVMWatchDesc), watchHandlers(hub, check, options.metrics));
+  new HealthImplementation({ '': 'SERVING', [MicroVMDesc.typeName]: 'SERVING', [MicroVMWatchDesc.typeName]: 'SERVING' }).addToServer(server);
   reflectionService().addToServer(server);
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(options.endpoint, credentials, (error, boundPort) =>
-      error !== null ? reject(new Error(`cannot listen on ${options.endpoint}: ${error.message}`)) : resolve(boundPort),
-    );
-  });
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(options.endpoint, credentials, (error, boundPort) =>
+        error !== null ? reject(new Error(`cannot listen on ${options.endpoint}: ${error.message}`)) : resolve(boundPort),
+      );
+    });
+  } catch (e) {
+    hub.close();
+    journal.close();
+    throw e;
+  }
   return {
     port,
+    watchStats: () => hub.stats(),
     close: () =>
       new Promise<void>((resolve) => {
-        // Streams (ListMicroVMsStream) never end by themselves: give them a moment, then force.
+        // Watches end with UNAVAILABLE (clients reconnect); one whose client reads nothing keeps
+        // its call open behind unsent data, so give them a moment, then force.
+        hub.close();
+        journal.close();
         const force = setTimeout(() => server.forceShutdown(), 2000);
         server.tryShutdown(() => {
           clearTimeout(force);

@@ -1,7 +1,16 @@
 // Bridges protobuf-es service descriptors to grpc-js: serializers built from the schemas, so
 // grpc-js carries protobuf-es messages on both the server and the client side.
 import { create, fromBinary, toBinary, type DescMessage, type DescService, type MessageShape } from '@bufbuild/protobuf';
+import { configureTextEncoding, getTextEncoding } from '@bufbuild/protobuf/wire';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
+
+// protobuf-es decodes strings with a default TextDecoder, which drops a leading U+FEFF (a BOM):
+// a request's "\ufeffns" arrived as "ns" and "\ufeff" as "" (every namespace). A protobuf
+// string holds every code point as sent (grpc-go keeps it), so strings are decoded as they are.
+const utf8 = getTextEncoding();
+const asSent = new TextDecoder('utf-8', { ignoreBOM: true });
+const asSentStrict = new TextDecoder('utf-8', { ignoreBOM: true, fatal: true });
+configureTextEncoding({ ...utf8, decodeUtf8: (bytes, strict) => (strict === true ? asSentStrict : asSent).decode(bytes) });
 
 const encoded = new WeakMap<object, Buffer>();
 

@@ -1,7 +1,9 @@
 // The HTTP/JSON gateway (COMPAT §1): the REST mapping the Go original serves through
-// grpc-gateway, on plain node:http, calling the same MicroVMService in-process. JSON follows
-// grpc-gateway's default marshaler (protojson EmitUnpopulated, DiscardUnknown, lowerCamelCase).
+// grpc-gateway, on node:https (node:http only when `insecure`), calling the same MicroVMService
+// in-process. JSON follows grpc-gateway's default marshaler (protojson EmitUnpopulated,
+// DiscardUnknown, lowerCamelCase). Transport security is the gRPC port's (COMPAT §2.10).
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { create, fromJson, toJson, type DescField, type DescMessage, type JsonObject, type JsonValue, type MessageShape } from '@bufbuild/protobuf';
 import { MicroVMSpecSchema } from '../../../gen/flintlock/types/microvm_pb.js';
@@ -12,17 +14,20 @@ import {
   ListMicroVMsRequestSchema,
   ListMicroVMsResponseSchema,
 } from '../../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
-import type { MicroVM } from '../../../core/model.js';
 import type { MicroVMService } from '../../../core/service.js';
 import type { ListQuery, Logger } from '../../../core/ports.js';
-import { appError, errorMessage, type AppError, type ErrorKind } from '../../../core/result.js';
+import { appError, errorMessage, isDiskFull, type AppError, type ErrorKind } from '../../../core/result.js';
 import { createInputFromProto, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
 import type { ApiMetrics } from '../metrics.js';
+import { sendPaced } from '../bounded-writer.js';
+import { loadServerTls, tlsMode, tlsServerOptions, type TlsSettings } from '../tls.js';
 
 export interface HttpGatewayOptions {
   /** host:port; port 0 picks a free one. */
   readonly endpoint: string;
+  /** The gRPC port's settings: required, so no caller gets a plaintext gateway by omission. */
+  readonly tls: TlsSettings;
   readonly basicAuthToken?: string;
   readonly log: Logger;
   readonly metrics?: ApiMetrics;
@@ -34,8 +39,6 @@ export interface RunningHttpGateway {
 }
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
-/** A stream client this far behind is dropped rather than buffered without bound. */
-const MAX_STREAM_BACKLOG_BYTES = 16 * 1024 * 1024;
 const STREAM_PATH = '/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream';
 
 /** An error as the gateway answers it: HTTP status, gRPC code, and the kind counted in metrics. */
@@ -51,6 +54,7 @@ class HttpError {
 
 const STATUS_OF: Record<ErrorKind, { status: number; code: number }> = {
   'invalid-argument': { status: 400, code: 3 },
+  'failed-precondition': { status: 400, code: 9 },
   'not-found': { status: 404, code: 5 },
   unauthenticated: { status: 401, code: 16 },
   'resource-exhausted': { status: 429, code: 8 },
@@ -203,28 +207,33 @@ function sendError(res: http.ServerResponse, e: HttpError): void {
   send(res, e.status, errorJson(e), { ...(e.allow !== undefined ? { allow: e.allow } : {}), ...(e === TOO_LARGE ? { connection: 'close' } : {}) });
 }
 
-/** Newline-delimited `{"result":...}` chunks, like grpc-gateway's server-streaming forwarder. */
-function serveStream(service: MicroVMService, query: ListQuery, res: http.ServerResponse, open: Set<http.ServerResponse>): void {
+/**
+ * Newline-delimited `{"result":...}` chunks, like grpc-gateway's server-streaming forwarder: the
+ * matching VMs, then the end of the response, as the original's ListMicroVMsStream. Written as the
+ * client reads (each chunk waits for 'drain' once the socket buffer is full), never all at once.
+ */
+function serveStream(service: MicroVMService, query: ListQuery, res: http.ServerResponse, open: Set<http.ServerResponse>, log: Logger): void {
+  const vms = service.list(query);
   res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
   res.flushHeaders();
   open.add(res);
-  const write = (vm: MicroVM): void => {
-    if (res.writableEnded || res.destroyed) return;
-    if (res.writableLength > MAX_STREAM_BACKLOG_BYTES) {
+  const chunks = (function* toChunks(): Generator<string> {
+    for (const vm of vms) yield `${JSON.stringify({ result: encode(ListMessageSchema, create(ListMessageSchema, { microvm: microvmToProto(vm) })) })}\n`;
+  })();
+  // Headers are out: a failure can only cut the response short, so the client sees it incomplete.
+  const stop = sendPaced(
+    res,
+    chunks,
+    () => res.end(),
+    (e) => {
+      log.error({ method: 'ListMicroVMsStream', error: errorMessage(e) }, 'http gateway stream failed');
       res.destroy();
-      return;
-    }
-    res.write(`${JSON.stringify({ result: encode(ListMessageSchema, create(ListMessageSchema, { microvm: microvmToProto(vm) })) })}\n`);
-  };
-  // Subscribe before the snapshot so no change falls between the two (a duplicate is harmless).
-  const unsubscribe = service.watch(query, (change) => {
-    if (change.kind === 'upsert') write(change.vm);
-  });
+    },
+  );
   res.on('close', () => {
-    unsubscribe();
+    stop();
     open.delete(res);
   });
-  for (const vm of service.list(query)) write(vm);
 }
 
 function parseEndpoint(endpoint: string): { host: string | undefined; port: number } {
@@ -233,6 +242,12 @@ function parseEndpoint(endpoint: string): { host: string | undefined; port: numb
   const host = match[1] ?? match[2] ?? '';
   return { host: host === '' ? undefined : host, port: Number(match[3]) };
 }
+
+const GATEWAY_MODE_TEXT: Record<ReturnType<typeof tlsMode>, string> = {
+  plaintext: 'serves plain HTTP: TLS is DISABLED (insecure)',
+  TLS: 'serves HTTPS: TLS 1.3, no client certificates',
+  mTLS: 'serves HTTPS: TLS 1.3, client certificates required (mTLS)',
+};
 
 export async function startHttpGateway(service: MicroVMService, options: HttpGatewayOptions): Promise<RunningHttpGateway> {
   const check: TokenCheck = tokenCheck(options.basicAuthToken);
@@ -257,7 +272,7 @@ export async function startHttpGateway(service: MicroVMService, options: HttpGat
       const request = decode(ListMicroVMsRequestSchema, body);
       count(r.rpc, isHttpError(request) ? request.kind : 'OK');
       if (isHttpError(request)) return sendError(res, request);
-      return serveStream(service, listQuery(request.namespace, request.name), res, streams);
+      return serveStream(service, listQuery(request.namespace, request.name), res, streams, options.log);
     }
     const answer = answerUnary(service, r, body);
     count(answer.rpc, 'error' in answer ? answer.error.kind : 'OK');
@@ -268,25 +283,32 @@ export async function startHttpGateway(service: MicroVMService, options: HttpGat
     send(res, 200, answer.body);
   };
 
-  const server = http.createServer((req, res) => {
+  const listener: http.RequestListener = (req, res) => {
     handle(req, res).catch((e: unknown) => {
       options.log.error({ method: req.method, url: req.url, error: errorMessage(e) }, 'http gateway request failed');
-      if (!res.headersSent) sendError(res, fromAppError(appError('internal', 'internal error')));
+      const failure = isDiskFull(e) ? appError('resource-exhausted', `the daemon's disk is full: ${errorMessage(e)}`) : appError('internal', 'internal error');
+      if (!res.headersSent) sendError(res, fromAppError(failure));
       else res.destroy();
     });
-  });
+  };
+  // Loaded before listening: a bad file stops start-up instead of leaving a port half-configured.
+  const tls = await loadServerTls(options.tls);
+  // With mTLS, node:https refuses a missing or untrusted client cert in the handshake, before any
+  // request reaches the token check (which still applies on top).
+  const server = tls === undefined ? http.createServer(listener) : https.createServer(tlsServerOptions(tls), listener);
   const { host, port } = parseEndpoint(options.endpoint);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) => reject(new Error(`cannot listen on ${options.endpoint}: ${errorMessage(e)}`)));
     server.listen(port, host, resolve);
   });
-  options.log.info({ endpoint: options.endpoint }, `starting http server listening on endpoint ${options.endpoint}`);
+  const mode = tlsMode(options.tls);
+  options.log.info({ endpoint: options.endpoint, tls: mode }, `http gateway ${GATEWAY_MODE_TEXT[mode]}`);
   return {
     port: (server.address() as AddressInfo).port,
     close: () =>
       new Promise<void>((resolve) => {
-        // Streams never end by themselves; ending them lets clients see a clean EOF.
-        for (const res of streams) res.end();
+        // A stream still being written (a slow reader) is cut short rather than waited for.
+        for (const res of streams) res.destroy();
         server.close(() => resolve());
         server.closeAllConnections();
       }),

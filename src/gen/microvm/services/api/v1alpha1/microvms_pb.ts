@@ -212,7 +212,8 @@ export const MicroVM: GenService<{
     output: typeof ListMicroVMsResponseSchema;
   },
   /**
-   * Sends every matching microVM, then each one again whenever it changes, until cancelled.
+   * Sends every matching microVM, then ends, as the Go original does. The live watch (the
+   * microVMs, then every change) is flintlock.services.ext.v1alpha1.MicroVMWatch/WatchMicroVMs.
    *
    * @generated from rpc microvm.services.api.v1alpha1.MicroVM.ListMicroVMsStream
    */

@@ -1,0 +1,37 @@
+// What every gRPC handler needs: the caller's authorization value, and AppErrors as statuses.
+import * as grpc from '@grpc/grpc-js';
+import { boundedMessage, type AppError, type ErrorKind } from '../../../core/result.js';
+
+const GRPC_CODES: Record<ErrorKind, grpc.status> = {
+  'invalid-argument': grpc.status.INVALID_ARGUMENT,
+  'failed-precondition': grpc.status.FAILED_PRECONDITION,
+  'not-found': grpc.status.NOT_FOUND,
+  unauthenticated: grpc.status.UNAUTHENTICATED,
+  'resource-exhausted': grpc.status.RESOURCE_EXHAUSTED,
+  unavailable: grpc.status.UNAVAILABLE,
+  internal: grpc.status.INTERNAL,
+};
+
+export function toServiceError(error: AppError): Partial<grpc.StatusObject> {
+  return { code: GRPC_CODES[error.kind], details: boundedMessage(error.message) };
+}
+
+/** An Error that grpc-js turns into this status when a streaming call emits it. */
+export function statusError(code: grpc.status, message: string): Error {
+  const details = boundedMessage(message);
+  return Object.assign(new Error(details), { code, details });
+}
+
+/**
+ * Ends a server-streaming call with `error`. Emitted, not destroyed: grpc-js sends the status from
+ * the stream's own 'error' handler, after what is already buffered; a destroyed stream never
+ * reaches it and the client would hang.
+ */
+export function failStream(call: grpc.ServerWritableStream<unknown, unknown>, error: AppError | Error): void {
+  call.emit('error', error instanceof Error ? error : Object.assign(new Error(error.message), toServiceError(error)));
+}
+
+export function authorizationOf(metadata: grpc.Metadata): string | undefined {
+  const value = metadata.get('authorization')[0];
+  return typeof value === 'string' ? value : undefined;
+}
