@@ -31,7 +31,7 @@ import { promisify } from 'node:util';
 import { autoSizeMb, contentSize } from '../src/adapters/images/ext4.js';
 import { OciImageService } from '../src/adapters/images/oci-image-service.js';
 import { NodeVmFilesystem } from '../src/adapters/fs/vm-filesystem.js';
-import { findExecutable } from '../src/adapters/providers/host.js';
+import { findExecutable } from '../src/adapters/host/programs.js';
 import type { Logger } from '../src/core/ports.js';
 import { buildImage, buildLayer, type BuiltImage, type LayerEntry } from '../test/helpers/oci-registry.js';
 

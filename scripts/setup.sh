@@ -3,20 +3,24 @@
 # that host-dependencies.txt lists for the given roles (only the missing ones; `extract` rows are
 # unpacked into .cache/, never installed), then npm ci when node_modules is stale, then the build.
 #
-#   scripts/setup.sh [--packages-only] [ROLE...]
+#   scripts/setup.sh [--packages-only | --no-build] [ROLE...]
 #
 # ROLE is a "who" of host-dependencies.txt (daemon, qemu, cloudhypervisor, firecracker, build, demo,
 # test, ci); none means every role. `build` is always included unless --packages-only.
+# --no-build: packages and npm ci, no TypeScript build (for callers that build anyway: `npm test`
+# builds first).
 # Safe to run again: whatever caches exist, it checks every package each time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=1
+compile=1
 roles=()
 for arg in "$@"; do
   case "$arg" in
     --packages-only) build=0 ;;
-    -*) echo "usage: $0 [--packages-only] [ROLE...]" >&2; exit 2 ;;
+    --no-build) compile=0 ;;
+    -*) echo "usage: $0 [--packages-only | --no-build] [ROLE...]" >&2; exit 2 ;;
     *) roles+=("$arg") ;;
   esac
 done
@@ -70,5 +74,6 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "==> npm ci"
   npm ci --no-audit --no-fund
 fi
+[ $compile = 1 ] || exit 0
 echo "==> npm run build"
 npm run build

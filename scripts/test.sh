@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
-  "") scripts/setup.sh daemon qemu cloudhypervisor firecracker demo test ;;
+  "") scripts/setup.sh --no-build daemon qemu cloudhypervisor firecracker demo test ;; # npm test builds
   --no-setup) ;;
   *) echo "usage: $0 [--no-setup]" >&2; exit 2 ;;
 esac

@@ -167,6 +167,7 @@ export class Reconciler implements ReconcileTrigger {
     if (vm === undefined) {
       this.repo.dequeue(uid);
       this.retrying.delete(uid);
+      this.crashes.delete(uid);
       return;
     }
     const log = this.log.child({ vmid: vmIdString(vm.id) });

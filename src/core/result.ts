@@ -49,6 +49,11 @@ export function isDiskFull(e: unknown): boolean {
   return code === 'ENOSPC' || code === 'SQLITE_FULL';
 }
 
+/** A throw from below as the API answers it: a full disk is resource-exhausted, anything else internal. */
+export function thrownError(e: unknown, internalMessage = `internal error: ${errorMessage(e)}`): AppError {
+  return isDiskFull(e) ? appError('resource-exhausted', `the daemon's disk is full: ${errorMessage(e)}`) : appError('internal', internalMessage);
+}
+
 /** Message of anything thrown, for logs and status fields. */
 export function errorMessage(e: unknown): string {
   if (e instanceof Error) return e.message;

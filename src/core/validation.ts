@@ -104,9 +104,7 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
   let virtiofsCount = 0;
   const checkVolume = (field: string, v: VolumeSpec): void => {
     if (v.id === '') problem(`${field}.id`, 'is required');
-    else if (!identifier(`${field}.id`, 'name', v.id)) {
-      // reported
-    } else if (volumeIds.has(v.id)) problem(`${field}.id`, `${echo(v.id)} is used by another volume of this microvm`);
+    else if (identifier(`${field}.id`, 'name', v.id) && volumeIds.has(v.id)) problem(`${field}.id`, `${echo(v.id)} is used by another volume of this microvm`);
     volumeIds.add(v.id);
     if (v.partitionId !== undefined) identifier(`${field}.partition_id`, 'name', v.partitionId);
     const { containerImage, virtiofsPath } = v.source;
@@ -147,9 +145,8 @@ export function validateCreate(input: CreateInput, limits: ValidationLimits, pro
   const deviceIds = new Set<string>();
   input.interfaces.slice(0, REQUEST_LIMITS.interfaces).forEach((iface, i) => {
     const field = `interfaces[${i}]`;
-    if (!identifier(`${field}.device_id`, 'device', iface.deviceId)) {
-      // reported
-    } else if (deviceIds.has(iface.deviceId)) problem(`${field}.device_id`, `${echo(iface.deviceId)} is used by another interface of this microvm`);
+    if (identifier(`${field}.device_id`, 'device', iface.deviceId) && deviceIds.has(iface.deviceId))
+      problem(`${field}.device_id`, `${echo(iface.deviceId)} is used by another interface of this microvm`);
     deviceIds.add(iface.deviceId);
     // convert.ts keeps an enum number it doesn't know as `unknown(N)`: name it here.
     if (iface.type !== 'macvtap' && iface.type !== 'tap')

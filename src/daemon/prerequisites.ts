@@ -7,7 +7,7 @@
 // Debian's priority-required packages, which host-dependencies.txt does not list, so their
 // packages are named here.
 import { missingProgramMessage, packageProviding } from '../adapters/host/dependencies.js';
-import { findExecutable } from '../adapters/providers/host.js';
+import { findExecutable } from '../adapters/host/programs.js';
 import type { NetworkService, ProviderRegistry, VmmProvider } from '../core/ports.js';
 
 export interface ProgramNeed {

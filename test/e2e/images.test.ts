@@ -15,7 +15,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, st
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
-import { findExecutable } from '../../src/adapters/providers/host.js';
+import { findExecutable } from '../../src/adapters/host/programs.js';
 import {
   MicroVMSpecSchema,
   MicroVMStatus_MicroVMState as State,

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, it, type SuiteContext, type TestOptions } from 'node:test';
 import { packageProviding } from '../../src/adapters/host/dependencies.js';
-import { findExecutable } from '../../src/adapters/providers/host.js';
+import { findExecutable } from '../../src/adapters/host/programs.js';
 
 export interface Prerequisite {
   /** What is missing, or undefined when it is there. */

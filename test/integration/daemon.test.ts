@@ -10,7 +10,7 @@ import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { MicroVMStatus_MicroVMState as State, NetworkInterface_IfaceType as IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
 import type { ListMessage } from '../../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { WatchEvent_Type as WatchType, type WatchEvent } from '../../src/gen/flintlock/services/ext/v1alpha1/watch_pb.js';
-import { findExecutable } from '../../src/adapters/providers/host.js';
+import { findExecutable } from '../../src/adapters/host/programs.js';
 import { FL, makeTempDir, runDaemonExpectingExit, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';

@@ -16,6 +16,7 @@ import {
 } from '../../gen/flintlock/types/microvm_pb.js';
 import type { IfaceType, MicroVM, Mount, NetworkInterfaceSpec, VmState, VolumeSpec } from '../../core/model.js';
 import type { CreateInput } from '../../core/validation.js';
+import type { ListQuery } from '../../core/ports.js';
 
 /**
  * Image references lose surrounding whitespace and control characters before validation, as the
@@ -201,3 +202,6 @@ export function microvmToProto(vm: MicroVM): ProtoMicroVM {
     },
   });
 }
+
+/** A List/stream/watch request's filters as the core's query (an absent name filters nothing). */
+export const listQuery = (namespace: string, name: string | undefined): ListQuery => ({ namespace, ...(name !== undefined ? { name } : {}) });

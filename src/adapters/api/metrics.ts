@@ -37,22 +37,20 @@ export class ApiMetrics {
   constructor(withProcessMetrics = true) {
     if (withProcessMetrics) collectDefaultMetrics({ register: this.registry });
     const sum = (pick: (g: WatchGauges) => number): number => [...this.watchSources].reduce((total, source) => total + pick(source()), 0);
-    new Gauge({
-      name: 'flintlock_watch_streams',
-      help: 'Open WatchMicroVMs streams.',
-      registers: [this.registry],
-      collect() {
-        this.set(sum((g) => g.streams));
-      },
-    });
-    new Gauge({
-      name: 'flintlock_watch_queued_bytes',
-      help: 'Bytes of watch events waiting for slow clients to read (bounded per client).',
-      registers: [this.registry],
-      collect() {
-        this.set(sum((g) => g.queuedBytes));
-      },
-    });
+    const gauges: Array<[string, string, (g: WatchGauges) => number]> = [
+      ['flintlock_watch_streams', 'Open WatchMicroVMs streams.', (g) => g.streams],
+      ['flintlock_watch_queued_bytes', 'Bytes of watch events waiting for slow clients to read (bounded per client).', (g) => g.queuedBytes],
+    ];
+    for (const [name, help, pick] of gauges) {
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(sum(pick));
+        },
+      });
+    }
   }
 
   handled(transport: 'grpc' | 'http', method: string, code: string, service = MICROVM_SERVICE): void {

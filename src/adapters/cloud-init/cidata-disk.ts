@@ -4,19 +4,17 @@
 // mtools (mcopy writes into it): no loop mount, no root. execFile only, never a shell.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { access, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
-import { basename, delimiter, dirname, join } from 'node:path';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { EMPTY_CLOUD_CONFIG } from '../../core/cloud-init.js';
 import type { CloudInitDiskBuilder, CloudInitFiles } from '../../core/ports.js';
+import { findExecutable, programSearchDirs } from '../host/programs.js';
 
 const run = promisify(execFile);
 
 export const CIDATA_LABEL = 'cidata';
 const FILE_NAMES = ['meta-data', 'user-data', 'vendor-data', 'network-config'] as const;
-/** mkfs.vfat and friends live in sbin, which a non-root PATH often lacks. */
-const EXTRA_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 const MIN_KIB = 1024;
 
 export interface FatCidataDiskOptions {
@@ -28,25 +26,6 @@ export interface FatCidataDiskOptions {
   readonly searchPath?: readonly string[];
   /** Per command; default 30 s. */
   readonly timeoutMs?: number;
-}
-
-async function isExecutable(path: string): Promise<boolean> {
-  try {
-    await access(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** `bin` itself when it has a slash, else the first executable `dir/bin` in `dirs`. */
-async function findBinary(bin: string, dirs: readonly string[]): Promise<string | undefined> {
-  if (bin.includes('/')) return (await isExecutable(bin)) ? bin : undefined;
-  for (const dir of dirs) {
-    const candidate = join(dir, bin);
-    if (await isExecutable(candidate)) return candidate;
-  }
-  return undefined;
 }
 
 /** Image size in KiB (mkfs.vfat -C counts 1 KiB blocks): the files with slack for FAT and clusters. */
@@ -63,40 +42,38 @@ function commandError(tool: string, e: unknown): Error {
 }
 
 export class FatCidataDiskBuilder implements CloudInitDiskBuilder {
-  private tools: Promise<{ mkfs: string; mcopy: string }> | undefined;
+  private tools: { mkfs: string; mcopy: string } | undefined;
   private readonly timeoutMs: number;
 
   constructor(private readonly options: FatCidataDiskOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
-  /** Resolves the tools once; a miss names the Debian packages to install. */
-  private resolveTools(): Promise<{ mkfs: string; mcopy: string }> {
-    this.tools ??= (async () => {
-      const dirs = this.options.searchPath ?? [...(process.env['PATH'] ?? '').split(delimiter).filter((d) => d !== ''), ...EXTRA_DIRS];
-      const mkfsName = this.options.mkfsBin ?? 'mkfs.vfat';
-      const mcopyName = this.options.mcopyBin ?? 'mcopy';
-      const mkfs = await findBinary(mkfsName, dirs);
-      const mcopy = await findBinary(mcopyName, dirs);
-      if (mkfs === undefined || mcopy === undefined) {
-        const missing = [
-          ...(mkfs === undefined ? [`${mkfsName} (Debian package dosfstools)`] : []),
-          ...(mcopy === undefined ? [`${mcopyName} (Debian package mtools)`] : []),
-        ];
-        throw new Error(`building the cidata disk needs ${missing.join(' and ')}, not found: apt-get install dosfstools mtools`);
-      }
-      return { mkfs, mcopy };
-    })();
-    const pending = this.tools;
-    // A failed lookup is tried again next time (the packages may have been installed meanwhile).
-    pending.catch(() => {
-      if (this.tools === pending) this.tools = undefined;
-    });
-    return pending;
+  /**
+   * Resolves the tools once; a miss names the Debian packages to install and is looked up again
+   * next time (the packages may have been installed meanwhile).
+   */
+  private resolveTools(): { mkfs: string; mcopy: string } {
+    if (this.tools !== undefined) return this.tools;
+    // mkfs.vfat lives in sbin, which a non-root PATH often lacks: findExecutable looks there too.
+    const dirs = this.options.searchPath ?? programSearchDirs();
+    const mkfsName = this.options.mkfsBin ?? 'mkfs.vfat';
+    const mcopyName = this.options.mcopyBin ?? 'mcopy';
+    const mkfs = findExecutable(mkfsName, dirs);
+    const mcopy = findExecutable(mcopyName, dirs);
+    if (mkfs === undefined || mcopy === undefined) {
+      const missing = [
+        ...(mkfs === undefined ? [`${mkfsName} (Debian package dosfstools)`] : []),
+        ...(mcopy === undefined ? [`${mcopyName} (Debian package mtools)`] : []),
+      ];
+      throw new Error(`building the cidata disk needs ${missing.join(' and ')}, not found: apt-get install dosfstools mtools`);
+    }
+    this.tools = { mkfs, mcopy };
+    return this.tools;
   }
 
   async build(path: string, files: CloudInitFiles): Promise<void> {
-    const { mkfs, mcopy } = await this.resolveTools();
+    const { mkfs, mcopy } = this.resolveTools();
     const contents = new Map<string, string>();
     for (const name of FILE_NAMES) {
       const value = files[name];

@@ -7,13 +7,13 @@ import { execFile } from 'node:child_process';
 import { rename, rm, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 
+import { missingProgramMessage } from '../host/dependencies.js';
+import { findExecutable } from '../host/programs.js';
 import { fsyncFile } from './content-store.js';
 
 const execFileAsync = promisify(execFile);
 
 const MiB = 1024 * 1024;
-/** Where mkfs.ext4 lives when sbin is not on PATH (a daemon started from a user shell). */
-const MKFS_FALLBACKS = ['/usr/sbin/mkfs.ext4', '/sbin/mkfs.ext4'];
 
 export interface ContentSize {
   /** Disk usage of the tree (blocks, hard links counted once). */
@@ -72,18 +72,15 @@ async function exists(path: string): Promise<boolean> {
 }
 
 async function runMkfs(binary: string | undefined, args: string[]): Promise<void> {
-  const candidates = binary !== undefined ? [binary] : ['mkfs.ext4', ...MKFS_FALLBACKS];
-  for (const candidate of candidates) {
-    try {
-      await execFileAsync(candidate, args, { maxBuffer: 16 * MiB });
-      return;
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException & { stderr?: string };
-      if (err.code === 'ENOENT' && candidate !== candidates[candidates.length - 1]) continue;
-      if (err.code === 'ENOENT') throw new Error('mkfs.ext4 not found (install e2fsprogs)', { cause: e });
-      const detail = (err.stderr ?? '').trim() || err.message;
-      throw new Error(`mkfs.ext4 failed: ${detail}`, { cause: e });
-    }
+  // mkfs.ext4 lives in sbin, which a daemon started from a user shell may lack on PATH.
+  const mkfs = findExecutable(binary ?? 'mkfs.ext4');
+  if (mkfs === undefined) throw new Error(missingProgramMessage(binary ?? 'mkfs.ext4'));
+  try {
+    await execFileAsync(mkfs, args, { maxBuffer: 16 * MiB });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    const detail = (err.stderr ?? '').trim() || err.message;
+    throw new Error(`mkfs.ext4 failed: ${detail}`, { cause: e });
   }
 }
 

@@ -50,7 +50,8 @@ import { promisify } from 'node:util';
 import type { LaunchNic, LaunchSpec, Logger, ProcessTable, ProviderAvailability, ProviderCapability, VmmProcess, VmmProvider } from '../../core/ports.js';
 import { renderCmdline, rootDeviceArgs } from '../../core/guest.js';
 import { killAndWait, tailOfFile, UnixSocketApiClient, waitForExit, waitForSocket } from './openapi-http.js';
-import { findExecutable, kvmUsable as defaultKvmUsable, vmmAvailability } from './host.js';
+import { findExecutable } from '../host/programs.js';
+import { kvmUsable as defaultKvmUsable, vmmAvailability } from './host.js';
 import { KVM_ROOT_ONLY, kvmDeviceStat, kvmGroupFor, sandboxedCommand } from './sandbox.js';
 
 export const FIRECRACKER_FILES = {

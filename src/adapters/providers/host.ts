@@ -1,24 +1,8 @@
-// Facts about this host that decide which VMMs can run: executables on PATH, a usable /dev/kvm.
+// Facts about this host that decide which VMMs can run: their executables, a usable /dev/kvm.
 import type { ProviderAvailability } from '../../core/ports.js';
 import { accessSync, constants, existsSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
 import { missingProgramMessage } from '../host/dependencies.js';
-
-/** mkfs.* live in sbin, which a daemon started from a user shell may lack on PATH. */
-const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
-
-/** Absolute path of an executable, searching PATH (then the sbin directories) for a bare name. */
-export function findExecutable(bin: string, path = process.env.PATH ?? ''): string | undefined {
-  const candidates = bin.includes('/') ? [bin] : [...path.split(delimiter), ...SBIN_DIRS].filter((d) => d !== '').map((d) => join(d, bin));
-  return candidates.find((c) => {
-    try {
-      accessSync(c, constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
+import { findExecutable } from '../host/programs.js';
 
 export interface KvmSupport {
   readonly usable: boolean;

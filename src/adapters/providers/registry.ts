@@ -3,7 +3,8 @@ import type { DefaultProvider } from '../../config/config.js';
 import type { Logger, ProcessTable, ProviderRegistry, VmmProvider } from '../../core/ports.js';
 import { CloudHypervisorProvider } from './cloud-hypervisor.js';
 import { FirecrackerProvider } from './firecracker.js';
-import { findExecutable, kvmUsable } from './host.js';
+import { findExecutable } from '../host/programs.js';
+import { kvmUsable } from './host.js';
 import { QemuProvider } from './qemu.js';
 
 export interface ProviderBinaries {

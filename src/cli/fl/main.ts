@@ -53,7 +53,10 @@ export interface CliIo {
 }
 
 /** Watch failures that a reconnect cannot fix: the user has to change something. */
-const WATCH_FATAL = new Set<grpc.status>([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT, grpc.status.UNIMPLEMENTED]);
+const WATCH_FATAL = new Set<grpc.status>([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT]);
+
+/** grpc-js appends an empty "Resolution note: " to connection errors. */
+const cleanDetails = (details: string): string => details.replace(/\.?\s*Resolution note:\s*$/, '');
 
 interface GlobalOptions {
   host: string;
@@ -180,8 +183,7 @@ class Cli {
   }
 
   rpcFailure(what: string, error: RpcError, host: string): Exit {
-    // grpc-js appends an empty "Resolution note: " to connection errors.
-    let message = error.details.replace(/\.?\s*Resolution note:\s*$/, '');
+    let message = cleanDetails(error.details);
     if (error.code === grpc.status.UNAVAILABLE) message = `cannot reach flintlockd at ${host}: ${message}`;
     if (error.code === grpc.status.UNAUTHENTICATED) message = `${message} (set --token or FL_TOKEN)`;
     if (error.code === grpc.status.DEADLINE_EXCEEDED) message = `no answer from ${host} in time: ${message}`;
@@ -362,7 +364,6 @@ class Cli {
     let handle: WatchHandle | undefined;
     const onAbort = (): void => handle?.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
-    let listed = false;
     /** The interruption last reported: a long outage is reported once, not at every attempt. */
     let reported: string | undefined;
     try {
@@ -373,7 +374,6 @@ class Cli {
             backoff.reset();
             if (reported !== undefined) this.io.err.write(`fl: watching again (${event.resumed ? 'resumed' : 'fresh list'})\n`);
             reported = undefined;
-            listed = true;
           }
           for (const line of state.apply(event)) this.io.out.write(formatWatchLine(opts.output, line, Date.now()));
         });
@@ -382,8 +382,8 @@ class Cli {
         if (!ended.ok && ended.error.code === grpc.status.UNIMPLEMENTED) {
           throw this.fail('watching microvms', `${host} does not serve the watch (flintlockd's MicroVMWatch service): ${ended.error.details}`, EXIT.failed);
         }
-        if (!ended.ok && (!listed || WATCH_FATAL.has(ended.error.code))) throw this.rpcFailure('watching microvms', ended.error, host);
-        const why = ended.ok ? 'the stream ended' : `${ended.error.codeName}: ${ended.error.details.replace(/\.?\s*Resolution note:\s*$/, '')}`;
+        if (!ended.ok && (!state.listed || WATCH_FATAL.has(ended.error.code))) throw this.rpcFailure('watching microvms', ended.error, host);
+        const why = ended.ok ? 'the stream ended' : `${ended.error.codeName}: ${cleanDetails(ended.error.details)}`;
         const delay = backoff.next();
         if (why !== reported) this.io.err.write(`fl: watch interrupted (${why}); reconnecting\n`);
         reported = why;

@@ -21,7 +21,12 @@ export class WatchState {
   private readonly known = new Map<string, MicroVM>();
   /** Uids of the fresh snapshot being received on this connection. */
   private snapshot: Set<string> | undefined;
-  private listed = false;
+  private snapshotEnded = false;
+
+  /** The first snapshot has ended (so an interruption after it is worth reconnecting over). */
+  get listed(): boolean {
+    return this.snapshotEnded;
+  }
   private last: WatchPosition | undefined;
 
   /** Where to resume from on the next connection (undefined before the first event). */
@@ -40,13 +45,13 @@ export class WatchState {
         (this.snapshot ??= new Set()).add(uid);
         const before = this.known.get(uid);
         this.known.set(uid, vm);
-        if (!this.listed) return [{ type: 'SNAPSHOT', vm }];
+        if (!this.snapshotEnded) return [{ type: 'SNAPSHOT', vm }];
         return before?.version === vm.version ? [] : [{ type: 'UPDATED', vm }];
       }
       case EventType.SNAPSHOT_END: {
         const present = this.snapshot ?? new Set<string>();
         this.snapshot = undefined;
-        this.listed = true;
+        this.snapshotEnded = true;
         if (event.resumed) return [];
         // A fresh snapshot is the whole truth: what it lacks was deleted while we were away.
         const gone = [...this.known.entries()].filter(([known]) => !present.has(known));

@@ -28,7 +28,7 @@ export function statusError(code: grpc.status, message: string): Error {
  * reaches it and the client would hang.
  */
 export function failStream(call: grpc.ServerWritableStream<unknown, unknown>, error: AppError | Error): void {
-  call.emit('error', error instanceof Error ? error : Object.assign(new Error(error.message), toServiceError(error)));
+  call.emit('error', error instanceof Error ? error : statusError(GRPC_CODES[error.kind], error.message));
 }
 
 export function authorizationOf(metadata: grpc.Metadata): string | undefined {

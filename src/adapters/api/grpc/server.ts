@@ -9,8 +9,8 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { MicroVMService } from '../../../core/service.js';
-import { errorMessage, isDiskFull, type AppError } from '../../../core/result.js';
-import type { ListQuery, Logger } from '../../../core/ports.js';
+import { thrownError, type AppError } from '../../../core/result.js';
+import type { Logger } from '../../../core/ports.js';
 import { ChangeJournal, DEFAULT_JOURNAL_CAPACITY } from '../../../core/change-journal.js';
 import { MicroVMWatch as MicroVMWatchDesc } from '../../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import {
@@ -26,7 +26,7 @@ import {
   type ListMicroVMsResponse,
   ListMicroVMsResponseSchema,
 } from '../../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
-import { createInputFromProto, microvmToProto } from '../convert.js';
+import { createInputFromProto, listQuery, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
 import { encodeOnce, grpcServiceDefinition } from './service-definition.js';
 import type { ApiMetrics } from '../metrics.js';
@@ -112,8 +112,7 @@ function guarded<T>(body: () => { ok: true; value: T } | { ok: false; error: App
   try {
     return body();
   } catch (e) {
-    if (isDiskFull(e)) return { ok: false, error: { kind: 'resource-exhausted', message: `the daemon's disk is full: ${errorMessage(e)}` } };
-    return { ok: false, error: { kind: 'internal', message: `internal error: ${e instanceof Error ? e.message : String(e)}` } };
+    return { ok: false, error: thrownError(e) };
   }
 }
 
@@ -158,7 +157,7 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
   // A List answer is capped at what a client accepts by default, rather than sent and refused by
   // the client ("Received message larger than max"). Encoded here once, the serializer reuses it.
   const listMicroVMs = unary<ListMicroVMsRequest, ListMicroVMsResponse>('ListMicroVMs', (req) => {
-    const vms = service.list({ namespace: req.namespace, ...(req.name !== undefined ? { name: req.name } : {}) });
+    const vms = service.list(listQuery(req.namespace, req.name));
     const answer = create(ListMicroVMsResponseSchema, { microvm: vms.map(microvmToProto) });
     const size = encodeOnce(ListMicroVMsResponseSchema, answer).length;
     if (size > LIST_ANSWER_MAX_BYTES) return { ok: false, error: listTooLarge(vms.length, size) };
@@ -174,7 +173,7 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
       failStream(call, denied);
       return;
     }
-    const query: ListQuery = { namespace: call.request.namespace, ...(call.request.name !== undefined ? { name: call.request.name } : {}) };
+    const query = listQuery(call.request.namespace, call.request.name);
     const listed = guarded(() => ({ ok: true, value: service.list(query) }));
     if (!listed.ok) {
       metrics?.handled('grpc', 'ListMicroVMsStream', listed.error.kind);
@@ -196,7 +195,7 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
       },
       (e) => {
         finished = true;
-        const error: AppError = { kind: 'internal', message: `internal error: ${errorMessage(e)}` };
+        const error = thrownError(e);
         metrics?.handled('grpc', 'ListMicroVMsStream', error.kind);
         log.error({ method: 'ListMicroVMsStream', error: error.message }, 'request failed');
         failStream(call, error);

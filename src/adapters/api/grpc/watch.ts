@@ -18,7 +18,7 @@ import {
   type WatchMicroVMsRequest,
 } from '../../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import type { TokenCheck } from '../auth.js';
-import { microvmToProto } from '../convert.js';
+import { listQuery, microvmToProto } from '../convert.js';
 import type { ApiMetrics } from '../metrics.js';
 import { BoundedWriter, type Backlog, type BacklogLimits } from '../bounded-writer.js';
 import { authorizationOf, failStream, statusError } from './call.js';
@@ -72,7 +72,7 @@ export class WatchHub {
   /** Starts a stream: the snapshot (or the replay of a resume), then live changes. */
   open(call: WatchCall): void {
     const request = call.request;
-    const query: ListQuery = { namespace: request.namespace, ...(request.name !== undefined ? { name: request.name } : {}) };
+    const query = listQuery(request.namespace, request.name);
     // The snapshot (or replay) and the subscription happen in this one synchronous step: no change
     // can commit between them, so nothing is missed and nothing is sent twice.
     const initial = this.initialEvents(request, query);

@@ -16,8 +16,8 @@ import {
 } from '../../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import type { MicroVMService } from '../../../core/service.js';
 import type { ListQuery, Logger } from '../../../core/ports.js';
-import { appError, errorMessage, isDiskFull, type AppError, type ErrorKind } from '../../../core/result.js';
-import { createInputFromProto, microvmToProto } from '../convert.js';
+import { appError, errorMessage, thrownError, type AppError, type ErrorKind } from '../../../core/result.js';
+import { createInputFromProto, listQuery, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
 import type { ApiMetrics } from '../metrics.js';
 import { sendPaced } from '../bounded-writer.js';
@@ -97,8 +97,6 @@ function route(method: string, url: URL): Route | HttpError {
   if (method === 'DELETE') return { rpc: 'DeleteMicroVM', uid: segment };
   return methodNotAllowed('GET, DELETE');
 }
-
-const listQuery = (namespace: string, name: string | undefined): ListQuery => ({ namespace, ...(name !== undefined ? { name } : {}) });
 
 /** Go's EmitUnpopulated writes unset singular message fields as null; protobuf-es omits them. */
 function withNulls(desc: DescMessage, json: JsonValue): JsonValue {
@@ -286,7 +284,7 @@ export async function startHttpGateway(service: MicroVMService, options: HttpGat
   const listener: http.RequestListener = (req, res) => {
     handle(req, res).catch((e: unknown) => {
       options.log.error({ method: req.method, url: req.url, error: errorMessage(e) }, 'http gateway request failed');
-      const failure = isDiskFull(e) ? appError('resource-exhausted', `the daemon's disk is full: ${errorMessage(e)}`) : appError('internal', 'internal error');
+      const failure = thrownError(e, 'internal error');
       if (!res.headersSent) sendError(res, fromAppError(failure));
       else res.destroy();
     });
