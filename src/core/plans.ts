@@ -5,7 +5,7 @@ import { createInterfaceStep, deleteInterfaceStep, devicesOf, macvtapNodeStep } 
 import { removeVmmCgroupStep, vmmFilesAccessStep, vmmIdentityStep } from './steps/sandbox.js';
 import { ensureStateDirStep, removeStateDirStep } from './steps/state-dir.js';
 import type { Step, StepContext } from './steps/step.js';
-import { launchFilesFor, startVmmStep, stopVmmStep } from './steps/vmm.js';
+import { startVmmStep, stopVmmStep } from './steps/vmm.js';
 
 /**
  * Create (and repair) plan: the VMM's uid/gid, state dir, host NICs in spec order (with macvtap
@@ -27,7 +27,7 @@ export function createPlan(ctx: StepContext): Step[] {
     ...optional(initrdStep(ctx, images)),
     ...volumes.flatMap((v) => optional(volumeStep(ctx, images, v))),
     ...optional(cloudInitDiskStep(ctx)),
-    ...optional(vmmFilesAccessStep(ctx, () => launchFilesFor(ctx))),
+    ...optional(vmmFilesAccessStep(ctx)),
     startVmmStep(ctx),
   ];
 }

@@ -3,7 +3,7 @@
 // on what is wired: the iproute2 network adapter runs `ip`, volumes are built with mkfs.ext4, the
 // default provider needs its VMM, a cidata disk (mkfs.vfat, mcopy) unless it has a metadata
 // service, and qemu-img when it opens qcow2 overlays. Every VMM is started through the sandbox's
-// launch chain (sh, perl, setpriv: ADR 0009) and boots a copy of its kernel (cp): programs of
+// launch chain (sh, perl, setpriv: ADR 0009): programs of
 // Debian's priority-required packages, which host-dependencies.txt does not list, so their
 // packages are named here.
 import { missingProgramMessage, packageProviding } from '../adapters/host/dependencies.js';
@@ -24,7 +24,6 @@ export const SANDBOX_PROGRAMS: readonly ProgramNeed[] = [
   { program: 'sh', for: 'putting VMMs in their cgroups', package: 'dash' },
   { program: 'perl', for: 'opening taps for VMMs', package: 'perl-base' },
   { program: 'setpriv', for: 'running VMMs as their own uids', package: 'util-linux' },
-  { program: 'cp', for: 'copies of kernels and initrds that VMMs can read', package: 'coreutils' },
 ];
 export const CIDATA_PROGRAMS = ['mkfs.vfat', 'mcopy'] as const;
 

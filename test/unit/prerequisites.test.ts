@@ -78,7 +78,7 @@ describe('checkPrerequisites', () => {
     ]);
     assert.deepEqual(
       SANDBOX_PROGRAMS.map((n) => n.program),
-      ['sh', 'perl', 'setpriv', 'cp'],
+      ['sh', 'perl', 'setpriv'],
     );
   });
 

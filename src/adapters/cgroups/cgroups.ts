@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import type { VmmCgroupLimits, VmmCgroups } from '../../core/ports.js';
 import { validCgroupParent } from '../../core/sandbox.js';
 
-export const DEFAULT_CGROUP_ROOT = '/sys/fs/cgroup';
 const CONTROLLERS = ['memory', 'pids'] as const;
 
 export type CgroupLayout = { readonly version: 2; readonly root: string } | { readonly version: 1; readonly memory: string; readonly pids: string };

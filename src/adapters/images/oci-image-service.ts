@@ -17,15 +17,14 @@
 //
 // Every trusted name appears by rename after its content is complete, so after a crash the
 // cache holds finished entries plus leftovers that are deleted (or, for blobs, re-verified).
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
-import { promisify } from 'node:util';
 
 import { isImageRefError, parseImageRef, type ImageRef } from '../../core/image-ref.js';
 import type { Clock, ImageProgress, ImageService, LocalImage, Logger } from '../../core/ports.js';
-import { ContentStore, type ContentStoreOptions } from './content-store.js';
+import { ContentStore, DiskFullError, fsyncFile, type ContentStoreOptions } from './content-store.js';
 import { buildExt4 } from './ext4.js';
 import {
   RegistryClient,
@@ -40,8 +39,6 @@ import { formatSize } from '../../config/size.js';
 import { layerCompression, removeTempDirs, UnpackLimitError, unpackImage, type LayerSource } from './unpack.js';
 import { isDiskFull } from '../../core/result.js';
 import { regularFileInRoot } from '../fs/root-path.js';
-
-const execFileAsync = promisify(execFile);
 
 /** Directories VMMs pass through to files they know the names of, without listing them. */
 const SEARCH_ONLY = 0o711;
@@ -303,20 +300,16 @@ export class OciImageService implements ImageService {
     if (copy === undefined) {
       copy = (async () => {
         if ((await mtimeOf(target)) === undefined) {
-          // Beside the target, then renamed: a file under the final name is always complete.
-          // --reflink=auto shares the blocks where the filesystem can.
+          // Beside the target, fsynced, then renamed: a file under the final name is always
+          // complete. COPYFILE_FICLONE shares the blocks where the filesystem can (else copies).
           const partial = `${target}.partial`;
           try {
-            await execFileAsync('cp', ['--reflink=auto', '--', found.hostPath, partial]);
+            await copyFile(found.hostPath, partial, fsConstants.COPYFILE_FICLONE);
+            await fsyncFile(partial);
           } catch (e) {
             // A full disk is told by its code (the reconciler and the API say so); the partial goes.
             await rm(partial, { force: true });
-            const { stderr } = e as { stderr?: unknown };
-            if (typeof stderr === 'string' && stderr.includes('No space left on device')) {
-              throw Object.assign(new Error(`disk full (ENOSPC) copying ${rel} out of image ${image.ref} into ${this.filesDir}`, { cause: e }), {
-                code: 'ENOSPC',
-              });
-            }
+            if (isDiskFull(e)) throw new DiskFullError(`disk full (ENOSPC) copying ${rel} out of image ${image.ref} into ${this.filesDir}`, e);
             throw e;
           }
           await chmod(partial, VMM_READABLE);

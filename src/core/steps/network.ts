@@ -5,7 +5,7 @@ import { deviceAlias, generateGuestMac, newHostDeviceName, parseDeviceAlias } fr
 import type { NetworkInterfaceSpec } from '../model.js';
 import type { HostDeviceRecord, LinkInfo } from '../ports.js';
 import { PermanentFailure } from '../result.js';
-import type { Step, StepContext } from './step.js';
+import { vmmIdentityOf, type Step, type StepContext } from './step.js';
 
 // The original's words first (clients match them), then which config key to set.
 export const MACVTAP_PARENT_REQUIRED =
@@ -81,6 +81,7 @@ export function createInterfaceStep(ctx: StepContext, iface: NetworkInterfaceSpe
       // lease and its network-config still match.
       const keptMac = previous !== undefined && previous.macAddress !== '' ? previous.macAddress : undefined;
       const mac = iface.guestMac ?? keptMac;
+      const owner = vmmIdentityOf(ctx)?.uid;
       const link =
         iface.type === 'macvtap'
           ? await network.ensureMacvtap({ name, parent: parent ?? '', alias, ...(mac !== undefined ? { mac } : {}) })
@@ -88,7 +89,7 @@ export function createInterfaceStep(ctx: StepContext, iface: NetworkInterfaceSpe
               name,
               alias,
               ...(parent !== undefined ? { bridge: parent } : {}),
-              ...(ctx.status.vmmIdentity !== undefined && ctx.ports.sandbox.idRange !== undefined ? { owner: ctx.status.vmmIdentity.uid } : {}),
+              ...(owner !== undefined ? { owner } : {}),
             });
       // A macvtap's guest NIC must use the macvtap's own MAC (else unicast replies never arrive);
       // a tap's guest MAC is the spec's or one generated once and kept.

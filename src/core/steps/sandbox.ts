@@ -2,9 +2,9 @@
 // is created with it; the VMM's files in the VM dir made reachable by that gid (and nothing
 // else); the VM's cgroup removed with the VM.
 import { vmmFiles } from '../launch.js';
-import type { LaunchSpec } from '../ports.js';
 import { allocateVmmIdentity, VMM_ACCESS_MODES } from '../sandbox.js';
-import type { Step, StepContext } from './step.js';
+import { vmmIdentityOf, type Step, type StepContext } from './step.js';
+import { launchFilesFor } from './vmm.js';
 
 /** Undefined when VMMs keep the daemon's uid (no `vmm-uid-range`). */
 export function vmmIdentityStep(ctx: StepContext): Step | undefined {
@@ -31,19 +31,19 @@ export function vmmIdentityStep(ctx: StepContext): Step | undefined {
  * file and granting it, or a VM made before sandboxing, still ends up right. The console log is
  * made here: a file the VMM created itself could be a symlink the daemon later follows.
  */
-export function vmmFilesAccessStep(ctx: StepContext, launch: () => LaunchSpec): Step | undefined {
-  const identity = (): number | undefined => ctx.status.vmmIdentity?.gid;
+export function vmmFilesAccessStep(ctx: StepContext): Step | undefined {
   if (ctx.ports.sandbox.idRange === undefined) return undefined;
   const fs = ctx.ports.fs;
   return {
     name: 'vmm_files_access',
     shouldDo: async () => {
-      const gid = identity();
+      const gid = vmmIdentityOf(ctx)?.gid;
       if (gid === undefined) return false;
-      for (const file of vmmFiles(launch())) {
+      const spec = launchFilesFor(ctx);
+      for (const file of vmmFiles(spec)) {
         const have = await fs.access(file.path);
         if (have === undefined) {
-          if (file.path === launch().consoleLogPath) return true;
+          if (file.path === spec.consoleLogPath) return true;
           continue;
         }
         const kind = file.access === 'dir' ? 'dir' : 'file';
@@ -52,9 +52,9 @@ export function vmmFilesAccessStep(ctx: StepContext, launch: () => LaunchSpec): 
       return false;
     },
     do: async () => {
-      const gid = identity();
+      const gid = vmmIdentityOf(ctx)?.gid;
       if (gid === undefined) return;
-      const spec = launch();
+      const spec = launchFilesFor(ctx);
       await fs.ensureFile(spec.consoleLogPath);
       for (const file of vmmFiles(spec)) {
         if ((await fs.access(file.path)) !== undefined) await fs.grantVmmAccess(file.path, gid, file.access);

@@ -2,7 +2,7 @@
 // and the observed host state. Each step knows whether it still has work to do (`shouldDo`) and
 // does it (`do`). The executor re-checks `shouldDo` after `do`, so a step that does not converge
 // is an error instead of an endless loop (a known failure of the Go original's actuator).
-import type { InterfaceStatus, MicroVM, MicroVMStatus } from '../model.js';
+import type { InterfaceStatus, MicroVM, MicroVMStatus, VmmIdentity } from '../model.js';
 import type {
   Clock,
   CloudInitDiskBuilder,
@@ -61,6 +61,11 @@ export interface SandboxPorts {
  * What a step sees: the VM as stored when the reconcile began, its working status, and the ports.
  * Status changes are written through at once, so a crash never loses what a step did on the host.
  */
+/** The uid/gid this VM's VMM runs as: none when the daemon runs VMMs as itself (no vmm-uid-range). */
+export function vmmIdentityOf(ctx: StepContext): VmmIdentity | undefined {
+  return ctx.ports.sandbox.idRange !== undefined ? ctx.status.vmmIdentity : undefined;
+}
+
 export class StepContext {
   private current: MicroVM;
 

@@ -9,7 +9,7 @@ import type { LaunchSpec, VmmProcess, VmmProvider, VmmSandbox } from '../ports.j
 import { buildLaunchSpec, CIDATA_FILE, CONSOLE_LOG_FILE, VMM_PID_FILE } from '../launch.js';
 import { vmmCgroupLimits } from '../sandbox.js';
 import { cloudInitFilesFor } from './cloud-init.js';
-import type { Step, StepContext } from './step.js';
+import { vmmIdentityOf, type Step, type StepContext } from './step.js';
 import { join } from 'node:path';
 
 function availableProvider(ctx: StepContext): VmmProvider {
@@ -69,10 +69,10 @@ export function startVmmStep(ctx: StepContext): Step {
         ctx.saveStatus({ ...rest, lastExitReason: reason, restartCount: (ctx.status.restartCount ?? 0) + 1 });
         ctx.log.warn({ pid: previous.pid, reason, restarts: ctx.status.restartCount }, 'restarting the VMM');
       }
-      const { cgroups, limits, idRange } = ctx.ports.sandbox;
+      const { cgroups, limits } = ctx.ports.sandbox;
       const uid = ctx.vm.id.uid;
       const cgroupProcs = await cgroups.ensure(uid, vmmCgroupLimits(ctx.vm.spec.memoryMb, limits));
-      const identity = idRange !== undefined ? ctx.status.vmmIdentity : undefined;
+      const identity = vmmIdentityOf(ctx);
       const sandbox: VmmSandbox = { cgroupProcs, ...(identity !== undefined ? { identity } : {}) };
       const launch = { ...buildLaunchSpec(ctx.vm, ctx.vmDir, cloudInitFilesFor(ctx.vm, ctx.vmDir), cidataPathFor(ctx)), sandbox };
       let process;
