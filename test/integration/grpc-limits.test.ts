@@ -47,6 +47,20 @@ describe('gRPC request and answer limits', () => {
     assert.deepEqual(svc.repo.list({ namespace: '' }), []);
   });
 
+  it('answers RESOURCE_EXHAUSTED, saying the disk is full, when the store cannot write', async () => {
+    const insert = svc.repo.insertUnlessExists.bind(svc.repo);
+    svc.repo.insertUnlessExists = () => {
+      throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+    };
+    try {
+      const e = await grpcError(client.create(capmvmSpec('no-room')));
+      assert.equal(e.code, grpcStatus.RESOURCE_EXHAUSTED, e.details);
+      assert.equal(e.details, "the daemon's disk is full: database or disk is full");
+    } finally {
+      svc.repo.insertUnlessExists = insert;
+    }
+  });
+
   it('keeps error messages short however long the input', async () => {
     const spec = capmvmSpec('longid');
     spec.interfaces = [create(NetworkInterfaceSchema, { deviceId: 'e'.repeat(10_000), type: 1 })];
