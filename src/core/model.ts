@@ -111,6 +111,10 @@ export interface MicroVMStatus {
   readonly lastExitReason?: string;
   /** VMM restarts after its process ended on its own. */
   readonly restartCount?: number;
+  /** VMM exits in a row that came within the stable period of their start (a crash loop). */
+  readonly crashLoopCount?: number;
+  /** Epoch ms before which the VMM is not restarted (crash-loop backoff), while one is pending. */
+  readonly nextRestartAt?: number;
   /** Guest addresses seen on the host (neighbour table), when known. */
   readonly guestIps?: readonly string[];
   /** The uid and gid its VMM runs as, allocated once from `vmm-uid-range` (ADR 0009). */
@@ -128,6 +132,8 @@ export interface VmmProcessStatus {
   /** /proc/<pid>/stat field 22: tells a reused pid apart. */
   readonly startTime: number;
   readonly provider: string;
+  /** Epoch ms when this daemon started (or adopted) it: how long it ran, when it ends. */
+  readonly startedAt?: number;
 }
 
 export interface MicroVM {

@@ -7,6 +7,9 @@
 // - A failed attempt is retried with exponential backoff; after `maxRetry` retries the VM is
 //   FAILED with the reason recorded. A Delete pre-empts a pending retry (and aborts a running
 //   create plan between steps).
+// - A VMM restart delayed by crash-loop backoff (crash-loop.ts) is a queue entry due later.
+//   Neither a retry nor a delayed restart runs before its time (not at a resync, not after a
+//   restart of the daemon); a delete runs at once.
 // - Every VM is reconciled at start-up and every `resyncPeriodMs`.
 // - A reconcile interrupted by the daemon's shutdown is not a failed attempt: it isn't counted,
 //   and its queue entry makes the next start pick it up.
@@ -31,6 +34,12 @@ export interface ReconcilerOptions {
 export interface ReconcileTrigger {
   /** Reconcile the VM as soon as a worker is free. */
   trigger(uid: string): void;
+  /**
+   * Reconcile the VM at `dueAt` (epoch ms): a VMM restart delayed by crash-loop backoff. The
+   * queue entry records the due time, so a restarted daemon keeps it; an earlier trigger (a
+   * delete) still runs at once.
+   */
+  triggerAt(uid: string, dueAt: number): void;
 }
 
 export function backoffDelay(retry: number, baseMs: number, maxMs: number): number {
@@ -100,13 +109,25 @@ export class Reconciler implements ReconcileTrigger {
     this.schedule(uid, now);
   }
 
+  triggerAt(uid: string, dueAt: number): void {
+    this.retrying.add(uid); // a restart waiting out its backoff: a new VM's first attempt goes first
+    this.requeue(uid, dueAt);
+    this.schedule(uid, dueAt);
+  }
+
   private resync(): void {
     const now = this.clock.now();
     for (const vm of this.repo.list({})) {
       if (vm.status.state === 'failed' && vm.deletedAt === undefined) continue;
-      const due = vm.status.nextRetryAt !== undefined && vm.deletedAt === undefined ? Math.max(now, vm.status.nextRetryAt) : now;
-      this.schedule(vm.id.uid, due);
+      this.schedule(vm.id.uid, Math.max(now, waitingUntil(vm) ?? now));
     }
+  }
+
+  /** Sets the VM's queue entry to `dueAt` (enqueue alone keeps an earlier due time, so a delete pre-empts). */
+  private requeue(uid: string, dueAt: number): void {
+    // A crash between the two calls only loses the delay: start-up reconciles every VM anyway.
+    this.repo.dequeue(uid);
+    this.repo.enqueue(uid, dueAt);
   }
 
   private schedule(uid: string, dueAt: number): void {
@@ -175,9 +196,15 @@ export class Reconciler implements ReconcileTrigger {
       this.repo.dequeue(uid);
       return;
     }
-    const ctx = new StepContext(vm, this.ports, log);
     const deleting = vm.deletedAt !== undefined;
     const started = this.clock.now();
+    const waitUntil = waitingUntil(vm);
+    if (waitUntil !== undefined && waitUntil > started) {
+      // Run early (a resync, a restart of the daemon): the backoff still holds.
+      this.schedule(uid, waitUntil);
+      return;
+    }
+    const ctx = new StepContext(vm, this.ports, log);
     try {
       const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, signal);
       this.retrying.delete(uid);
@@ -233,13 +260,17 @@ export class Reconciler implements ReconcileTrigger {
     const delay = backoffDelay(retry, this.options.backoffBaseMs, this.options.backoffMaxMs);
     const nextRetryAt = now + delay;
     this.repo.saveStatus(vm.id.uid, { ...working, state: deleting ? 'deleting' : 'pending', retry, lastError: message, nextRetryAt }, now);
-    // enqueue keeps an earlier due time (so a delete pre-empts a retry); replace it instead. A
-    // crash between the two calls only loses the delay: start-up reconciles every VM anyway.
-    this.repo.dequeue(vm.id.uid);
-    this.repo.enqueue(vm.id.uid, nextRetryAt);
+    this.requeue(vm.id.uid, nextRetryAt);
     this.schedule(vm.id.uid, nextRetryAt);
     log.warn({ retry, delayMs: delay, error: message }, 'microvm reconcile failed; will retry');
   }
+}
+
+/** When a VM that is not being deleted waits for a retry or a VMM restart (backoff), if it does. */
+function waitingUntil(vm: MicroVM): number | undefined {
+  const { nextRetryAt, nextRestartAt } = vm.status;
+  if (vm.deletedAt !== undefined || (nextRetryAt === undefined && nextRestartAt === undefined)) return undefined;
+  return Math.max(nextRetryAt ?? 0, nextRestartAt ?? 0);
 }
 
 function succeeded(status: MicroVMStatus): MicroVMStatus {

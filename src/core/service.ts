@@ -12,7 +12,7 @@ import { hostNetworkProblem } from './steps/network.js';
 
 export interface MicroVMServiceDeps {
   readonly repo: MicroVMRepository;
-  readonly reconciler: ReconcileTrigger;
+  readonly reconciler: Pick<ReconcileTrigger, 'trigger'>;
   readonly providers: ProviderLookup;
   readonly limits: ValidationLimits;
   readonly clock: Clock;

@@ -4,7 +4,9 @@
 // listing for all): a tap or macvtap deleted under a running guest leaves its NIC dead for good, so
 // the VMM is stopped and the reconciler makes a new device and starts the VMM again, instead of the
 // VM staying CREATED without a network. And it reports the guest addresses the host has seen (the
-// neighbour table entries for the guests' MACs).
+// neighbour table entries for the guests' MACs). A VMM that keeps ending soon after it starts is
+// restarted with crash-loop backoff (crash-loop.ts), the wait shown in the VM's status.
+import { crashLoopAfterExit, crashLoopEnded, DEFAULT_STABLE_RUN_MS, type CrashLoopOptions } from './crash-loop.js';
 import { vmIdString, type MicroVM } from './model.js';
 import type { Clock, Logger, MicroVMRepository, NetworkService, ProcessTable } from './ports.js';
 import type { ReconcileTrigger } from './reconciler.js';
@@ -16,7 +18,13 @@ export interface VmmWatcherOptions {
   readonly addressEvery: number;
   /** Host devices are checked every this many checks (one link listing per check). */
   readonly devicesEvery?: number;
+  /** Crash-loop backoff of VMM restarts. */
+  readonly crashLoop?: CrashLoopOptions;
 }
+
+const DEFAULT_CRASH_LOOP: CrashLoopOptions = { backoffBaseMs: 5_000, backoffMaxMs: 300_000, stableMs: DEFAULT_STABLE_RUN_MS };
+
+export const DEFAULT_WATCHER_OPTIONS: VmmWatcherOptions = { intervalMs: 500, addressEvery: 4, devicesEvery: 4 };
 
 export class VmmWatcher {
   private timer: NodeJS.Timeout | undefined;
@@ -36,7 +44,7 @@ export class VmmWatcher {
     private readonly reconciler: ReconcileTrigger,
     private readonly clock: Clock,
     private readonly log: Logger,
-    private readonly options: VmmWatcherOptions = { intervalMs: 500, addressEvery: 4, devicesEvery: 4 },
+    private readonly options: VmmWatcherOptions = DEFAULT_WATCHER_OPTIONS,
   ) {}
 
   start(): void {
@@ -82,18 +90,39 @@ export class VmmWatcher {
     }
   }
 
+  private get crashLoop(): CrashLoopOptions {
+    return this.options.crashLoop ?? DEFAULT_CRASH_LOOP;
+  }
+
   private async vmmAlive(vm: MicroVM): Promise<boolean> {
     const vmm = vm.status.vmm;
-    if (vmm === undefined || (await this.processes.isAlive(vmm))) return true;
+    if (vmm === undefined) return true;
+    if (await this.processes.isAlive(vmm)) {
+      if (crashLoopEnded(vm.status, this.clock.now(), this.crashLoop)) this.endCrashLoop(vm);
+      return true;
+    }
     // Decide on fresh state: while isAlive ran, the reconciler may have started a new VMM (writing
     // back this snapshot would record the dead pid and start a duplicate), or the VM moved on.
     const current = this.repo.get(vm.id.uid);
     if (current === undefined || !shouldRun(current) || !sameProcess(current.status.vmm, vmm)) return false;
+    const now = this.clock.now();
     const lastExitReason = `vmm process ${vmm.pid} ended: ${this.processes.exitReason(vmm) ?? 'exit status unknown'}`;
-    if (this.repo.saveStatus(vm.id.uid, { ...current.status, state: 'pending', lastExitReason }, this.clock.now(), current.version) === undefined) return false;
-    this.log.warn({ vmid: vmIdString(vm.id), pid: vmm.pid, reason: lastExitReason }, 'vmm exited; reconciling to restart it');
-    this.reconciler.trigger(vm.id.uid);
+    const loop = crashLoopAfterExit(current.status, now, this.crashLoop);
+    if (this.repo.saveStatus(vm.id.uid, { ...current.status, state: 'pending', lastExitReason, ...loop }, now, current.version) === undefined) return false;
+    const log = { vmid: vmIdString(vm.id), pid: vmm.pid, reason: lastExitReason, crashLoopCount: loop.crashLoopCount };
+    if (loop.nextRestartAt === undefined) {
+      this.log.warn(log, 'vmm exited; reconciling to restart it');
+      this.reconciler.trigger(vm.id.uid);
+    } else {
+      this.log.warn({ ...log, delayMs: loop.nextRestartAt - now }, 'vmm exited soon after it started again (crash loop); restarting it after a backoff');
+      this.reconciler.triggerAt(vm.id.uid, loop.nextRestartAt);
+    }
     return false;
+  }
+
+  private endCrashLoop(vm: MicroVM): void {
+    const { crashLoopCount: _ended, ...status } = vm.status;
+    this.repo.saveStatus(vm.id.uid, status, this.clock.now(), vm.version);
   }
 
   /** The VMs whose host devices all exist; the others are stopped and handed to the reconciler. */

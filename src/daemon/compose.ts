@@ -21,7 +21,8 @@ import { sweepOrphanDevices } from '../core/orphans.js';
 import type { Clock, IdGenerator, Logger, NetworkService, VmmCgroups } from '../core/ports.js';
 import { ImageJanitor } from '../core/image-janitor.js';
 import { Reconciler } from '../core/reconciler.js';
-import { VmmWatcher } from '../core/vmm-watcher.js';
+import { DEFAULT_WATCHER_OPTIONS, VmmWatcher } from '../core/vmm-watcher.js';
+import { DEFAULT_STABLE_RUN_MS } from '../core/crash-loop.js';
 import { MicroVMService } from '../core/service.js';
 import type { StepPorts } from '../core/steps/step.js';
 import { splitHostPort } from './endpoint.js';
@@ -135,7 +136,11 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   const removed = await sweepOrphanDevices(repo, network, claim.owner, log);
   if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
   reconciler.start();
-  const watcher = new VmmWatcher(repo, processes, network, reconciler, clock, log.child({ component: 'watcher' }));
+  const watcher = new VmmWatcher(repo, processes, network, reconciler, clock, log.child({ component: 'watcher' }), {
+    ...DEFAULT_WATCHER_OPTIONS,
+    // VMM restarts back off as failed reconciles do (retry-backoff-base/-max).
+    crashLoop: { backoffBaseMs: config.retryBackoffBaseMs, backoffMaxMs: config.retryBackoffMaxMs, stableMs: DEFAULT_STABLE_RUN_MS },
+  });
   watcher.start();
   const janitor = new ImageJanitor(repo, images, log.child({ component: 'images' }));
   janitor.start();

@@ -667,6 +667,95 @@ describe('reconciler', () => {
       assert.equal(stateOf(uid), 'created');
     });
 
+    describe('crash-loop backoff of VMM restarts', () => {
+      const STABLE_MS = 60_000;
+      const crashLoop = { backoffBaseMs: DEFAULTS.backoffBaseMs, backoffMaxMs: DEFAULTS.backoffMaxMs, stableMs: STABLE_MS };
+      let time: FakeTime;
+      let watcher: VmmWatcher;
+      let uid: string;
+
+      /** The running VMM ends on its own `ranMs` after it started; the watcher notices. */
+      async function vmmEndsAfter(ranMs: number): Promise<void> {
+        await time.advance(ranMs);
+        const vmm = repo.get(uid)?.status.vmm;
+        assert.ok(vmm !== undefined && vmmRunning(uid), 'a VMM is running');
+        processes.exit(vmm.pid, 'exited with code 1');
+        await watcher.check();
+      }
+
+      beforeEach(async () => {
+        time = new FakeTime();
+        build(DEFAULTS, undefined, undefined, time);
+        watcher = new VmmWatcher(repo, processes, network, reconciler, time, silentLogger(), { intervalMs: 500, addressEvery: 1000, crashLoop });
+        uid = create('vm1');
+        await time.advance(0);
+        assert.equal(stateOf(uid), 'created');
+      });
+
+      it('restarts at once after one quick exit, then waits 5 s, 10 s, ... up to 5 min, shown in the status', async () => {
+        await vmmEndsAfter(1000);
+        assert.equal(repo.get(uid)?.status.crashLoopCount, 1);
+        assert.equal(repo.get(uid)?.status.nextRestartAt, undefined, 'one crash is not a loop');
+        await time.advance(0);
+        assert.equal(startsOf(uid), 2, 'restarted at once');
+        for (const [i, delay] of BACKOFF.slice(0, 8).entries()) {
+          await vmmEndsAfter(1000);
+          const waiting = repo.get(uid);
+          assert.equal(waiting?.status.state, 'pending');
+          assert.equal(waiting?.status.crashLoopCount, i + 2);
+          assert.equal((waiting?.status.nextRestartAt ?? 0) - time.now(), delay, `exit ${i + 2} in a row waits ${delay} ms`);
+          assert.equal(waiting?.status.retry, 0, 'a crash loop is not a failed reconcile: the VM is never FAILED for it');
+          await time.advance(delay - 1);
+          assert.equal(startsOf(uid), i + 2, `not restarted before the ${delay} ms are over`);
+          await time.advance(1);
+          assert.equal(startsOf(uid), i + 3, 'restarted when due');
+          assert.equal(stateOf(uid), 'created');
+          assert.equal(repo.get(uid)?.status.nextRestartAt, undefined, 'the wait is over');
+        }
+      });
+
+      it('ends the loop once a VMM runs through the stable period: the next exit restarts at once', async () => {
+        await vmmEndsAfter(1000);
+        await time.advance(0);
+        await vmmEndsAfter(1000);
+        await time.advance(5000);
+        assert.equal(startsOf(uid), 3);
+        await time.advance(STABLE_MS);
+        await watcher.check();
+        assert.equal(repo.get(uid)?.status.crashLoopCount, undefined, 'a VMM that ran 60 s ended the loop');
+        await vmmEndsAfter(1000);
+        assert.equal(repo.get(uid)?.status.nextRestartAt, undefined);
+        await time.advance(0);
+        assert.equal(startsOf(uid), 4, 'restarted at once');
+      });
+
+      it('keeps waiting across a restart of the daemon; neither a resync nor a trigger cuts the wait short', async () => {
+        await vmmEndsAfter(1000);
+        await time.advance(0);
+        await vmmEndsAfter(1000);
+        assert.equal((repo.get(uid)?.status.nextRestartAt ?? 0) - time.now(), 5000);
+        await reconciler.stop();
+        build({ ...DEFAULTS, resyncPeriodMs: 1000 }, undefined, undefined, time); // the daemon starts again, and resyncs every second
+        await time.advance(2000);
+        reconciler.trigger(uid); // any other reason to reconcile it meanwhile
+        await time.advance(2999);
+        assert.equal(startsOf(uid), 2, 'not restarted early by the start-up reconcile, a resync or a trigger');
+        await time.advance(1);
+        assert.equal(startsOf(uid), 3);
+      });
+
+      it('lets a delete pre-empt the wait', async () => {
+        await vmmEndsAfter(1000);
+        await time.advance(0);
+        await vmmEndsAfter(1000);
+        assert.ok(repo.get(uid)?.status.nextRestartAt !== undefined);
+        assert.ok(service.delete(uid).ok);
+        await time.advance(0);
+        assert.equal(repo.get(uid), undefined, 'deleted at once, not after the backoff');
+        assert.equal(startsOf(uid), 2);
+      });
+    });
+
     it('does not count a reconcile interrupted by shutdown, and resumes it at the next start', async () => {
       provider.failStarts = 1; // the VMM start in flight when the daemon stops fails
       provider.startDelayMs = 50;

@@ -199,6 +199,8 @@ export function microvmToProto(vm: MicroVM): ProtoMicroVM {
       lastExitReason: status.lastExitReason ?? '',
       restartCount: status.restartCount ?? 0,
       guestIps: [...(status.guestIps ?? [])],
+      crashLoopCount: status.crashLoopCount ?? 0,
+      ...(status.nextRestartAt !== undefined ? { nextRestartAt: timestampFromMs(status.nextRestartAt) } : {}),
     },
   });
 }

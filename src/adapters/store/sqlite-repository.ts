@@ -175,10 +175,11 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       const row = this.stmt.getVm.get(uid);
       if (!row) return undefined;
       const current = rowToVm(row);
-      // failureReason and lastError stay for the record; nextRetryAt would describe a retry of
-      // the create that the delete supersedes.
+      // failureReason and lastError stay for the record; nextRetryAt and nextRestartAt would
+      // describe a retry or a VMM restart that the delete supersedes.
       const status: { -readonly [K in keyof MicroVMStatus]: MicroVMStatus[K] } = { ...current.status, state: 'deleting', retry: 0 };
       delete status.nextRetryAt;
+      delete status.nextRestartAt;
       this.stmt.updateVm.run({ uid, status: canonicalJson(status), updated_at: now, deleted_at: current.deletedAt ?? now });
       this.stmt.enqueue.run(now, uid);
       return this.mustGet(uid);

@@ -53,9 +53,11 @@ export function startVmmStep(ctx: StepContext): Step {
       const provider = availableProvider(ctx);
       const adopted = await unrecordedVmm(ctx);
       if (adopted !== undefined) {
+        const { nextRestartAt: _due, ...current } = ctx.status;
         ctx.saveStatus({
-          ...ctx.status,
-          vmm: { ...adopted, provider: provider.name },
+          ...current,
+          // It started a moment before the crash that hid it: close enough for the stable period.
+          vmm: { ...adopted, provider: provider.name, startedAt: ctx.ports.clock.now() },
           consoleLogPath: join(ctx.vmDir, CONSOLE_LOG_FILE),
         });
         ctx.log.warn({ pid: adopted.pid }, 'adopted a VMM that was started but not recorded (the daemon stopped while it started)');
@@ -75,6 +77,7 @@ export function startVmmStep(ctx: StepContext): Step {
       const identity = vmmIdentityOf(ctx);
       const sandbox: VmmSandbox = { cgroupProcs, ...(identity !== undefined ? { identity } : {}) };
       const launch = { ...buildLaunchSpec(ctx.vm, ctx.vmDir, cloudInitFilesFor(ctx.vm, ctx.vmDir), cidataPathFor(ctx)), sandbox };
+      const startedAt = ctx.ports.clock.now();
       let process;
       try {
         process = await provider.start(launch);
@@ -83,9 +86,10 @@ export function startVmmStep(ctx: StepContext): Step {
         await cgroups.remove(uid).catch((err: unknown) => ctx.log.warn({ err: String(err) }, 'could not remove the VMM cgroup'));
         throw e;
       }
+      const { nextRestartAt: _due, ...current } = ctx.status;
       ctx.saveStatus({
-        ...ctx.status,
-        vmm: { pid: process.pid, startTime: process.startTime, provider: provider.name },
+        ...current,
+        vmm: { pid: process.pid, startTime: process.startTime, provider: provider.name, startedAt },
         consoleLogPath: launch.consoleLogPath,
       });
       ctx.log.info({ pid: process.pid, provider: provider.name }, 'vmm running');
