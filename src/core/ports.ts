@@ -154,13 +154,21 @@ export interface LocalImage {
   readonly rootfs: string;
 }
 
+export interface PullOptions {
+  readonly onProgress?: (progress: ImageProgress) => void;
+  /** A delete or a shutdown: stop waiting for the pull. */
+  readonly signal?: AbortSignal;
+}
+
 export interface ImageService {
   /**
    * Pulls (or finds in the cache) and unpacks an image, logging progress per layer. Concurrent
    * pulls of one image share the work; every blob is digest-verified while streaming; an
-   * interrupted pull resumes. Errors carry the registry's message.
+   * interrupted pull resumes. Errors carry the registry's message. A caller whose signal aborts
+   * stops waiting at once (rejected with the signal's reason); the transfer stops when no caller
+   * waits for it any more.
    */
-  pull(ref: string, onProgress?: (progress: ImageProgress) => void): Promise<LocalImage>;
+  pull(ref: string, options?: PullOptions): Promise<LocalImage>;
   /**
    * An ext4 filesystem image holding the image's files, built once per (image digest, size) and
    * never modified afterwards (VMs get copies). Refuses a size smaller than the content.
@@ -273,9 +281,12 @@ export interface VmmProvider {
   defaultCmdline(launch: Omit<LaunchSpec, 'cmdline'>): Readonly<Record<string, string>>;
   /**
    * Starts the VMM detached (own session, survives a daemon restart) and returns once it runs the
-   * guest. Fails (and leaves no process) when the VMM can't start.
+   * guest. Fails (and leaves no process) when the VMM can't start. When `signal` aborts (a delete,
+   * a shutdown) it stops the VMM it spawned at once and rejects with the signal's reason: a VMM
+   * not yet running its guest isn't worth keeping (a daemon killed meanwhile is another matter:
+   * launch.pidFile names the VMM for the next start to adopt).
    */
-  start(launch: LaunchSpec): Promise<VmmProcess>;
+  start(launch: LaunchSpec, signal?: AbortSignal): Promise<VmmProcess>;
   /** Graceful shutdown (ACPI/API), then SIGKILL after timeoutMs; a gone process is not an error. */
   stop(vmDir: string, process: VmmProcess, timeoutMs: number): Promise<void>;
 }

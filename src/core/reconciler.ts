@@ -14,7 +14,7 @@
 // - A reconcile interrupted by the daemon's shutdown is not a failed attempt: it isn't counted,
 //   and its queue entry makes the next start pick it up.
 // - Time comes from the Clock and Timers ports, so backoff is tested in fake time.
-import { errorMessage, isDiskFull, PermanentFailure } from './result.js';
+import { Aborted, errorMessage, isDiskFull, PermanentFailure } from './result.js';
 import type { MicroVM, MicroVMStatus } from './model.js';
 import { vmIdString } from './model.js';
 import { createPlan, deletePlan } from './plans.js';
@@ -87,7 +87,7 @@ export class Reconciler implements ReconcileTrigger {
     for (const { cancel } of this.due.values()) cancel();
     this.due.clear();
     this.ready.length = 0;
-    for (const controller of this.running.values()) controller.abort();
+    for (const controller of this.running.values()) controller.abort(new Aborted('the daemon is shutting down'));
     await this.idle();
   }
 
@@ -103,8 +103,8 @@ export class Reconciler implements ReconcileTrigger {
     this.repo.enqueue(uid, now);
     const current = this.running.get(uid);
     if (current !== undefined) {
-      // A delete must not wait for a create plan to finish: abort it between steps.
-      if (this.repo.get(uid)?.deletedAt !== undefined) current.abort();
+      // A delete must not wait for a create plan: abort it (a pull or a VMM start stops waiting).
+      if (this.repo.get(uid)?.deletedAt !== undefined) current.abort(new Aborted('the microvm is being deleted'));
     }
     this.schedule(uid, now);
   }
@@ -204,7 +204,7 @@ export class Reconciler implements ReconcileTrigger {
       this.schedule(uid, waitUntil);
       return;
     }
-    const ctx = new StepContext(vm, this.ports, log);
+    const ctx = new StepContext(vm, this.ports, log, signal);
     try {
       const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, signal);
       this.retrying.delete(uid);
@@ -221,14 +221,15 @@ export class Reconciler implements ReconcileTrigger {
       this.repo.dequeue(uid);
       if (executed.length > 0) log.info({ steps: executed, ms: this.clock.now() - started }, 'microvm reconciled');
     } catch (e) {
-      if (signal.aborted && this.stopped) {
-        // A routine shutdown, not a failure: the queue entry stays, the next start resumes it.
-        log.info({ error: errorMessage(e) }, 'reconcile interrupted by shutdown; not counted as a failed attempt');
+      if (signal.aborted) {
+        // Stopped on purpose, not a failure: a shutdown leaves the queue entry for the next start;
+        // a delete's own reconcile follows this one (rerun).
+        log.info({ reason: errorMessage(signal.reason) }, 'reconcile aborted; not counted as a failed attempt');
         return;
       }
       const current = this.repo.get(uid);
       if (current === undefined) return;
-      if (!deleting && current.deletedAt !== undefined) return; // aborted by a delete
+      if (!deleting && current.deletedAt !== undefined) return; // deleted meanwhile: the delete follows
       const message = errorMessage(e);
       this.recordFailure(
         current,

@@ -43,6 +43,17 @@ export class PermanentFailure extends Error {
   }
 }
 
+/**
+ * A reconcile stopped on purpose (a delete superseding a create, a daemon shutdown): not a failed
+ * attempt, never counted or recorded as an error. The reason an AbortSignal carries.
+ */
+export class Aborted extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'Aborted';
+  }
+}
+
 /** ENOSPC from a write, or SQLite's "database or disk is full": no retry helps until space is freed. */
 export function isDiskFull(e: unknown): boolean {
   const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;

@@ -32,6 +32,7 @@ import { describeWith, GUEST_LAB } from '../helpers/prerequisites.js';
 import { atExit } from '../helpers/processes.js';
 import { CGROUPS, HOST_CGROUP_ROOT, makeVmmDir, TEST_VMM, testCgroupParent } from '../helpers/sandbox.js';
 import { ensureGuestImage, guestAddress, INITRD, KERNEL, pingFrom, QEMU, startDnsmasq } from '../helpers/guest-lab.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** Records what the provider logs, to check the KVM/TCG start-up line. */
 class CaptureLogger implements Logger {
@@ -519,6 +520,25 @@ describeWith('QemuProvider boots the test guest', [...GUEST_LAB, CGROUPS], { tim
       assert.match(e.message, /no-such-kernel/);
       return true;
     });
+  });
+
+  it('an aborted start() (a delete, a shutdown) stops the QEMU it spawned at once and rejects with the reason', { timeout: 30_000 }, async (t) => {
+    const dir = vmDirFor('aborted');
+    track(() => rmSync(dir, { recursive: true, force: true }));
+    const p = new QemuProvider({ bin: QEMU, processes: table, log: new CaptureLogger(), kvm: false, tscKhz: 1 });
+    const launch = baseLaunch({ vmDir: dir, consoleLogPath: join(dir, 'console.log') });
+    const controller = new AbortController();
+    // Abort the moment the VMM exists (its pid file), before QEMU can report the guest running.
+    const spawned = waitFor('the pid file', () => table.recorded(launch.pidFile), 10_000, 1).then((proc) => {
+      controller.abort(new Error('the microvm is being deleted'));
+      return proc;
+    });
+    const t0 = Date.now();
+    await assert.rejects(p.start(launch, controller.signal), /the microvm is being deleted/);
+    t.diagnostic(`start() rejected ${Date.now() - t0} ms after it was called`);
+    const proc = await spawned;
+    started.push(proc);
+    assert.equal(await table.isAlive(proc), false, 'the QEMU it spawned is gone');
   });
 
   it('stop() kills a guest that ignores the power button after the timeout (VM dir too long for a socket path)', { timeout: 60_000 }, async (t) => {

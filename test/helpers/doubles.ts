@@ -13,6 +13,7 @@ import type {
   NetworkService,
   ProviderAvailability,
   ProviderCapability,
+  PullOptions,
   TapRequest,
   FileAccess,
   VmFilesystem,
@@ -103,9 +104,13 @@ export class MemoryImages implements ImageService {
   delay: ((ref: string) => Promise<void>) | undefined;
   constructor(private readonly fs: MemoryFilesystem) {}
 
-  async pull(ref: string): Promise<LocalImage> {
+  /** The signal of each pull, in order. */
+  readonly signals: (AbortSignal | undefined)[] = [];
+
+  async pull(ref: string, options: PullOptions = {}): Promise<LocalImage> {
     this.pulls.push(ref);
-    if (this.delay !== undefined) await this.delay(ref);
+    this.signals.push(options.signal);
+    if (this.delay !== undefined) await untilAborted(this.delay(ref), options.signal);
     if (this.failWith !== undefined && (this.failOnly === undefined || this.failOnly.has(ref))) throw new Error(this.failWith);
     const rootfs = `/images/rootfs/${ref.replace(/[^a-z0-9]/g, '_')}`;
     for (const file of ['boot/vmlinux', 'boot/initrd']) this.fs.files.set(`${rootfs}/${file}`, ref);
@@ -200,6 +205,17 @@ export class MemoryFilesystem implements VmFilesystem {
   }
 }
 
+/** `promise`, or a rejection with the signal's reason as soon as it aborts (as the real adapters do). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /** Processes that "run" in memory: a test ends one with `exit(pid, reason)`. */
 export class MemoryProcesses implements ProcessTable {
   private nextPid = 1000;
@@ -261,15 +277,22 @@ export class MemoryProvider implements VmmProvider {
   /** start() spawns, then never returns (a daemon killed while its VMM boots). */
   hangAfterSpawn = false;
 
-  async start(launch: LaunchSpec): Promise<VmmProcess> {
+  async start(launch: LaunchSpec, signal?: AbortSignal): Promise<VmmProcess> {
     this.starts.push(launch);
-    if (this.startDelayMs > 0) await new Promise((r) => setTimeout(r, this.startDelayMs));
+    if (this.startDelayMs > 0) await untilAborted(new Promise((r) => setTimeout(r, this.startDelayMs)), signal);
     if (this.failStarts > 0) {
       this.failStarts -= 1;
       throw new Error('vmm exited during boot');
     }
     const process = await this.processes.spawn('vmm', [], { logPath: `${launch.vmDir}/vmm.log`, pidFile: launch.pidFile });
-    if (this.hangAfterSpawn) await new Promise<never>(() => undefined);
+    if (this.hangAfterSpawn) {
+      try {
+        await untilAborted(new Promise<never>(() => undefined), signal);
+      } catch (e) {
+        await this.processes.signal(process, 'SIGKILL'); // an aborted start leaves no VMM (the port's contract)
+        throw e;
+      }
+    }
     return process;
   }
   async stop(_vmDir: string, process: VmmProcess): Promise<void> {

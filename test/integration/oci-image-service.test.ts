@@ -25,6 +25,7 @@ import { makeTempDir } from '../helpers/daemon.js';
 import { MemoryCgroups, MemoryNetwork, MemoryProcesses, MemoryProvider } from '../helpers/doubles.js';
 import { sampleVm } from '../helpers/fixtures.js';
 import { MT, RecordingLogger, TestRegistry, buildImage, buildIndex, buildLayer, buildTar, sha256, type BuiltImage } from '../helpers/oci-registry.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dirs: string[] = [];
 after(() => {
@@ -179,7 +180,7 @@ describe('OciImageService: pulling', () => {
     const { svc, log } = setup();
     const events: ImageProgress[] = [];
     const ref = `${registry.host}/test/progress:v1`;
-    await svc.pull(ref, (p) => events.push(p));
+    await svc.pull(ref, { onProgress: (p) => events.push(p) });
     for (const digest of img.layerDigests) {
       const last = events.filter((e) => e.layer === digest).at(-1);
       assert.ok(last !== undefined, `progress for ${digest}`);
@@ -349,6 +350,46 @@ describe('OciImageService: interrupted downloads', () => {
     }
   });
 
+  it('a caller that aborts stops waiting at once; the transfer stops when no caller waits, and the next pull resumes it', async () => {
+    const registry = await TestRegistry.start();
+    try {
+      const img = buildImage([buildLayer({ big: randomBytes(400_000) })]);
+      const layer = img.layerDigests[0] as string;
+      registry.push('test/img', 'v1', img);
+      registry.setBlobBehaviour(layer, { stallOnce: true }); // half the blob, then silence (idle timeout 5 s)
+      const { svc, images } = setup();
+      const ref = `${registry.host}/test/img:v1`;
+      const [first, second] = [new AbortController(), new AbortController()];
+      const outcome = (p: Promise<unknown>): Promise<string> =>
+        p.then(
+          () => 'pulled',
+          (e: unknown) => String(e instanceof Error ? e.message : e),
+        );
+      const a = outcome(svc.pull(ref, { signal: first.signal }));
+      const b = outcome(svc.pull(ref, { signal: second.signal }));
+      const partial = join(images, 'tmp', `${hex(layer)}.partial`);
+      await waitFor('half the layer', () => existsSync(partial) && statSync(partial).size > 0);
+      const started = Date.now();
+      first.abort(new Error('the microvm is being deleted'));
+      assert.match(await a, /the microvm is being deleted/);
+      const stillWaiting = await Promise.race([b, new Promise((r) => setTimeout(() => r('waiting'), 200))]);
+      assert.equal(stillWaiting, 'waiting', 'the other caller still waits: the transfer goes on for it');
+      second.abort(new Error('the daemon is shutting down'));
+      assert.match(await b, /the daemon is shutting down/);
+      assert.ok(Date.now() - started < 2000, 'neither waited for the stalled transfer');
+      const kept = statSync(partial).size;
+      assert.ok(kept > 0, 'what arrived is kept');
+      const again = Date.now();
+      const image = await svc.pull(ref);
+      assert.ok(Date.now() - again < 2000, 'a new transfer at once: the stalled one was stopped, not left to its 5 s idle timeout');
+      assert.equal(statSync(join(image.rootfs, 'big')).size, 400_000);
+      assert.equal(registry.blobGets(layer).length, 2);
+      assert.equal(registry.blobGets(layer).at(-1)?.range, `bytes=${kept}-`, 'the next pull resumed after the kept bytes');
+    } finally {
+      await registry.close();
+    }
+  });
+
   it('a pull that gave up is resumed by the next pull', async () => {
     const registry = await TestRegistry.start();
     try {
@@ -417,10 +458,10 @@ describe('OciImageService: concurrency and crash leftovers', () => {
     const tag = `${registry.host}/test/shared:v1`;
     const seen: string[] = [];
     const results = await Promise.all([
-      svc.pull(tag, (p) => seen.push(`a ${p.layer}`)),
-      svc.pull(tag, (p) => seen.push(`b ${p.layer}`)),
+      svc.pull(tag, { onProgress: (p) => seen.push(`a ${p.layer}`) }),
+      svc.pull(tag, { onProgress: (p) => seen.push(`b ${p.layer}`) }),
       svc.pull(tag),
-      svc.pull(`${registry.host}/test/shared@${img.digest}`, (p) => seen.push(`c ${p.layer}`)),
+      svc.pull(`${registry.host}/test/shared@${img.digest}`, { onProgress: (p) => seen.push(`c ${p.layer}`) }),
     ]);
     assert.ok(results.every((r) => r.digest === img.digest && r.rootfs === results[0]?.rootfs));
     assert.equal(results[3]?.ref, `${registry.host}/test/shared@${img.digest}`);

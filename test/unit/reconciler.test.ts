@@ -756,9 +756,39 @@ describe('reconciler', () => {
       });
     });
 
+    describe('cancellation reaches the slow ports', () => {
+      it('a delete does not wait for an image pull: the pull is told to stop and the VM is gone at once', async () => {
+        const time = new FakeTime();
+        images.delay = () => new Promise<void>(() => undefined); // a registry that never answers
+        build(DEFAULTS, undefined, undefined, time);
+        const uid = create('vm1');
+        await time.advance(0);
+        assert.equal(images.pulls.length, 1, 'the pull is running');
+        assert.ok(service.delete(uid).ok);
+        await time.advance(0);
+        assert.equal(images.signals[0]?.aborted, true, "the pull's signal aborted");
+        assert.match(String(images.signals[0]?.reason), /the microvm is being deleted/);
+        assert.equal(repo.get(uid), undefined, 'deleted without waiting for the pull');
+      });
+
+      it('a shutdown does not wait for a VMM start: the start is stopped (no VMM left), not counted, resumed at the next start', async () => {
+        provider.hangAfterSpawn = true; // spawned, never reports the guest running
+        build({ ...FAST, maxRetry: 0 });
+        const uid = create('vm1');
+        await waitFor('the VMM start', () => processes.alive.size === 1);
+        const stopped = await Promise.race([reconciler.stop().then(() => 'stopped'), new Promise((r) => setTimeout(() => r('still waiting'), 2000))]);
+        assert.equal(stopped, 'stopped', 'the shutdown did not wait for the VMM start');
+        assert.equal(processes.alive.size, 0, 'the aborted start left no VMM');
+        assert.equal(repo.get(uid)?.status.retry, 0, 'not counted as a failed attempt');
+        assert.equal(repo.get(uid)?.status.lastError, undefined);
+        provider.hangAfterSpawn = false;
+        build({ ...FAST, maxRetry: 0 });
+        await waitFor('CREATED', () => stateOf(uid) === 'created');
+      });
+    });
+
     it('does not count a reconcile interrupted by shutdown, and resumes it at the next start', async () => {
-      provider.failStarts = 1; // the VMM start in flight when the daemon stops fails
-      provider.startDelayMs = 50;
+      provider.startDelayMs = 50; // the VMM start in flight when the daemon stops is aborted
       build({ ...FAST, maxRetry: 0 });
       const uid = create('vm1');
       await waitFor('the VMM start', () => provider.starts.length === 1);

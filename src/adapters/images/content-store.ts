@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 
 import { isDiskFull } from '../../core/result.js';
+import { SharedWork } from './shared-work.js';
 import { DigestMismatchError, RegistryError, digestOf, splitDigest, type BlobResponse } from './registry-client.js';
 
 export interface BlobDescriptor {
@@ -42,7 +43,7 @@ export interface StoredBlob {
 }
 
 interface InFlight {
-  readonly promise: Promise<string>;
+  readonly work: SharedWork<string>;
   readonly listeners: Set<BlobProgress>;
 }
 
@@ -153,27 +154,32 @@ export class ContentStore {
 
   /**
    * The path of the verified blob, downloading it if needed. Concurrent calls for one digest share
-   * a single download (each caller still gets progress).
+   * a single download (each caller still gets progress). A caller whose signal aborts stops waiting
+   * at once; the download stops when no caller waits any more, keeping what arrived (the next
+   * fetch resumes after it).
    */
-  fetch(desc: BlobDescriptor, openBlob: BlobOpener, onProgress?: BlobProgress): Promise<string> {
-    const running = this.inflight.get(desc.digest);
-    if (running !== undefined) {
-      if (onProgress !== undefined) {
-        running.listeners.add(onProgress);
-        void running.promise.finally(() => running.listeners.delete(onProgress)).catch(() => undefined);
-      }
-      return running.promise;
+  fetch(desc: BlobDescriptor, openBlob: BlobOpener, onProgress?: BlobProgress, signal?: AbortSignal): Promise<string> {
+    let running = this.inflight.get(desc.digest);
+    if (running === undefined || running.work.abandoned) {
+      const listeners = new Set<BlobProgress>();
+      const report: BlobProgress = (bytes, total) => {
+        for (const l of listeners) l(bytes, total);
+      };
+      const work: SharedWork<string> = new SharedWork((shared) =>
+        this.download(desc, openBlob, report, shared).finally(() => {
+          if (this.inflight.get(desc.digest)?.work === work) this.inflight.delete(desc.digest);
+        }),
+      );
+      running = { work, listeners };
+      this.inflight.set(desc.digest, running);
     }
-    const listeners = new Set<BlobProgress>(onProgress !== undefined ? [onProgress] : []);
-    const report: BlobProgress = (bytes, total) => {
-      for (const l of listeners) l(bytes, total);
-    };
-    const promise = this.download(desc, openBlob, report).finally(() => this.inflight.delete(desc.digest));
-    this.inflight.set(desc.digest, { promise, listeners });
-    return promise;
+    const { work, listeners } = running;
+    if (onProgress === undefined) return work.wait(signal);
+    listeners.add(onProgress);
+    return work.wait(signal).finally(() => listeners.delete(onProgress));
   }
 
-  private async download(desc: BlobDescriptor, openBlob: BlobOpener, report: BlobProgress): Promise<string> {
+  private async download(desc: BlobDescriptor, openBlob: BlobOpener, report: BlobProgress, signal: AbortSignal): Promise<string> {
     const { algorithm } = splitDigest(desc.digest);
     const target = this.blobPath(desc.digest);
     if ((await sizeOf(target)) !== undefined) {
@@ -186,6 +192,7 @@ export class ContentStore {
 
     let restartedAfterMismatch = false;
     for (let attempt = 1; ; attempt++) {
+      signal.throwIfAborted();
       let offset = (await sizeOf(partial)) ?? 0;
       if (offset > desc.size) {
         await unlink(partial);
@@ -193,8 +200,9 @@ export class ContentStore {
       }
       let result: { digest: string; resumedFrom: number };
       try {
-        result = await this.attempt(desc, partial, offset, openBlob, report);
+        result = await this.attempt(desc, partial, offset, openBlob, report, signal);
       } catch (e) {
+        if (signal.aborted) throw signal.reason as Error; // nobody waits: keep the partial, no retry
         if (isDiskFull(e)) {
           // Nothing can resume into a full disk, and the partial is what filled it: give the space
           // back (so the failure can be recorded) and say what happened.
@@ -231,9 +239,10 @@ export class ContentStore {
     offset: number,
     openBlob: BlobOpener,
     report: BlobProgress,
+    signal: AbortSignal,
   ): Promise<{ digest: string; resumedFrom: number }> {
     const { algorithm } = splitDigest(desc.digest);
-    let hash: Hash = createHash(algorithm);
+    const hash: Hash = createHash(algorithm);
     if (offset > 0) {
       for await (const chunk of createReadStream(partial, { end: offset - 1 })) hash.update(chunk as Buffer);
     }
@@ -244,6 +253,26 @@ export class ContentStore {
     }
 
     const controller = new AbortController();
+    const stop = (): void => controller.abort(signal.reason);
+    signal.addEventListener('abort', stop, { once: true });
+    try {
+      return await this.transfer(desc, partial, offset, openBlob, report, controller, hash);
+    } finally {
+      signal.removeEventListener('abort', stop);
+    }
+  }
+
+  private async transfer(
+    desc: BlobDescriptor,
+    partial: string,
+    offset: number,
+    openBlob: BlobOpener,
+    report: BlobProgress,
+    controller: AbortController,
+    resumedHash: Hash,
+  ): Promise<{ digest: string; resumedFrom: number }> {
+    const { algorithm } = splitDigest(desc.digest);
+    let hash = resumedHash;
     const res = await openBlob(offset, controller.signal);
     let have = offset;
     if (offset > 0 && (res.status !== 206 || res.start !== offset)) {

@@ -23,7 +23,8 @@ import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat } fro
 import { basename, join, relative } from 'node:path';
 
 import { isImageRefError, parseImageRef, type ImageRef } from '../../core/image-ref.js';
-import type { Clock, ImageProgress, ImageService, LocalImage, Logger } from '../../core/ports.js';
+import type { Clock, ImageProgress, ImageService, LocalImage, Logger, PullOptions } from '../../core/ports.js';
+import { SharedWork } from './shared-work.js';
 import { ContentStore, DiskFullError, fsyncFile, type ContentStoreOptions } from './content-store.js';
 import { buildExt4 } from './ext4.js';
 import {
@@ -98,7 +99,7 @@ interface IndexFile {
 type ProgressListener = (progress: ImageProgress) => void;
 
 interface PullInFlight {
-  readonly promise: Promise<LocalImage>;
+  readonly work: SharedWork<LocalImage>;
   readonly listeners: Set<ProgressListener>;
 }
 
@@ -194,7 +195,7 @@ export class OciImageService implements ImageService {
 
   private readonly pulls = new Map<string, PullInFlight>();
   /** Fetch-and-unpack per manifest digest, with the blobs it uses (GC spares them). */
-  private readonly builds = new Map<string, { promise: Promise<void>; blobs: ReadonlySet<string>; watchers: Set<ProgressListener> }>();
+  private readonly builds = new Map<string, { work: SharedWork<void>; blobs: ReadonlySet<string>; watchers: Set<ProgressListener> }>();
   private readonly ext4Builds = new Map<string, Promise<string>>();
   private readonly fileCopies = new Map<string, Promise<string>>();
   private ready: Promise<IndexFile> | undefined;
@@ -222,20 +223,26 @@ export class OciImageService implements ImageService {
     this.maxUnpackedBytes = options.maxUnpackedBytes ?? DEFAULT_MAX_UNPACKED_BYTES;
   }
 
-  pull(ref: string, onProgress?: (progress: ImageProgress) => void): Promise<LocalImage> {
+  pull(ref: string, options: PullOptions = {}): Promise<LocalImage> {
+    const { onProgress, signal } = options;
     const parsed = parseImageRef(ref);
     if (isImageRefError(parsed)) return Promise.reject(new Error(`invalid image reference "${ref}": it ${parsed.error}`));
     const key = canonical(parsed);
 
     let inflight = this.pulls.get(key);
-    if (inflight === undefined) {
+    if (inflight === undefined || inflight.work.abandoned) {
       const listeners = new Set<ProgressListener>();
-      const promise = this.doPull(ref, parsed, key, listeners).finally(() => this.pulls.delete(key));
-      inflight = { promise, listeners };
+      const work: SharedWork<LocalImage> = new SharedWork((shared) =>
+        this.doPull(ref, parsed, key, listeners, shared).finally(() => {
+          if (this.pulls.get(key)?.work === work) this.pulls.delete(key);
+        }),
+      );
+      inflight = { work, listeners };
       this.pulls.set(key, inflight);
     }
-    const { promise, listeners } = inflight;
+    const { work, listeners } = inflight;
     if (onProgress !== undefined) listeners.add(onProgress);
+    const promise = work.wait(signal);
     return promise.then(
       (image) => {
         if (onProgress !== undefined) listeners.delete(onProgress);
@@ -477,7 +484,7 @@ export class OciImageService implements ImageService {
     await this.save(index);
   }
 
-  private async doPull(ref: string, parsed: ImageRef, key: string, listeners: Set<ProgressListener>): Promise<LocalImage> {
+  private async doPull(ref: string, parsed: ImageRef, key: string, listeners: Set<ProgressListener>, signal: AbortSignal): Promise<LocalImage> {
     const index = await this.init();
     const cached = index.refs[key];
     const cachedRootfs = cached !== undefined ? join(this.rootfsDir, splitDigest(cached.digest).hex) : undefined;
@@ -499,7 +506,7 @@ export class OciImageService implements ImageService {
 
     let resolved: ResolvedManifest;
     try {
-      resolved = await this.client.resolve(parsed);
+      resolved = await this.client.resolve(parsed, signal);
     } catch (e) {
       if (e instanceof RegistryError && e.unavailable && cached !== undefined && cachedRootfs !== undefined && (await isDirectory(cachedRootfs))) {
         this.log.warn(
@@ -523,18 +530,28 @@ export class OciImageService implements ImageService {
     if (!(await isDirectory(rootfs))) {
       // Pulls of other references to the same content share the work and see its progress.
       let build = this.builds.get(digest);
-      if (build === undefined) {
+      if (build === undefined || build.work.abandoned) {
         const watchers = new Set<ProgressListener>();
-        const promise = this.build(ref, parsed, resolved, (p) => {
-          for (const w of watchers) w(p);
-        }).finally(() => this.builds.delete(digest));
-        build = { promise, blobs: new Set(blobs), watchers };
+        const work: SharedWork<void> = new SharedWork((shared) =>
+          this.build(
+            ref,
+            parsed,
+            resolved,
+            (p) => {
+              for (const w of watchers) w(p);
+            },
+            shared,
+          ).finally(() => {
+            if (this.builds.get(digest)?.work === work) this.builds.delete(digest);
+          }),
+        );
+        build = { work, blobs: new Set(blobs), watchers };
         this.builds.set(digest, build);
       }
       const watch = (p: ImageProgress): void => this.progress(ref, listeners, p);
       build.watchers.add(watch);
       try {
-        await build.promise;
+        await build.work.wait(signal);
       } finally {
         build.watchers.delete(watch);
       }
@@ -558,7 +575,7 @@ export class OciImageService implements ImageService {
     if (done) this.lastLogged.delete(key);
   }
 
-  private async build(ref: string, parsed: ImageRef, resolved: ResolvedManifest, report: (p: ImageProgress) => void): Promise<void> {
+  private async build(ref: string, parsed: ImageRef, resolved: ResolvedManifest, report: (p: ImageProgress) => void, signal: AbortSignal): Promise<void> {
     const { manifest } = resolved;
     const started = this.clock.now();
     // Refuse what we cannot unpack before downloading anything.
@@ -568,12 +585,12 @@ export class OciImageService implements ImageService {
 
     const opener = (desc: Descriptor) => (start: number, signal: AbortSignal) => this.client.blob(parsed, desc.digest, start, signal);
     if (manifest.config.size > MAX_CONFIG_BYTES) throw new Error(`the image config is ${manifest.config.size} bytes, more than ${MAX_CONFIG_BYTES}`);
-    const configPath = await this.store.fetch(manifest.config, opener(manifest.config));
+    const configPath = await this.store.fetch(manifest.config, opener(manifest.config), undefined, signal);
     const ids = diffIds(await readFile(configPath), manifest.layers.length);
 
     const limit = limiter(this.concurrentDownloads);
     const downloads = manifest.layers.map((layer) =>
-      limit(() => this.store.fetch(layer, opener(layer), (bytes, total) => report({ ref, layer: layer.digest, bytes, total }))),
+      limit(() => this.store.fetch(layer, opener(layer), (bytes, total) => report({ ref, layer: layer.digest, bytes, total }), signal)),
     );
     // Rejections are read in order below; this keeps an early one from counting as unhandled.
     for (const d of downloads) d.catch(() => undefined);

@@ -308,8 +308,8 @@ export class RegistryClient {
    * reference has a digest, the bytes must hash to it (an index digest is allowed: the platform
    * manifest is then checked against the index's descriptor).
    */
-  async resolve(ref: ImageRef): Promise<ResolvedManifest> {
-    const first = await this.manifest(ref, ref.digest ?? ref.tag ?? 'latest', ref.digest);
+  async resolve(ref: ImageRef, signal?: AbortSignal): Promise<ResolvedManifest> {
+    const first = await this.manifest(ref, ref.digest ?? ref.tag ?? 'latest', ref.digest, signal);
     if (first.kind === 'manifest') return { digest: first.digest, mediaType: first.mediaType, manifest: parseManifest(first.body), raw: first.raw };
     if (first.kind !== 'index') throw new Error(`unsupported manifest type ${first.mediaType || '(none)'}`);
 
@@ -320,7 +320,7 @@ export class RegistryClient {
       if (!Array.isArray(entries)) throw new Error('the image index has no manifests list');
       const descriptors = entries.map((e, i) => parseDescriptor(e, `index entry ${i}`));
       const pick = pickPlatform(descriptors, this.platform);
-      const next = await this.manifest(ref, pick.digest, pick.digest);
+      const next = await this.manifest(ref, pick.digest, pick.digest, signal);
       if (next.kind === 'manifest') {
         return {
           digest: next.digest,
@@ -355,9 +355,16 @@ export class RegistryClient {
     ref: ImageRef,
     reference: string,
     expectedDigest: string | undefined,
+    signal?: AbortSignal,
   ): Promise<{ kind: ReturnType<typeof kindOf>; mediaType: string; digest: string; raw: Buffer; body: Record<string, unknown> }> {
     // Manifests are small: bound the whole exchange, body included.
-    const res = await this.request(ref, `/v2/${ref.repository}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, AbortSignal.timeout(this.timeoutMs));
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const res = await this.request(
+      ref,
+      `/v2/${ref.repository}/manifests/${reference}`,
+      { accept: MANIFEST_ACCEPT },
+      signal !== undefined ? AbortSignal.any([signal, timeout]) : timeout,
+    );
     if (res.status !== 200) throw await statusError(res);
     const length = Number(res.headers.get('content-length') ?? '0');
     if (length > MAX_MANIFEST_BYTES) throw new Error(`manifest ${reference} is ${length} bytes, more than the ${MAX_MANIFEST_BYTES} allowed`);

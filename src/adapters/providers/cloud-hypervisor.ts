@@ -149,7 +149,8 @@ export class CloudHypervisorProvider implements VmmProvider {
     return entries;
   }
 
-  async start(launch: LaunchSpec): Promise<VmmProcess> {
+  async start(launch: LaunchSpec, signal?: AbortSignal): Promise<VmmProcess> {
+    signal?.throwIfAborted();
     const dir = launch.vmDir;
     const socketPath = join(dir, CLOUD_HYPERVISOR_FILES.socket);
     const cmdline = renderCmdline(this.defaultCmdline(launch), launch.cmdline);
@@ -185,12 +186,13 @@ export class CloudHypervisorProvider implements VmmProvider {
       }
       const spawned = process;
       const stillRunning = (): Promise<boolean> => this.processes.isAlive(spawned);
-      await waitForSocket(socketPath, { timeoutMs: this.socketTimeoutMs, stillRunning, what: 'cloud-hypervisor' });
-      await this.waitRunning(new UnixSocketApiClient(socketPath), stillRunning);
+      await waitForSocket(socketPath, { timeoutMs: this.socketTimeoutMs, stillRunning, what: 'cloud-hypervisor', ...(signal !== undefined ? { signal } : {}) });
+      await this.waitRunning(new UnixSocketApiClient(socketPath), stillRunning, signal);
       this.log.info({ pid: spawned.pid, vmDir: dir }, 'cloud-hypervisor running the guest');
       return spawned;
     } catch (err) {
       if (process !== undefined) await killAndWait(this.processes, process);
+      if (signal?.aborted === true) throw err;
       const reason = err instanceof Error ? err.message : String(err);
       const tail = await tailOfFile(join(dir, CLOUD_HYPERVISOR_FILES.vmmLog));
       throw new Error(`cloud-hypervisor failed to start: ${reason}${tail !== '' ? `; vmm.log ends with: ${tail}` : ''}`, { cause: err });
@@ -198,9 +200,10 @@ export class CloudHypervisorProvider implements VmmProvider {
   }
 
   /** Polls `vm.info` until the VM is Running (CH creates and boots a command-line VM itself). */
-  private async waitRunning(api: UnixSocketApiClient, stillRunning: () => Promise<boolean>): Promise<void> {
+  private async waitRunning(api: UnixSocketApiClient, stillRunning: () => Promise<boolean>, signal?: AbortSignal): Promise<void> {
     const deadline = Date.now() + this.bootTimeoutMs;
     for (;;) {
+      signal?.throwIfAborted();
       const res = await api.raw('GET', `${CH_API_BASE}/vm.info`);
       const state = res.status === 200 ? vmState(res.json) : undefined;
       if (state === 'Running') return;

@@ -376,7 +376,8 @@ export class FirecrackerProvider implements VmmProvider {
     return entries;
   }
 
-  async start(launch: LaunchSpec): Promise<VmmProcess> {
+  async start(launch: LaunchSpec, signal?: AbortSignal): Promise<VmmProcess> {
+    signal?.throwIfAborted();
     const macvtap = launch.nics.find((nic) => nic.type !== 'tap');
     if (macvtap !== undefined) {
       throw new Error(`firecracker does not support ${macvtap.type} interfaces (interface ${macvtap.deviceId}); use a tap interface`);
@@ -423,9 +424,17 @@ export class FirecrackerProvider implements VmmProvider {
       const spawned = process;
       // A jail deep in a long VM dir overflows sun_path: then through the process's root.
       const clientPath = Buffer.byteLength(socketPath) <= MAX_UNIX_PATH || !jailed ? socketPath : `/proc/${spawned.pid}/root${JAILED_SOCKET}`;
-      await waitForSocket(clientPath, { timeoutMs: this.socketTimeoutMs, stillRunning: () => this.processes.isAlive(spawned), what: 'firecracker' });
+      await waitForSocket(clientPath, {
+        timeoutMs: this.socketTimeoutMs,
+        stillRunning: () => this.processes.isAlive(spawned),
+        what: 'firecracker',
+        ...(signal !== undefined ? { signal } : {}),
+      });
       const api = new UnixSocketApiClient(clientPath);
-      for (const call of calls) await api.request(call.method, call.path, call.body);
+      for (const call of calls) {
+        signal?.throwIfAborted();
+        await api.request(call.method, call.path, call.body);
+      }
       if (!(await this.processes.isAlive(spawned))) throw new Error('firecracker exited right after InstanceStart');
       this.drains.set(dir, drains);
       this.log.info({ pid: spawned.pid, vmDir: dir }, 'firecracker running the guest');
@@ -433,6 +442,7 @@ export class FirecrackerProvider implements VmmProvider {
     } catch (err) {
       if (process !== undefined) await killAndWait(this.processes, process);
       for (const drain of drains) drain.close();
+      if (signal?.aborted === true) throw err;
       const reason = err instanceof Error ? err.message : String(err);
       const tail = await tailOfFile(join(dir, FIRECRACKER_FILES.vmmLog));
       throw new Error(`firecracker failed to start: ${reason}${tail !== '' ? `; vmm.log ends with: ${tail}` : ''}`, { cause: err });

@@ -123,6 +123,8 @@ export interface WaitForSocketOptions {
   readonly stillRunning?: () => Promise<boolean>;
   /** Names the socket's owner in errors. */
   readonly what?: string;
+  /** Stops the wait (a delete, a shutdown): rejects with its reason. */
+  readonly signal?: AbortSignal;
 }
 
 /** Waits until a connection to the unix socket succeeds (the file alone may exist before listen). */
@@ -130,6 +132,7 @@ export async function waitForSocket(socketPath: string, options: WaitForSocketOp
   const deadline = Date.now() + options.timeoutMs;
   const what = options.what ?? 'the VMM';
   for (;;) {
+    options.signal?.throwIfAborted();
     if (await canConnect(socketPath)) return;
     if (options.stillRunning !== undefined && !(await options.stillRunning())) {
       throw new Error(`${what} exited before its API socket ${socketPath} accepted connections`);

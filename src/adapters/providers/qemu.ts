@@ -361,7 +361,8 @@ export class QemuProvider implements VmmProvider {
     return out;
   }
 
-  async start(launch: LaunchSpec): Promise<VmmProcess> {
+  async start(launch: LaunchSpec, signal?: AbortSignal): Promise<VmmProcess> {
+    signal?.throwIfAborted();
     const { vmDir } = launch;
     const log = this.log.child({ vm: `${launch.vm.id.namespace}/${launch.vm.id.name}/${launch.vm.id.uid}` });
     const absQmp = join(vmDir, QMP_SOCKET);
@@ -401,7 +402,7 @@ export class QemuProvider implements VmmProvider {
     }
 
     try {
-      await this.waitRunning(proc, this.clientPath(absQmp, proc), logPath, logOffset);
+      await this.waitRunning(proc, this.clientPath(absQmp, proc), logPath, logOffset, signal);
     } catch (e) {
       await this.kill(proc);
       throw e;
@@ -446,12 +447,13 @@ export class QemuProvider implements VmmProvider {
     }
   }
 
-  private async waitRunning(proc: VmmProcess, qmpPath: string, logPath: string, logOffset: number): Promise<void> {
+  private async waitRunning(proc: VmmProcess, qmpPath: string, logPath: string, logOffset: number, signal?: AbortSignal): Promise<void> {
     const deadline = Date.now() + this.startTimeoutMs;
     let last = 'no QMP connection yet';
     // QEMU is usually running within ~50 ms: poll fast first, then back off (5 ms up to 50 ms).
     let pause = 5;
     for (;;) {
+      signal?.throwIfAborted();
       if (!(await this.processes.isAlive(proc))) {
         // Let the exit be recorded (the child's exit event) before reading the reason.
         await sleep(20);

@@ -50,7 +50,7 @@ export function kernelStep(ctx: StepContext, images: ImageService): Step {
     name: 'kernel_image',
     shouldDo: () => mountMissing(ctx, ctx.status.kernelMount),
     do: async () => {
-      const image = await images.pull(kernel.image);
+      const image = await images.pull(kernel.image, { signal: ctx.signal });
       const source = await findInImage(ctx, images, image, 'kernel', kernel.filename !== undefined ? [kernel.filename] : KERNEL_CANDIDATES);
       ctx.saveStatus({ ...ctx.status, kernelMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'kernel', image.digest) });
     },
@@ -64,7 +64,7 @@ export function initrdStep(ctx: StepContext, images: ImageService): Step | undef
     name: 'initrd_image',
     shouldDo: () => mountMissing(ctx, ctx.status.initrdMount),
     do: async () => {
-      const image = await images.pull(initrd.image);
+      const image = await images.pull(initrd.image, { signal: ctx.signal });
       const source = await findInImage(ctx, images, image, 'initrd', initrd.filename !== undefined ? [initrd.filename] : INITRD_CANDIDATES);
       ctx.saveStatus({ ...ctx.status, initrdMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'initrd', image.digest) });
     },
@@ -79,7 +79,7 @@ export function volumeStep(ctx: StepContext, images: ImageService, volume: Volum
     name: `volume_image[${volume.id}]`,
     shouldDo: () => mountMissing(ctx, ctx.status.volumes[volume.id]),
     do: async () => {
-      const image = await images.pull(ref);
+      const image = await images.pull(ref, { signal: ctx.signal });
       const base = await images.ext4(image, volume.sizeMb);
       let source = base;
       if (!volume.readOnly) {

@@ -73,6 +73,8 @@ export class StepContext {
     vm: MicroVM,
     readonly ports: StepPorts,
     readonly log: Logger,
+    /** Aborted by a delete or a shutdown: slow ports (image pulls, a VMM start) stop waiting. */
+    readonly signal: AbortSignal = new AbortController().signal,
   ) {
     this.current = vm;
   }
@@ -112,7 +114,7 @@ export class StepNotConvergedError extends Error {}
 export async function executeSteps(steps: readonly Step[], log: Logger, signal?: AbortSignal): Promise<ExecutionResult> {
   const executed: string[] = [];
   for (const step of steps) {
-    if (signal?.aborted === true) throw new Error('reconcile aborted');
+    signal?.throwIfAborted();
     if (!(await step.shouldDo())) continue;
     const started = Date.now();
     log.debug({ step: step.name }, 'step starting');

@@ -80,9 +80,9 @@ export function startVmmStep(ctx: StepContext): Step {
       const startedAt = ctx.ports.clock.now();
       let process;
       try {
-        process = await provider.start(launch);
+        process = await provider.start(launch, ctx.signal);
       } catch (e) {
-        // The provider leaves no process behind, so nothing holds the cgroup.
+        // The provider leaves no process behind (aborted or failed), so nothing holds the cgroup.
         await cgroups.remove(uid).catch((err: unknown) => ctx.log.warn({ err: String(err) }, 'could not remove the VMM cgroup'));
         throw e;
       }
