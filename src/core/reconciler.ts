@@ -217,7 +217,13 @@ export class Reconciler implements ReconcileTrigger {
       const current = this.repo.get(uid);
       // A delete that arrived during the run wins; its own reconcile follows (rerun).
       if (current === undefined || current.deletedAt !== undefined) return;
-      this.repo.saveStatus(uid, succeeded(ctx.status), this.clock.now());
+      // Compare-and-swap on the version the steps left: if anything else wrote meanwhile (the
+      // watcher saw the VMM end), CREATED would be a lie: decide again on fresh state.
+      if (this.repo.saveStatus(uid, succeeded(ctx.status), this.clock.now(), ctx.vm.version) === undefined) {
+        log.info({ version: ctx.vm.version }, 'microvm changed during its reconcile; reconciling again');
+        this.schedule(uid, this.clock.now());
+        return;
+      }
       this.repo.dequeue(uid);
       if (executed.length > 0) log.info({ steps: executed, ms: this.clock.now() - started }, 'microvm reconciled');
     } catch (e) {

@@ -503,6 +503,48 @@ describe('reconciler', () => {
     assert.equal(after?.status.vmm?.pid, fresh.pid, 'the new VMM is still the recorded one');
   });
 
+  it('never marks a VM CREATED over a change made during its reconcile: the VMM that ended meanwhile is restarted', async () => {
+    build();
+    const uid = create('vm1');
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const first = repo.get(uid)?.status.vmm;
+    assert.ok(first);
+    const watcher = new VmmWatcher(repo, processes, network, reconciler, { now: () => Date.now() }, silentLogger(), { intervalMs: 500, addressEvery: 100 });
+    // A resync's reconcile finds nothing to do; while its last check runs, the VMM ends and the
+    // watcher records it, before the reconcile writes its outcome.
+    const isAlive = processes.isAlive.bind(processes);
+    let once = true;
+    processes.isAlive = async (p) => {
+      const alive = await isAlive(p);
+      if (once && p.pid === first.pid) {
+        once = false;
+        processes.exit(first.pid, 'exited with code 1');
+        await watcher.check();
+      }
+      return alive;
+    };
+    let exited = false;
+    const lies: number[] = [];
+    const unsubscribe = repo.onChange((c) => {
+      if (c.kind === 'upsert' && exited && c.vm.status.state === 'created' && c.vm.status.vmm?.pid === first.pid) lies.push(c.vm.version);
+    });
+    const exit = processes.exit.bind(processes);
+    processes.exit = (pid, reason) => {
+      exited = true;
+      exit(pid, reason);
+    };
+    reconciler.trigger(uid);
+    const restarted = await waitFor('a new VMM', () => {
+      const vm = repo.get(uid);
+      return vm?.status.state === 'created' && vm.status.vmm?.pid !== first.pid ? vm : undefined;
+    });
+    assert.equal(restarted.status.lastExitReason, `vmm process ${first.pid} ended: exited with code 1`, 'the exit the watcher recorded was kept');
+    assert.equal(restarted.status.restartCount, 1);
+    assert.ok(vmmRunning(uid));
+    unsubscribe();
+    assert.deepEqual(lies, [], 'never stored as CREATED with the VMM that had ended');
+  });
+
   it('refuses a status write from a stale version (compare-and-swap)', () => {
     build();
     const uid = create('vm1');
