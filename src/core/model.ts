@@ -119,6 +119,10 @@ export interface MicroVMStatus {
   readonly guestIps?: readonly string[];
   /** The uid and gid its VMM runs as, allocated once from `vmm-uid-range` (ADR 0009). */
   readonly vmmIdentity?: VmmIdentity;
+  /** What the VMM does now, as far as this daemon made it: absent while none runs. */
+  readonly power?: PowerIntent;
+  /** Restarts (LifecycleIntent.restarts) done so far. */
+  readonly restartsDone?: number;
 }
 
 /** The uid and gid a VM's VMM runs as (one of each per VM, from `vmm-uid-range`). */
@@ -136,11 +140,28 @@ export interface VmmProcessStatus {
   readonly startedAt?: number;
 }
 
+/**
+ * What the operator wants the VM's guest to do (our lifecycle extension; the original has no such
+ * calls): a stopped VM keeps its devices and disks but runs no VMM; a paused one keeps its VMM with
+ * the vCPUs stopped. Unlike the spec it changes after create, through its own calls.
+ */
+export type PowerIntent = 'running' | 'stopped' | 'paused';
+
+export interface LifecycleIntent {
+  readonly power: PowerIntent;
+  /** Restarts asked for so far: the reconciler restarts the VMM until the status has done as many. */
+  readonly restarts: number;
+}
+
+export const DEFAULT_INTENT: LifecycleIntent = { power: 'running', restarts: 0 };
+
 export interface MicroVM {
   readonly id: VmId;
   /** Incremented on every stored change. */
   readonly version: number;
   readonly spec: MicroVMSpec;
+  /** Absent: running, never restarted (DEFAULT_INTENT). */
+  readonly intent?: LifecycleIntent;
   readonly status: MicroVMStatus;
   /** Epoch ms. */
   readonly createdAt: number;
@@ -151,6 +172,10 @@ export interface MicroVM {
 
 export function emptyStatus(): MicroVMStatus {
   return { state: 'pending', volumes: {}, interfaces: {}, retry: 0, vsockPath: '' };
+}
+
+export function intentOf(vm: MicroVM): LifecycleIntent {
+  return vm.intent ?? DEFAULT_INTENT;
 }
 
 export function vmIdString(id: VmId): string {

@@ -5,12 +5,13 @@ import { createInterfaceStep, deleteInterfaceStep, devicesOf, macvtapNodeStep } 
 import { removeVmmCgroupStep, vmmFilesAccessStep, vmmIdentityStep } from './steps/sandbox.js';
 import { ensureStateDirStep, removeStateDirStep } from './steps/state-dir.js';
 import type { Step, StepContext } from './steps/step.js';
-import { startVmmStep, stopVmmStep } from './steps/vmm.js';
+import { restartVmmStep, startVmmStep, stopVmmStep, vmmPowerStep } from './steps/vmm.js';
+import { intentOf } from './model.js';
 
 /**
  * Create (and repair) plan: the VMM's uid/gid, state dir, host NICs in spec order (with macvtap
  * nodes), images (kernel, initrd, volumes), the cloud-init disk, the VMM's access to its files,
- * then the VMM. NICs come first because they are cheap and local: a VM whose image can't be
+ * then the VMM as the lifecycle intent says (stopped, running or paused). NICs come first because they are cheap and local: a VM whose image can't be
  * pulled still shows its devices, and they are recorded before anything slow can be interrupted.
  * The uid/gid comes before everything that is made with it (the VM dir's group, the taps' owner).
  */
@@ -28,7 +29,9 @@ export function createPlan(ctx: StepContext): Step[] {
     ...volumes.flatMap((v) => optional(volumeStep(ctx, images, v))),
     ...optional(cloudInitDiskStep(ctx)),
     ...optional(vmmFilesAccessStep(ctx)),
-    startVmmStep(ctx),
+    // Stopped: devices and disks kept, no VMM. Otherwise a restart asked for first, then the VMM,
+    // then its vCPUs paused or running as asked.
+    ...(intentOf(ctx.vm).power === 'stopped' ? [stopVmmStep(ctx)] : [restartVmmStep(ctx), startVmmStep(ctx), vmmPowerStep(ctx)]),
   ];
 }
 

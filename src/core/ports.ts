@@ -1,6 +1,6 @@
 // Ports: the interfaces the core depends on. Adapters in src/adapters implement them and the
 // composition root (src/daemon/compose.ts) wires them together. Nothing here imports an adapter.
-import type { IfaceType, MicroVM, MicroVMStatus, VmId, VmmIdentity } from './model.js';
+import type { IfaceType, LifecycleIntent, MicroVM, MicroVMStatus, VmId, VmmIdentity } from './model.js';
 
 export type { VmmIdentity } from './model.js';
 
@@ -47,6 +47,11 @@ export interface MicroVMRepository {
   list(query: ListQuery): MicroVM[];
   /** Marks the VM deleting (keeping its status otherwise), resets retries, makes it due now. */
   markDeleting(uid: string, now: number): MicroVM | undefined;
+  /**
+   * Changes a live VM's lifecycle intent (from the current one) and makes it due now, in one
+   * transaction; undefined when there is no such VM or it is being deleted.
+   */
+  setIntent(uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number): MicroVM | undefined;
   /** Stores a new status; bumps the version only when something changed. */
   /**
    * Writes the status. With `expectedVersion`, only if the VM is still at that version (a
@@ -289,6 +294,10 @@ export interface VmmProvider {
   start(launch: LaunchSpec, signal?: AbortSignal): Promise<VmmProcess>;
   /** Graceful shutdown (ACPI/API), then SIGKILL after timeoutMs; a gone process is not an error. */
   stop(vmDir: string, process: VmmProcess, timeoutMs: number): Promise<void>;
+  /** Stops the guest's vCPUs, the VMM kept (providers with the 'pause' capability). */
+  pause?(vmDir: string, process: VmmProcess): Promise<void>;
+  /** Runs a paused guest's vCPUs again. */
+  resume?(vmDir: string, process: VmmProcess): Promise<void>;
 }
 
 export interface SpawnOptions {

@@ -16,7 +16,7 @@
 // - Time comes from the Clock and Timers ports, so backoff is tested in fake time.
 import { Aborted, errorMessage, isDiskFull, PermanentFailure } from './result.js';
 import type { MicroVM, MicroVMStatus } from './model.js';
-import { vmIdString } from './model.js';
+import { intentOf, vmIdString } from './model.js';
 import { createPlan, deletePlan } from './plans.js';
 import type { Clock, Logger, MicroVMRepository, Timers } from './ports.js';
 import { systemTimers } from './timers.js';
@@ -275,8 +275,11 @@ export class Reconciler implements ReconcileTrigger {
 
 /** When a VM that is not being deleted waits for a retry or a VMM restart (backoff), if it does. */
 function waitingUntil(vm: MicroVM): number | undefined {
-  const { nextRetryAt, nextRestartAt } = vm.status;
-  if (vm.deletedAt !== undefined || (nextRetryAt === undefined && nextRestartAt === undefined)) return undefined;
+  if (vm.deletedAt !== undefined) return undefined;
+  const { nextRetryAt } = vm.status;
+  // A stop asked for during a crash-loop wait needs no VMM: it needn't wait.
+  const nextRestartAt = intentOf(vm).power === 'stopped' ? undefined : vm.status.nextRestartAt;
+  if (nextRetryAt === undefined && nextRestartAt === undefined) return undefined;
   return Math.max(nextRetryAt ?? 0, nextRestartAt ?? 0);
 }
 

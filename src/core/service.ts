@@ -1,7 +1,7 @@
 // The MicroVM application service: the use cases behind the API (create, get, list, delete,
-// watch). It validates, stores intent and triggers the reconciler; it never touches the host.
-import type { MicroVM, MicroVMSpec } from './model.js';
-import { emptyStatus } from './model.js';
+// watch, and our lifecycle calls). It validates, stores intent and triggers the reconciler; it never touches the host.
+import type { LifecycleIntent, MicroVM, MicroVMSpec } from './model.js';
+import { emptyStatus, intentOf, vmIdString } from './model.js';
 import type { Clock, IdGenerator, ListQuery, Logger, MicroVMRepository, VmChange } from './ports.js';
 import type { ReconcileTrigger } from './reconciler.js';
 import { appError, err, ok, type AppError, type Result } from './result.js';
@@ -88,6 +88,25 @@ export class MicroVMService {
     return ok(vm);
   }
 
+  /**
+   * A lifecycle call (our extension): stop (VMM stopped, devices and disks kept), start (running
+   * again, from stopped or paused), pause and resume (vCPUs stopped or running, the VMM kept),
+   * restart (the VMM stopped and started again). Stored as intent, done by the reconciler, kept
+   * across daemon restarts. Refused, changing nothing, when it can't apply.
+   */
+  lifecycle(uid: string, action: LifecycleAction): Result<MicroVM, AppError> {
+    if (uid === '') return err(appError('invalid-argument', 'invalid request: uid is required'));
+    const vm = this.deps.repo.get(uid);
+    if (vm === undefined) return err(notFound(uid));
+    const refused = lifecycleRefusal(vm, action, this.deps.providers);
+    if (refused !== undefined) return err(appError('failed-precondition', `cannot ${action} microvm ${vmIdString(vm.id)}: ${refused}`));
+    const changed = this.deps.repo.setIntent(uid, (current) => nextIntent(current, action), this.deps.clock.now());
+    if (changed === undefined) return err(appError('failed-precondition', `cannot ${action} microvm ${uid}: it is being deleted`));
+    this.deps.log.info({ vmid: vmIdString(vm.id), action, intent: intentOf(changed) }, `microvm ${action} requested`);
+    this.deps.reconciler.trigger(uid);
+    return ok(changed);
+  }
+
   /** Calls `listener` with each change to a VM matching the query until unsubscribed. */
   watch(query: ListQuery, listener: (change: VmChange) => void): () => void {
     return this.deps.repo.onChange((change) => {
@@ -100,6 +119,35 @@ export class MicroVMService {
 export function matches(query: ListQuery, namespace: string, name: string): boolean {
   if (query.namespace !== undefined && query.namespace !== '' && query.namespace !== namespace) return false;
   return query.name === undefined || query.name === name;
+}
+
+export type LifecycleAction = 'stop' | 'start' | 'restart' | 'pause' | 'resume';
+
+function nextIntent(current: LifecycleIntent, action: LifecycleAction): LifecycleIntent {
+  switch (action) {
+    case 'stop':
+      return { ...current, power: 'stopped' };
+    case 'start':
+    case 'resume':
+      return { ...current, power: 'running' };
+    case 'pause':
+      return { ...current, power: 'paused' };
+    case 'restart':
+      return { power: 'running', restarts: current.restarts + 1 };
+  }
+}
+
+/** Why the action can't apply to the VM as it is, if it can't. */
+function lifecycleRefusal(vm: MicroVM, action: LifecycleAction, providers: ProviderLookup): string | undefined {
+  if (vm.deletedAt !== undefined) return 'it is being deleted';
+  if (vm.status.state === 'failed') return `it is FAILED (${vm.status.failureReason ?? 'no reason recorded'}): delete it and create it again`;
+  const power = intentOf(vm).power;
+  if (power === 'stopped' && (action === 'pause' || action === 'resume' || action === 'restart')) return 'it is stopped: start it';
+  if (action === 'resume' && power !== 'paused') return 'it is not paused';
+  if (action === 'pause' && providers.get(vm.spec.provider)?.capabilities.has('pause') !== true) {
+    return `its provider ${vm.spec.provider} cannot pause a VM`;
+  }
+  return undefined;
 }
 
 function notFound(uid: string): AppError {

@@ -263,7 +263,7 @@ export class MemoryProvider implements VmmProvider {
   constructor(
     readonly processes: MemoryProcesses = new MemoryProcesses(),
     readonly name = 'qemu',
-    capabilities: ProviderCapability[] = ['macvtap', 'tap'],
+    capabilities: ProviderCapability[] = ['macvtap', 'tap', 'pause'],
   ) {
     this.capabilities = new Set(capabilities);
   }
@@ -298,6 +298,16 @@ export class MemoryProvider implements VmmProvider {
   async stop(_vmDir: string, process: VmmProcess): Promise<void> {
     this.stops.push(process.pid);
     await this.processes.signal(process, 'SIGKILL');
+  }
+  /** Pause and resume calls, as `pause <pid>` / `resume <pid>`. */
+  readonly powerCalls: string[] = [];
+  pause(_vmDir: string, process: VmmProcess): Promise<void> {
+    this.powerCalls.push(`pause ${process.pid}`);
+    return Promise.resolve();
+  }
+  resume(_vmDir: string, process: VmmProcess): Promise<void> {
+    this.powerCalls.push(`resume ${process.pid}`);
+    return Promise.resolve();
   }
   /** uids with a live VMM. */
   running(): string[] {

@@ -121,10 +121,10 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
     assert.match(new FirecrackerProvider({ bin: '', processes, log }).availability().reason ?? '', /firecracker-bin is empty/);
   });
 
-  it('has the capabilities of COMPAT §3 (no macvtap)', () => {
+  it('has the capabilities of COMPAT §3 (no macvtap), plus pause (our lifecycle extension: PATCH /vm)', () => {
     const p = provider(processTable());
     assert.equal(p.name, 'firecracker');
-    assert.deepEqual([...p.capabilities].sort(), ['metadata-service', 'tap', 'vsock']);
+    assert.deepEqual([...p.capabilities].sort(), ['metadata-service', 'pause', 'tap', 'vsock']);
   });
 
   it('puts the console, root, MMDS seed and network-config on the kernel command line', async () => {

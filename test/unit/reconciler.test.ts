@@ -250,6 +250,110 @@ describe('reconciler', () => {
     assert.ok(!again.ok && again.error.kind === 'not-found' && again.error.message.includes('not found'));
   });
 
+  describe('lifecycle: stop, start, pause, resume, restart', () => {
+    const settled = async (uid: string): Promise<void> => {
+      await waitFor('reconciled', () => stateOf(uid) === 'created' && !repo.queue().some((e) => e.uid === uid));
+      await reconciler.idle();
+    };
+
+    it('stop keeps devices and disks and runs no VMM, across a daemon restart; start runs it again with the same devices and MAC', async () => {
+      build();
+      const uid = create('vm1', [{ deviceId: 'eth0', type: 'tap' }]);
+      await settled(uid);
+      const before = repo.get(uid);
+      const device = before?.status.interfaces.eth0?.hostDeviceName ?? '';
+      const mac = before?.status.interfaces.eth0?.macAddress;
+      const first = before?.status.vmm;
+      assert.ok(first && device !== '' && mac !== undefined);
+      assert.ok(service.lifecycle(uid, 'stop').ok);
+      await waitFor('stopped', () => repo.get(uid)?.status.power === 'stopped');
+      await settled(uid);
+      const stopped = repo.get(uid);
+      assert.equal(stopped?.status.vmm, undefined);
+      assert.equal(processes.alive.size, 0, 'the VMM was stopped');
+      assert.deepEqual(provider.stops, [first.pid], 'gracefully, through the provider');
+      assert.ok(network.links.has(device), 'the tap is kept');
+      assert.ok(stopped?.status.kernelMount !== undefined && fs.dirs.size > 0, 'images and the VM dir are kept');
+      assert.equal(stopped?.status.restartCount ?? 0, 0, 'a stop is not an exit on its own');
+      // The daemon restarts: the VM stays stopped.
+      await reconciler.stop();
+      build();
+      await settled(uid);
+      assert.equal(startsOf(uid), 1, 'not started again by the start-up reconcile');
+      assert.ok(service.lifecycle(uid, 'start').ok);
+      const started = await waitFor('a VMM again', () => (vmmRunning(uid) ? repo.get(uid) : undefined));
+      assert.equal(started.status.interfaces.eth0?.hostDeviceName, device);
+      assert.equal(started.status.interfaces.eth0?.macAddress, mac);
+      assert.equal(started.status.power, 'running');
+      assert.equal(startsOf(uid), 2);
+    });
+
+    it('pause and resume go through the provider, and a VMM that ends while paused comes back paused', async () => {
+      build();
+      const uid = create('vm1');
+      await settled(uid);
+      const vmm = repo.get(uid)?.status.vmm;
+      assert.ok(vmm);
+      assert.ok(service.lifecycle(uid, 'pause').ok);
+      await waitFor('paused', () => repo.get(uid)?.status.power === 'paused');
+      assert.deepEqual(provider.powerCalls, [`pause ${vmm.pid}`]);
+      assert.ok(vmmRunning(uid), 'the VMM is kept');
+      const watcher = new VmmWatcher(repo, processes, network, reconciler, { now: () => Date.now() }, silentLogger(), { intervalMs: 500, addressEvery: 100 });
+      processes.exit(vmm.pid, 'killed');
+      await watcher.check();
+      const again = await waitFor('a new VMM, paused', () => {
+        const vm = repo.get(uid);
+        return vm?.status.power === 'paused' && vm.status.vmm !== undefined && vm.status.vmm.pid !== vmm.pid ? vm : undefined;
+      });
+      assert.deepEqual(provider.powerCalls, [`pause ${vmm.pid}`, `pause ${again.status.vmm?.pid}`]);
+      assert.ok(service.lifecycle(uid, 'resume').ok);
+      await waitFor('running', () => repo.get(uid)?.status.power === 'running');
+      assert.equal(provider.powerCalls.at(-1), `resume ${again.status.vmm?.pid}`);
+    });
+
+    it('restart stops the VMM and starts a new one, once per call; it is not counted as an exit on its own', async () => {
+      build();
+      const uid = create('vm1');
+      await settled(uid);
+      const first = repo.get(uid)?.status.vmm;
+      assert.ok(service.lifecycle(uid, 'restart').ok);
+      const restarted = await waitFor('a new VMM', () => {
+        const vm = repo.get(uid);
+        return vm?.status.vmm !== undefined && vm.status.vmm.pid !== first?.pid && vmmRunning(uid) ? vm : undefined;
+      });
+      await settled(uid);
+      assert.equal(restarted.status.restartsDone, 1);
+      assert.equal(restarted.status.restartCount ?? 0, 0);
+      assert.equal(startsOf(uid), 2);
+      await reconciler.stop();
+      build();
+      await settled(uid);
+      assert.equal(startsOf(uid), 2, 'a done restart is not done again after a daemon restart');
+    });
+
+    it('refuses, changing nothing, what cannot apply', async () => {
+      build();
+      const uid = create('vm1');
+      await settled(uid);
+      const refused = (action: Parameters<MicroVMService['lifecycle']>[1], pattern: RegExp, kind = 'failed-precondition'): void => {
+        const version = repo.get(uid)?.version;
+        const result = service.lifecycle(uid, action);
+        assert.ok(!result.ok, `${action} refused`);
+        assert.equal(result.error.kind, kind);
+        assert.match(result.error.message, pattern);
+        assert.equal(repo.get(uid)?.version, version, 'nothing changed');
+      };
+      refused('resume', /cannot resume microvm ns1\/vm1\/.+: it is not paused/);
+      assert.ok(service.lifecycle(uid, 'stop').ok);
+      refused('pause', /it is stopped: start it/);
+      refused('restart', /it is stopped: start it/);
+      const missing = service.lifecycle('01ARZ3NDEKTSV4RRFFQ69G5FAV', 'stop');
+      assert.ok(!missing.ok && missing.error.kind === 'not-found');
+      assert.ok(service.delete(uid).ok);
+      refused('start', /it is being deleted/);
+    });
+  });
+
   it('lets a delete pre-empt a pending retry backoff', async () => {
     provider.available = { available: false, reason: 'not here' };
     build({ ...FAST, backoffBaseMs: 60_000, backoffMaxMs: 60_000 });

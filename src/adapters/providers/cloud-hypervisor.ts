@@ -215,6 +215,16 @@ export class CloudHypervisorProvider implements VmmProvider {
     }
   }
 
+  /** `PUT vm.pause`. */
+  async pause(vmDir: string): Promise<void> {
+    await new UnixSocketApiClient(join(vmDir, CLOUD_HYPERVISOR_FILES.socket)).request('PUT', `${CH_API_BASE}/vm.pause`);
+  }
+
+  /** `PUT vm.resume`. */
+  async resume(vmDir: string): Promise<void> {
+    await new UnixSocketApiClient(join(vmDir, CLOUD_HYPERVISOR_FILES.socket)).request('PUT', `${CH_API_BASE}/vm.resume`);
+  }
+
   async stop(vmDir: string, process: VmmProcess, timeoutMs: number): Promise<void> {
     if (!(await this.processes.isAlive(process))) return;
     const api = new UnixSocketApiClient(join(vmDir, CLOUD_HYPERVISOR_FILES.socket), Math.max(100, Math.min(timeoutMs, 5000)));

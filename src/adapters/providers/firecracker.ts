@@ -321,7 +321,7 @@ async function placeInJail(entry: JailLink): Promise<void> {
 
 export class FirecrackerProvider implements VmmProvider {
   readonly name = 'firecracker';
-  readonly capabilities: ReadonlySet<ProviderCapability> = new Set<ProviderCapability>(['tap', 'metadata-service', 'vsock']);
+  readonly capabilities: ReadonlySet<ProviderCapability> = new Set<ProviderCapability>(['tap', 'metadata-service', 'vsock', 'pause']);
 
   private readonly bin: string;
   private readonly processes: ProcessTable;
@@ -447,6 +447,16 @@ export class FirecrackerProvider implements VmmProvider {
       const tail = await tailOfFile(join(dir, FIRECRACKER_FILES.vmmLog));
       throw new Error(`firecracker failed to start: ${reason}${tail !== '' ? `; vmm.log ends with: ${tail}` : ''}`, { cause: err });
     }
+  }
+
+  /** `PATCH /vm` to Paused. */
+  async pause(vmDir: string, process: VmmProcess): Promise<void> {
+    await new UnixSocketApiClient(this.clientSocket(vmDir, process)).request('PATCH', '/vm', { state: 'Paused' });
+  }
+
+  /** `PATCH /vm` to Resumed. */
+  async resume(vmDir: string, process: VmmProcess): Promise<void> {
+    await new UnixSocketApiClient(this.clientSocket(vmDir, process)).request('PATCH', '/vm', { state: 'Resumed' });
   }
 
   async stop(vmDir: string, process: VmmProcess, timeoutMs: number): Promise<void> {

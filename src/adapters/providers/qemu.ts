@@ -433,6 +433,28 @@ export class QemuProvider implements VmmProvider {
     await this.kill(process);
   }
 
+  /** QMP `stop`: the vCPUs stop, the guest's memory and devices stay. */
+  async pause(vmDir: string, process: VmmProcess): Promise<void> {
+    await this.command(vmDir, process, 'stop', 'paused');
+  }
+
+  /** QMP `cont`. */
+  async resume(vmDir: string, process: VmmProcess): Promise<void> {
+    await this.command(vmDir, process, 'cont', 'running');
+  }
+
+  /** Runs a QMP command, then checks `query-status` says what it should. */
+  private async command(vmDir: string, process: VmmProcess, command: string, expected: string): Promise<void> {
+    const qmp = await QmpClient.connect(this.clientPath(join(vmDir, QMP_SOCKET), process), 2000);
+    try {
+      await qmp.execute(command, undefined, 2000);
+      const status = (await qmp.execute('query-status', undefined, 2000)) as { status?: string } | undefined;
+      if (status?.status !== expected) throw new Error(`QEMU reports the guest ${status?.status ?? 'in an unknown state'} after ${command}, not ${expected}`);
+    } finally {
+      qmp.close();
+    }
+  }
+
   /** The QMP socket path for a client; /proc/<pid>/cwd/ when the absolute path is too long. */
   private clientPath(absQmp: string, proc: VmmProcess): string {
     return Buffer.byteLength(absQmp) <= MAX_UNIX_PATH ? absQmp : `/proc/${proc.pid}/cwd/${QMP_SOCKET}`;

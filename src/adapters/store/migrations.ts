@@ -55,6 +55,13 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX host_devices_vm_uid ON host_devices (vm_uid);
     `,
   },
+  {
+    version: 2,
+    description: 'lifecycle intent (stop, start, pause, restart) beside the immutable spec',
+    sql: `
+      ALTER TABLE microvms ADD COLUMN intent TEXT NOT NULL DEFAULT '{"power":"running","restarts":0}';
+    `,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION: number = MIGRATIONS.at(-1)?.version ?? 0;

@@ -7,7 +7,17 @@ import { canonicalJson, isPlainObject } from '../../core/canonical-json.js';
 import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import type { IfaceType, MicroVM, MicroVMSpec, MicroVMStatus, VmId, VmState } from '../../core/model.js';
+import {
+  intentOf,
+  type IfaceType,
+  type LifecycleIntent,
+  type MicroVM,
+  type MicroVMSpec,
+  type MicroVMStatus,
+  type PowerIntent,
+  type VmId,
+  type VmState,
+} from '../../core/model.js';
 import type { HostDeviceRecord, InsertOutcome, ListQuery, MicroVMRepository, QueueEntry, VmChange } from '../../core/ports.js';
 import { assertNotNewer, migrate } from './migrations.js';
 
@@ -26,6 +36,7 @@ interface VmRow {
   created_at: number;
   updated_at: number;
   deleted_at: number | null;
+  intent: string;
 }
 
 interface QueueRow {
@@ -59,7 +70,7 @@ interface VmUpdateParams {
   deleted_at: number | null;
 }
 
-const VM_COLUMNS = 'uid, namespace, name, version, spec, status, created_at, updated_at, deleted_at';
+const VM_COLUMNS = 'uid, namespace, name, version, spec, status, created_at, updated_at, deleted_at, intent';
 const VM_ORDER = 'ORDER BY namespace, name, created_at, uid';
 
 interface Listener {
@@ -78,6 +89,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
     readonly listNsName: Database.Statement<[string, string], VmRow>;
     readonly insertVm: Database.Statement<[VmInsertParams], void>;
     readonly updateVm: Database.Statement<[VmUpdateParams], void>;
+    readonly updateIntent: Database.Statement<[{ uid: string; intent: string; updated_at: number }], void>;
     readonly deleteVm: Database.Statement<[string], void>;
     readonly enqueue: Database.Statement<[number, string], void>;
     readonly dequeue: Database.Statement<[string], void>;
@@ -91,6 +103,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
 
   private readonly txInsert: (vm: MicroVM) => InsertOutcome;
   private readonly txMarkDeleting: (uid: string, now: number) => MicroVM | undefined;
+  private readonly txSetIntent: (uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number) => MicroVM | undefined;
   private readonly txSaveStatus: (uid: string, status: MicroVMStatus, now: number, expectedVersion?: number) => { vm: MicroVM; changed: boolean } | undefined;
   private readonly txRemove: (uid: string) => VmId | undefined;
 
@@ -133,6 +146,9 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       ),
       updateVm: db.prepare<[VmUpdateParams], void>(
         `UPDATE microvms SET status = @status, updated_at = @updated_at, deleted_at = @deleted_at, version = version + 1 WHERE uid = @uid`,
+      ),
+      updateIntent: db.prepare<[{ uid: string; intent: string; updated_at: number }], void>(
+        `UPDATE microvms SET intent = @intent, updated_at = @updated_at, version = version + 1 WHERE uid = @uid`,
       ),
       deleteVm: db.prepare<[string], void>('DELETE FROM microvms WHERE uid = ?'),
       // The SELECT makes enqueueing a VM that is gone a no-op instead of a foreign-key error: a
@@ -185,6 +201,15 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       return this.mustGet(uid);
     });
 
+    this.txSetIntent = db.transaction((uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number): MicroVM | undefined => {
+      const row = this.stmt.getVm.get(uid);
+      if (!row || row.deleted_at !== null) return undefined;
+      const current = rowToVm(row);
+      this.stmt.updateIntent.run({ uid, intent: canonicalJson(change(intentOf(current))), updated_at: now });
+      this.stmt.enqueue.run(now, uid);
+      return this.mustGet(uid);
+    });
+
     this.txSaveStatus = db.transaction((uid: string, status: MicroVMStatus, now: number, expectedVersion?: number) => {
       const row = this.stmt.getVm.get(uid);
       if (!row) return undefined;
@@ -233,6 +258,12 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
 
   markDeleting(uid: string, now: number): MicroVM | undefined {
     const vm = this.txMarkDeleting(uid, now);
+    if (vm) this.emit({ kind: 'upsert', vm });
+    return vm;
+  }
+
+  setIntent(uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number): MicroVM | undefined {
+    const vm = this.txSetIntent(uid, change, now);
     if (vm) this.emit({ kind: 'upsert', vm });
     return vm;
   }
@@ -333,8 +364,23 @@ function rowToVm(row: VmRow): MicroVM {
     status: status as unknown as MicroVMStatus,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    ...intentFromRow(row),
   };
   return row.deleted_at === null ? vm : { ...vm, deletedAt: row.deleted_at };
+}
+
+const POWER: ReadonlySet<string> = new Set<PowerIntent>(['running', 'stopped', 'paused']);
+
+/** The row's lifecycle intent; the default one is left out, so such a VM reads as before (no intent). */
+function intentFromRow(row: VmRow): { intent?: LifecycleIntent } {
+  const raw = parseObject(row.uid, 'intent', row.intent);
+  const power = raw['power'];
+  const restarts = raw['restarts'];
+  if (typeof power !== 'string' || !POWER.has(power) || typeof restarts !== 'number' || !Number.isSafeInteger(restarts) || restarts < 0) {
+    throw new CorruptRowError(row.uid, 'intent', `not a lifecycle intent: ${row.intent.slice(0, 200)}`);
+  }
+  if (power === 'running' && restarts === 0) return {};
+  return { intent: { power: power as PowerIntent, restarts } };
 }
 
 function rowToDevice(row: DeviceRow): HostDeviceRecord {

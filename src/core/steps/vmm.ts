@@ -10,6 +10,8 @@ import { buildLaunchSpec, CIDATA_FILE, CONSOLE_LOG_FILE, VMM_PID_FILE } from '..
 import { vmmCgroupLimits } from '../sandbox.js';
 import { cloudInitFilesFor } from './cloud-init.js';
 import { vmmIdentityOf, type Step, type StepContext } from './step.js';
+import { intentOf } from '../model.js';
+import { PermanentFailure } from '../result.js';
 import { join } from 'node:path';
 
 function availableProvider(ctx: StepContext): VmmProvider {
@@ -58,6 +60,7 @@ export function startVmmStep(ctx: StepContext): Step {
           ...current,
           // It started a moment before the crash that hid it: close enough for the stable period.
           vmm: { ...adopted, provider: provider.name, startedAt: ctx.ports.clock.now() },
+          power: 'running',
           consoleLogPath: join(ctx.vmDir, CONSOLE_LOG_FILE),
         });
         ctx.log.warn({ pid: adopted.pid }, 'adopted a VMM that was started but not recorded (the daemon stopped while it started)');
@@ -90,11 +93,33 @@ export function startVmmStep(ctx: StepContext): Step {
       ctx.saveStatus({
         ...current,
         vmm: { pid: process.pid, startTime: process.startTime, provider: provider.name, startedAt },
+        power: 'running',
         consoleLogPath: launch.consoleLogPath,
       });
       ctx.log.info({ pid: process.pid, provider: provider.name }, 'vmm running');
     },
   };
+}
+
+/** Stops the VMM (gracefully, then SIGKILL), including one that was spawned but never recorded. */
+async function stopVmm(ctx: StepContext): Promise<void> {
+  const { processes } = ctx.ports;
+  // One the status never learned of (started just before a crash) must not outlive its VM either.
+  const unrecorded = await unrecordedVmm(ctx);
+  if (unrecorded !== undefined) {
+    await processes.signal(unrecorded, 'SIGKILL');
+    ctx.log.warn({ pid: unrecorded.pid }, 'killed a VMM that was started but not recorded');
+  }
+  const vmm = ctx.status.vmm;
+  if (vmm === undefined) return;
+  if (await processes.isAlive(vmm)) {
+    const provider = ctx.ports.providers.get(vmm.provider);
+    if (provider !== undefined) await provider.stop(ctx.vmDir, vmm, ctx.ports.deleteVmTimeoutMs);
+    // Whatever the provider did, a VMM must not outlive its VM.
+    if (await processes.isAlive(vmm)) await processes.signal(vmm, 'SIGKILL');
+  }
+  const { vmm: _stopped, nextRestartAt: _noRestart, ...rest } = ctx.status;
+  ctx.saveStatus({ ...rest, power: 'stopped' });
 }
 
 export function stopVmmStep(ctx: StepContext): Step {
@@ -105,23 +130,41 @@ export function stopVmmStep(ctx: StepContext): Step {
       const vmm = ctx.status.vmm;
       return (vmm !== undefined && (await processes.isAlive(vmm))) || (await unrecordedVmm(ctx)) !== undefined;
     },
+    do: () => stopVmm(ctx),
+  };
+}
+
+/** A restart asked for (LifecycleIntent.restarts) and not done yet: the VMM is stopped, startVmmStep starts it. */
+export function restartVmmStep(ctx: StepContext): Step {
+  const asked = intentOf(ctx.vm).restarts;
+  return {
+    name: 'vmm_restart',
+    shouldDo: () => Promise.resolve((ctx.status.restartsDone ?? 0) < asked),
     do: async () => {
-      // One the status never learned of (started just before a crash) must not outlive its VM either.
-      const unrecorded = await unrecordedVmm(ctx);
-      if (unrecorded !== undefined) {
-        await processes.signal(unrecorded, 'SIGKILL');
-        ctx.log.warn({ pid: unrecorded.pid }, 'killed a VMM that was started but not recorded');
-      }
+      await stopVmm(ctx);
+      ctx.saveStatus({ ...ctx.status, restartsDone: asked });
+      ctx.log.info({ restarts: asked }, 'vmm stopped for a restart');
+    },
+  };
+}
+
+/** Pauses or resumes the running VMM's vCPUs as the intent says (the provider's 'pause' capability). */
+export function vmmPowerStep(ctx: StepContext): Step {
+  const want = intentOf(ctx.vm).power === 'paused' ? 'paused' : 'running';
+  return {
+    name: want === 'paused' ? 'vmm_pause' : 'vmm_resume',
+    shouldDo: () => Promise.resolve(ctx.status.vmm !== undefined && (ctx.status.power ?? 'running') !== want),
+    do: async () => {
       const vmm = ctx.status.vmm;
       if (vmm === undefined) return;
-      if (await processes.isAlive(vmm)) {
-        const provider = ctx.ports.providers.get(vmm.provider);
-        if (provider !== undefined) await provider.stop(ctx.vmDir, vmm, ctx.ports.deleteVmTimeoutMs);
-        // Whatever the provider did, a VMM must not outlive its VM.
-        if (await processes.isAlive(vmm)) await processes.signal(vmm, 'SIGKILL');
+      const provider = availableProvider(ctx);
+      if (provider.pause === undefined || provider.resume === undefined) {
+        throw new PermanentFailure(`microvm provider ${provider.name} cannot pause or resume a VM`);
       }
-      const { vmm: _stopped, ...rest } = ctx.status;
-      ctx.saveStatus(rest);
+      if (want === 'paused') await provider.pause(ctx.vmDir, vmm);
+      else await provider.resume(ctx.vmDir, vmm);
+      ctx.saveStatus({ ...ctx.status, power: want });
+      ctx.log.info({ pid: vmm.pid }, want === 'paused' ? 'vmm paused' : 'vmm resumed');
     },
   };
 }
