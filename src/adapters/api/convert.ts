@@ -8,13 +8,23 @@ import {
   NetworkInterfaceSchema,
   VolumeSchema,
   Mount_MountType,
+  PowerState,
   NetworkInterface_IfaceType,
   type MicroVM as ProtoMicroVM,
   type MicroVMSpec as ProtoSpec,
   type NetworkInterface as ProtoInterface,
   type Volume as ProtoVolume,
 } from '../../gen/flintlock/types/microvm_pb.js';
-import type { IfaceType, MicroVM, Mount, NetworkInterfaceSpec, VmState, VolumeSpec } from '../../core/model.js';
+import {
+  intentOf,
+  type IfaceType,
+  type MicroVM,
+  type Mount,
+  type NetworkInterfaceSpec,
+  type PowerIntent,
+  type VmState,
+  type VolumeSpec,
+} from '../../core/model.js';
 import type { CreateInput } from '../../core/validation.js';
 import type { ListQuery } from '../../core/ports.js';
 
@@ -104,6 +114,18 @@ export function createInputFromProto(spec: ProtoSpec): CreateInput {
     provider: spec.provider ?? '',
     allowGuestAgent: spec.allowGuestAgent,
   };
+}
+
+const POWER: Record<PowerIntent, PowerState> = {
+  running: PowerState.RUNNING,
+  stopped: PowerState.STOPPED,
+  paused: PowerState.PAUSED,
+};
+
+/** What the guest does now: no VMM is STOPPED once the VM exists (CREATED), nothing before. */
+function observedPower(vm: MicroVM): PowerState {
+  if (vm.status.vmm !== undefined) return POWER[vm.status.power ?? 'running'];
+  return vm.status.state === 'created' ? PowerState.STOPPED : PowerState.UNSPECIFIED;
 }
 
 const STATES: Record<VmState, MicroVMStatus_MicroVMState> = {
@@ -201,6 +223,8 @@ export function microvmToProto(vm: MicroVM): ProtoMicroVM {
       guestIps: [...(status.guestIps ?? [])],
       crashLoopCount: status.crashLoopCount ?? 0,
       ...(status.nextRestartAt !== undefined ? { nextRestartAt: timestampFromMs(status.nextRestartAt) } : {}),
+      powerState: observedPower(vm),
+      desiredPowerState: POWER[intentOf(vm).power],
     },
   });
 }

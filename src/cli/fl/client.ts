@@ -7,6 +7,7 @@ import { grpcServiceDefinition } from '../../adapters/api/grpc/service-definitio
 import type { MicroVM as MicroVMMessage, MicroVMSpec } from '../../gen/flintlock/types/microvm_pb.js';
 import { MicroVM as MicroVMService } from '../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { MicroVMWatch, type WatchEvent } from '../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
+import { MicroVMLifecycle, type LogChunk } from '../../gen/flintlock/services/ext/v1alpha1/lifecycle_pb.js';
 
 export interface TlsClientOptions {
   readonly caFile?: string;
@@ -110,9 +111,17 @@ const METHODS = {
   delete: typedMethod(MicroVMService.method.deleteMicroVM),
   get: typedMethod(MicroVMService.method.getMicroVM),
   list: typedMethod(MicroVMService.method.listMicroVMs),
-  // Our extension service, on the same port (flintlockd's, not the Go original's).
+  // Our extension services, on the same port (flintlockd's, not the Go original's).
   watch: typedMethod(MicroVMWatch.method.watchMicroVMs),
+  stop: typedMethod(MicroVMLifecycle.method.stopMicroVM),
+  start: typedMethod(MicroVMLifecycle.method.startMicroVM),
+  restart: typedMethod(MicroVMLifecycle.method.restartMicroVM),
+  pause: typedMethod(MicroVMLifecycle.method.pauseMicroVM),
+  resume: typedMethod(MicroVMLifecycle.method.resumeMicroVM),
+  logs: typedMethod(MicroVMLifecycle.method.getMicroVMLogs),
 };
+
+export type LifecycleCall = 'stop' | 'start' | 'restart' | 'pause' | 'resume';
 
 const MicroVMClientConstructor = grpc.makeGenericClientConstructor(grpcServiceDefinition(MicroVMService), 'MicroVM');
 
@@ -179,6 +188,25 @@ export class MicroVMClient {
     return result.ok ? { ok: true, value: undefined } : result;
   }
 
+  /** MicroVMLifecycle: the VM with its new intent. */
+  async lifecycle(call: LifecycleCall, uid: string): Promise<RpcResult<MicroVMMessage>> {
+    const result = await this.unary(METHODS[call], { uid });
+    return result.ok ? withVm(result.value.microvm) : result;
+  }
+
+  /** MicroVMLifecycle/GetMicroVMLogs: the console log's chunks until it ends (or, following, until cancelled). */
+  logs(request: { uid: string; follow: boolean; tailBytes: bigint }, onChunk: (data: Uint8Array) => void): WatchHandle {
+    const call = this.client.makeServerStreamRequest(
+      METHODS.logs.path,
+      METHODS.logs.serialize,
+      METHODS.logs.deserialize,
+      create(METHODS.logs.input, request),
+      callMetadata(this.token),
+      {},
+    );
+    return this.streamHandle(call, (chunk: LogChunk) => onChunk(chunk.data));
+  }
+
   /** MicroVMWatch/WatchMicroVMs: the snapshot (or a resume), then every change, until cancelled. */
   watch(request: WatchRequest, onEvent: (event: WatchEvent) => void): WatchHandle {
     const message = create(METHODS.watch.input, {
@@ -194,9 +222,13 @@ export class MicroVMClient {
       callMetadata(this.token),
       {},
     );
+    return this.streamHandle(call, onEvent);
+  }
+
+  private streamHandle<T>(call: grpc.ClientReadableStream<T>, onMessage: (message: T) => void): WatchHandle {
     let cancelled = false;
     const done = new Promise<RpcResult<void>>((resolve) => {
-      call.on('data', onEvent);
+      call.on('data', onMessage);
       call.on('error', (error: grpc.ServiceError) => {
         if (cancelled && error.code === grpc.status.CANCELLED) resolve({ ok: true, value: undefined });
         else resolve({ ok: false, error: rpcErrorOf(error) });

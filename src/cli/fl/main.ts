@@ -7,9 +7,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { MicroVM, MicroVMSpec } from '../../gen/flintlock/types/microvm_pb.js';
-import { MicroVMStatus_MicroVMState } from '../../gen/flintlock/types/microvm_pb.js';
+import { MicroVMStatus_MicroVMState, PowerState } from '../../gen/flintlock/types/microvm_pb.js';
 import { WatchEvent_Type } from '../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
-import { ClientSetupError, MicroVMClient, type ClientOptions, type RpcError, type WatchHandle } from './client.js';
+import { ClientSetupError, MicroVMClient, type ClientOptions, type LifecycleCall, type RpcError, type WatchHandle } from './client.js';
 import { formatVms, formatWatchHeader, formatWatchLine, OUTPUT_FORMATS, reasonOf, stateName, truncate, type OutputFormat } from './output.js';
 import { buildSpec, SpecError } from './spec.js';
 import { Backoff, WatchState } from './watch.js';
@@ -100,6 +100,22 @@ interface DeleteCommandOptions extends GlobalOptions {
   timeout: number;
 }
 
+type PowerCommandOptions = DeleteCommandOptions;
+
+interface LogsCommandOptions extends GlobalOptions {
+  follow?: boolean;
+  tail: number;
+}
+
+/** What each lifecycle call leads to, for --wait. */
+const POWER_AFTER: Record<LifecycleCall, { readonly state: PowerState; readonly doing: string }> = {
+  stop: { state: PowerState.STOPPED, doing: 'stopping' },
+  start: { state: PowerState.RUNNING, doing: 'starting' },
+  restart: { state: PowerState.RUNNING, doing: 'restarting' },
+  pause: { state: PowerState.PAUSED, doing: 'pausing' },
+  resume: { state: PowerState.RUNNING, doing: 'resuming' },
+};
+
 /** A failure already explained to the user; carries the exit code. */
 class Exit extends Error {
   constructor(readonly code: number) {
@@ -128,6 +144,13 @@ export function exitCodeFor(code: grpc.status): number {
 function positiveInt(flag: string): (value: string) => number {
   return (value) => {
     if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new InvalidArgumentError(`${flag} must be a positive whole number.`);
+    return Number(value);
+  };
+}
+
+function nonNegativeInt(flag: string): (value: string) => number {
+  return (value) => {
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(Number(value))) throw new InvalidArgumentError(`${flag} must be a whole number.`);
     return Number(value);
   };
 }
@@ -399,6 +422,55 @@ class Cli {
     }
   }
 
+  /** A lifecycle call; with --wait, until the guest does what was asked (a restart: a new VMM runs it). */
+  async power(call: LifecycleCall, uid: string, opts: PowerCommandOptions): Promise<number> {
+    const { state: wanted, doing } = POWER_AFTER[call];
+    return this.withClient(opts, async (client, host) => {
+      const before = call === 'restart' ? await client.getMicroVM(uid) : undefined;
+      const done = await client.lifecycle(call, uid);
+      if (!done.ok) throw this.rpcFailure(`${doing} microvm ${uid}`, done.error, host);
+      this.io.err.write(`microvm ${uid}: ${call} requested\n`);
+      if (opts.wait !== true) return EXIT.ok;
+      const oldPid = before?.ok === true ? before.value.status?.vmmPid : undefined;
+      const deadline = Date.now() + opts.timeout * 1000;
+      for (;;) {
+        const got = await client.getMicroVM(uid);
+        if (!got.ok) throw this.rpcFailure(`${doing} microvm ${uid}`, got.error, host);
+        const status = got.value.status;
+        if (status?.powerState === wanted && (oldPid === undefined || (status.vmmPid !== 0 && status.vmmPid !== oldPid))) {
+          this.io.err.write(`microvm ${uid}: ${PowerState[wanted]}\n`);
+          return EXIT.ok;
+        }
+        if (Date.now() > deadline)
+          throw this.fail(
+            `${doing} microvm ${uid}`,
+            `not ${PowerState[wanted]} after ${opts.timeout} s (last error: ${status?.lastError ?? 'none'})`,
+            EXIT.failed,
+          );
+        await sleep(this.io.pollIntervalMs ?? 500, undefined, this.io.signal !== undefined ? { signal: this.io.signal } : {});
+      }
+    });
+  }
+
+  /** The guest's console log (the last --tail bytes); with --follow, what it writes next until interrupted. */
+  async logs(uid: string, opts: LogsCommandOptions): Promise<number> {
+    return this.withClient(opts, async (client, host) => {
+      const decoder = new TextDecoder();
+      const handle = client.logs({ uid, follow: opts.follow === true, tailBytes: BigInt(opts.tail) }, (data) =>
+        this.io.out.write(decoder.decode(data, { stream: true })),
+      );
+      const onAbort = (): void => handle.cancel();
+      this.io.signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        const ended = await handle.done;
+        if (!ended.ok) throw this.rpcFailure(`reading the console log of microvm ${uid}`, ended.error, host);
+        return EXIT.ok;
+      } finally {
+        this.io.signal?.removeEventListener('abort', onAbort);
+      }
+    });
+  }
+
   async delete(uid: string, opts: DeleteCommandOptions): Promise<number> {
     return this.withClient(opts, async (client, host) => {
       const deleted = await client.deleteMicroVM(uid);
@@ -492,6 +564,31 @@ function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Com
     .option('--wait', 'wait until the microvm is gone')
     .option('--timeout <seconds>', 'how long --wait waits', positiveInt('--timeout'), 300)
     .action(async (uid: string, _opts, cmd: Command) => setExit(await cli.delete(uid, cmd.optsWithGlobals<DeleteCommandOptions>())));
+
+  const lifecycle: ReadonlyArray<readonly [LifecycleCall, string]> = [
+    ['stop', 'stop the VMM; devices, disks and the VM dir are kept (start runs it again)'],
+    ['start', 'run a stopped (or paused) microvm again, with the same devices and MACs'],
+    ['restart', 'stop the VMM and start a new one'],
+    ['pause', "stop the guest's vCPUs, keeping the VMM and the guest's memory"],
+    ['resume', "run a paused guest's vCPUs again"],
+  ];
+  for (const [call, description] of lifecycle) {
+    microvm
+      .command(call)
+      .description(`${description} (flintlockd's lifecycle extension)`)
+      .argument('<uid>', 'microvm uid')
+      .option('--wait', 'wait until the guest does what was asked')
+      .option('--timeout <seconds>', 'how long --wait waits', positiveInt('--timeout'), 120)
+      .action(async (uid: string, _opts, cmd: Command) => setExit(await cli.power(call, uid, cmd.optsWithGlobals<PowerCommandOptions>())));
+  }
+
+  microvm
+    .command('logs')
+    .description("print the guest's serial console log (flintlockd's lifecycle extension)")
+    .argument('<uid>', 'microvm uid')
+    .option('-f, --follow', 'keep printing what the guest writes, until interrupted')
+    .option('--tail <bytes>', 'only the last this many bytes (0: all)', nonNegativeInt('--tail'), 0)
+    .action(async (uid: string, _opts, cmd: Command) => setExit(await cli.logs(uid, cmd.optsWithGlobals<LogsCommandOptions>())));
 
   return program;
 }

@@ -1,6 +1,9 @@
 // What every gRPC handler needs: the caller's authorization value, and AppErrors as statuses.
 import * as grpc from '@grpc/grpc-js';
-import { boundedMessage, type AppError, type ErrorKind } from '../../../core/result.js';
+import { boundedMessage, thrownError, type AppError, type ErrorKind } from '../../../core/result.js';
+import type { Logger } from '../../../core/ports.js';
+import type { TokenCheck } from '../auth.js';
+import type { ApiMetrics } from '../metrics.js';
 
 const GRPC_CODES: Record<ErrorKind, grpc.status> = {
   'invalid-argument': grpc.status.INVALID_ARGUMENT,
@@ -34,4 +37,28 @@ export function failStream(call: grpc.ServerWritableStream<unknown, unknown>, er
 export function authorizationOf(metadata: grpc.Metadata): string | undefined {
   const value = metadata.get('authorization')[0];
   return typeof value === 'string' ? value : undefined;
+}
+
+/** A throw from below (e.g. the store failing) becomes an Internal error, not a crash. */
+export function guarded<T>(body: () => { ok: true; value: T } | { ok: false; error: AppError }): { ok: true; value: T } | { ok: false; error: AppError } {
+  try {
+    return body();
+  } catch (e) {
+    return { ok: false, error: thrownError(e) };
+  }
+}
+
+/** Unary handlers of a service: each checks the token first, answers AppErrors as statuses and counts its outcome. */
+export function unaryCalls(check: TokenCheck, log: Logger, metrics?: ApiMetrics, service?: string) {
+  return <Req, Res>(method: string, body: (req: Req) => { ok: true; value: Res } | { ok: false; error: AppError }): grpc.handleUnaryCall<Req, Res> =>
+    (call, callback) => {
+      const denied = check(authorizationOf(call.metadata));
+      const result = denied !== undefined ? { ok: false as const, error: denied } : guarded(() => body(call.request));
+      metrics?.handled('grpc', method, result.ok ? 'OK' : result.error.kind, service);
+      if (result.ok) callback(null, result.value);
+      else {
+        if (result.error.kind === 'internal') log.error({ method, error: result.error.message }, 'request failed');
+        callback(toServiceError(result.error), null);
+      }
+    };
 }

@@ -1,5 +1,5 @@
 // The gRPC API: microvm.services.api.v1alpha1.MicroVM on grpc-js, our extension service
-// flintlock.services.ext.v1alpha1.MicroVMWatch (./watch.ts) beside it with the same checks, plus
+// flintlock.services.ext.v1alpha1.MicroVMWatch (./watch.ts) and MicroVMLifecycle (./lifecycle.ts) beside it with the same checks, plus
 // grpc.health.v1 and server reflection (both left open without a token, like health probes and
 // grpcurl expect).
 import { randomUUID } from 'node:crypto';
@@ -13,6 +13,8 @@ import { thrownError, type AppError } from '../../../core/result.js';
 import type { Logger } from '../../../core/ports.js';
 import { ChangeJournal, DEFAULT_JOURNAL_CAPACITY } from '../../../core/change-journal.js';
 import { MicroVMWatch as MicroVMWatchDesc } from '../../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
+import { MicroVMLifecycle as MicroVMLifecycleDesc } from '../../../gen/flintlock/services/ext/v1alpha1/lifecycle_pb.js';
+import { lifecycleHandlers } from './lifecycle.js';
 import {
   MicroVM as MicroVMDesc,
   type CreateMicroVMRequest,
@@ -31,7 +33,7 @@ import { tokenCheck, type TokenCheck } from '../auth.js';
 import { encodeOnce, grpcServiceDefinition } from './service-definition.js';
 import type { ApiMetrics } from '../metrics.js';
 import { sendPaced, type BacklogLimits } from '../bounded-writer.js';
-import { authorizationOf, failStream, toServiceError } from './call.js';
+import { authorizationOf, failStream, guarded, unaryCalls } from './call.js';
 import { DEFAULT_WATCH_LIMITS, WatchHub, watchHandlers, type WatchStats } from './watch.js';
 import { loadServerTls, type ServerTls, type TlsSettings } from '../tls.js';
 
@@ -85,15 +87,13 @@ function withDependencies(file: DescFile, seen = new Set<string>()): DescFile[] 
 
 function reflectionService(): ReflectionService {
   const seen = new Set<string>();
-  const files = [MicroVMDesc.file, MicroVMWatchDesc.file]
+  const files = [MicroVMDesc.file, MicroVMWatchDesc.file, MicroVMLifecycleDesc.file]
     .flatMap((file) => withDependencies(file, seen))
     .map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
   // @grpc/reflection reads only `fileDescriptorProtos` from a proto-loader package definition.
   const definition = { [MicroVMDesc.typeName]: { fileDescriptorProtos: files } } as unknown as ConstructorParameters<typeof ReflectionService>[0];
   return new ReflectionService(definition);
 }
-
-type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>;
 
 /** grpc-js, grpc-go and grpcio clients refuse answers over 4 MiB unless told otherwise. */
 export const LIST_ANSWER_MAX_BYTES = 4 * 1024 * 1024 - 1024;
@@ -107,29 +107,9 @@ function listTooLarge(count: number, size: number): AppError {
   };
 }
 
-/** A throw from below (e.g. the store failing) becomes an Internal error, not a crash. */
-function guarded<T>(body: () => { ok: true; value: T } | { ok: false; error: AppError }): { ok: true; value: T } | { ok: false; error: AppError } {
-  try {
-    return body();
-  } catch (e) {
-    return { ok: false, error: thrownError(e) };
-  }
-}
-
 /** Builds the handlers; each checks the token first and counts its outcome. */
 export function microvmHandlers(service: MicroVMService, check: TokenCheck, log: Logger, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
-  const unary =
-    <Req, Res>(method: string, body: (req: Req) => { ok: true; value: Res } | { ok: false; error: AppError }): Unary<Req, Res> =>
-    (call, callback) => {
-      const denied = check(authorizationOf(call.metadata));
-      const result = denied !== undefined ? { ok: false as const, error: denied } : guarded(() => body(call.request));
-      metrics?.handled('grpc', method, result.ok ? 'OK' : result.error.kind);
-      if (result.ok) callback(null, result.value);
-      else {
-        if (result.error.kind === 'internal') log.error({ method, error: result.error.message }, 'request failed');
-        callback(toServiceError(result.error), null);
-      }
-    };
+  const unary = unaryCalls(check, log, metrics);
 
   const createMicroVM = unary<CreateMicroVMRequest, Partial<CreateMicroVMResponse>>('CreateMicroVM', (req) => {
     if (req.microvm === undefined) return { ok: false, error: { kind: 'invalid-argument', message: 'invalid create microvm request: MicroVMSpec required' } };
@@ -221,7 +201,13 @@ export async function startGrpcServer(service: MicroVMService, options: GrpcServ
   const journal = new ChangeJournal(service, randomUUID(), options.watchHistory ?? DEFAULT_JOURNAL_CAPACITY);
   const hub = new WatchHub(service, journal, options.watchLimits ?? DEFAULT_WATCH_LIMITS, options.metrics);
   server.addService(grpcServiceDefinition(MicroVMWatchDesc), watchHandlers(hub, check, options.metrics));
-  new HealthImplementation({ '': 'SERVING', [MicroVMDesc.typeName]: 'SERVING', [MicroVMWatchDesc.typeName]: 'SERVING' }).addToServer(server);
+  server.addService(grpcServiceDefinition(MicroVMLifecycleDesc), lifecycleHandlers(service, check, options.log, options.metrics));
+  new HealthImplementation({
+    '': 'SERVING',
+    [MicroVMDesc.typeName]: 'SERVING',
+    [MicroVMWatchDesc.typeName]: 'SERVING',
+    [MicroVMLifecycleDesc.typeName]: 'SERVING',
+  }).addToServer(server);
   reflectionService().addToServer(server);
   let port: number;
   try {
