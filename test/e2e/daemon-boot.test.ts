@@ -11,6 +11,7 @@
 // filter; a) reads all of that from /proc and the cgroup files of the running QEMU, and the
 // modes that keep the daemon's state from it.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, it } from 'node:test';
@@ -20,6 +21,7 @@ import {
   MicroVMSpecSchema,
   MicroVMStatus_MicroVMState as State,
   NetworkInterface_IfaceType as IfaceType,
+  PowerState,
   type MicroVM,
 } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { makeTempDir, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
@@ -30,6 +32,7 @@ import { describeWith, GUEST_LAB } from '../helpers/prerequisites.js';
 import { atExit } from '../helpers/processes.js';
 import { CGROUPS, HOST_CGROUP_ROOT, rmdirCgroup } from '../helpers/sandbox.js';
 import { waitFor } from '../helpers/wait.js';
+import { MicroVMClient, type LifecycleCall } from '../../src/cli/fl/client.js';
 
 const GUEST = '127.0.0.1:5000/flintlock/guest:e2e';
 /** The first macvtap guest gets a fixed lease, so the second can be told to ping it. */
@@ -318,7 +321,101 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', [...
     );
     pids.add(restarted.status?.vmmPid ?? 0);
     assert.equal(restarted.status?.restartCount, 1);
+    assert.equal(restarted.status?.crashLoopCount, 1, 'an exit soon after the start counts in a crash loop');
+    // Again at once: the second exit in a row waits out the backoff (retry-backoff-base 200ms), shown in the status.
+    const second = restarted.status?.vmmPid ?? 0;
+    process.kill(second, 'SIGKILL');
+    const waiting = await waitFor(
+      'the crash-loop wait in the status',
+      async () => {
+        const got = await client.get(uid);
+        return got.status?.crashLoopCount === 2 ? got : undefined;
+      },
+      5000,
+      20,
+    );
+    const restartAt = Number(waiting.status?.nextRestartAt?.seconds ?? 0n) * 1000;
+    assert.ok(restartAt > 0, 'next_restart_at is set');
+    const third = await waitFor(
+      'restarted after the wait',
+      async () => {
+        const got = await client.get(uid);
+        return got.status?.state === State.CREATED && got.status.vmmPid !== second ? got : undefined;
+      },
+      30_000,
+      50,
+    );
+    pids.add(third.status?.vmmPid ?? 0);
+    assert.equal(third.status?.restartCount, 2);
+    assert.equal(third.status?.nextRestartAt, undefined, 'the wait is over');
     await deleteAndWait(uid);
+  });
+
+  it('f) lifecycle: stop keeps the tap, start boots again with the same MAC and lease, pause stops the guest answering, resume, logs', async () => {
+    const lifecycle = new MicroVMClient({ host: daemon.endpoint });
+    try {
+      const vm = await createdVm('life-vm', [{ deviceId: 'eth1', type: IfaceType.TAP }]);
+      const uid = vm.spec?.uid ?? '';
+      const iface = vm.status?.networkInterfaces.eth1;
+      const ip = await waitFor('a DHCP lease', () => leaseFor(bridgeLeases, iface?.macAddress ?? ''), BOOT_DEADLINE_MS, 100);
+      pingFrom(host.name, ip);
+      const power = async (call: LifecycleCall, state: PowerState): Promise<MicroVM> => {
+        const done = await lifecycle.lifecycle(call, uid);
+        assert.ok(done.ok, done.ok ? '' : done.error.details);
+        return waitFor(
+          `${call}: ${PowerState[state]}`,
+          async () => {
+            const got = await client.get(uid);
+            return got.status?.powerState === state && !(call === 'start' && got.status.vmmPid === 0) ? got : undefined;
+          },
+          30_000,
+          50,
+        );
+      };
+      const stopped = await power('stop', PowerState.STOPPED);
+      assert.equal(stopped.status?.state, State.CREATED);
+      assert.equal(stopped.status?.vmmPid, 0);
+      assert.ok(processGone(vm.status?.vmmPid ?? 0), 'the VMM is gone');
+      host.ip('link', 'show', iface?.hostDeviceName ?? ''); // the tap is kept (throws if gone)
+      const started = await power('start', PowerState.RUNNING);
+      pids.add(started.status?.vmmPid ?? 0);
+      assert.notEqual(started.status?.vmmPid, vm.status?.vmmPid);
+      assert.equal(started.status?.networkInterfaces.eth1?.macAddress, iface?.macAddress, 'same MAC');
+      assert.equal(started.status?.networkInterfaces.eth1?.hostDeviceName, iface?.hostDeviceName, 'same tap');
+      await waitFor(
+        'the guest answers again',
+        () => {
+          try {
+            execFileSync('ip', ['netns', 'exec', host.name, 'busybox', 'ping', '-c', '1', '-W', '1', ip], { stdio: 'ignore' });
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        BOOT_DEADLINE_MS,
+        200,
+      );
+      assert.equal(leaseFor(bridgeLeases, iface?.macAddress ?? ''), ip, 'the same lease');
+      await power('pause', PowerState.PAUSED);
+      assert.throws(
+        () => execFileSync('ip', ['netns', 'exec', host.name, 'busybox', 'ping', '-c', '2', '-W', '1', ip], { stdio: 'ignore' }),
+        'a paused guest does not answer',
+      );
+      assert.equal(processGone(started.status?.vmmPid ?? 0), false, 'the VMM is kept while paused');
+      await power('resume', PowerState.RUNNING);
+      pingFrom(host.name, ip);
+      let text = '';
+      const logs = lifecycle.logs({ uid, follow: false, tailBytes: 0n }, (data) => (text += Buffer.from(data).toString('utf8')));
+      assert.ok((await logs.done).ok);
+      // The guest names its first NIC eth0 whatever the spec's device id; the marker carries the MAC.
+      assert.ok(
+        text.includes(`FLINTLOCK-GUEST-NIC eth0 ${iface?.macAddress ?? ''}`),
+        `the console log holds the guest's markers (${text.length} chars: ${text.slice(-300)})`,
+      );
+      await deleteAndWait(uid);
+    } finally {
+      lifecycle.close();
+    }
   });
 
   it('e) a daemon restart re-adopts running VMMs instead of restarting them', async () => {
