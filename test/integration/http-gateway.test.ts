@@ -246,7 +246,7 @@ describe('HTTP gateway', () => {
     const res = await post(`${gw.url}/v1alpha1/microvm`, { ...camelSpec('bogus'), interfaces: [{ deviceId: 'eth0', type: 'BOGUS' }] });
     assert.equal(res.status, 400, res.text);
     assert.equal(res.body['code'], 3);
-    assert.match(res.body['message'] as string, /interfaces\[0\]\.type: unknown value "BOGUS" \(expected one of MACVTAP, TAP\)/);
+    assert.match(res.body['message'] as string, /^invalid microvm spec: interfaces\[0\]\.type: unknown value "BOGUS" \(expected one of MACVTAP, TAP\)/);
     const snake = await post(`${gw.url}/v1alpha1/microvm`, { ...snakeSpec('bogus2'), interfaces: [{ device_id: 'eth0', type: 'tap' }] });
     assert.equal(snake.status, 400, snake.text);
     assert.match(snake.body['message'] as string, /interfaces\[0\]\.type: unknown value "tap"/);

@@ -145,7 +145,9 @@ function decode<Desc extends DescMessage>(schema: Desc, text: string): MessageSh
     return fromAppError(appError('invalid-argument', `invalid JSON body: ${errorMessage(e)}`));
   }
   const badEnum = unknownEnumName(schema, json);
-  if (badEnum !== undefined) return fromAppError(appError('invalid-argument', `invalid ${schema.name} body: ${badEnum}`));
+  // Worded as validation words a spec's problems, since it is one.
+  const subject = schema.typeName === MicroVMSpecSchema.typeName ? 'microvm spec' : `${schema.name} body`;
+  if (badEnum !== undefined) return fromAppError(appError('invalid-argument', `invalid ${subject}: ${badEnum}`));
   try {
     return fromJson(schema, json, { ignoreUnknownFields: true });
   } catch (e) {

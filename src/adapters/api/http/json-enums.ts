@@ -2,6 +2,7 @@
 // drops an enum name it doesn't know, so `"type":"BOGUS"` would quietly become the zero value
 // (MACVTAP): a different VM from the one asked for. Unknown fields stay ignored (COMPAT §1); an
 // unknown enum name is refused, naming the field.
+import { echo } from '../../../core/identifiers.js';
 import type { DescEnum, DescField, DescMessage, JsonObject, JsonValue } from '@bufbuild/protobuf';
 
 const isObject = (v: JsonValue): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -9,7 +10,7 @@ const isObject = (v: JsonValue): v is JsonObject => typeof v === 'object' && v !
 function enumValueProblem(e: DescEnum, value: JsonValue, path: string): string | undefined {
   // Numbers (any, proto3 enums are open) and null are left to decoding and validation.
   if (typeof value !== 'string' || e.values.some((v) => v.name === value)) return undefined;
-  return `${path}: unknown value ${JSON.stringify(value)} (expected one of ${e.values.map((v) => v.name).join(', ')})`;
+  return `${path}: unknown value ${echo(value)} (expected one of ${e.values.map((v) => v.name).join(', ')})`;
 }
 
 /** `check` on each element of a list or value of a map, first problem wins. */
