@@ -2,7 +2,8 @@
 // Keys are the original's flag names. Strict: an unknown key is an error naming it and where it
 // came from; keys of the Go original that mean nothing here (containerd-*) are accepted with a
 // warning so an existing config file still works.
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { tlsPathProblems } from './paths.js';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
@@ -33,9 +34,25 @@ export const IGNORED_KEYS: Readonly<Record<string, string>> = {
   'disable-api': 'the API always runs',
 };
 
-const bool = z.preprocess((v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' || v === '' ? false : v), z.boolean());
-const int = (min: number, max: number): z.ZodType<number> =>
-  z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
+// YAML 1.1's booleans too (`insecure: yes`): the yaml library reads YAML 1.2, where `yes` is text,
+// and config files written for YAML 1.1 tools are common.
+const TRUE = new Set(['true', 'yes', 'y', 'on', '1']);
+const FALSE = new Set(['false', 'no', 'n', 'off', '0', '']);
+const bool = z.union([z.boolean(), z.string(), z.number()]).transform((v, ctx) => {
+  if (typeof v === 'boolean') return v;
+  const word = String(v).trim().toLowerCase();
+  if (TRUE.has(word)) return true;
+  if (FALSE.has(word)) return false;
+  ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a boolean: use true or false (yes/no, on/off and 1/0 are accepted too)` });
+  return z.NEVER;
+});
+const int = (min: number, max: number): z.ZodType<number, number | string> =>
+  z.union([z.number(), z.string()]).transform((v, ctx) => {
+    const n = typeof v === 'number' ? v : /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
+    if (Number.isInteger(n) && n >= min && n <= max) return n;
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a whole number from ${min} to ${max}` });
+    return z.NEVER;
+  });
 // A bare number is refused: the original (viper) would read `10` as 10 ns, a user likely means 10 s.
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = typeof v === 'number' ? undefined : parseDuration(v.trim());
@@ -213,15 +230,57 @@ function readFile(path: string, required: boolean): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/** `FLINTLOCKD_PARENT_IFACE`, and the original's `FLINTLOCKD_PARENT-IFACE`. */
+const ENV_PREFIX = 'FLINTLOCKD_';
+
+/**
+ * `FLINTLOCKD_PARENT_IFACE`, and the original's `FLINTLOCKD_PARENT-IFACE`. Held to the file's
+ * rules: a FLINTLOCKD_ variable that names no key is an error, not a setting silently lost.
+ */
 function fromEnv(env: ConfigSources['env']): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+  const byVariable = new Map<string, string>();
   for (const key of [...CONFIG_KEYS, ...Object.keys(ALIASES)]) {
     const upper = key.toUpperCase();
-    const value = env[`FLINTLOCKD_${upper.replaceAll('-', '_')}`] ?? env[`FLINTLOCKD_${upper}`];
-    if (value !== undefined) out[key] = value;
+    byVariable.set(`${ENV_PREFIX}${upper.replaceAll('-', '_')}`, key);
+    byVariable.set(`${ENV_PREFIX}${upper}`, key);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [variable, value] of Object.entries(env)) {
+    if (!variable.startsWith(ENV_PREFIX) || value === undefined) continue;
+    const key = byVariable.get(variable);
+    if (key === undefined) {
+      const guess = closest(variable.slice(ENV_PREFIX.length).toLowerCase().replaceAll('_', '-'), CONFIG_KEYS);
+      throw new ConfigError(
+        `unknown environment variable ${variable}: ${ENV_PREFIX}* variables set config keys (${ENV_PREFIX}STATE_DIR sets state-dir)${guess !== undefined ? `; did you mean ${envName(guess)}?` : ''}`,
+      );
+    }
+    // The underscore spelling wins over the original's hyphen spelling when both are set.
+    if (!(key in out) || variable === envName(key)) out[key] = value;
   }
   return out;
+}
+
+/** The environment variable of a config key. */
+export const envName = (key: string): string => `${ENV_PREFIX}${key.toUpperCase().replaceAll('-', '_')}`;
+
+/** The key nearest to `word` (a likely misspelling: at most a third of it differs), if any. */
+function closest(word: string, keys: readonly string[]): string | undefined {
+  let best: { key: string; distance: number } | undefined;
+  for (const key of keys) {
+    const distance = editDistance(word, key);
+    if (distance <= Math.max(1, Math.floor(key.length / 3)) && (best === undefined || distance < best.distance)) best = { key, distance };
+  }
+  return best?.key;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++)
+      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
 }
 
 function normalizeKeys(values: Record<string, unknown>, origin: string, ignored: Array<{ key: string; why: string }>): Record<string, unknown> {
@@ -233,7 +292,10 @@ function normalizeKeys(values: Record<string, unknown>, origin: string, ignored:
       ignored.push({ key, why });
       continue;
     }
-    if (!(key in schema.shape)) throw new ConfigError(`unknown config key "${rawKey}" in ${origin}`);
+    if (!(key in schema.shape)) {
+      const guess = closest(rawKey, CONFIG_KEYS);
+      throw new ConfigError(`unknown config key "${rawKey}" in ${origin}${guess !== undefined ? `; did you mean "${guess}"?` : ''}`);
+    }
     out[key] = value;
   }
   return out;
@@ -310,22 +372,27 @@ function uidRange(text: string): VmmIdRange | undefined {
   return range;
 }
 
+const TLS_SETUP =
+  'set tls-cert and tls-key to the PEM files of the server certificate and its key (or set insecure: true to serve plaintext, on a trusted network only)';
+
 /** Cross-key rules, with the original's messages where it has them (COMPAT §2.10, §3). */
 function checkConfig(c: Config): void {
-  if (c.parentIface === '' && c.bridgeName === '') throw new ConfigError('you must supply at least one of parent interface, bridge name');
-  if (c.insecure && (c.tlsCert !== '' || c.tlsKey !== '')) throw new ConfigError('cannot specify tls certificate details when running insecurely');
+  if (c.parentIface === '' && c.bridgeName === '')
+    throw new ConfigError(
+      'you must supply at least one of parent interface, bridge name: set parent-iface (macvtap NICs on that host interface) or bridge-name (tap NICs on that bridge), or both, in the config file, as --parent-iface/--bridge-name or as FLINTLOCKD_PARENT_IFACE/FLINTLOCKD_BRIDGE_NAME',
+    );
+  if (c.insecure && (c.tlsCert !== '' || c.tlsKey !== ''))
+    throw new ConfigError('cannot specify tls certificate details when running insecurely: unset tls-cert and tls-key, or unset insecure to serve TLS');
   if (!c.insecure) {
-    if (c.tlsCert === '') throw new ConfigError('certificate file path is required when running securely');
-    if (c.tlsKey === '') throw new ConfigError('certificate key file path is required when running securely');
-    if (c.tlsClientValidate && c.tlsClientCa === '') throw new ConfigError('client certificate key file path is required when running mTLS');
-    for (const [subject, path] of [
-      ['certificate file', c.tlsCert],
-      ['key file', c.tlsKey],
-      ['client CA file', c.tlsClientCa],
-    ] as const) {
-      if (path !== '' && !existsSync(path)) throw new ConfigError(`${subject} ${path} does not exist`);
-    }
+    if (c.tlsCert === '') throw new ConfigError(`certificate file path is required when running securely: ${TLS_SETUP}`);
+    if (c.tlsKey === '') throw new ConfigError(`certificate key file path is required when running securely: ${TLS_SETUP}`);
+    if (c.tlsClientValidate && c.tlsClientCa === '')
+      throw new ConfigError(
+        "tls-client-validate (mTLS) needs tls-client-ca: set tls-client-ca to the PEM file of the CA that signs the clients' certificates, or unset tls-client-validate",
+      );
   }
+  const problems = tlsPathProblems(c);
+  if (problems.length > 0) throw new ConfigError(problems.join('; '));
   if (c.resyncPeriodMs <= 0) throw new ConfigError('invalid config value for "resync-period": must be greater than 0');
   if (c.minimumMemoryMb > c.maximumMemoryMb) throw new ConfigError('minimum-memory-mb must not be greater than maximum-memory-mb');
   if (c.vmmCgroupParent !== '' && !validCgroupParent(c.vmmCgroupParent))

@@ -515,7 +515,31 @@ describeWith('HTTP gateway over TLS', programs('openssl'), {}, () => {
     });
 
     it('refuses mTLS without tls-client-ca rather than trusting public roots', async () => {
-      await assert.rejects(startGateway(undefined, { ...tls, clientValidate: true }), /tls-client-ca/);
+      await assert.rejects(
+        startGateway(undefined, { ...tls, clientValidate: true }),
+        /^Error: tls-client-validate \(mTLS\) needs tls-client-ca: set tls-client-ca to/,
+      );
+    });
+
+    it('says tls-cert and tls-key are swapped when they are', async () => {
+      await assert.rejects(startGateway(undefined, { ...tls, certFile: tls.keyFile, keyFile: tls.certFile }), (e: Error) => {
+        assert.equal(
+          e.message,
+          `tls-cert ${tls.keyFile} holds a private key and tls-key ${tls.certFile} a certificate: they are swapped; set tls-cert to the certificate file and tls-key to its key file`,
+        );
+        return true;
+      });
+    });
+
+    it('says what a tls-cert holding a key holds, and a tls-key that is a directory is one', async () => {
+      await assert.rejects(
+        startGateway(undefined, { ...tls, certFile: tls.keyFile }),
+        /^Error: invalid tls-cert file \S+ \(it holds a private key\): .*; set tls-cert to the server certificate's PEM file$/,
+      );
+      await assert.rejects(
+        startGateway(undefined, { ...tls, keyFile: pki.dir }),
+        /^Error: tls-key \S+ is a directory: set tls-key to the PEM file of the server certificate's private key$/,
+      );
     });
   });
 });
