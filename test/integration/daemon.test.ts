@@ -116,6 +116,42 @@ describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
     }
   });
 
+  it('keeps serving after SIGHUP, saying so in a JSON line with a level name and an ISO time', async () => {
+    assert.ok(daemon.process.pid !== undefined);
+    process.kill(daemon.process.pid, 'SIGHUP');
+    const line = await waitFor(
+      'the SIGHUP log line',
+      () =>
+        daemon
+          .output()
+          .split('\n')
+          .find((l) => l.includes('SIGHUP received')),
+      5000,
+    );
+    const event = JSON.parse(line) as Record<string, unknown>;
+    assert.equal(event['level'], 'info');
+    assert.match(String(event['time']), /^\d{4}-\d\d-\d\dT[\d:.]+Z$/);
+    assert.equal(daemon.process.exitCode, null, 'still running');
+    assert.deepEqual(await client.list('no-such-namespace'), []);
+  });
+
+  it('logs "create accepted" at Create, not "created"', async () => {
+    const created = await client.create(capmvmSpec('accepted-1', '02:42:ac:11:00:09'));
+    const uid = created.spec?.uid ?? '';
+    const accepted = await waitFor(
+      'the accept line',
+      () =>
+        daemon
+          .output()
+          .split('\n')
+          .find((l) => l.includes(uid) && l.includes('microvm create accepted')),
+      5000,
+    );
+    assert.ok(accepted);
+    assert.doesNotMatch(daemon.output(), /"msg":"microvm created"/);
+    await client.delete(uid);
+  });
+
   it('serves the fl flow: create, get, list, delete --wait (bin/fl against the daemon)', () => {
     const fl = (...args: string[]): { status: number | null; stdout: string; stderr: string } =>
       spawnSync(process.execPath, [FL, '--host', daemon.endpoint, ...args], { encoding: 'utf8', timeout: 30_000 });

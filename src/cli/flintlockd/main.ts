@@ -2,7 +2,7 @@
 // starts the daemon and stops it cleanly on SIGTERM or SIGINT.
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { createLogger } from '../../adapters/log/logger.js';
+import { createDaemonLog } from '../../adapters/log/logger.js';
 import { CONFIG_KEYS, ConfigError, loadConfig, type Config } from '../../config/config.js';
 import { startDaemon } from '../../daemon/compose.js';
 
@@ -51,8 +51,14 @@ export async function main(argv: string[]): Promise<number> {
       exitCode = 2;
       return;
     }
-    const log = createLogger({ format: config.logFormat, verbosity: config.verbosity, output: config.logOutput });
+    const { log, reopen } = createDaemonLog({ format: config.logFormat, verbosity: config.verbosity, output: config.logOutput });
     log.info({ version: version(), stateDir: config.stateDir }, 'flintlockd starting');
+    // SIGHUP (logrotate's postrotate, `systemctl reload`) reopens log-output when it is a file; it
+    // never stops the daemon (Node's default for SIGHUP is to exit).
+    process.on('SIGHUP', () => {
+      if (reopen()) log.info({ signal: 'SIGHUP', file: config.logOutput }, `log file ${config.logOutput} reopened`);
+      else log.info({ signal: 'SIGHUP' }, `SIGHUP received: logging to ${config.logOutput}, nothing to reopen`);
+    });
     // A bug must be seen, but it must not take the API and every VM's supervision down with it.
     process.on('unhandledRejection', (reason) => log.error({ error: String(reason) }, 'unhandled rejection'));
     let daemon;
