@@ -97,52 +97,69 @@ const registryAuth = z.preprocess(
   z.record(z.string(), credential),
 );
 
-const schema = z
-  .object({
-    'grpc-endpoint': text.default('localhost:9090'),
-    'enable-http': bool.default(false),
-    'http-endpoint': text.default('localhost:8090'),
-    'parent-iface': text.default(''),
-    'bridge-name': text.default(''),
-    'state-dir': text.default('/var/lib/flintlock'),
-    'default-provider': z.enum(PROVIDERS).default('auto'),
-    'firecracker-bin': text.default('firecracker'),
-    'cloudhypervisor-bin': text.default('cloud-hypervisor-static'),
-    'qemu-bin': text.default('qemu-system-x86_64'),
-    'virtiofs-bin': text.default('/usr/libexec/virtiofsd'),
-    insecure: bool.default(false),
-    'basic-auth-token': text.default(''),
-    'tls-cert': text.default(''),
-    'tls-key': text.default(''),
-    'tls-client-ca': text.default(''),
-    'tls-client-validate': bool.default(false),
-    'maximum-retry': int(0, 1000).default(10),
-    'resync-period': duration.default(600_000),
-    'delete-vm-timeout': duration.default(10_000),
-    verbosity: int(0, 10).default(0),
-    'log-format': z.enum(['text', 'json']).default('text'),
-    'log-output': text.default('stderr'),
-    'debug-endpoint': text.default(''),
-    // flintlock-ts additions
-    'insecure-registries': list.default([]),
-    'registry-auth': registryAuth.default({}),
-    'image-keep-time': duration.default(86_400_000),
-    'image-max-unpacked-size': size.default(8 * 1024 ** 3),
-    'virtiofs-allowed-roots': list.default([]),
-    'reconcile-concurrency': int(1, 64).default(4),
-    'retry-backoff-base': duration.default(5_000),
-    'retry-backoff-max': duration.default(300_000),
-    'minimum-memory-mb': int(1, 1 << 20).default(128),
-    'maximum-memory-mb': int(1, 1 << 20).default(32768),
-    'maximum-metadata-kb': int(1, MAX_METADATA_KB).default(DEFAULT_METADATA_KB),
-    'vmm-uid-range': text.default(DEFAULT_VMM_UID_RANGE),
-    'vmm-cgroup-root': text.default('/sys/fs/cgroup'),
-    'vmm-cgroup-parent': text.default('flintlock'),
-    'vmm-memory-overhead-mb': int(0, 1 << 20).default(256),
-    'vmm-pids-max': int(16, 1 << 22).default(1024),
-    'firecracker-jailer-bin': text.default(''),
-  })
-  .strict();
+/** One config key: its type, its default as an operator would write it, and what it means. */
+interface KeySpec<T extends z.ZodType> {
+  readonly type: T;
+  readonly default: z.input<T>;
+  readonly help: string;
+}
+const key = <T extends z.ZodType>(type: T, defaultValue: z.input<T>, help: string): KeySpec<T> => ({ type, default: defaultValue, help });
+
+/**
+ * Every key the daemon reads: the one table behind parsing, `run --help` and the example config
+ * (packaging/config.example.yaml). Defaults are written as in a config file and parsed like one.
+ */
+export const CONFIG_KEY_SPECS = {
+  'grpc-endpoint': key(text, 'localhost:9090', 'Address of the gRPC API: host:port, or unix:/path for a unix socket.'),
+  'enable-http': key(bool, false, "Serve the HTTP/JSON gateway as well (HTTPS with the gRPC port's TLS, mTLS and token rules; plain HTTP only with insecure)."),
+  'http-endpoint': key(text, 'localhost:8090', 'Address of the HTTP/JSON gateway (host:port), when enable-http is set.'),
+  'parent-iface': key(text, '', 'Host interface that macvtap guest NICs (type MACVTAP, the API default) are made on. This or bridge-name (or both) is required.'),
+  'bridge-name': key(text, '', "Bridge that tap guest NICs (type TAP) are attached to; a NIC's overrides.bridge_name wins. This or parent-iface (or both) is required."),
+  'state-dir': key(text, '/var/lib/flintlock', 'Directory of the state: the database, VM directories and the image cache. Created when missing.'),
+  'default-provider': key(z.enum(PROVIDERS), 'auto', 'VMM for VMs that name none: firecracker, cloudhypervisor, qemu, or auto (Firecracker if it and /dev/kvm are usable, else Cloud Hypervisor likewise, else QEMU).'),
+  'firecracker-bin': key(text, 'firecracker', 'Firecracker binary (a name on PATH or a path).'),
+  'cloudhypervisor-bin': key(text, 'cloud-hypervisor-static', 'Cloud Hypervisor binary (a name on PATH or a path).'),
+  'qemu-bin': key(text, 'qemu-system-x86_64', 'QEMU binary (a name on PATH or a path).'),
+  'virtiofs-bin': key(text, '/usr/libexec/virtiofsd', 'virtiofsd binary, for virtiofs volumes.'),
+  insecure: key(bool, false, 'Serve the API in plaintext (h2c). Otherwise tls-cert and tls-key are required. Only on a trusted network.'),
+  'basic-auth-token': key(text, '', 'When set, every API call needs "authorization: Basic base64(token)" (or "Bearer token").'),
+  'tls-cert': key(text, '', "The server certificate's PEM file (TLS 1.3)."),
+  'tls-key': key(text, '', "The PEM file of the server certificate's private key."),
+  'tls-client-ca': key(text, '', "The PEM file of the CA that signs the clients' certificates (needed with tls-client-validate)."),
+  'tls-client-validate': key(bool, false, 'Require a client certificate signed by tls-client-ca (mTLS).'),
+  'maximum-retry': key(int(0, 1000), 10, 'Failed reconciles of a VM before it is FAILED.'),
+  'resync-period': key(duration, '10m', 'How often every VM is reconciled even when nothing changed.'),
+  'delete-vm-timeout': key(duration, '10s', 'How long a VMM gets to stop gracefully before it is killed (alias deleteMicroVM-timeout).'),
+  verbosity: key(int(0, 10), 0, 'Log detail: 0-1 info, 2-8 debug, 9 and up trace.'),
+  'log-format': key(z.enum(['text', 'json']), 'text', 'Log lines as text, or as JSON (level names, ISO-8601 times).'),
+  'log-output': key(text, 'stderr', 'Where logs go: stderr, stdout or a file path (appended to; reopened on SIGHUP, for logrotate).'),
+  'debug-endpoint': key(text, '', 'When set (host:port), serves /metrics (Prometheus) and /healthz, unauthenticated.'),
+  'insecure-registries': key(list, [], 'Registry hosts reached over plain HTTP (loopback always is); a list, or comma-separated.'),
+  'registry-auth': key(registryAuth, {}, 'Registry credentials per host: {username, password} or {token} (JSON text in env and flags).'),
+  'image-keep-time': key(duration, '24h', 'How long cached images no VM uses are kept.'),
+  'image-max-unpacked-size': key(size, '8GiB', 'Most bytes one image may unpack to (all layers, decompressed); larger pulls fail. A bare number is MiB.'),
+  'virtiofs-allowed-roots': key(list, [], 'Host directories under which virtiofs shares may be; empty: no virtiofs volumes.'),
+  'reconcile-concurrency': key(int(1, 64), 4, 'VMs reconciled at once.'),
+  'retry-backoff-base': key(duration, '5s', 'First wait before retrying a failed reconcile; doubles each time.'),
+  'retry-backoff-max': key(duration, '5m', 'Longest wait between retries of a failed reconcile.'),
+  'minimum-memory-mb': key(int(1, 1 << 20), 128, 'Smallest memory_in_mb a VM may ask for.'),
+  'maximum-memory-mb': key(int(1, 1 << 20), 32768, 'Largest memory_in_mb a VM may ask for.'),
+  'maximum-metadata-kb': key(int(1, MAX_METADATA_KB), DEFAULT_METADATA_KB, `Most KiB of metadata keys plus values per VM (at most ${MAX_METADATA_KB}).`),
+  'vmm-uid-range': key(text, DEFAULT_VMM_UID_RANGE, "START:COUNT: each VM's VMM runs as uid = gid = START + i, one per VM; empty: as the daemon's user."),
+  'vmm-cgroup-root': key(text, '/sys/fs/cgroup', 'Where the cgroup hierarchy is mounted (v2 or v1, detected).'),
+  'vmm-cgroup-parent': key(text, 'flintlock', 'Each VMM runs in the cgroup <root>/<parent>/<vm uid>; empty: VMMs get no cgroup (no limits).'),
+  'vmm-memory-overhead-mb': key(int(0, 1 << 20), 256, "MiB a VMM's cgroup may use beyond the VM's memory_in_mb."),
+  'vmm-pids-max': key(int(16, 1 << 22), 1024, "Processes plus threads a VMM's cgroup may hold."),
+  'firecracker-jailer-bin': key(text, '', "Firecracker's jailer binary; empty: not used (needs vmm-uid-range)."),
+};
+
+type KeySpecs = typeof CONFIG_KEY_SPECS;
+type Shape = { [K in keyof KeySpecs]: z.ZodPrefault<KeySpecs[K]['type']> };
+// prefault: a default goes through its key's parsing, as if the operator had written it.
+const shape = Object.fromEntries(
+  Object.entries(CONFIG_KEY_SPECS).map(([name, spec]: [string, KeySpec<z.ZodType>]) => [name, z.prefault(spec.type, spec.default)]),
+) as unknown as Shape;
+const schema = z.object(shape).strict();
 
 export type RawConfig = z.input<typeof schema>;
 type Parsed = z.output<typeof schema>;
