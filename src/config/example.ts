@@ -52,7 +52,14 @@ export function exampleConfig(): string {
   ];
   for (const name of Object.keys(CONFIG_KEY_SPECS) as KeyName[]) {
     const value: unknown = CONFIG_KEY_SPECS[name].default;
-    out.push('', ...comment(CONFIG_KEY_SPECS[name].help), `# ${stringify({ [name]: value }, { lineWidth: 0 }).trimEnd().split('\n').join('\n#   ')}`);
+    out.push(
+      '',
+      ...comment(CONFIG_KEY_SPECS[name].help),
+      `# ${stringify({ [name]: value }, { lineWidth: 0 })
+        .trimEnd()
+        .split('\n')
+        .join('\n#   ')}`,
+    );
   }
   return `${out.join('\n')}\n`;
 }
