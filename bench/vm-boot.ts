@@ -245,8 +245,10 @@ function parseLog(output: string): LogRecord[] {
   for (const line of output.split('\n')) {
     if (!line.startsWith('{')) continue;
     try {
-      const rec = JSON.parse(line) as Partial<LogRecord>;
-      if (typeof rec.time === 'number' && typeof rec.msg === 'string') out.push(rec as LogRecord);
+      const rec = JSON.parse(line) as Omit<Partial<LogRecord>, 'time'> & { time?: unknown };
+      // The daemon writes ISO-8601 times (ms precision), as epoch ms here.
+      const time = typeof rec.time === 'string' ? Date.parse(rec.time) : rec.time;
+      if (typeof time === 'number' && !Number.isNaN(time) && typeof rec.msg === 'string') out.push({ ...rec, time, msg: rec.msg });
     } catch {
       // not a log line
     }
@@ -625,7 +627,7 @@ async function main(): Promise<void> {
       const uid = (r.vm ?? r.vmid ?? '').split('/')[2];
       if (uid === undefined) continue;
       if (r.msg === 'QEMU spawned') spawnedAt.set(uid, { time: r.time, spawnMs: r.spawnMs ?? Number.NaN, pid: r.pid ?? 0 });
-      if (r.msg === 'microvm created') createdAt.set(uid, r.time);
+      if (r.msg === 'microvm create accepted') createdAt.set(uid, r.time);
       const t0 = t0Of.get(uid);
       if (t0 === undefined) continue;
       const events = timeline.get(uid) ?? new Map<string, number>();
@@ -822,7 +824,7 @@ async function main(): Promise<void> {
       ],
     ]);
     printTable('Spawn: create -> QEMU process (p50 / p99 ms)', [
-      ['create -> "microvm created" logged (API stored + triggered)', p5099(toCreatedLog)],
+      ['create -> "microvm create accepted" logged (API stored + triggered)', p5099(toCreatedLog)],
       ['create -> vmm.log header (daemon about to spawn)', p5099(toHeader)],
       [`create -> QEMU spawned (daemon log, after exec) [goal <= 50 ms]`, `${p5099(toSpawned)}  ${spawnP50 <= 50 ? 'MET' : 'MISSED'} at p50`],
       ['  of which child_process.spawn (spawnMs)', p5099(spawnCall, 1)],

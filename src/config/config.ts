@@ -2,7 +2,8 @@
 // Keys are the original's flag names. Strict: an unknown key is an error naming it and where it
 // came from; keys of the Go original that mean nothing here (containerd-*) are accepted with a
 // warning so an existing config file still works.
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { tlsPathProblems } from './paths.js';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
@@ -33,9 +34,25 @@ export const IGNORED_KEYS: Readonly<Record<string, string>> = {
   'disable-api': 'the API always runs',
 };
 
-const bool = z.preprocess((v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' || v === '' ? false : v), z.boolean());
-const int = (min: number, max: number): z.ZodType<number> =>
-  z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
+// YAML 1.1's booleans too (`insecure: yes`): the yaml library reads YAML 1.2, where `yes` is text,
+// and config files written for YAML 1.1 tools are common.
+const TRUE = new Set(['true', 'yes', 'y', 'on', '1']);
+const FALSE = new Set(['false', 'no', 'n', 'off', '0', '']);
+const bool = z.union([z.boolean(), z.string(), z.number()]).transform((v, ctx) => {
+  if (typeof v === 'boolean') return v;
+  const word = String(v).trim().toLowerCase();
+  if (TRUE.has(word)) return true;
+  if (FALSE.has(word)) return false;
+  ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a boolean: use true or false (yes/no, on/off and 1/0 are accepted too)` });
+  return z.NEVER;
+});
+const int = (min: number, max: number): z.ZodType<number, number | string> =>
+  z.union([z.number(), z.string()]).transform((v, ctx) => {
+    const n = typeof v === 'number' ? v : /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
+    if (Number.isInteger(n) && n >= min && n <= max) return n;
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a whole number from ${min} to ${max}` });
+    return z.NEVER;
+  });
 // A bare number is refused: the original (viper) would read `10` as 10 ns, a user likely means 10 s.
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = typeof v === 'number' ? undefined : parseDuration(v.trim());
@@ -80,52 +97,81 @@ const registryAuth = z.preprocess(
   z.record(z.string(), credential),
 );
 
-const schema = z
-  .object({
-    'grpc-endpoint': text.default('localhost:9090'),
-    'enable-http': bool.default(false),
-    'http-endpoint': text.default('localhost:8090'),
-    'parent-iface': text.default(''),
-    'bridge-name': text.default(''),
-    'state-dir': text.default('/var/lib/flintlock'),
-    'default-provider': z.enum(PROVIDERS).default('auto'),
-    'firecracker-bin': text.default('firecracker'),
-    'cloudhypervisor-bin': text.default('cloud-hypervisor-static'),
-    'qemu-bin': text.default('qemu-system-x86_64'),
-    'virtiofs-bin': text.default('/usr/libexec/virtiofsd'),
-    insecure: bool.default(false),
-    'basic-auth-token': text.default(''),
-    'tls-cert': text.default(''),
-    'tls-key': text.default(''),
-    'tls-client-ca': text.default(''),
-    'tls-client-validate': bool.default(false),
-    'maximum-retry': int(0, 1000).default(10),
-    'resync-period': duration.default(600_000),
-    'delete-vm-timeout': duration.default(10_000),
-    verbosity: int(0, 10).default(0),
-    'log-format': z.enum(['text', 'json']).default('text'),
-    'log-output': text.default('stderr'),
-    'debug-endpoint': text.default(''),
-    // flintlock-ts additions
-    'insecure-registries': list.default([]),
-    'registry-auth': registryAuth.default({}),
-    'image-keep-time': duration.default(86_400_000),
-    'image-max-unpacked-size': size.default(8 * 1024 ** 3),
-    'virtiofs-allowed-roots': list.default([]),
-    'reconcile-concurrency': int(1, 64).default(4),
-    'retry-backoff-base': duration.default(5_000),
-    'retry-backoff-max': duration.default(300_000),
-    'minimum-memory-mb': int(1, 1 << 20).default(128),
-    'maximum-memory-mb': int(1, 1 << 20).default(32768),
-    'maximum-metadata-kb': int(1, MAX_METADATA_KB).default(DEFAULT_METADATA_KB),
-    'vmm-uid-range': text.default(DEFAULT_VMM_UID_RANGE),
-    'vmm-cgroup-root': text.default('/sys/fs/cgroup'),
-    'vmm-cgroup-parent': text.default('flintlock'),
-    'vmm-memory-overhead-mb': int(0, 1 << 20).default(256),
-    'vmm-pids-max': int(16, 1 << 22).default(1024),
-    'firecracker-jailer-bin': text.default(''),
-  })
-  .strict();
+/** One config key: its type, its default as an operator would write it, and what it means. */
+interface KeySpec<T extends z.ZodType> {
+  readonly type: T;
+  readonly default: z.input<T>;
+  readonly help: string;
+}
+const key = <T extends z.ZodType>(type: T, defaultValue: z.input<T>, help: string): KeySpec<T> => ({ type, default: defaultValue, help });
+
+/**
+ * Every key the daemon reads: the one table behind parsing, `run --help` and the example config
+ * (packaging/config.example.yaml). Defaults are written as in a config file and parsed like one.
+ */
+export const CONFIG_KEY_SPECS = {
+  'grpc-endpoint': key(text, 'localhost:9090', 'Address of the gRPC API: host:port, or unix:/path for a unix socket.'),
+  'enable-http': key(bool, false, "Serve the HTTP/JSON gateway as well (HTTPS with the gRPC port's TLS, mTLS and token rules; plain HTTP only with insecure)."),
+  'http-endpoint': key(text, 'localhost:8090', 'Address of the HTTP/JSON gateway (host:port), when enable-http is set.'),
+  'parent-iface': key(
+    text,
+    '',
+    'Host interface that macvtap guest NICs (type MACVTAP, the API default) are made on. This or bridge-name (or both) is required.',
+  ),
+  'bridge-name': key(
+    text,
+    '',
+    "Bridge that tap guest NICs (type TAP) are attached to; a NIC's overrides.bridge_name wins. This or parent-iface (or both) is required.",
+  ),
+  'state-dir': key(text, '/var/lib/flintlock', 'Directory of the state: the database, VM directories and the image cache. Created when missing.'),
+  'default-provider': key(
+    z.enum(PROVIDERS),
+    'auto',
+    'VMM for VMs that name none: firecracker, cloudhypervisor, qemu, or auto (Firecracker if it and /dev/kvm are usable, else Cloud Hypervisor likewise, else QEMU).',
+  ),
+  'firecracker-bin': key(text, 'firecracker', 'Firecracker binary (a name on PATH or a path).'),
+  'cloudhypervisor-bin': key(text, 'cloud-hypervisor-static', 'Cloud Hypervisor binary (a name on PATH or a path).'),
+  'qemu-bin': key(text, 'qemu-system-x86_64', 'QEMU binary (a name on PATH or a path).'),
+  'virtiofs-bin': key(text, '/usr/libexec/virtiofsd', 'virtiofsd binary, for virtiofs volumes.'),
+  insecure: key(bool, false, 'Serve the API in plaintext (h2c). Otherwise tls-cert and tls-key are required. Only on a trusted network.'),
+  'basic-auth-token': key(text, '', 'When set, every API call needs "authorization: Basic base64(token)" (or "Bearer token").'),
+  'tls-cert': key(text, '', "The server certificate's PEM file (TLS 1.3)."),
+  'tls-key': key(text, '', "The PEM file of the server certificate's private key."),
+  'tls-client-ca': key(text, '', "The PEM file of the CA that signs the clients' certificates (needed with tls-client-validate)."),
+  'tls-client-validate': key(bool, false, 'Require a client certificate signed by tls-client-ca (mTLS).'),
+  'maximum-retry': key(int(0, 1000), 10, 'Failed reconciles of a VM before it is FAILED.'),
+  'resync-period': key(duration, '10m', 'How often every VM is reconciled even when nothing changed.'),
+  'delete-vm-timeout': key(duration, '10s', 'How long a VMM gets to stop gracefully before it is killed (alias deleteMicroVM-timeout).'),
+  verbosity: key(int(0, 10), 0, 'Log detail: 0-1 info, 2-8 debug, 9 and up trace.'),
+  'log-format': key(z.enum(['text', 'json']), 'text', 'Log lines as text, or as JSON (level names, ISO-8601 times).'),
+  'log-output': key(text, 'stderr', 'Where logs go: stderr, stdout or a file path (appended to; reopened on SIGHUP, for logrotate).'),
+  'debug-endpoint': key(text, '', 'When set (host:port), serves /metrics (Prometheus) and /healthz, unauthenticated.'),
+  'insecure-registries': key(list, [], 'Registry hosts reached over plain HTTP (loopback always is); a list, or comma-separated.'),
+  'registry-auth': key(registryAuth, {}, 'Registry credentials per host: {username, password} or {token} (JSON text in env and flags).'),
+  'image-keep-time': key(duration, '24h', 'How long cached images no VM uses are kept.'),
+  'image-max-unpacked-size': key(size, '8GiB', 'Most bytes one image may unpack to (all layers, decompressed); larger pulls fail. A bare number is MiB.'),
+  'virtiofs-allowed-roots': key(list, [], 'Host directories under which virtiofs shares may be; empty: no virtiofs volumes.'),
+  'reconcile-concurrency': key(int(1, 64), 4, 'VMs reconciled at once.'),
+  'retry-backoff-base': key(duration, '5s', 'First wait before retrying a failed reconcile; doubles each time.'),
+  'retry-backoff-max': key(duration, '5m', 'Longest wait between retries of a failed reconcile.'),
+  'minimum-memory-mb': key(int(1, 1 << 20), 128, 'Smallest memory_in_mb a VM may ask for.'),
+  'maximum-memory-mb': key(int(1, 1 << 20), 32768, 'Largest memory_in_mb a VM may ask for.'),
+  'maximum-metadata-kb': key(int(1, MAX_METADATA_KB), DEFAULT_METADATA_KB, `Most KiB of metadata keys plus values per VM (at most ${MAX_METADATA_KB}).`),
+  'vmm-uid-range': key(text, DEFAULT_VMM_UID_RANGE, "START:COUNT: each VM's VMM runs as uid = gid = START + i, one per VM; empty: as the daemon's user."),
+  'vmm-cgroup-root': key(text, '/sys/fs/cgroup', 'Where the cgroup hierarchy is mounted (v2 or v1, detected).'),
+  'vmm-cgroup-parent': key(text, 'flintlock', 'Each VMM runs in the cgroup <root>/<parent>/<vm uid>; empty: VMMs get no cgroup (no limits).'),
+  'vmm-memory-overhead-mb': key(int(0, 1 << 20), 256, "MiB a VMM's cgroup may use beyond the VM's memory_in_mb."),
+  'vmm-pids-max': key(int(16, 1 << 22), 1024, "Processes plus threads a VMM's cgroup may hold."),
+  'firecracker-jailer-bin': key(text, '', "Firecracker's jailer binary; empty: not used (needs vmm-uid-range)."),
+};
+
+type KeySpecs = typeof CONFIG_KEY_SPECS;
+type Shape = { [K in keyof KeySpecs]: z.ZodPrefault<KeySpecs[K]['type']> };
+// prefault: a default goes through its key's parsing, as if the operator had written it.
+const shape = Object.fromEntries(
+  Object.entries(CONFIG_KEY_SPECS).map(([name, spec]: [string, KeySpec<z.ZodType>]) => [name, z.prefault(spec.type, spec.default)]),
+) as unknown as Shape;
+const schema = z.object(shape).strict();
 
 export type RawConfig = z.input<typeof schema>;
 type Parsed = z.output<typeof schema>;
@@ -213,15 +259,57 @@ function readFile(path: string, required: boolean): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/** `FLINTLOCKD_PARENT_IFACE`, and the original's `FLINTLOCKD_PARENT-IFACE`. */
+const ENV_PREFIX = 'FLINTLOCKD_';
+
+/**
+ * `FLINTLOCKD_PARENT_IFACE`, and the original's `FLINTLOCKD_PARENT-IFACE`. Held to the file's
+ * rules: a FLINTLOCKD_ variable that names no key is an error, not a setting silently lost.
+ */
 function fromEnv(env: ConfigSources['env']): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+  const byVariable = new Map<string, string>();
   for (const key of [...CONFIG_KEYS, ...Object.keys(ALIASES)]) {
     const upper = key.toUpperCase();
-    const value = env[`FLINTLOCKD_${upper.replaceAll('-', '_')}`] ?? env[`FLINTLOCKD_${upper}`];
-    if (value !== undefined) out[key] = value;
+    byVariable.set(`${ENV_PREFIX}${upper.replaceAll('-', '_')}`, key);
+    byVariable.set(`${ENV_PREFIX}${upper}`, key);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [variable, value] of Object.entries(env)) {
+    if (!variable.startsWith(ENV_PREFIX) || value === undefined) continue;
+    const key = byVariable.get(variable);
+    if (key === undefined) {
+      const guess = closest(variable.slice(ENV_PREFIX.length).toLowerCase().replaceAll('_', '-'), CONFIG_KEYS);
+      throw new ConfigError(
+        `unknown environment variable ${variable}: ${ENV_PREFIX}* variables set config keys (${ENV_PREFIX}STATE_DIR sets state-dir)${guess !== undefined ? `; did you mean ${envName(guess)}?` : ''}`,
+      );
+    }
+    // The underscore spelling wins over the original's hyphen spelling when both are set.
+    if (!(key in out) || variable === envName(key)) out[key] = value;
   }
   return out;
+}
+
+/** The environment variable of a config key. */
+export const envName = (key: string): string => `${ENV_PREFIX}${key.toUpperCase().replaceAll('-', '_')}`;
+
+/** The key nearest to `word` (a likely misspelling: at most a third of it differs), if any. */
+function closest(word: string, keys: readonly string[]): string | undefined {
+  let best: { key: string; distance: number } | undefined;
+  for (const key of keys) {
+    const distance = editDistance(word, key);
+    if (distance <= Math.max(1, Math.floor(key.length / 3)) && (best === undefined || distance < best.distance)) best = { key, distance };
+  }
+  return best?.key;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++)
+      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
 }
 
 function normalizeKeys(values: Record<string, unknown>, origin: string, ignored: Array<{ key: string; why: string }>): Record<string, unknown> {
@@ -233,7 +321,10 @@ function normalizeKeys(values: Record<string, unknown>, origin: string, ignored:
       ignored.push({ key, why });
       continue;
     }
-    if (!(key in schema.shape)) throw new ConfigError(`unknown config key "${rawKey}" in ${origin}`);
+    if (!(key in schema.shape)) {
+      const guess = closest(rawKey, CONFIG_KEYS);
+      throw new ConfigError(`unknown config key "${rawKey}" in ${origin}${guess !== undefined ? `; did you mean "${guess}"?` : ''}`);
+    }
     out[key] = value;
   }
   return out;
@@ -310,22 +401,27 @@ function uidRange(text: string): VmmIdRange | undefined {
   return range;
 }
 
+const TLS_SETUP =
+  'set tls-cert and tls-key to the PEM files of the server certificate and its key (or set insecure: true to serve plaintext, on a trusted network only)';
+
 /** Cross-key rules, with the original's messages where it has them (COMPAT §2.10, §3). */
 function checkConfig(c: Config): void {
-  if (c.parentIface === '' && c.bridgeName === '') throw new ConfigError('you must supply at least one of parent interface, bridge name');
-  if (c.insecure && (c.tlsCert !== '' || c.tlsKey !== '')) throw new ConfigError('cannot specify tls certificate details when running insecurely');
+  if (c.parentIface === '' && c.bridgeName === '')
+    throw new ConfigError(
+      'you must supply at least one of parent interface, bridge name: set parent-iface (macvtap NICs on that host interface) or bridge-name (tap NICs on that bridge), or both, in the config file, as --parent-iface/--bridge-name or as FLINTLOCKD_PARENT_IFACE/FLINTLOCKD_BRIDGE_NAME',
+    );
+  if (c.insecure && (c.tlsCert !== '' || c.tlsKey !== ''))
+    throw new ConfigError('cannot specify tls certificate details when running insecurely: unset tls-cert and tls-key, or unset insecure to serve TLS');
   if (!c.insecure) {
-    if (c.tlsCert === '') throw new ConfigError('certificate file path is required when running securely');
-    if (c.tlsKey === '') throw new ConfigError('certificate key file path is required when running securely');
-    if (c.tlsClientValidate && c.tlsClientCa === '') throw new ConfigError('client certificate key file path is required when running mTLS');
-    for (const [subject, path] of [
-      ['certificate file', c.tlsCert],
-      ['key file', c.tlsKey],
-      ['client CA file', c.tlsClientCa],
-    ] as const) {
-      if (path !== '' && !existsSync(path)) throw new ConfigError(`${subject} ${path} does not exist`);
-    }
+    if (c.tlsCert === '') throw new ConfigError(`certificate file path is required when running securely: ${TLS_SETUP}`);
+    if (c.tlsKey === '') throw new ConfigError(`certificate key file path is required when running securely: ${TLS_SETUP}`);
+    if (c.tlsClientValidate && c.tlsClientCa === '')
+      throw new ConfigError(
+        "tls-client-validate (mTLS) needs tls-client-ca: set tls-client-ca to the PEM file of the CA that signs the clients' certificates, or unset tls-client-validate",
+      );
   }
+  const problems = tlsPathProblems(c);
+  if (problems.length > 0) throw new ConfigError(problems.join('; '));
   if (c.resyncPeriodMs <= 0) throw new ConfigError('invalid config value for "resync-period": must be greater than 0');
   if (c.minimumMemoryMb > c.maximumMemoryMb) throw new ConfigError('minimum-memory-mb must not be greater than maximum-memory-mb');
   if (c.vmmCgroupParent !== '' && !validCgroupParent(c.vmmCgroupParent))

@@ -150,9 +150,10 @@ function entryField(entry: unknown, index: number): string | undefined {
  * Merges cloud-config `mounts` entries (`[device, mountPoint, auto, "defaults,nofail"]`) into the
  * user's vendor-data. A `#cloud-config` mapping keeps all its keys (and comments); entries go after
  * an existing `mounts` list, and a device or mount point the user already lists is left to the
- * user's entry (with a warning when they differ). Vendor-data that is not cloud-config (a script,
- * MIME multipart, a jinja template, invalid YAML) is returned untouched with a warning: the mounts
- * are not delivered, and the caller should say so.
+ * user's entry (with a warning when they differ). A jinja-headed cloud-config gets the mounts
+ * appended (appendMountsToTemplate). Vendor-data that is not cloud-config (a script, MIME
+ * multipart, invalid YAML) is returned untouched with a warning: the mounts are not delivered, and
+ * the caller should say so.
  */
 export function vendorDataWithMounts(vendorData: string | undefined, mounts: readonly GuestMount[]): VendorDataResult {
   try {
@@ -171,6 +172,36 @@ export function vendorDataWithMounts(vendorData: string | undefined, mounts: rea
   }
 }
 
+const JINJA_HEADER = /^## template: jinja[ \t]*\r?\n/;
+
+/**
+ * A jinja-headed cloud-config (`## template: jinja` then `#cloud-config`, as the original's Get
+ * returns vendor-data): cloud-init renders the template before it reads YAML, so the text need not
+ * be YAML (`hostname: {{ ds.meta_data.local_hostname }}`) and is not parsed here. The mounts are
+ * appended as a top-level list after the template, which leaves every template expression as
+ * written; a template with its own top-level `mounts` is left to the user.
+ */
+function appendMountsToTemplate(
+  vendorData: string,
+  header: string,
+  mounts: readonly GuestMount[],
+  untouched: (why: string) => VendorDataResult,
+): VendorDataResult {
+  const body = vendorData.slice(header.length);
+  if (!isCloudConfig(body)) return untouched('is a jinja template but not of a #cloud-config document');
+  if (/^mounts[ \t]*:/m.test(body)) return untouched('is a jinja template with its own `mounts`');
+  // JSON strings are YAML flow scalars; devices and mount points are validated paths.
+  const entries = mounts
+    .map(
+      (m) =>
+        `  - [${mountEntry(m)
+          .map((field) => JSON.stringify(field))
+          .join(', ')}]\n`,
+    )
+    .join('');
+  return { vendorData: `${vendorData}${vendorData.endsWith('\n') ? '' : '\n'}mounts:\n${entries}`, warnings: [] };
+}
+
 function mergeMounts(vendorData: string | undefined, mounts: readonly GuestMount[]): VendorDataResult {
   if (mounts.length === 0) return { vendorData, warnings: [] };
   const warnings: string[] = [];
@@ -179,6 +210,8 @@ function mergeMounts(vendorData: string | undefined, mounts: readonly GuestMount
     vendorData,
     warnings: [`vendor-data ${why}: left as given, so the volume mounts (${wanted}) are not configured through cloud-init`],
   });
+  const jinja = vendorData === undefined ? null : JINJA_HEADER.exec(vendorData);
+  if (vendorData !== undefined && jinja !== null) return appendMountsToTemplate(vendorData, jinja[0], mounts, untouched);
 
   let doc: Document.Parsed | undefined;
   if (vendorData !== undefined && vendorData.trim() !== '') {
@@ -249,8 +282,23 @@ function cloudConfigHasKey(text: string | undefined, key: string): boolean {
 }
 
 /**
+ * NoCloud reads `instance-id` (hyphen); kubelet templates and the original read `instance_id`.
+ * Without `instance-id` every VM's cloud-init instance id is `nocloud`, so the delivered meta-data
+ * carries both, the same value (the stored spec keeps what the client sent plus `instance_id`).
+ */
+function withNoCloudInstanceId(metaData: string): string {
+  const doc = parseDocument(metaData, { logLevel: 'error' });
+  if (doc.errors.length > 0 || !isMap(doc.contents) || doc.has('instance-id')) return metaData;
+  const id: unknown = doc.get('instance_id');
+  if (typeof id !== 'string' && typeof id !== 'number') return metaData;
+  doc.set('instance-id', String(id));
+  return doc.toString({ lineWidth: 0 });
+}
+
+/**
  * The NoCloud files for a VM about to launch with these NICs and disks (the guest's order).
- * - meta-data: the spec's, with `instance_id` (added here too if a stored spec lacks it).
+ * - meta-data: the spec's, with `instance_id` (added here too if a stored spec lacks it) and
+ *   NoCloud's `instance-id` of the same value.
  * - user-data: the spec's, else an empty `#cloud-config` (NoCloud needs one).
  * - vendor-data: the spec's, plus `mounts` for additional volumes with a mount point, named by
  *   the position of the volume's disk in `disks` (virtiofs volumes have no disk and no letter).
@@ -263,8 +311,9 @@ export function cloudInitFiles(vm: MicroVM, nics: readonly LaunchNic[], disks: r
   if (!withId.ok) return withId;
   const metaDataValue = withId.value['meta-data'];
   if (metaDataValue === undefined) return err(appError('internal', 'meta-data is missing'));
-  const metaData = decodeMetadataValue('meta-data', metaDataValue);
-  if (!metaData.ok) return metaData;
+  const decodedMetaData = decodeMetadataValue('meta-data', metaDataValue);
+  if (!decodedMetaData.ok) return decodedMetaData;
+  const metaData = withNoCloudInstanceId(decodedMetaData.value);
 
   const userData = metadataText(vm, 'user-data');
   if (!userData.ok) return userData;
@@ -308,7 +357,7 @@ export function cloudInitFiles(vm: MicroVM, nics: readonly LaunchNic[], disks: r
   }
 
   const files: CloudInitFiles = {
-    'meta-data': metaData.value,
+    'meta-data': metaData,
     'user-data': userData.value ?? EMPTY_CLOUD_CONFIG,
     ...(vendor.vendorData !== undefined ? { 'vendor-data': vendor.vendorData } : {}),
     ...(network !== undefined ? { 'network-config': network } : {}),

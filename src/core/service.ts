@@ -63,7 +63,7 @@ export class MicroVMService {
         ),
       );
     }
-    this.deps.log.info({ vmid: `${namespace}/${name}/${uid}` }, 'microvm created');
+    this.deps.log.info({ vmid: `${namespace}/${name}/${uid}` }, 'microvm create accepted');
     this.deps.reconciler.trigger(uid);
     return ok(outcome.vm);
   }

@@ -16,6 +16,7 @@ import { Iproute2NetworkService } from '../adapters/network/iproute2.js';
 import { createProviderRegistry } from '../adapters/providers/registry.js';
 import { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js';
 import { claimStateDir } from '../adapters/store/state-dir-claim.js';
+import { stateDirProblem } from '../config/paths.js';
 import type { Config } from '../config/config.js';
 import { sweepOrphanDevices } from '../core/orphans.js';
 import type { Clock, IdGenerator, Logger, NetworkService, VmmCgroups } from '../core/ports.js';
@@ -77,6 +78,8 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   const refusals = [...prerequisites.errors, ...hostNetworkReport.errors, ...('error' in cgroups ? [cgroups.error] : [])];
   if (refusals.length > 0 || 'error' in cgroups) throw new PrerequisiteError(refusals);
   if (!sandboxed) log.warn({}, 'vmm-uid-range is empty: VMMs run as the daemon user');
+  const stateDir = stateDirProblem(config.stateDir);
+  if (stateDir !== undefined) throw new Error(stateDir);
   const claim = claimStateDir(config.stateDir);
   // Claimed first (a second daemon on the dir changes nothing); then searchable by the VMMs (0711).
   // The claim's own files (lock, pid, daemon-id) stay 0600.

@@ -3,7 +3,7 @@
 // create, list filters, restart and crash recovery, start-up refusals.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
@@ -114,6 +114,42 @@ describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
     for (const line of ['basic authentication is DISABLED', 'TLS is DISABLED', `starting grpc server listening on endpoint ${daemon.endpoint}`]) {
       assert.ok(daemon.output().includes(line), `missing log line: ${line}`);
     }
+  });
+
+  it('keeps serving after SIGHUP, saying so in a JSON line with a level name and an ISO time', async () => {
+    assert.ok(daemon.process.pid !== undefined);
+    process.kill(daemon.process.pid, 'SIGHUP');
+    const line = await waitFor(
+      'the SIGHUP log line',
+      () =>
+        daemon
+          .output()
+          .split('\n')
+          .find((l) => l.includes('SIGHUP received')),
+      5000,
+    );
+    const event = JSON.parse(line) as Record<string, unknown>;
+    assert.equal(event['level'], 'info');
+    assert.match(String(event['time']), /^\d{4}-\d\d-\d\dT[\d:.]+Z$/);
+    assert.equal(daemon.process.exitCode, null, 'still running');
+    assert.deepEqual(await client.list('no-such-namespace'), []);
+  });
+
+  it('logs "create accepted" at Create, not "created"', async () => {
+    const created = await client.create(capmvmSpec('accepted-1', '02:42:ac:11:00:09'));
+    const uid = created.spec?.uid ?? '';
+    const accepted = await waitFor(
+      'the accept line',
+      () =>
+        daemon
+          .output()
+          .split('\n')
+          .find((l) => l.includes(uid) && l.includes('microvm create accepted')),
+      5000,
+    );
+    assert.ok(accepted);
+    assert.doesNotMatch(daemon.output(), /"msg":"microvm created"/);
+    await client.delete(uid);
   });
 
   it('serves the fl flow: create, get, list, delete --wait (bin/fl against the daemon)', () => {
@@ -311,7 +347,27 @@ describeWith('flintlockd start-up and host network errors', QEMU_DAEMON, {}, () 
   it('refuses to start with neither parent-iface nor bridge-name', async () => {
     const { code, output } = await runDaemonExpectingExit({ insecure: true });
     assert.equal(code, 2);
-    assert.match(output, /you must supply at least one of parent interface, bridge name/);
+    assert.match(output, /you must supply at least one of parent interface, bridge name: set parent-iface .* or bridge-name/);
+  });
+
+  it('refuses a misspelt FLINTLOCKD_ variable as it refuses a misspelt file key', async () => {
+    const { code, output } = await runDaemonExpectingExit({ insecure: true, 'bridge-name': 'br0' }, { FLINTLOCKD_BRIDGE_NAM: 'br1' });
+    assert.equal(code, 2, output);
+    assert.match(output, /^flintlockd: unknown environment variable FLINTLOCKD_BRIDGE_NAM: .*did you mean FLINTLOCKD_BRIDGE_NAME\?\n$/);
+  });
+
+  it('refuses a state-dir that is a file, naming the key and saying what to set', async () => {
+    const dir = makeTempDir('fl-statefile-');
+    const file = join(dir, 'not-a-dir');
+    writeFileSync(file, 'x');
+    try {
+      const { code, output } = await runDaemonExpectingExit({ insecure: true, 'bridge-name': 'br0', 'state-dir': file });
+      assert.equal(code, 1, output);
+      assert.ok(output.includes(`state-dir ${file} is a file, not a directory: set state-dir to a directory`), output);
+      assert.doesNotMatch(output, /EEXIST|starting grpc server/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses to start when a program its default provider needs is missing, naming it and its package', async () => {

@@ -30,7 +30,7 @@ const dirs: string[] = [];
 /** Open watch subscriptions of the main service, to check that the stream route holds none. */
 let activeWatches = 0;
 
-async function startGateway(basicAuthToken?: string, tls: TlsSettings = INSECURE): Promise<{ gw: Gateway; service: MicroVMService }> {
+async function startGateway(basicAuthToken?: string, tls: TlsSettings = INSECURE): Promise<{ gw: Gateway; service: MicroVMService; created: TestService }> {
   const created = createTestService('flintlock-http-');
   services.push(created);
   const service = created.service;
@@ -45,7 +45,7 @@ async function startGateway(basicAuthToken?: string, tls: TlsSettings = INSECURE
   };
   const running = await startHttpGateway(service, { endpoint: '127.0.0.1:0', tls, log: silent, ...(basicAuthToken !== undefined ? { basicAuthToken } : {}) });
   gateways.push(running);
-  return { gw: { url: `${tls.insecure ? 'http' : 'https'}://127.0.0.1:${running.port}`, running }, service };
+  return { gw: { url: `${tls.insecure ? 'http' : 'https'}://127.0.0.1:${running.port}`, running }, service, created };
 }
 
 function camelSpec(id: string, namespace = 'ns1'): Json {
@@ -101,10 +101,11 @@ function tempDir(prefix: string): string {
 
 describe('HTTP gateway', () => {
   let gw: Gateway;
+  let store: TestService;
   let firstUid: string;
 
   before(async () => {
-    ({ gw } = await startGateway());
+    ({ gw, created: store } = await startGateway());
   });
 
   it('creates from lowerCamelCase JSON with enum names', async () => {
@@ -198,6 +199,58 @@ describe('HTTP gateway', () => {
     assert.deepEqual(res.body, {});
     const afterDelete = await call(`${gw.url}/v1alpha1/microvm/${uid}`);
     assert.equal(vmOf(afterDelete.body).status['state'], 'DELETING');
+  });
+
+  it('GET of the uid of a VM that is gone is 404 with "not found", not an empty List', async () => {
+    const created = vmOf((await post(`${gw.url}/v1alpha1/microvm`, camelSpec('gone'))).body);
+    const uid = created.spec['uid'] as string;
+    await call(`${gw.url}/v1alpha1/microvm/${uid}`, { method: 'DELETE' });
+    // What the reconciler does once the VM's resources are released.
+    store.repo.remove(uid);
+    const res = await call(`${gw.url}/v1alpha1/microvm/${uid}`);
+    assert.equal(res.status, 404, res.text);
+    assert.equal(res.body['code'], 5);
+    assert.match(res.body['message'] as string, /not found/);
+    const head = await fetch(`${gw.url}/v1alpha1/microvm/${uid}`, { method: 'HEAD' });
+    assert.equal(head.status, 404);
+  });
+
+  it('a namespace spelt like a uid still answers List when VMs live in it', async () => {
+    const namespace = '01HGW2N7EH0000000000000NS1';
+    await post(`${gw.url}/v1alpha1/microvm`, camelSpec('in-ulid-ns', namespace));
+    const res = await call(`${gw.url}/v1alpha1/microvm/${namespace}`);
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(
+      (res.body['microvm'] as Json[]).map((vm) => (vm['spec'] as Json)['id']),
+      ['in-ulid-ns'],
+    );
+  });
+
+  it('HEAD answers like GET without a body; on a POST-only path it is 405 without a body', async () => {
+    const get = await fetch(`${gw.url}/v1alpha1/microvms?namespace=ns1`);
+    const head = await fetch(`${gw.url}/v1alpha1/microvms?namespace=ns1`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-length'), get.headers.get('content-length'));
+    assert.equal(await head.text(), '');
+    assert.equal((await fetch(`${gw.url}/v1alpha1/microvm/${firstUid}`, { method: 'HEAD' })).status, 200);
+    const post = await fetch(`${gw.url}/v1alpha1/microvm`, { method: 'HEAD' });
+    assert.equal(post.status, 405);
+    assert.equal(post.headers.get('allow'), 'POST');
+    assert.equal(await post.text(), '');
+    const wrong = await call(`${gw.url}/v1alpha1/microvms`, { method: 'POST' });
+    assert.equal(wrong.headers.get('allow'), 'GET, HEAD');
+  });
+
+  it('an unknown enum name is 400 naming the field, and stores nothing', async () => {
+    const before = (await call(`${gw.url}/v1alpha1/microvms`)).text;
+    const res = await post(`${gw.url}/v1alpha1/microvm`, { ...camelSpec('bogus'), interfaces: [{ deviceId: 'eth0', type: 'BOGUS' }] });
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body['code'], 3);
+    assert.match(res.body['message'] as string, /^invalid microvm spec: interfaces\[0\]\.type: unknown value "BOGUS" \(expected one of MACVTAP, TAP\)/);
+    const snake = await post(`${gw.url}/v1alpha1/microvm`, { ...snakeSpec('bogus2'), interfaces: [{ device_id: 'eth0', type: 'tap' }] });
+    assert.equal(snake.status, 400, snake.text);
+    assert.match(snake.body['message'] as string, /interfaces\[0\]\.type: unknown value "tap"/);
+    assert.equal((await call(`${gw.url}/v1alpha1/microvms`)).text, before);
   });
 
   it('DELETE of an unknown uid is 404 with "not found"', async () => {
@@ -462,7 +515,31 @@ describeWith('HTTP gateway over TLS', programs('openssl'), {}, () => {
     });
 
     it('refuses mTLS without tls-client-ca rather than trusting public roots', async () => {
-      await assert.rejects(startGateway(undefined, { ...tls, clientValidate: true }), /tls-client-ca/);
+      await assert.rejects(
+        startGateway(undefined, { ...tls, clientValidate: true }),
+        /^Error: tls-client-validate \(mTLS\) needs tls-client-ca: set tls-client-ca to/,
+      );
+    });
+
+    it('says tls-cert and tls-key are swapped when they are', async () => {
+      await assert.rejects(startGateway(undefined, { ...tls, certFile: tls.keyFile, keyFile: tls.certFile }), (e: Error) => {
+        assert.equal(
+          e.message,
+          `tls-cert ${tls.keyFile} holds a private key and tls-key ${tls.certFile} a certificate: they are swapped; set tls-cert to the certificate file and tls-key to its key file`,
+        );
+        return true;
+      });
+    });
+
+    it('says what a tls-cert holding a key holds, and a tls-key that is a directory is one', async () => {
+      await assert.rejects(
+        startGateway(undefined, { ...tls, certFile: tls.keyFile }),
+        /^Error: invalid tls-cert file \S+ \(it holds a private key\): .*; set tls-cert to the server certificate's PEM file$/,
+      );
+      await assert.rejects(
+        startGateway(undefined, { ...tls, keyFile: pki.dir }),
+        /^Error: tls-key \S+ is a directory: set tls-key to the PEM file of the server certificate's private key$/,
+      );
     });
   });
 });

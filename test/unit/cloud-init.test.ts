@@ -262,7 +262,6 @@ describe('vendorDataWithMounts', () => {
       '#!/bin/sh\necho hello\n',
       'Content-Type: multipart/mixed; boundary="==x=="\nMIME-Version: 1.0\n\n--==x==\n',
       '#cloud-config-archive\n- type: text/x-shellscript\n  content: "#!/bin/sh"\n',
-      '## template: jinja\n#cloud-config\nhostname: {{ v1.local_hostname }}\n',
       '#cloud-config\nmounts: not-a-list\n',
       '#cloud-config\n- just\n- a list\n',
       '#cloud-config\nkey: [unclosed\n',
@@ -272,6 +271,41 @@ describe('vendorDataWithMounts', () => {
       assert.equal(r.vendorData, input, input);
       assert.equal(r.warnings.length, 1, input);
       assert.match(r.warnings[0] ?? '', /\/dev\/vdb on \/data, \/dev\/vdc on \/logs/);
+    }
+  });
+
+  it('appends the mounts to jinja-headed cloud-config, leaving the template as written', () => {
+    const template = '## template: jinja\n#cloud-config\n\nhostname: {{ ds.meta_data.local_hostname }}\n{% if v1.platform %}\nfinal_message: up\n{% endif %}\n';
+    const r = vendorDataWithMounts(template, mounts);
+    assert.deepEqual(r.warnings, []);
+    assert.equal(
+      r.vendorData,
+      `${template}mounts:\n  - ["/dev/vdb", "/data", "auto", "defaults,nofail"]\n  - ["/dev/vdc", "/logs", "auto", "defaults,nofail,ro"]\n`,
+    );
+    // Rendered as cloud-init would (the jinja replaced), it is the cloud-config with the mounts.
+    const rendered = (r.vendorData ?? '')
+      .replace(/^## template: jinja\n/, '')
+      .replace(/\{\{[^}]*\}\}/g, 'h')
+      .replace(/^\{%.*%\}$/gm, '');
+    assert.deepEqual((yaml11(rendered) as Record<string, unknown>)['mounts'], [
+      ['/dev/vdb', '/data', 'auto', 'defaults,nofail'],
+      ['/dev/vdc', '/logs', 'auto', 'defaults,nofail,ro'],
+    ]);
+    assert.equal(
+      vendorDataWithMounts('## template: jinja\n#cloud-config', mounts.slice(0, 1)).vendorData,
+      '## template: jinja\n#cloud-config\nmounts:\n  - ["/dev/vdb", "/data", "auto", "defaults,nofail"]\n',
+    );
+  });
+
+  it('leaves a jinja template with its own mounts, or not of cloud-config, untouched, saying so', () => {
+    for (const [input, why] of [
+      ['## template: jinja\n#cloud-config\nmounts:\n  - [ {{ dev }}, /x ]\n', /its own `mounts`/],
+      ['## template: jinja\n#!/bin/sh\necho {{ v1.local_hostname }}\n', /not of a #cloud-config document/],
+    ] as const) {
+      const r = vendorDataWithMounts(input, mounts);
+      assert.equal(r.vendorData, input);
+      assert.equal(r.warnings.length, 1);
+      assert.match(r.warnings[0] ?? '', why);
     }
   });
 
@@ -329,18 +363,20 @@ describe('cloudInitFiles', () => {
     assert.equal(cloudInitFiles(vm, [], [disk('root', true)]).ok, false);
   });
 
-  it('meta-data decoded, instance_id kept or added; user-data defaults to an empty cloud-config; no vendor-data without mounts', () => {
+  it('meta-data decoded, instance_id kept or added, NoCloud instance-id of the same value; user-data defaults to an empty cloud-config; no vendor-data without mounts', () => {
     const given = files(
       vmWith({ spec: { metadata: { 'meta-data': b64('instance_id: mine\nlocal_hostname: h\n'), 'user-data': b64('#cloud-config\nhostname: h\n') } } }),
       [],
       [disk('root', true)],
     );
-    assert.equal(given.files['meta-data'], 'instance_id: mine\nlocal_hostname: h\n');
+    assert.equal(given.files['meta-data'], 'instance_id: mine\nlocal_hostname: h\ninstance-id: mine\n');
     assert.equal(given.files['user-data'], '#cloud-config\nhostname: h\n');
     assert.equal(given.files['vendor-data'], undefined);
 
     const bare = files(vmWith({ spec: { metadata: {}, kernel: { image: 'k', cmdline: {}, addNetworkConfig: false } } }), [], []);
-    assert.deepEqual(yaml11(bare.files['meta-data']), { instance_id: UID });
+    assert.deepEqual(yaml11(bare.files['meta-data']), { instance_id: UID, 'instance-id': UID });
+    const own = files(vmWith({ spec: { metadata: { 'meta-data': b64('instance_id: a\ninstance-id: b\n') } } }), [], []);
+    assert.equal(own.files['meta-data'], 'instance_id: a\ninstance-id: b\n', "a client's instance-id is kept");
     assert.equal(bare.files['user-data'], EMPTY_CLOUD_CONFIG);
     assert.equal(bare.files['network-config'], undefined);
     assert.deepEqual(bare.warnings, []);

@@ -143,9 +143,40 @@ describe('loadConfig: sources and precedence', () => {
     assert.equal(c.enableHttp, true);
   });
 
-  it('unknown FLINTLOCKD_ env keys are simply not read', () => {
-    const c = load({ yaml: BASE_YAML, env: { FLINTLOCKD_NO_SUCH_KEY: 'x', FLINTLOCKD_: 'y', OTHER: 'z' } });
-    assert.equal(c.parentIface, 'eth0');
+  it('a FLINTLOCKD_ variable that names no key is an error naming it, like a misspelt file key', () => {
+    assert.equal(
+      loadError({ yaml: BASE_YAML, env: { FLINTLOCKD_PARENT_IFAC: 'eth1' } }),
+      'unknown environment variable FLINTLOCKD_PARENT_IFAC: FLINTLOCKD_* variables set config keys (FLINTLOCKD_STATE_DIR sets state-dir); did you mean FLINTLOCKD_PARENT_IFACE?',
+    );
+    assert.match(loadError({ yaml: BASE_YAML, env: { FLINTLOCKD_NO_SUCH_KEY: 'x' } }), /^unknown environment variable FLINTLOCKD_NO_SUCH_KEY: [^;]*$/);
+    assert.match(loadError({ yaml: BASE_YAML, env: { FLINTLOCKD_: 'y' } }), /unknown environment variable FLINTLOCKD_:/);
+    // Other variables are not the daemon's business.
+    assert.equal(load({ yaml: BASE_YAML, env: { OTHER: 'z', FLINTLOCK_X: 'w' } }).parentIface, 'eth0');
+  });
+
+  it('a misspelt file key is refused with the likely key', () => {
+    assert.match(loadError({ yaml: `${BASE_YAML}bridge-nam: br0\n` }), /unknown config key "bridge-nam" in config file .*; did you mean "bridge-name"\?$/);
+  });
+
+  it("booleans in YAML 1.1's words (yes/no, on/off) as well as true/false", () => {
+    assert.equal(load({ yaml: 'parent-iface: eth0\ninsecure: yes\n' }).insecure, true);
+    assert.equal(load({ yaml: 'parent-iface: eth0\ninsecure: On\nenable-http: NO\n' }).enableHttp, false);
+    assert.equal(load({ yaml: 'parent-iface: eth0', env: { FLINTLOCKD_INSECURE: 'yes' } }).insecure, true);
+    assert.equal(
+      loadError({ yaml: 'parent-iface: eth0\ninsecure: maybe\n' }),
+      'invalid config value for "insecure": "maybe" is not a boolean: use true or false (yes/no, on/off and 1/0 are accepted too)',
+    );
+  });
+
+  it('a number out of range or not a number says the range', () => {
+    assert.equal(
+      loadError({ yaml: `${BASE_YAML}maximum-retry: lots\n` }),
+      'invalid config value for "maximum-retry": "lots" is not a whole number from 0 to 1000',
+    );
+    assert.equal(
+      loadError({ yaml: `${BASE_YAML}maximum-retry: 5000\n` }),
+      'invalid config value for "maximum-retry": 5000 is not a whole number from 0 to 1000',
+    );
   });
 
   it('unknown key in the file is an error naming the key and the file', () => {
@@ -251,7 +282,10 @@ describe('loadConfig: bad values name the key', () => {
 
 describe('loadConfig: cross-key rules', () => {
   it('neither parent nor bridge', () => {
-    assert.equal(loadError({ yaml: 'insecure: true\n' }), 'you must supply at least one of parent interface, bridge name');
+    const message = loadError({ yaml: 'insecure: true\n' });
+    assert.ok(message.startsWith('you must supply at least one of parent interface, bridge name: '), message);
+    for (const name of ['parent-iface', 'bridge-name', '--parent-iface', '--bridge-name', 'FLINTLOCKD_PARENT_IFACE', 'FLINTLOCKD_BRIDGE_NAME'])
+      assert.ok(message.includes(name), name);
   });
 
   it('bridge alone is enough', () => {
@@ -259,34 +293,51 @@ describe('loadConfig: cross-key rules', () => {
   });
 
   it('insecure with a tls certificate', () => {
-    assert.equal(loadError({ yaml: `${BASE_YAML}tls-cert: /etc/cert.pem\n` }), 'cannot specify tls certificate details when running insecurely');
-    assert.equal(loadError({ yaml: `${BASE_YAML}tls-key: /etc/key.pem\n` }), 'cannot specify tls certificate details when running insecurely');
+    assert.match(
+      loadError({ yaml: `${BASE_YAML}tls-cert: /etc/cert.pem\n` }),
+      /^cannot specify tls certificate details when running insecurely: unset tls-cert and tls-key/,
+    );
+    assert.match(loadError({ yaml: `${BASE_YAML}tls-key: /etc/key.pem\n` }), /^cannot specify tls certificate details when running insecurely/);
   });
 
   it('secure without a certificate', () => {
-    assert.equal(loadError({ yaml: 'parent-iface: eth0\n' }), 'certificate file path is required when running securely');
-  });
-
-  it('secure without a key', () => {
-    assert.equal(
-      loadError({ yaml: `parent-iface: eth0\ntls-cert: ${touch('only-cert.pem')}\n` }),
-      'certificate key file path is required when running securely',
+    assert.match(
+      loadError({ yaml: 'parent-iface: eth0\n' }),
+      /^certificate file path is required when running securely: set tls-cert and tls-key .* insecure: true/,
     );
   });
 
-  it('mTLS without a CA', () => {
+  it('secure without a key', () => {
+    assert.match(
+      loadError({ yaml: `parent-iface: eth0\ntls-cert: ${touch('only-cert.pem')}\n` }),
+      /^certificate key file path is required when running securely: set tls-cert and tls-key/,
+    );
+  });
+
+  it('mTLS without a CA names tls-client-ca (not a client key)', () => {
     const cert = touch('cert.pem');
     const key = touch('key.pem');
     assert.equal(
       loadError({ yaml: `parent-iface: eth0\ntls-cert: ${cert}\ntls-key: ${key}\ntls-client-validate: true\n` }),
-      'client certificate key file path is required when running mTLS',
+      "tls-client-validate (mTLS) needs tls-client-ca: set tls-client-ca to the PEM file of the CA that signs the clients' certificates, or unset tls-client-validate",
     );
   });
 
   it('a missing certificate file on disk', () => {
     const cert = join(dir, 'missing-cert.pem');
     const key = touch('key2.pem');
-    assert.equal(loadError({ yaml: `parent-iface: eth0\ntls-cert: ${cert}\ntls-key: ${key}\n` }), `certificate file ${cert} does not exist`);
+    assert.equal(
+      loadError({ yaml: `parent-iface: eth0\ntls-cert: ${cert}\ntls-key: ${key}\n` }),
+      `tls-cert ${cert} does not exist: set tls-cert to the server certificate's PEM file`,
+    );
+  });
+
+  it('a tls-key that is a directory says so and what to set', () => {
+    const cert = touch('cert-d.pem');
+    assert.equal(
+      loadError({ yaml: `parent-iface: eth0\ntls-cert: ${cert}\ntls-key: ${dir}\n` }),
+      `tls-key ${dir} is a directory: set tls-key to the PEM file of the server certificate's private key`,
+    );
   });
 
   it('a missing key file or client CA on disk', () => {

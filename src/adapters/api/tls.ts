@@ -5,6 +5,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createSecureContext, type SecureContextOptions, type TlsOptions } from 'node:tls';
 import { errorMessage } from '../../core/result.js';
+import { TLS_FILE_KEYS } from '../../config/paths.js';
 
 export interface TlsSettings {
   readonly insecure: boolean;
@@ -28,20 +29,43 @@ export function tlsMode(settings: TlsSettings): 'plaintext' | 'TLS' | 'mTLS' {
   return settings.clientValidate ? 'mTLS' : 'TLS';
 }
 
+type TlsFileKey = keyof typeof TLS_FILE_KEYS;
+
+/** What a PEM file holds, by its first armour line, for saying what a wrong file is instead. */
+function pemKind(pem: Buffer): 'certificate' | 'private key' | undefined {
+  const text = pem.toString('latin1');
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)) return 'private key';
+  if (text.includes('-----BEGIN CERTIFICATE-----')) return 'certificate';
+  return undefined;
+}
+
 /** Reads one configured file and checks it parses, so a bad file is named by its key and path. */
-async function readPem(key: string, path: string, parse: (pem: Buffer) => unknown): Promise<Buffer> {
+async function readPem(key: TlsFileKey, path: string, parse: (pem: Buffer) => unknown): Promise<Buffer> {
+  const what = `set ${key} to ${TLS_FILE_KEYS[key]}`;
   let pem: Buffer;
   try {
     pem = await readFile(path);
   } catch (e) {
-    throw new Error(`cannot read ${key} file ${path}: ${errorMessage(e)}`, { cause: e });
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EISDIR') throw new Error(`${key} ${path} is a directory: ${what}`, { cause: e });
+    throw new Error(`cannot read ${key} file ${path}: ${errorMessage(e)}; ${what}`, { cause: e });
   }
   try {
     parse(pem);
   } catch (e) {
-    throw new Error(`invalid ${key} file ${path}: ${errorMessage(e)}`, { cause: e });
+    const holds = pemKind(pem);
+    const instead = holds !== undefined ? ` (it holds a ${holds})` : '';
+    throw new Error(`invalid ${key} file ${path}${instead}: ${errorMessage(e)}; ${what}`, { cause: e });
   }
   return pem;
+}
+
+/** tls-cert holding a key and tls-key a certificate: said as one mistake, not two parse errors. */
+async function swappedProblem(certFile: string, keyFile: string): Promise<string | undefined> {
+  const [cert, key] = await Promise.all([readFile(certFile).catch(() => undefined), readFile(keyFile).catch(() => undefined)]);
+  if (cert === undefined || key === undefined) return undefined;
+  if (pemKind(cert) !== 'private key' || pemKind(key) !== 'certificate') return undefined;
+  return `tls-cert ${certFile} holds a private key and tls-key ${keyFile} a certificate: they are swapped; set tls-cert to the certificate file and tls-key to its key file`;
 }
 
 // X509Certificate reads the first certificate: a CA file without one would otherwise be accepted
@@ -60,7 +84,9 @@ export async function loadServerTls(settings: TlsSettings): Promise<ServerTls | 
   if (settings.keyFile === undefined) throw new Error('certificate key file path is required when running securely (set tls-key)');
   // Without a CA, Node would verify client certs against its public roots: not what mTLS means here.
   if (settings.clientValidate && settings.clientCaFile === undefined)
-    throw new Error('client certificate key file path is required when running mTLS (set tls-client-ca)');
+    throw new Error(`tls-client-validate (mTLS) needs tls-client-ca: set tls-client-ca to ${TLS_FILE_KEYS['tls-client-ca']}`);
+  const swapped = await swappedProblem(settings.certFile, settings.keyFile);
+  if (swapped !== undefined) throw new Error(swapped);
   const [cert, key, ca] = await Promise.all([
     readPem('tls-cert', settings.certFile, certificate),
     readPem('tls-key', settings.keyFile, privateKey),

@@ -1,6 +1,6 @@
-// Structured logs with pino: JSON lines, or readable text through pino-pretty used as an
-// in-process synchronous stream (no transport worker threads in a daemon).
-import { createWriteStream } from 'node:fs';
+// Structured logs with pino: JSON lines (ISO times, level names), or readable text through
+// pino-pretty used as an in-process synchronous stream (no transport worker threads in a daemon),
+// one line per event in both.
 import { pino, type DestinationStream, type Level } from 'pino';
 import pretty from 'pino-pretty';
 import type { Logger } from '../../core/ports.js';
@@ -13,25 +13,66 @@ export interface LogOptions {
   readonly output: string;
 }
 
+export interface DaemonLog {
+  readonly log: Logger;
+  /**
+   * Reopens a log file at its path (after logrotate moved it away: SIGHUP); nothing for
+   * stderr/stdout. Whether a file was reopened.
+   */
+  readonly reopen: () => boolean;
+}
+
 export function levelFor(verbosity: number): Level {
   if (verbosity >= 9) return 'trace';
   if (verbosity >= 2) return 'debug';
   return 'info';
 }
 
-function destination(output: string): NodeJS.WritableStream {
-  if (output === 'stderr') return process.stderr;
-  if (output === 'stdout') return process.stdout;
-  return createWriteStream(output, { flags: 'a' });
+/** stderr/stdout, or a file appended to by sonic-boom (pino's own destination, which can reopen). */
+function destination(output: string): { stream: NodeJS.WritableStream | pino.DestinationStream; reopen: () => boolean } {
+  if (output === 'stderr') return { stream: process.stderr, reopen: () => false };
+  if (output === 'stdout') return { stream: process.stdout, reopen: () => false };
+  const file = pino.destination({ dest: output, append: true, sync: true });
+  return {
+    stream: file,
+    reopen: () => {
+      file.reopen();
+      return true;
+    },
+  };
 }
 
-export function createLogger(options: LogOptions): Logger {
+export function createDaemonLog(options: LogOptions): DaemonLog {
   const out = destination(options.output);
   const stream: DestinationStream =
     options.format === 'json'
-      ? out
-      : pretty({ destination: out, sync: true, colorize: false, singleLine: true, translateTime: 'SYS:standard', ignore: 'pid,hostname' });
-  return pino({ level: levelFor(options.verbosity), redact: ['token', 'basicAuthToken', 'authorization'] }, stream);
+      ? out.stream
+      : pretty({
+          destination: out.stream,
+          sync: true,
+          colorize: false,
+          singleLine: true,
+          translateTime: 'SYS:standard',
+          ignore: 'pid,hostname',
+          // pino-pretty prints these keys as error objects on lines of their own; ours are strings
+          // and belong on the event's line.
+          errorLikeObjectKeys: ['err'],
+        });
+  const log = pino(
+    {
+      level: levelFor(options.verbosity),
+      redact: ['token', 'basicAuthToken', 'authorization'],
+      // Level names and ISO-8601 times: what log shippers and people read without a lookup table.
+      formatters: { level: (label) => ({ level: label }) },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    stream,
+  );
+  return { log, reopen: out.reopen };
+}
+
+export function createLogger(options: LogOptions): Logger {
+  return createDaemonLog(options).log;
 }
 
 /** A logger that drops everything (tests, benchmarks). */

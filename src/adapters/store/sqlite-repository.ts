@@ -7,6 +7,7 @@ import { canonicalJson, isPlainObject } from '../../core/canonical-json.js';
 import { chmodSync, closeSync, constants, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { openDatabase } from './open-database.js';
 import {
   intentOf,
   type IfaceType,
@@ -111,7 +112,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   static open(stateDir: string): SqliteMicroVMRepository {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     restrictDatabaseFiles(join(stateDir, DB_FILE_NAME));
-    const db = new Database(join(stateDir, DB_FILE_NAME), { timeout: BUSY_TIMEOUT_MS });
+    const db = openDatabase(join(stateDir, DB_FILE_NAME), { timeout: BUSY_TIMEOUT_MS });
     try {
       // Before anything that writes (journal_mode=WAL rewrites the header): a database from a
       // newer release must be left exactly as it was found.

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openDatabase } from './open-database.js';
 
 export const LOCK_FILE = 'flintlockd.lock';
 export const PID_FILE = 'flintlockd.pid';
@@ -51,7 +51,7 @@ function ownerId(stateDir: string): string {
  */
 export function claimStateDir(stateDir: string): StateDirClaim {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const db = new Database(join(stateDir, LOCK_FILE), { timeout: 0 });
+  const db = openDatabase(join(stateDir, LOCK_FILE), { timeout: 0 });
   try {
     db.exec('BEGIN EXCLUSIVE');
   } catch (e) {

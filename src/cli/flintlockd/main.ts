@@ -2,8 +2,9 @@
 // starts the daemon and stops it cleanly on SIGTERM or SIGINT.
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { createLogger } from '../../adapters/log/logger.js';
-import { CONFIG_KEYS, ConfigError, loadConfig, type Config } from '../../config/config.js';
+import { createDaemonLog } from '../../adapters/log/logger.js';
+import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG_FILE, IGNORED_KEYS, loadConfig, type Config } from '../../config/config.js';
+import { exampleConfig, keyHelp } from '../../config/example.js';
 import { startDaemon } from '../../daemon/compose.js';
 
 function version(): string {
@@ -15,7 +16,16 @@ function version(): string {
 const camel = (key: string): string => key.replace(/-([a-zA-Z])/g, (_m, c: string) => c.toUpperCase());
 
 export async function main(argv: string[]): Promise<number> {
-  const program = new Command('flintlockd').description('Flintlock microVM host daemon (TypeScript implementation)').exitOverride();
+  const program = new Command('flintlockd')
+    .description('Flintlock microVM host daemon (TypeScript implementation)')
+    .version(`flintlock ${version()}`, '-V, --version', 'print the version')
+    .exitOverride();
+  program
+    .command('example-config')
+    .description(`print an example ${DEFAULT_CONFIG_FILE}: every key with its meaning and default`)
+    .action(() => {
+      process.stdout.write(exampleConfig());
+    });
   program
     .command('version')
     .description('print the version')
@@ -28,11 +38,9 @@ export async function main(argv: string[]): Promise<number> {
   const run = program
     .command('run')
     .description('serve the MicroVM API and reconcile microVMs')
-    .option('--config <path>', 'config file (default /etc/opt/flintlockd/config.yaml when it exists)');
-  for (const key of CONFIG_KEYS)
-    run.addOption(
-      new Option(`--${key} [value]`, `config key ${key}`).hideHelp(key.startsWith('containerd') || key.endsWith('-detach') || key.startsWith('disable-')),
-    );
+    .option('--config <path>', `config file (default ${DEFAULT_CONFIG_FILE} when it exists)`)
+    .addHelpText('after', `\nEvery option is also a config file key and an environment variable (FLINTLOCKD_STATE_DIR for --state-dir).`);
+  for (const key of CONFIG_KEYS) run.addOption(new Option(`--${key} [value]`, keyHelp(key)).hideHelp(key in IGNORED_KEYS));
   run.addOption(new Option('-v [value]', 'verbosity (alias of --verbosity)').hideHelp());
   run.action(async (opts: Record<string, string | boolean | undefined>) => {
     // A bare boolean flag (`--insecure`) arrives as true; anything else as the given text.
@@ -51,8 +59,14 @@ export async function main(argv: string[]): Promise<number> {
       exitCode = 2;
       return;
     }
-    const log = createLogger({ format: config.logFormat, verbosity: config.verbosity, output: config.logOutput });
+    const { log, reopen } = createDaemonLog({ format: config.logFormat, verbosity: config.verbosity, output: config.logOutput });
     log.info({ version: version(), stateDir: config.stateDir }, 'flintlockd starting');
+    // SIGHUP (logrotate's postrotate, `systemctl reload`) reopens log-output when it is a file; it
+    // never stops the daemon (Node's default for SIGHUP is to exit).
+    process.on('SIGHUP', () => {
+      if (reopen()) log.info({ signal: 'SIGHUP', file: config.logOutput }, `log file ${config.logOutput} reopened`);
+      else log.info({ signal: 'SIGHUP' }, `SIGHUP received: logging to ${config.logOutput}, nothing to reopen`);
+    });
     // A bug must be seen, but it must not take the API and every VM's supervision down with it.
     process.on('unhandledRejection', (reason) => log.error({ error: String(reason) }, 'unhandled rejection'));
     let daemon;

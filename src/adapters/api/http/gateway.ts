@@ -21,6 +21,7 @@ import { createInputFromProto, listQuery, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
 import type { ApiMetrics } from '../metrics.js';
 import { sendPaced } from '../bounded-writer.js';
+import { unknownEnumName } from './json-enums.js';
 import { loadServerTls, tlsMode, tlsServerOptions, type TlsSettings } from '../tls.js';
 
 export interface HttpGatewayOptions {
@@ -76,12 +77,17 @@ type Route =
   | { readonly rpc: 'ListMicroVMs'; readonly query: ListQuery }
   | { readonly rpc: 'ListMicroVMsStream' };
 
+/** A ULID as the daemon makes uids: 26 characters of Crockford base32, upper case. */
+const looksLikeUid = (x: string): boolean => /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/.test(x);
+
 type Answer = { readonly rpc: string; readonly body: JsonValue } | { readonly rpc: string; readonly error: HttpError };
 
-function route(method: string, url: URL): Route | HttpError {
+function route(requestMethod: string, url: URL): Route | HttpError {
+  // HEAD is GET without the body (node:http leaves the body out of a HEAD answer itself).
+  const method = requestMethod === 'HEAD' ? 'GET' : requestMethod;
   const path = url.pathname;
   const name = url.searchParams.has('name') ? (url.searchParams.get('name') ?? '') : undefined;
-  const only = (allowed: string, r: Route): Route | HttpError => (method === allowed ? r : methodNotAllowed(allowed));
+  const only = (allowed: string, r: Route): Route | HttpError => (method === allowed ? r : methodNotAllowed(allowed === 'GET' ? 'GET, HEAD' : allowed));
   if (path === '/v1alpha1/microvm') return only('POST', { rpc: 'CreateMicroVM' });
   if (path === '/v1alpha1/microvms') return only('GET', { rpc: 'ListMicroVMs', query: listQuery(url.searchParams.get('namespace') ?? '', name) });
   if (path === STREAM_PATH) return only('POST', { rpc: 'ListMicroVMsStream' });
@@ -95,7 +101,7 @@ function route(method: string, url: URL): Route | HttpError {
   }
   if (method === 'GET') return { rpc: 'GetOrList', x: segment, name };
   if (method === 'DELETE') return { rpc: 'DeleteMicroVM', uid: segment };
-  return methodNotAllowed('GET, DELETE');
+  return methodNotAllowed('GET, HEAD, DELETE');
 }
 
 /** Go's EmitUnpopulated writes unset singular message fields as null; protobuf-es omits them. */
@@ -138,6 +144,10 @@ function decode<Desc extends DescMessage>(schema: Desc, text: string): MessageSh
   } catch (e) {
     return fromAppError(appError('invalid-argument', `invalid JSON body: ${errorMessage(e)}`));
   }
+  const badEnum = unknownEnumName(schema, json);
+  // Worded as validation words a spec's problems, since it is one.
+  const subject = schema.typeName === MicroVMSpecSchema.typeName ? 'microvm spec' : `${schema.name} body`;
+  if (badEnum !== undefined) return fromAppError(appError('invalid-argument', `invalid ${subject}: ${badEnum}`));
   try {
     return fromJson(schema, json, { ignoreUnknownFields: true });
   } catch (e) {
@@ -164,6 +174,9 @@ function answerUnary(service: MicroVMService, r: Exclude<Route, { rpc: 'ListMicr
       const found = service.get(r.x);
       if (found.ok)
         return { rpc: 'GetMicroVM', body: encode(GetMicroVMResponseSchema, create(GetMicroVMResponseSchema, { microvm: microvmToProto(found.value) })) };
+      // A uid that names no VM (deleted, say) is a Get that found nothing, unless some VMs do live
+      // in a namespace of that spelling: then it is the original's List.
+      if (looksLikeUid(r.x) && service.list(listQuery(r.x, undefined)).length === 0) return { rpc: 'GetMicroVM', error: fromAppError(found.error) };
       return answerUnary(service, { rpc: 'ListMicroVMs', query: listQuery(r.x, r.name) }, body);
     }
     case 'ListMicroVMs': {
