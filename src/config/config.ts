@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
-import { DEFAULT_METADATA_KB, MAX_METADATA_KB } from '../core/limits.js';
+import { DEFAULT_METADATA_KB, DEFAULT_WATCH_BUFFER, MAX_METADATA_KB } from '../core/limits.js';
 import { parseSize } from './size.js';
 import { isVmmIdRange, parseVmmIdRange, validCgroupParent, type VmmIdRange } from '../core/sandbox.js';
 
@@ -124,6 +124,8 @@ const schema = z
     'vmm-memory-overhead-mb': int(0, 1 << 20).default(256),
     'vmm-pids-max': int(16, 1 << 22).default(1024),
     'firecracker-jailer-bin': text.default(''),
+    'watch-buffer-events': int(1, 1 << 24).default(DEFAULT_WATCH_BUFFER.events),
+    'watch-buffer-size': size.default(DEFAULT_WATCH_BUFFER.bytes),
   })
   .strict();
 
@@ -176,6 +178,10 @@ export interface Config {
   readonly vmmPidsMax: number;
   /** Empty: Firecracker runs without its jailer. */
   readonly firecrackerJailerBin: string;
+  /** Events that may wait for one watch client before it is cut off (`watch-buffer-events`). */
+  readonly watchBufferEvents: number;
+  /** Encoded bytes that may wait for one watch client before it is cut off (`watch-buffer-size`). */
+  readonly watchBufferBytes: number;
   /** Keys given that have no effect here, with why (for start-up warnings). */
   readonly ignored: ReadonlyArray<{ key: string; why: string }>;
 }
@@ -300,6 +306,8 @@ function toConfig(p: Parsed, ignored: Config['ignored']): Config {
     vmmMemoryOverheadMb: p['vmm-memory-overhead-mb'],
     vmmPidsMax: p['vmm-pids-max'],
     firecrackerJailerBin: p['firecracker-jailer-bin'],
+    watchBufferEvents: p['watch-buffer-events'],
+    watchBufferBytes: p['watch-buffer-size'],
     ignored,
   };
 }

@@ -164,6 +164,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
       basicAuthToken: config.basicAuthToken,
       log,
       metrics,
+      watchLimits: { maxMessages: config.watchBufferEvents, maxBytes: config.watchBufferBytes },
     });
     closers.push(() => grpcServer.close());
     let httpPort: number | undefined;
