@@ -118,28 +118,54 @@ function guarded<T>(body: () => { ok: true; value: T } | { ok: false; error: App
 
 /** Builds the handlers; each checks the token first and counts its outcome. */
 export function microvmHandlers(service: MicroVMService, check: TokenCheck, log: Logger, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
+  const fail = (method: string, error: AppError, callback: grpc.sendUnaryData<never>): void => {
+    if (error.kind === 'internal') log.error({ method, error: error.message }, 'request failed');
+    callback(toServiceError(error), null);
+  };
+  /** `writes`: acknowledged only once the change is on disk (service.durable()). */
   const unary =
-    <Req, Res>(method: string, body: (req: Req) => { ok: true; value: Res } | { ok: false; error: AppError }): Unary<Req, Res> =>
+    <Req, Res>(method: string, body: (req: Req) => { ok: true; value: Res } | { ok: false; error: AppError }, writes = false): Unary<Req, Res> =>
     (call, callback) => {
       const denied = check(authorizationOf(call.metadata));
       const result = denied !== undefined ? { ok: false as const, error: denied } : guarded(() => body(call.request));
-      metrics?.handled('grpc', method, result.ok ? 'OK' : result.error.kind);
-      if (result.ok) callback(null, result.value);
-      else {
-        if (result.error.kind === 'internal') log.error({ method, error: result.error.message }, 'request failed');
-        callback(toServiceError(result.error), null);
+      if (!result.ok) {
+        metrics?.handled('grpc', method, result.error.kind);
+        return fail(method, result.error, callback);
       }
+      if (!writes) {
+        metrics?.handled('grpc', method, 'OK');
+        return callback(null, result.value);
+      }
+      service.durable().then(
+        () => {
+          metrics?.handled('grpc', method, 'OK');
+          callback(null, result.value);
+        },
+        (e: unknown) => {
+          const error = thrownError(e);
+          metrics?.handled('grpc', method, error.kind);
+          fail(method, error, callback);
+        },
+      );
     };
 
-  const createMicroVM = unary<CreateMicroVMRequest, Partial<CreateMicroVMResponse>>('CreateMicroVM', (req) => {
-    if (req.microvm === undefined) return { ok: false, error: { kind: 'invalid-argument', message: 'invalid create microvm request: MicroVMSpec required' } };
-    const created = service.create(createInputFromProto(req.microvm));
-    return created.ok ? { ok: true, value: { microvm: microvmToProto(created.value) } } : created;
-  });
-  const deleteMicroVM = unary<DeleteMicroVMRequest, Record<string, never>>('DeleteMicroVM', (req) => {
-    const deleted = service.delete(req.uid);
-    return deleted.ok ? { ok: true, value: {} } : deleted;
-  });
+  const createMicroVM = unary<CreateMicroVMRequest, Partial<CreateMicroVMResponse>>(
+    'CreateMicroVM',
+    (req) => {
+      if (req.microvm === undefined) return { ok: false, error: { kind: 'invalid-argument', message: 'invalid create microvm request: MicroVMSpec required' } };
+      const created = service.create(createInputFromProto(req.microvm));
+      return created.ok ? { ok: true, value: { microvm: microvmToProto(created.value) } } : created;
+    },
+    true,
+  );
+  const deleteMicroVM = unary<DeleteMicroVMRequest, Record<string, never>>(
+    'DeleteMicroVM',
+    (req) => {
+      const deleted = service.delete(req.uid);
+      return deleted.ok ? { ok: true, value: {} } : deleted;
+    },
+    true,
+  );
   // Get is the hot path (CAPMVM polls it for every machine): answers are kept per uid until the
   // VM changes (the store reports every change in-process), so a repeated Get skips the store,
   // the conversion and, through the serializer's cache, the encoding.
