@@ -47,7 +47,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { grpcServiceDefinition } from '../src/adapters/api/grpc/service-definition.js';
@@ -360,6 +360,9 @@ interface RoundFigures {
   readonly peakFds: number;
   readonly loadavgStart: string;
   readonly loadavgEnd: string;
+  /** This process's (the clients') event-loop delay p99 in the load phase: how late the clients themselves ran. */
+  readonly clientLagP99Ms: number;
+  readonly clientCpuPercent: number;
 }
 
 function table(rows: string[][]): string {
@@ -426,11 +429,27 @@ function report(rounds: readonly RoundFigures[]): boolean {
   console.log('\n=== daemon per round ===');
   console.log(
     table([
-      ['round', 'calls/s', 'daemon CPU', 'VMs at load end', 'cleanup', 'RSS peak MB', 'RSS end MB', 'fds peak', 'fds end', 'loadavg start', 'loadavg end'],
+      [
+        'round',
+        'calls/s',
+        'daemon CPU',
+        'bench CPU',
+        'bench loop lag p99',
+        'VMs at load end',
+        'cleanup',
+        'RSS peak MB',
+        'RSS end MB',
+        'fds peak',
+        'fds end',
+        'loadavg start',
+        'loadavg end',
+      ],
       ...rounds.map((r) => [
         String(r.round),
         (RPCS.reduce((n, rpc) => n + r.stats.ms[rpc].length, 0) / r.loadSeconds).toFixed(0),
         `${r.daemonCpuPercent.toFixed(0)}%`,
+        `${r.clientCpuPercent.toFixed(0)}%`,
+        `${f(r.clientLagP99Ms)} ms`,
         String(r.vmsAtEnd),
         `${(r.cleanupMs / 1000).toFixed(1)} s`,
         mb(r.peakRssKb),
@@ -564,6 +583,9 @@ async function main(): Promise<void> {
       phase = 'load';
       const stats = new CallStats();
       const cpu0 = cpuMs(pid);
+      const benchCpu0 = process.cpuUsage();
+      const lag = monitorEventLoopDelay({ resolution: 10 });
+      lag.enable();
       const t0 = now();
       const until = t0 + SECONDS * 1000;
       const progress = setInterval(() => {
@@ -585,6 +607,10 @@ async function main(): Promise<void> {
       await Promise.all(clients.map((c) => c.run(until, stats)));
       const loadSeconds = (now() - t0) / 1000;
       const daemonCpuPercent = ((cpuMs(pid) - cpu0) / (loadSeconds * 1000)) * 100;
+      lag.disable();
+      const benchCpu = process.cpuUsage(benchCpu0);
+      const clientCpuPercent = ((benchCpu.user + benchCpu.system) / 1000 / (loadSeconds * 1000)) * 100;
+      const clientLagP99Ms = lag.percentile(99) / 1e6;
       clearInterval(progress);
       const loaded = await bootsDone;
       const listed = await control.list('');
@@ -620,6 +646,8 @@ async function main(): Promise<void> {
         peakFds: Math.max(...inRound.map((s) => s.fds)),
         loadavgStart,
         loadavgEnd: loads(),
+        clientLagP99Ms,
+        clientCpuPercent,
       });
       console.log(
         `round ${round}: ${RPCS.map((rpc) => `${rpc} ${stats.ms[rpc].length}`).join(', ')}; ${vmsAtEnd} VMs at load end, all gone ${(cleanupMs / 1000).toFixed(1)} s later; RSS ${mb(end.rssKb)} MB, fds ${end.fds}\n`,
@@ -641,7 +669,9 @@ async function main(): Promise<void> {
     const log = join(dir, 'daemon.log'); // still there: removed in finally
     const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-30).join('\n') : '(no log)';
     console.error(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-    console.error(`daemon (exit ${String(daemon?.process.exitCode ?? daemon?.process.signalCode)}) output:\n${daemon?.output() ?? ''}\ndaemon log (last lines):\n${tail}`);
+    console.error(
+      `daemon (exit ${String(daemon?.process.exitCode ?? daemon?.process.signalCode)}) output:\n${daemon?.output() ?? ''}\ndaemon log (last lines):\n${tail}`,
+    );
     throw e;
   } finally {
     if (sampler !== undefined) clearInterval(sampler);
