@@ -18,7 +18,8 @@
 //
 // Each round:
 //  1. idle: LOAD_IDLE_BOOTS healthy VMs (the test guest, QEMU under TCG, a tap on br0), one at a
-//     time, on a daemon with no other VM: create -> CREATED, then delete -> gone.
+//     time, on a daemon with no other VM: create -> CREATED, then delete -> gone; then 200
+//     GetMicroVM of one VM, one at a time (the idle baseline of Get on this machine, this run).
 //  2. load, LOAD_SECONDS: LOAD_CLIENTS clients, each its own gRPC connection and namespace, loop
 //     over a mix of GetMicroVM (55%, one of its VMs), ListMicroVMs (20%, its namespace),
 //     CreateMicroVM (12.5%) and DeleteMicroVM (12.5%, or when it holds LOAD_VMS_PER_CLIENT).
@@ -93,6 +94,7 @@ const CALL_DEADLINE_MS = 30_000;
 const BOOT_DEADLINE_MS = 120_000;
 const CLEANUP_DEADLINE_MS = 180_000;
 const SETTLE_MS = 3000;
+const IDLE_GETS = 200;
 /** "No growth": end-of-round RSS within this fraction of round 1's. */
 const RSS_TOLERANCE = 0.1;
 
@@ -325,6 +327,16 @@ class LoadClient {
     return this.live[Math.floor(Math.random() * this.live.length)] ?? '';
   }
 
+  /** `n` Gets of one VM of its own, one at a time (a baseline); the VM is deleted after. */
+  async probeGets(n: number, stats: CallStats): Promise<void> {
+    const res = await this.raw.call('create', encodeCreate(failingSpec(this.namespace, `probe-${this.created++}`, 0)), stats);
+    const uid = typeof res === 'number' ? undefined : fromBinary(CreateMicroVMResponseSchema, res).microvm?.spec?.uid;
+    if (uid === undefined) throw new Error(`the probe VM was not created (code ${String(res)})`);
+    const request = encodeGet(uid);
+    for (let i = 0; i < n; i++) await this.raw.call('get', request, stats);
+    await this.raw.call('delete', encodeDelete(uid), stats);
+  }
+
   /** Deletes every VM it holds (cleanup). */
   async deleteAll(stats: CallStats): Promise<void> {
     for (const uid of this.live.splice(0)) await this.raw.call('delete', encodeDelete(uid), stats);
@@ -349,6 +361,8 @@ interface RoundFigures {
   readonly round: number;
   readonly stats: CallStats;
   readonly idle: Boot[];
+  /** GetMicroVM on the idle daemon, one call at a time (the same machine's baseline). */
+  readonly idleGetMs: number[];
   readonly loaded: Boot[];
   readonly loadSeconds: number;
   readonly daemonCpuPercent: number;
@@ -397,6 +411,10 @@ function report(rounds: readonly RoundFigures[]): boolean {
         f(Math.max(...all.ms[rpc])),
       ]),
     ]),
+  );
+  const idleGets = rounds.flatMap((r) => r.idleGetMs);
+  console.log(
+    `idle daemon, ${IDLE_GETS} sequential GetMicroVM per round: p50 ${f(median(idleGets))} ms, p99 ${f(percentile(idleGets, 99))} ms (per round p99: ${rounds.map((r) => f(percentile(r.idleGetMs, 99))).join(' ')})`,
   );
   console.log('\n=== results by gRPC code (all rounds, load phase) ===');
   for (const rpc of RPCS) console.log(`${rpc.padEnd(7)} ${codesOf(all, rpc)}`);
@@ -579,6 +597,10 @@ async function main(): Promise<void> {
       phase = 'idle';
       const idle: Boot[] = [];
       for (let i = 0; i < IDLE_BOOTS; i++) idle.push(await boot(0));
+      const idleStats = new CallStats();
+      const probe = clients[0] as LoadClient;
+      await probe.probeGets(IDLE_GETS, idleStats);
+      const idleGetMs = idleStats.ms.get;
 
       phase = 'load';
       const stats = new CallStats();
@@ -635,6 +657,7 @@ async function main(): Promise<void> {
         round,
         stats,
         idle,
+        idleGetMs,
         loaded,
         loadSeconds,
         daemonCpuPercent,
