@@ -7,7 +7,7 @@ import { tlsPathProblems } from './paths.js';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
-import { DEFAULT_METADATA_KB, MAX_METADATA_KB } from '../core/limits.js';
+import { DEFAULT_METADATA_KB, DEFAULT_WATCH_BUFFER, MAX_METADATA_KB } from '../core/limits.js';
 import { parseSize } from './size.js';
 import { isVmmIdRange, parseVmmIdRange, validCgroupParent, type VmmIdRange } from '../core/sandbox.js';
 
@@ -163,6 +163,12 @@ export const CONFIG_KEY_SPECS = {
   'vmm-memory-overhead-mb': key(int(0, 1 << 20), 256, "MiB a VMM's cgroup may use beyond the VM's memory_in_mb."),
   'vmm-pids-max': key(int(16, 1 << 22), 1024, "Processes plus threads a VMM's cgroup may hold."),
   'firecracker-jailer-bin': key(text, '', "Firecracker's jailer binary; empty: not used (needs vmm-uid-range)."),
+  'watch-buffer-events': key(
+    int(1, 1 << 24),
+    DEFAULT_WATCH_BUFFER.events,
+    'Events that may wait for one WatchMicroVMs client before it is cut off (RESOURCE_EXHAUSTED; it may resume).',
+  ),
+  'watch-buffer-size': key(size, '8MiB', 'Encoded bytes that may wait for one WatchMicroVMs client before it is cut off.'),
 };
 
 type KeySpecs = typeof CONFIG_KEY_SPECS;
@@ -222,6 +228,10 @@ export interface Config {
   readonly vmmPidsMax: number;
   /** Empty: Firecracker runs without its jailer. */
   readonly firecrackerJailerBin: string;
+  /** Events that may wait for one watch client before it is cut off (`watch-buffer-events`). */
+  readonly watchBufferEvents: number;
+  /** Encoded bytes that may wait for one watch client before it is cut off (`watch-buffer-size`). */
+  readonly watchBufferBytes: number;
   /** Keys given that have no effect here, with why (for start-up warnings). */
   readonly ignored: ReadonlyArray<{ key: string; why: string }>;
 }
@@ -391,6 +401,8 @@ function toConfig(p: Parsed, ignored: Config['ignored']): Config {
     vmmMemoryOverheadMb: p['vmm-memory-overhead-mb'],
     vmmPidsMax: p['vmm-pids-max'],
     firecrackerJailerBin: p['firecracker-jailer-bin'],
+    watchBufferEvents: p['watch-buffer-events'],
+    watchBufferBytes: p['watch-buffer-size'],
     ignored,
   };
 }

@@ -26,3 +26,10 @@ export const REQUEST_LIMITS = {
 /** Default and ceiling of `maximum-metadata-kb`: keys plus values, base64 as sent. */
 export const DEFAULT_METADATA_KB = 1024;
 export const MAX_METADATA_KB = 3072;
+
+/**
+ * Default `watch-buffer-events` and `watch-buffer-size`: what may wait for one watch client before
+ * it is cut off (docs/adr/0011): about 4000 typical events, or 8 MiB (twice the largest message a
+ * stored VM makes).
+ */
+export const DEFAULT_WATCH_BUFFER = { events: 4096, bytes: 8 * 1024 * 1024 } as const;

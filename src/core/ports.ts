@@ -70,6 +70,13 @@ export interface MicroVMRepository {
   forgetDevice(name: string): void;
   devices(vmUid?: string): HostDeviceRecord[];
 
+  /**
+   * Resolves once every change committed before the call is on disk (fsynced), so it survives a
+   * power cut; a returned method's change already survives a crash of the daemon. The API awaits
+   * it before acknowledging a Create or Delete; one sync covers every commit made before it.
+   */
+  durable(): Promise<void>;
+
   /** Called after each committed change. Returns an unsubscribe function. */
   onChange(listener: (change: VmChange) => void): () => void;
   close(): void;

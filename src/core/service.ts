@@ -107,6 +107,11 @@ export class MicroVMService {
     return ok(changed);
   }
 
+  /** Resolves once every change made so far survives a power cut (acknowledge a Create or Delete after it). */
+  durable(): Promise<void> {
+    return this.deps.repo.durable();
+  }
+
   /** Calls `listener` with each change to a VM matching the query until unsubscribed. */
   watch(query: ListQuery, listener: (change: VmChange) => void): () => void {
     return this.deps.repo.onChange((change) => {

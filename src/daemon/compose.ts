@@ -172,6 +172,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
       basicAuthToken: config.basicAuthToken,
       log,
       metrics,
+      watchLimits: { maxMessages: config.watchBufferEvents, maxBytes: config.watchBufferBytes },
     });
     closers.push(() => grpcServer.close());
     let httpPort: number | undefined;

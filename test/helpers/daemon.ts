@@ -4,7 +4,7 @@
 // running when the test file's process ends (the daemon, the VMMs it started, which outlive it by
 // design) is killed then.
 import { type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -36,6 +36,8 @@ export interface DaemonOptions {
   /** Reuse a directory (restart tests). */
   readonly dir?: string;
   readonly args?: string[];
+  /** Node.js options before the script (benchmarks: `--cpu-prof`). */
+  readonly nodeArgs?: string[];
 }
 
 /**
@@ -81,7 +83,8 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
     }),
   );
   rmSync(socket, { force: true });
-  const command = options.netns !== undefined ? ['ip', ['netns', 'exec', options.netns, process.execPath, FLINTLOCKD]] : [process.execPath, [FLINTLOCKD]];
+  const node = [process.execPath, ...(options.nodeArgs ?? []), FLINTLOCKD];
+  const command = options.netns !== undefined ? ['ip', ['netns', 'exec', options.netns, ...node]] : [node[0], node.slice(1)];
   const [bin, prefix] = command as [string, string[]];
   const child = spawnTracked(bin, [...prefix, 'run', '--config', configFile, ...(options.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
   // The VMMs' command lines name the state dir, a unique temporary path of this test's.
@@ -92,6 +95,7 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
     cleanedParents.add(parent);
     atExit(() => removeCgroupTree(HOST_CGROUP_ROOT, parent));
   }
+  const logOutput = options.config['log-output'];
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
@@ -117,7 +121,10 @@ export async function startDaemon(options: DaemonOptions): Promise<DaemonHandle>
       'daemon to listen',
       () => {
         if (child.exitCode !== null) throw new Error(`flintlockd exited with ${child.exitCode}:\n${output}`);
-        return existsSync(socket) && output.includes('starting grpc server listening');
+        // The log goes to stdout unless the config sends it to a file (benchmarks: no log in memory).
+        const log =
+          typeof logOutput === 'string' && logOutput !== 'stdout' && logOutput !== 'stderr' && existsSync(logOutput) ? readFileSync(logOutput, 'utf8') : output;
+        return existsSync(socket) && log.includes('starting grpc server listening');
       },
       15_000,
       25,

@@ -473,3 +473,16 @@ describe('config durations given as bare numbers', () => {
     }
   });
 });
+
+describe('loadConfig: the watch buffer (ADR 0011)', () => {
+  it('defaults to 4096 events or 8 MiB, and reads both (a size takes a unit; a bare number is MiB)', () => {
+    const c = load({ yaml: BASE_YAML });
+    assert.equal(c.watchBufferEvents, 4096);
+    assert.equal(c.watchBufferBytes, 8 * 1024 * 1024);
+    const set = load({ yaml: `${BASE_YAML}watch-buffer-events: 100\nwatch-buffer-size: 512KiB\n` });
+    assert.equal(set.watchBufferEvents, 100);
+    assert.equal(set.watchBufferBytes, 512 * 1024);
+    assert.equal(load({ yaml: BASE_YAML, env: { FLINTLOCKD_WATCH_BUFFER_SIZE: '2' } }).watchBufferBytes, 2 * 1024 * 1024);
+    assert.throws(() => load({ yaml: `${BASE_YAML}watch-buffer-events: 0\n` }), /watch-buffer-events/);
+  });
+});

@@ -5,15 +5,11 @@
 // ~0.3 ms (deletes excepted: ~20 ms of RCU wait), so an `ensure*` call reads the links it needs in
 // one `ip -batch -` process and applies all its changes in a second one: 2 processes to create or
 // correct a device, 1 when it is already right (the common case on resync).
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import type { Writable } from 'node:stream';
-import { promisify } from 'node:util';
 
 import type { CharDeviceNumbers, LinkInfo, MacvtapRequest, NetworkService, TapRequest } from '../../core/ports.js';
 import { MAX_IFNAME_BYTES } from '../../core/names.js';
-
-const execFileAsync = promisify(execFile);
+import { execFileOffThread } from '../host/off-thread-exec.js';
 
 export interface Iproute2Options {
   /** The `ip` executable (default `ip`, looked up in PATH). */
@@ -298,14 +294,14 @@ export class Iproute2NetworkService implements NetworkService {
   private async run(args: readonly string[], batch?: { input: string; commands: readonly Command[] }): Promise<string> {
     const argv = this.netns === undefined ? [...args] : ['-n', this.netns, ...args];
     try {
-      const pending = execFileAsync(this.ipBinary, argv, {
-        encoding: 'utf8',
+      // From a worker thread: the spawn itself must not stall the API (../host/off-thread-exec.ts).
+      const { stdout } = await execFileOffThread(this.ipBinary, argv, {
+        ...(batch !== undefined ? { input: batch.input } : {}),
         maxBuffer: 64 * 1024 * 1024,
-        timeout: this.timeoutMs,
+        timeoutMs: this.timeoutMs,
         killSignal: 'SIGKILL',
       });
-      writeStdin(pending.child.stdin, batch?.input);
-      return (await pending).stdout;
+      return stdout;
     } catch (err) {
       throw this.commandError(argv, err, batch?.commands);
     }
@@ -362,13 +358,7 @@ export class Iproute2NetworkService implements NetworkService {
   /** `ip` without the `-n` prefix (for `ip netns exec`). */
   private async runRaw(argv: readonly string[]): Promise<string> {
     try {
-      const pending = execFileAsync(this.ipBinary, [...argv], {
-        encoding: 'utf8',
-        timeout: this.timeoutMs,
-        killSignal: 'SIGKILL',
-      });
-      writeStdin(pending.child.stdin, undefined);
-      return (await pending).stdout;
+      return (await execFileOffThread(this.ipBinary, argv, { timeoutMs: this.timeoutMs, killSignal: 'SIGKILL' })).stdout;
     } catch (err) {
       throw this.commandError(argv, err, undefined);
     }
@@ -537,12 +527,6 @@ function prop(v: unknown, key: string): unknown {
  * exits before reading (bad netns, parse error) the write fails with EPIPE; the exit status already
  * reports that failure, and an unhandled stream 'error' would crash the daemon.
  */
-function writeStdin(stdin: Writable | null, input: string | undefined): void {
-  if (stdin === null) return;
-  stdin.on('error', () => undefined);
-  stdin.end(input ?? '');
-}
-
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }

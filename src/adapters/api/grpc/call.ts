@@ -48,17 +48,31 @@ export function guarded<T>(body: () => { ok: true; value: T } | { ok: false; err
   }
 }
 
-/** Unary handlers of a service: each checks the token first, answers AppErrors as statuses and counts its outcome. */
-export function unaryCalls(check: TokenCheck, log: Logger, metrics?: ApiMetrics, service?: string) {
-  return <Req, Res>(method: string, body: (req: Req) => { ok: true; value: Res } | { ok: false; error: AppError }): grpc.handleUnaryCall<Req, Res> =>
+/**
+ * Unary handlers of a service: each checks the token first, answers AppErrors as statuses and
+ * counts its outcome. A handler that `writes` is answered only once its change is on disk
+ * (`durable`, one fsync shared by every commit before it).
+ */
+export function unaryCalls(check: TokenCheck, log: Logger, metrics?: ApiMetrics, service?: string, durable?: () => Promise<void>) {
+  const fail = (method: string, error: AppError, callback: grpc.sendUnaryData<never>): void => {
+    metrics?.handled('grpc', method, error.kind, service);
+    if (error.kind === 'internal') log.error({ method, error: error.message }, 'request failed');
+    callback(toServiceError(error), null);
+  };
+  return <Req, Res>(
+      method: string,
+      body: (req: Req) => { ok: true; value: Res } | { ok: false; error: AppError },
+      writes = false,
+    ): grpc.handleUnaryCall<Req, Res> =>
     (call, callback) => {
       const denied = check(authorizationOf(call.metadata));
       const result = denied !== undefined ? { ok: false as const, error: denied } : guarded(() => body(call.request));
-      metrics?.handled('grpc', method, result.ok ? 'OK' : result.error.kind, service);
-      if (result.ok) callback(null, result.value);
-      else {
-        if (result.error.kind === 'internal') log.error({ method, error: result.error.message }, 'request failed');
-        callback(toServiceError(result.error), null);
-      }
+      if (!result.ok) return fail(method, result.error, callback);
+      const answer = (): void => {
+        metrics?.handled('grpc', method, 'OK', service);
+        callback(null, result.value);
+      };
+      if (!writes || durable === undefined) return answer();
+      durable().then(answer, (e: unknown) => fail(method, thrownError(e), callback));
     };
 }

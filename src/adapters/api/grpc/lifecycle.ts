@@ -30,12 +30,16 @@ export const LOG_CHUNK_BYTES = 64 * 1024;
 const FOLLOW_POLL_MS = 250;
 
 export function lifecycleHandlers(service: MicroVMService, check: TokenCheck, log: Logger, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
-  const unary = unaryCalls(check, log, metrics, LIFECYCLE_SERVICE);
+  const unary = unaryCalls(check, log, metrics, LIFECYCLE_SERVICE, () => service.durable());
   const call = (method: string, action: LifecycleAction): grpc.handleUnaryCall<LifecycleRequest, LifecycleResponse> =>
-    unary<LifecycleRequest, LifecycleResponse>(method, (req) => {
-      const done = service.lifecycle(req.uid, action);
-      return done.ok ? { ok: true, value: create(LifecycleResponseSchema, { microvm: microvmToProto(done.value) }) } : done;
-    });
+    unary<LifecycleRequest, LifecycleResponse>(
+      method,
+      (req) => {
+        const done = service.lifecycle(req.uid, action);
+        return done.ok ? { ok: true, value: create(LifecycleResponseSchema, { microvm: microvmToProto(done.value) }) } : done;
+      },
+      true,
+    );
 
   const getMicroVMLogs: grpc.handleServerStreamingCall<GetMicroVMLogsRequest, LogChunk> = (stream) => {
     const denied = check(authorizationOf(stream.metadata));

@@ -109,17 +109,25 @@ function listTooLarge(count: number, size: number): AppError {
 
 /** Builds the handlers; each checks the token first and counts its outcome. */
 export function microvmHandlers(service: MicroVMService, check: TokenCheck, log: Logger, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
-  const unary = unaryCalls(check, log, metrics);
+  const unary = unaryCalls(check, log, metrics, undefined, () => service.durable());
 
-  const createMicroVM = unary<CreateMicroVMRequest, Partial<CreateMicroVMResponse>>('CreateMicroVM', (req) => {
-    if (req.microvm === undefined) return { ok: false, error: { kind: 'invalid-argument', message: 'invalid create microvm request: MicroVMSpec required' } };
-    const created = service.create(createInputFromProto(req.microvm));
-    return created.ok ? { ok: true, value: { microvm: microvmToProto(created.value) } } : created;
-  });
-  const deleteMicroVM = unary<DeleteMicroVMRequest, Record<string, never>>('DeleteMicroVM', (req) => {
-    const deleted = service.delete(req.uid);
-    return deleted.ok ? { ok: true, value: {} } : deleted;
-  });
+  const createMicroVM = unary<CreateMicroVMRequest, Partial<CreateMicroVMResponse>>(
+    'CreateMicroVM',
+    (req) => {
+      if (req.microvm === undefined) return { ok: false, error: { kind: 'invalid-argument', message: 'invalid create microvm request: MicroVMSpec required' } };
+      const created = service.create(createInputFromProto(req.microvm));
+      return created.ok ? { ok: true, value: { microvm: microvmToProto(created.value) } } : created;
+    },
+    true,
+  );
+  const deleteMicroVM = unary<DeleteMicroVMRequest, Record<string, never>>(
+    'DeleteMicroVM',
+    (req) => {
+      const deleted = service.delete(req.uid);
+      return deleted.ok ? { ok: true, value: {} } : deleted;
+    },
+    true,
+  );
   // Get is the hot path (CAPMVM polls it for every machine): answers are kept per uid until the
   // VM changes (the store reports every change in-process), so a repeated Get skips the store,
   // the conversion and, through the serializer's cache, the encoding.

@@ -5,6 +5,7 @@
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import type { ChangeJournal, ReplayItem } from '../../../core/change-journal.js';
+import { DEFAULT_WATCH_BUFFER } from '../../../core/limits.js';
 import type { MicroVM, VmId } from '../../../core/model.js';
 import type { ListQuery, VmChange } from '../../../core/ports.js';
 import { errorMessage } from '../../../core/result.js';
@@ -26,11 +27,8 @@ import { encodeOnce } from './service-definition.js';
 
 export const WATCH_SERVICE = MicroVMWatch.typeName;
 
-/**
- * Per client: about 4000 typical events, or 8 MiB (twice the largest message a stored VM makes).
- * On top of it grpc-js holds up to 16 messages and HTTP/2 a flow-control window.
- */
-export const DEFAULT_WATCH_LIMITS: BacklogLimits = { maxMessages: 4096, maxBytes: 8 * 1024 * 1024 };
+/** Per client (DEFAULT_WATCH_BUFFER). On top of it grpc-js holds up to 16 messages and HTTP/2 a flow-control window. */
+export const DEFAULT_WATCH_LIMITS: BacklogLimits = { maxMessages: DEFAULT_WATCH_BUFFER.events, maxBytes: DEFAULT_WATCH_BUFFER.bytes };
 
 export interface WatchStats {
   readonly streams: number;

@@ -291,6 +291,8 @@ export async function startHttpGateway(service: MicroVMService, options: HttpGat
       if (answer.error.kind === 'internal') options.log.error({ method: answer.rpc, error: answer.error.message }, 'request failed');
       return sendError(res, answer.error);
     }
+    // A Create or Delete is acknowledged once it is on disk (a failing sync is an internal error, below).
+    if (answer.rpc === 'CreateMicroVM' || answer.rpc === 'DeleteMicroVM') await service.durable();
     send(res, 200, answer.body);
   };
 
