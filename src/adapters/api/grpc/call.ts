@@ -1,16 +1,7 @@
 // What every gRPC handler needs: the caller's authorization value, and AppErrors as statuses.
 import * as grpc from '@grpc/grpc-js';
-import { boundedMessage, type AppError, type ErrorKind } from '../../../core/result.js';
-
-const GRPC_CODES: Record<ErrorKind, grpc.status> = {
-  'invalid-argument': grpc.status.INVALID_ARGUMENT,
-  'failed-precondition': grpc.status.FAILED_PRECONDITION,
-  'not-found': grpc.status.NOT_FOUND,
-  unauthenticated: grpc.status.UNAUTHENTICATED,
-  'resource-exhausted': grpc.status.RESOURCE_EXHAUSTED,
-  unavailable: grpc.status.UNAVAILABLE,
-  internal: grpc.status.INTERNAL,
-};
+import { boundedMessage, type AppError } from '../../../core/result.js';
+import { GRPC_CODES } from '../grpc-codes.js';
 
 export function toServiceError(error: AppError): Partial<grpc.StatusObject> {
   return { code: GRPC_CODES[error.kind], details: boundedMessage(error.message) };

@@ -116,14 +116,13 @@ function guarded<T>(body: () => { ok: true; value: T } | { ok: false; error: App
   }
 }
 
-/** Builds the handlers; each checks the token first and counts its outcome. */
-export function microvmHandlers(service: MicroVMService, check: TokenCheck, log: Logger, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
+/** Builds the handlers; each checks the token first (outcomes are counted by ApiMetrics.interceptor). */
+export function microvmHandlers(service: MicroVMService, check: TokenCheck, log: Logger): grpc.UntypedServiceImplementation {
   const unary =
     <Req, Res>(method: string, body: (req: Req) => { ok: true; value: Res } | { ok: false; error: AppError }): Unary<Req, Res> =>
     (call, callback) => {
       const denied = check(authorizationOf(call.metadata));
       const result = denied !== undefined ? { ok: false as const, error: denied } : guarded(() => body(call.request));
-      metrics?.handled('grpc', method, result.ok ? 'OK' : result.error.kind);
       if (result.ok) callback(null, result.value);
       else {
         if (result.error.kind === 'internal') log.error({ method, error: result.error.message }, 'request failed');
@@ -169,14 +168,12 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
   const listMicroVMsStream: grpc.handleServerStreamingCall<ListMicroVMsRequest, Partial<ListMessage>> = (call) => {
     const denied = check(authorizationOf(call.metadata));
     if (denied !== undefined) {
-      metrics?.handled('grpc', 'ListMicroVMsStream', denied.kind);
       failStream(call, denied);
       return;
     }
     const query = listQuery(call.request.namespace, call.request.name);
     const listed = guarded(() => ({ ok: true, value: service.list(query) }));
     if (!listed.ok) {
-      metrics?.handled('grpc', 'ListMicroVMsStream', listed.error.kind);
       log.error({ method: 'ListMicroVMsStream', error: listed.error.message }, 'request failed');
       failStream(call, listed.error);
       return;
@@ -184,28 +181,19 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
     const messages = (function* toMessages(): Generator<Partial<ListMessage>> {
       for (const vm of listed.value) yield { microvm: microvmToProto(vm) };
     })();
-    let finished = false;
     const stop = sendPaced(
       call,
       messages,
       () => {
-        finished = true;
-        metrics?.handled('grpc', 'ListMicroVMsStream', 'OK');
         call.end();
       },
       (e) => {
-        finished = true;
         const error = thrownError(e);
-        metrics?.handled('grpc', 'ListMicroVMsStream', error.kind);
         log.error({ method: 'ListMicroVMsStream', error: error.message }, 'request failed');
         failStream(call, error);
       },
     );
-    call.on('cancelled', () => {
-      stop();
-      if (!finished) metrics?.handled('grpc', 'ListMicroVMsStream', 'cancelled');
-      finished = true;
-    });
+    call.on('cancelled', stop);
   };
 
   return { createMicroVM, deleteMicroVM, getMicroVM, listMicroVMs, listMicroVMsStream };
@@ -213,14 +201,21 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
 
 export async function startGrpcServer(service: MicroVMService, options: GrpcServerOptions): Promise<RunningGrpcServer> {
   const credentials = await serverCredentials(options.tls);
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': 16 * 1024 * 1024,
+    ...(options.metrics !== undefined ? { interceptors: [options.metrics.interceptor] } : {}),
+  });
   const check = tokenCheck(options.basicAuthToken);
-  server.addService(grpcServiceDefinition(MicroVMDesc), microvmHandlers(service, check, options.log, options.metrics));
+  const addService = (definition: grpc.ServiceDefinition, handlers: grpc.UntypedServiceImplementation): void => {
+    server.addService(definition, handlers);
+    options.metrics?.initializeService(definition);
+  };
+  addService(grpcServiceDefinition(MicroVMDesc), microvmHandlers(service, check, options.log));
   // A new epoch per server: sequences restart with it, so a position from before a restart is
   // recognised as foreign and answered with a fresh snapshot.
   const journal = new ChangeJournal(service, randomUUID(), options.watchHistory ?? DEFAULT_JOURNAL_CAPACITY);
   const hub = new WatchHub(service, journal, options.watchLimits ?? DEFAULT_WATCH_LIMITS, options.metrics);
-  server.addService(grpcServiceDefinition(MicroVMWatchDesc), watchHandlers(hub, check, options.metrics));
+  addService(grpcServiceDefinition(MicroVMWatchDesc), watchHandlers(hub, check));
   new HealthImplementation({ '': 'SERVING', [MicroVMDesc.typeName]: 'SERVING', [MicroVMWatchDesc.typeName]: 'SERVING' }).addToServer(server);
   reflectionService().addToServer(server);
   let port: number;
