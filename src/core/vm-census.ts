@@ -13,6 +13,8 @@ export interface CensusEntry {
   readonly name: string;
   readonly state: CensusState;
   readonly provider: string;
+  readonly vcpu: number;
+  readonly memoryMb: number;
   /** The VMM recorded as running the guest, when there is one. */
   readonly vmm?: { readonly pid: number; readonly startTime: number };
 }
@@ -31,6 +33,8 @@ function entryOf(vm: MicroVM): CensusEntry {
     name: vm.id.name,
     state: vm.deletedAt !== undefined ? 'deleting' : vm.status.state,
     provider: vm.spec.provider,
+    vcpu: vm.spec.vcpu,
+    memoryMb: vm.spec.memoryMb,
     ...(vmm !== undefined ? { vmm: { pid: vmm.pid, startTime: vmm.startTime } } : {}),
   };
 }
@@ -61,6 +65,18 @@ export class VmCensus {
   /** Every VM with a VMM recorded as running its guest. */
   withVmm(): Array<CensusEntry & { readonly vmm: NonNullable<CensusEntry['vmm']> }> {
     return [...this.entries.values()].filter((e): e is CensusEntry & { vmm: NonNullable<CensusEntry['vmm']> } => e.vmm !== undefined);
+  }
+
+  /** vCPUs and memory the VMs not being deleted ask for. */
+  allocated(): { vcpus: number; memoryMb: number } {
+    let vcpus = 0;
+    let memoryMb = 0;
+    for (const e of this.entries.values()) {
+      if (e.state === 'deleting') continue;
+      vcpus += e.vcpu;
+      memoryMb += e.memoryMb;
+    }
+    return { vcpus, memoryMb };
   }
 
   close(): void {

@@ -27,6 +27,7 @@ import { MicroVMService } from '../core/service.js';
 import { VmCensus } from '../core/vm-census.js';
 import type { StepPorts } from '../core/steps/step.js';
 import { startDebugServer, type DebugServer } from './debug-server.js';
+import { gatherHostReport } from './host-info.js';
 import { checkHostNetwork, checkPrerequisites, PrerequisiteError, SANDBOX_PROGRAMS, VOLUME_PROGRAMS } from './prerequisites.js';
 
 export interface RunningDaemon {
@@ -200,6 +201,7 @@ async function startServing(
       basicAuthToken: config.basicAuthToken,
       log,
       metrics,
+      hostReport: () => gatherHostReport({ providers, network, hostNetwork: ports.hostNetwork, census }),
     });
     closers.push(() => grpcServer.close());
     let httpPort: number | undefined;

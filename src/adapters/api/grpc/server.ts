@@ -1,5 +1,5 @@
 // The gRPC API: microvm.services.api.v1alpha1.MicroVM on grpc-js, our extension service
-// flintlock.services.ext.v1alpha1.MicroVMWatch (./watch.ts) beside it with the same checks, plus
+// flintlock.services.ext.v1alpha1.MicroVMWatch (./watch.ts) and Host (./host.ts) beside it with the same checks, plus
 // grpc.health.v1 and server reflection (both left open without a token, like health probes and
 // grpcurl expect).
 import { randomUUID } from 'node:crypto';
@@ -13,6 +13,7 @@ import { thrownError, type AppError } from '../../../core/result.js';
 import type { Logger } from '../../../core/ports.js';
 import { ChangeJournal, DEFAULT_JOURNAL_CAPACITY } from '../../../core/change-journal.js';
 import { MicroVMWatch as MicroVMWatchDesc } from '../../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
+import { Host as HostDesc } from '../../../gen/flintlock/services/ext/v1alpha1/host_pb.js';
 import {
   MicroVM as MicroVMDesc,
   type CreateMicroVMRequest,
@@ -33,6 +34,7 @@ import type { ApiMetrics } from '../metrics.js';
 import { sendPaced, type BacklogLimits } from '../bounded-writer.js';
 import { authorizationOf, failStream, toServiceError } from './call.js';
 import { DEFAULT_WATCH_LIMITS, WatchHub, watchHandlers, type WatchStats } from './watch.js';
+import { hostHandlers, type HostReport } from './host.js';
 import { loadServerTls, type ServerTls, type TlsSettings } from '../tls.js';
 
 export type { TlsSettings } from '../tls.js';
@@ -48,6 +50,8 @@ export interface GrpcServerOptions {
   readonly watchLimits?: BacklogLimits;
   /** Changes kept for watches that resume (DEFAULT_JOURNAL_CAPACITY). */
   readonly watchHistory?: number;
+  /** What Host/GetHostInfo reports; without it the Host service is not served. */
+  readonly hostReport?: () => Promise<HostReport>;
 }
 
 export interface RunningGrpcServer {
@@ -85,7 +89,7 @@ function withDependencies(file: DescFile, seen = new Set<string>()): DescFile[] 
 
 function reflectionService(): ReflectionService {
   const seen = new Set<string>();
-  const files = [MicroVMDesc.file, MicroVMWatchDesc.file]
+  const files = [MicroVMDesc.file, MicroVMWatchDesc.file, HostDesc.file]
     .flatMap((file) => withDependencies(file, seen))
     .map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
   // @grpc/reflection reads only `fileDescriptorProtos` from a proto-loader package definition.
@@ -216,7 +220,13 @@ export async function startGrpcServer(service: MicroVMService, options: GrpcServ
   const journal = new ChangeJournal(service, randomUUID(), options.watchHistory ?? DEFAULT_JOURNAL_CAPACITY);
   const hub = new WatchHub(service, journal, options.watchLimits ?? DEFAULT_WATCH_LIMITS, options.metrics);
   addService(grpcServiceDefinition(MicroVMWatchDesc), watchHandlers(hub, check));
-  new HealthImplementation({ '': 'SERVING', [MicroVMDesc.typeName]: 'SERVING', [MicroVMWatchDesc.typeName]: 'SERVING' }).addToServer(server);
+  if (options.hostReport !== undefined) addService(grpcServiceDefinition(HostDesc), hostHandlers(options.hostReport, check, options.log));
+  new HealthImplementation({
+    '': 'SERVING',
+    [MicroVMDesc.typeName]: 'SERVING',
+    [MicroVMWatchDesc.typeName]: 'SERVING',
+    ...(options.hostReport !== undefined ? { [HostDesc.typeName]: 'SERVING' as const } : {}),
+  }).addToServer(server);
   reflectionService().addToServer(server);
   let port: number;
   try {
