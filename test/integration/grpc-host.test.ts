@@ -3,6 +3,7 @@
 // aren't), KVM or TCG as this host has it, both network modes checked against the namespace's
 // devices (and a parent that disappears reported), capacity as the OS and the store have it.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
 import { rmSync } from 'node:fs';
 import { after, before, it } from 'node:test';
@@ -11,7 +12,7 @@ import { kvmSupport } from '../../src/adapters/providers/host.js';
 import { Acceleration } from '../../src/gen/flintlock/services/ext/v1alpha1/host_pb.js';
 import { MicroVMStatus_MicroVMState as State, NetworkInterface_IfaceType as IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { daemonVersion } from '../../src/daemon/version.js';
-import { makeTempDir, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
+import { FL, makeTempDir, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { capmvmSpec, TestClient } from '../helpers/grpc-client.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { describeWith, QEMU_DAEMON } from '../helpers/prerequisites.js';
@@ -104,5 +105,25 @@ describeWith('Host/GetHostInfo', QEMU_DAEMON, {}, () => {
     assert.equal(host.capacity?.microvmsRunning, 0);
     const macvtap = host.networkModes.find((m) => m.configKey === 'parent-iface');
     assert.deepEqual([macvtap?.usable, macvtap?.problem], [false, 'parent-iface "eth0" does not exist (yet): macvtap VMs will fail until it does']);
+  });
+
+  it('is what `fl host info` prints, for people and as JSON, and refused without the token', () => {
+    const fl = (...args: string[]): { status: number | null; stdout: string; stderr: string } =>
+      spawnSync(FL, ['--host', daemon.endpoint, ...args, 'host', 'info'], { encoding: 'utf8' });
+    const text = fl('--token', TOKEN);
+    assert.equal(text.status, 0, text.stderr);
+    assert.equal(text.stderr, '');
+    assert.match(text.stdout, new RegExp(`^Daemon: +flintlockd ${daemonVersion().replaceAll('.', '\\.')}$`, 'm'));
+    assert.match(text.stdout, /^ {2}qemu \(default\) +available \(macvtap, pause, qcow2-overlay, tap\)$/m);
+    assert.match(text.stdout, /^ {2}firecracker +unavailable: firecracker-bin is empty, so the provider is disabled$/m);
+    assert.match(text.stdout, /^ {2}tap +bridge-name=br0 +ok$/m);
+    assert.match(text.stdout, /^Acceleration: +(KVM|TCG \(emulated\)): /m);
+    const json = fl('--token', TOKEN, '-o', 'json');
+    assert.equal(json.status, 0, json.stderr);
+    const parsed = JSON.parse(json.stdout) as { defaultProvider: string; capacity: { cpus: number } };
+    assert.deepEqual([parsed.defaultProvider, parsed.capacity.cpus], ['qemu', cpus().length]);
+    const refused = fl();
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, /UNAUTHENTICATED|token/i);
   });
 });

@@ -7,6 +7,7 @@ import { grpcServiceDefinition } from '../../adapters/api/grpc/service-definitio
 import type { MicroVM as MicroVMMessage, MicroVMSpec } from '../../gen/flintlock/types/microvm_pb.js';
 import { MicroVM as MicroVMService } from '../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { MicroVMWatch, type WatchEvent } from '../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
+import { Host, type HostInfo } from '../../gen/flintlock/services/ext/v1alpha1/host_pb.js';
 
 export interface TlsClientOptions {
   readonly caFile?: string;
@@ -112,6 +113,7 @@ const METHODS = {
   list: typedMethod(MicroVMService.method.listMicroVMs),
   // Our extension service, on the same port (flintlockd's, not the Go original's).
   watch: typedMethod(MicroVMWatch.method.watchMicroVMs),
+  hostInfo: typedMethod(Host.method.getHostInfo),
 };
 
 const MicroVMClientConstructor = grpc.makeGenericClientConstructor(grpcServiceDefinition(MicroVMService), 'MicroVM');
@@ -177,6 +179,16 @@ export class MicroVMClient {
   async deleteMicroVM(uid: string): Promise<RpcResult<void>> {
     const result = await this.unary(METHODS.delete, { uid });
     return result.ok ? { ok: true, value: undefined } : result;
+  }
+
+  /** Host/GetHostInfo (flintlockd's extension service). */
+  async hostInfo(): Promise<RpcResult<HostInfo>> {
+    const result = await this.unary(METHODS.hostInfo, {});
+    if (!result.ok) return result;
+    const host = result.value.host;
+    return host !== undefined
+      ? { ok: true, value: host }
+      : { ok: false, error: { code: grpc.status.INTERNAL, codeName: 'INTERNAL', details: 'answer without a host' } };
   }
 
   /** MicroVMWatch/WatchMicroVMs: the snapshot (or a resume), then every change, until cancelled. */
