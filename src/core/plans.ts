@@ -4,7 +4,7 @@ import { initrdStep, kernelStep, volumeStep } from './steps/images.js';
 import { createInterfaceStep, deleteInterfaceStep, devicesOf, macvtapNodeStep } from './steps/network.js';
 import { removeVmmCgroupStep, vmmFilesAccessStep, vmmIdentityStep } from './steps/sandbox.js';
 import { ensureStateDirStep, removeStateDirStep } from './steps/state-dir.js';
-import type { Step, StepContext } from './steps/step.js';
+import { observedSteps, type Step, type StepContext } from './steps/step.js';
 import { restartVmmStep, startVmmStep, stopVmmStep, vmmPowerStep } from './steps/vmm.js';
 import { intentOf } from './model.js';
 
@@ -20,7 +20,7 @@ export function createPlan(ctx: StepContext): Step[] {
   const spec = ctx.vm.spec;
   const volumes = [...(spec.rootVolume !== undefined ? [spec.rootVolume] : []), ...spec.additionalVolumes];
   const optional = (step: Step | undefined): Step[] => (step !== undefined ? [step] : []);
-  return [
+  return observed(ctx, [
     ...optional(vmmIdentityStep(ctx)),
     ensureStateDirStep(ctx),
     ...spec.interfaces.flatMap((iface) => [createInterfaceStep(ctx, iface), ...(iface.type === 'macvtap' ? [macvtapNodeStep(ctx, iface)] : [])]),
@@ -32,10 +32,15 @@ export function createPlan(ctx: StepContext): Step[] {
     // Stopped: devices and disks kept, no VMM. Otherwise a restart asked for first, then the VMM,
     // then its vCPUs paused or running as asked.
     ...(intentOf(ctx.vm).power === 'stopped' ? [stopVmmStep(ctx)] : [restartVmmStep(ctx), startVmmStep(ctx), vmmPowerStep(ctx)]),
-  ];
+  ]);
 }
 
 /** Delete plan: stop the VMM, remove its cgroup and devices, then its state directory. */
 export function deletePlan(ctx: StepContext): Step[] {
-  return [stopVmmStep(ctx), removeVmmCgroupStep(ctx), ...devicesOf(ctx).map((name) => deleteInterfaceStep(ctx, name)), removeStateDirStep(ctx)];
+  return observed(ctx, [stopVmmStep(ctx), removeVmmCgroupStep(ctx), ...devicesOf(ctx).map((name) => deleteInterfaceStep(ctx, name)), removeStateDirStep(ctx)]);
+}
+
+/** Each step reports its work to the step observer (metrics), when there is one. */
+function observed(ctx: StepContext, steps: Step[]): Step[] {
+  return observedSteps(steps, ctx.ports.stepObserver, ctx.signal);
 }

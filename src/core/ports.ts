@@ -29,6 +29,14 @@ export interface QueueEntry {
   readonly dueAt: number;
 }
 
+/** The work queue at a moment: how many entries, how many due, and since when the oldest due one waits. */
+export interface QueueStats {
+  readonly entries: number;
+  readonly due: number;
+  /** Epoch ms the oldest due entry became due; absent when none is due. */
+  readonly oldestDueAt?: number;
+}
+
 export type InsertOutcome = { readonly inserted: true; readonly vm: MicroVM } | { readonly inserted: false; readonly existing: MicroVM };
 
 export type VmChange = { readonly kind: 'upsert'; readonly vm: MicroVM } | { readonly kind: 'removed'; readonly id: VmId };
@@ -65,6 +73,8 @@ export interface MicroVMRepository {
   enqueue(uid: string, dueAt: number): void;
   dequeue(uid: string): void;
   queue(): QueueEntry[];
+  /** Counts of the queue, aggregated in the store (cheap whatever its size: metrics scrapes). */
+  queueStats(now: number): QueueStats;
 
   recordDevice(device: HostDeviceRecord): void;
   forgetDevice(name: string): void;
@@ -365,6 +375,20 @@ export interface ProviderRegistry {
   get(name: string): VmmProvider | undefined;
   /** The configured default, with `auto` already resolved. */
   defaultName(): string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observation (metrics): the core reports what it does; adapters decide how it is kept.
+
+/** How a step's work ended: done, failed, or stopped by a delete or a shutdown (not a failure). */
+export type StepOutcome = 'ok' | 'failed' | 'aborted';
+
+export interface StepObserver {
+  /**
+   * A step did its work (or tried to). `kind` is the step's name without the instance in
+   * brackets (`network_iface_create`, not `network_iface_create[eth0]`): a bounded set.
+   */
+  stepDone(kind: string, ms: number, outcome: StepOutcome): void;
 }
 
 // ---------------------------------------------------------------------------------------------

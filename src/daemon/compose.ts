@@ -1,9 +1,9 @@
 // The composition root: the one place that knows every adapter and wires them to the core.
-import { createServer, type Server } from 'node:http';
 import { monotonicFactory } from 'ulid';
 import { startGrpcServer, type RunningGrpcServer } from '../adapters/api/grpc/server.js';
 import { startHttpGateway } from '../adapters/api/http/gateway.js';
 import { ApiMetrics } from '../adapters/api/metrics.js';
+import { DaemonMetrics, ImageMetrics } from '../adapters/metrics/daemon-metrics.js';
 import type { TlsSettings } from '../adapters/api/tls.js';
 import { detectCgroupLayout, HostVmmCgroups, NoVmmCgroups } from '../adapters/cgroups/cgroups.js';
 import { FatCidataDiskBuilder } from '../adapters/cloud-init/cidata-disk.js';
@@ -25,8 +25,10 @@ import { Reconciler } from '../core/reconciler.js';
 import { DEFAULT_WATCHER_OPTIONS, VmmWatcher } from '../core/vmm-watcher.js';
 import { DEFAULT_STABLE_RUN_MS } from '../core/crash-loop.js';
 import { MicroVMService } from '../core/service.js';
+import { VmCensus } from '../core/vm-census.js';
 import type { StepPorts } from '../core/steps/step.js';
-import { splitHostPort } from './endpoint.js';
+import { startDebugServer, type DebugServer } from './debug-server.js';
+import { gatherHostReport } from './host-info.js';
 import { checkHostNetwork, checkPrerequisites, PrerequisiteError, SANDBOX_PROGRAMS, VOLUME_PROGRAMS } from './prerequisites.js';
 
 export interface RunningDaemon {
@@ -43,12 +45,35 @@ export interface DaemonOverrides {
 
 export async function startDaemon(config: Config, log: Logger, overrides: DaemonOverrides = {}): Promise<RunningDaemon> {
   for (const { key, why } of config.ignored) log.warn({ key }, `config key ${key} is ignored: ${why}`);
+  const metrics = new ApiMetrics();
+  // First, so that /readyz answers (503) while the daemon starts.
+  let debug: DebugServer | undefined;
+  if (config.debugEndpoint !== '') {
+    debug = await startDebugServer(config.debugEndpoint, metrics.registry);
+    log.info({ endpoint: config.debugEndpoint }, `debug endpoint (metrics, health) listening on ${config.debugEndpoint}`);
+  }
+  try {
+    return await startServing(config, log, overrides, metrics, debug);
+  } catch (e) {
+    await debug?.close();
+    throw e;
+  }
+}
+
+async function startServing(
+  config: Config,
+  log: Logger,
+  overrides: DaemonOverrides,
+  metrics: ApiMetrics,
+  debug: DebugServer | undefined,
+): Promise<RunningDaemon> {
   const clock: Clock = { now: () => Date.now() };
   const nextUlid = monotonicFactory();
   const ids: IdGenerator = { next: () => nextUlid() };
   const network = overrides.network ?? new Iproute2NetworkService();
   const processes = new LinuxProcessTable();
-  const images = new OciImageService({
+  const imageMetrics = new ImageMetrics(metrics.registry, () => images.cacheSize());
+  const images: OciImageService = new OciImageService({
     stateDir: config.stateDir,
     insecureRegistries: config.insecureRegistries,
     credentials: config.registryAuth,
@@ -57,6 +82,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     // One VM's kernel and initrd come from one image: resolve its tag once, not per step.
     tagTtlMs: 5000,
     log: log.child({ component: 'images' }),
+    observer: imageMetrics,
   });
   const sandboxed = config.vmmIdRange !== undefined;
   const providers = createProviderRegistry(
@@ -90,6 +116,11 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     throw e;
   }
   const repo = SqliteMicroVMRepository.open(config.stateDir);
+  debug?.setReady(false, 'starting: the store is open, the API is not serving yet');
+  // The store answers a query: what /healthz reports.
+  debug?.setHealthCheck(() => void repo.queueStats(clock.now()));
+  const census = new VmCensus(repo);
+  const stepObserver = new DaemonMetrics(metrics.registry, { census, repo, clock, providers: providers.names() });
 
   const ports: StepPorts = {
     repo,
@@ -108,6 +139,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
       cgroups,
       limits: { memoryOverheadMb: config.vmmMemoryOverheadMb, pidsMax: config.vmmPidsMax },
     },
+    stepObserver,
   };
   const reconciler = new Reconciler(ports, repo, clock, log.child({ component: 'reconciler' }), {
     concurrency: config.reconcileConcurrency,
@@ -134,7 +166,6 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     hostChecks: virtiofsHostChecks(config.virtiofsAllowedRoots),
     hostNetwork: ports.hostNetwork,
   });
-  const metrics = new ApiMetrics();
 
   const removed = await sweepOrphanDevices(repo, network, claim.owner, log);
   if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
@@ -151,6 +182,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
     watcher.stop();
     await janitor.stop();
     await reconciler.stop();
+    census.close();
   };
 
   log.info({}, config.basicAuthToken !== '' ? 'basic authentication is enabled' : 'basic authentication is DISABLED');
@@ -173,6 +205,7 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
       log,
       metrics,
       watchLimits: { maxMessages: config.watchBufferEvents, maxBytes: config.watchBufferBytes },
+      hostReport: () => gatherHostReport({ providers, network, hostNetwork: ports.hostNetwork, census }),
     });
     closers.push(() => grpcServer.close());
     let httpPort: number | undefined;
@@ -182,22 +215,18 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
       closers.push(() => gateway.close());
       httpPort = gateway.port;
     }
-    let debugPort: number | undefined;
-    if (config.debugEndpoint !== '') {
-      const debug = await startDebugServer(config.debugEndpoint, metrics);
-      closers.push(() => new Promise<void>((resolve) => debug.server.close(() => resolve())));
-      debugPort = debug.port;
-      log.info({ endpoint: config.debugEndpoint }, `debug endpoint (metrics, health) listening on ${config.debugEndpoint}`);
-    }
+    debug?.setReady(true);
     return {
       grpcPort: grpcServer.port,
       ...(httpPort !== undefined ? { httpPort } : {}),
-      ...(debugPort !== undefined ? { debugPort } : {}),
+      ...(debug !== undefined ? { debugPort: debug.port } : {}),
       stop: async () => {
+        debug?.setReady(false, 'stopping');
         await Promise.all(closers.map((close) => close()));
         await stopBackground();
         repo.close();
         claim.release();
+        await debug?.close();
       },
     };
   } catch (e) {
@@ -219,24 +248,4 @@ async function vmmCgroups(config: Config, log: Logger): Promise<VmmCgroups | { e
   if ('error' in layout) return { error: `${layout.error}; VMMs need their own cgroup (or set vmm-cgroup-parent to "" to run them without limits)` };
   log.info({ version: layout.version, parent: config.vmmCgroupParent }, `VMMs get cgroups (v${layout.version}) under ${config.vmmCgroupParent}`);
   return new HostVmmCgroups(layout, config.vmmCgroupParent);
-}
-
-/** `/metrics` (Prometheus) and `/healthz` on the debug endpoint; unauthenticated like the original's. */
-async function startDebugServer(endpoint: string, metrics: ApiMetrics): Promise<{ server: Server; port: number }> {
-  const { host, port } = splitHostPort(endpoint);
-  const server = createServer((req, res) => {
-    if (req.url === '/metrics') {
-      metrics.registry.metrics().then(
-        (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
-        (e: unknown) => res.writeHead(500).end(String(e)),
-      );
-    } else if (req.url === '/healthz') res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-    else res.writeHead(404).end();
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
-  const address = server.address();
-  return { server, port: typeof address === 'object' && address !== null ? address.port : port };
 }

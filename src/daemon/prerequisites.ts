@@ -76,6 +76,46 @@ export class PrerequisiteError extends Error {
   }
 }
 
+/** One configured network mode and whether the host has its device, as it should be. */
+export interface HostNetworkMode {
+  readonly type: 'macvtap' | 'tap';
+  readonly configKey: 'parent-iface' | 'bridge-name';
+  readonly device: string;
+  /** `missing`: may still appear (a bond or bridge made later); `wrong-kind`: a bridge-name that is no bridge. */
+  readonly problem?: { readonly kind: 'missing' | 'wrong-kind'; readonly message: string };
+}
+
+/** The configured parent-iface and bridge-name (those set), as the host has them now. */
+export async function hostNetworkModes(
+  network: Pick<NetworkService, 'getLink'>,
+  host: { readonly parentIface?: string; readonly bridgeName?: string },
+): Promise<HostNetworkMode[]> {
+  const modes: HostNetworkMode[] = [];
+  if (host.parentIface !== undefined && host.parentIface !== '') {
+    const parent = await network.getLink(host.parentIface);
+    modes.push({
+      type: 'macvtap',
+      configKey: 'parent-iface',
+      device: host.parentIface,
+      ...(parent === undefined
+        ? { problem: { kind: 'missing', message: `parent-iface "${host.parentIface}" does not exist (yet): macvtap VMs will fail until it does` } }
+        : {}),
+    });
+  }
+  if (host.bridgeName !== undefined && host.bridgeName !== '') {
+    const bridge = await network.getLink(host.bridgeName);
+    let problem: HostNetworkMode['problem'];
+    if (bridge === undefined) problem = { kind: 'missing', message: `bridge-name "${host.bridgeName}" does not exist (yet): tap VMs will fail until it does` };
+    else if (bridge.kind !== 'bridge')
+      problem = {
+        kind: 'wrong-kind',
+        message: `bridge-name "${host.bridgeName}" is a ${bridge.kind === '' ? 'plain' : bridge.kind} device, not a bridge: name a bridge (ip link add NAME type bridge)`,
+      };
+    modes.push({ type: 'tap', configKey: 'bridge-name', device: host.bridgeName, ...(problem !== undefined ? { problem } : {}) });
+  }
+  return modes;
+}
+
 /**
  * The configured parent-iface and bridge-name, as the host has them. A bridge-name that names a
  * device which is not a bridge is a mistake no VM can survive: refused. A missing one may still
@@ -86,18 +126,9 @@ export async function checkHostNetwork(
   network: Pick<NetworkService, 'getLink'>,
   host: { readonly parentIface?: string; readonly bridgeName?: string },
 ): Promise<PrerequisiteReport> {
-  const errors: string[] = [];
-  const warnings: string[] = [];
-  if (host.parentIface !== undefined && host.parentIface !== '' && (await network.getLink(host.parentIface)) === undefined) {
-    warnings.push(`parent-iface "${host.parentIface}" does not exist (yet): macvtap VMs will fail until it does`);
-  }
-  if (host.bridgeName !== undefined && host.bridgeName !== '') {
-    const bridge = await network.getLink(host.bridgeName);
-    if (bridge === undefined) warnings.push(`bridge-name "${host.bridgeName}" does not exist (yet): tap VMs will fail until it does`);
-    else if (bridge.kind !== 'bridge')
-      errors.push(
-        `bridge-name "${host.bridgeName}" is a ${bridge.kind === '' ? 'plain' : bridge.kind} device, not a bridge: name a bridge (ip link add NAME type bridge)`,
-      );
-  }
-  return { errors, warnings };
+  const problems = (await hostNetworkModes(network, host)).flatMap((m) => (m.problem !== undefined ? [m.problem] : []));
+  return {
+    errors: problems.filter((p) => p.kind === 'wrong-kind').map((p) => p.message),
+    warnings: problems.filter((p) => p.kind === 'missing').map((p) => p.message),
+  };
 }

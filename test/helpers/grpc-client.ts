@@ -9,6 +9,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { MicroVMSpecSchema } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { MicroVMWatch, WatchMicroVMsRequestSchema, WatchEventSchema, type WatchEvent } from '../../src/gen/flintlock/services/ext/v1alpha1/watch_pb.js';
+import { GetHostInfoRequestSchema, GetHostInfoResponseSchema, Host, type HostInfo } from '../../src/gen/flintlock/services/ext/v1alpha1/host_pb.js';
 
 export type WatchRequestInit = MessageInitShape<typeof WatchMicroVMsRequestSchema>;
 
@@ -73,6 +74,21 @@ export class TestClient {
       request,
       this.metadata,
     );
+  }
+  /** Host/GetHostInfo, our extension service, on the same channel. */
+  async hostInfo(): Promise<HostInfo> {
+    const res = await this.call<{ host?: HostInfo }>((cb) =>
+      this.raw.makeUnaryRequest(
+        `/${Host.typeName}/${Host.method.getHostInfo.name}`,
+        () => Buffer.from(toBinary(GetHostInfoRequestSchema, create(GetHostInfoRequestSchema, {}))),
+        (bytes: Buffer) => fromBinary(GetHostInfoResponseSchema, bytes),
+        {},
+        this.metadata,
+        cb,
+      ),
+    );
+    if (res.host === undefined) throw new Error('GetHostInfo answered without a host');
+    return res.host;
   }
   close(): void {
     this.raw.close();

@@ -126,7 +126,7 @@ describe('WatchMicroVMs', () => {
     const text = await metrics.registry.metrics();
     assert.match(
       text,
-      /grpc_server_handled_total\{grpc_type="server_stream",grpc_service="flintlock.services.ext.v1alpha1.MicroVMWatch",grpc_method="WatchMicroVMs",grpc_code="cancelled"\} 1/,
+      /grpc_server_handled_total\{grpc_type="server_stream",grpc_service="flintlock.services.ext.v1alpha1.MicroVMWatch",grpc_method="WatchMicroVMs",grpc_code="Canceled"\} 1/,
     );
     assert.match(text, /flintlock_watch_streams 0/);
   });

@@ -15,7 +15,7 @@ describe('parseProcStat', () => {
     const fields = Array.from({ length: 52 - 2 }, (_, i) => String(i + 3));
     fields[0] = 'S';
     const stat = parseProcStat(`1234 (we (ird) ) name) ${fields.join(' ')}\n`);
-    assert.deepEqual(stat, { state: 'S', session: 6, startTime: 22 });
+    assert.deepEqual(stat, { state: 'S', session: 6, startTime: 22, userTicks: 14, systemTicks: 15 });
   });
 
   it('rejects garbage', () => {

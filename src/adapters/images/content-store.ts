@@ -34,6 +34,8 @@ export interface ContentStoreOptions {
   readonly maxAttempts?: number;
   /** Pause between attempts, multiplied by the attempt number (default 250 ms). */
   readonly retryDelayMs?: number;
+  /** Told of every chunk received from a registry (metrics: bytes pulled). */
+  readonly onReceived?: (bytes: number) => void;
 }
 
 export interface StoredBlob {
@@ -98,6 +100,7 @@ export class ContentStore {
   private readonly idleTimeoutMs: number;
   private readonly maxAttempts: number;
   private readonly retryDelayMs: number;
+  private readonly onReceived: (bytes: number) => void;
 
   constructor(
     /** `<state-dir>/images` */
@@ -107,6 +110,7 @@ export class ContentStore {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
     this.maxAttempts = Math.max(1, options.maxAttempts ?? 4);
     this.retryDelayMs = options.retryDelayMs ?? 250;
+    this.onReceived = options.onReceived ?? (() => undefined);
   }
 
   blobPath(digest: string): string {
@@ -295,6 +299,7 @@ export class ContentStore {
       try {
         for await (const chunk of res.body) {
           const buf = chunk as Buffer;
+          this.onReceived(buf.length);
           have += buf.length;
           if (have > desc.size) {
             oversize = true;

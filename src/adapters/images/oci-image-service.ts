@@ -77,6 +77,25 @@ export interface OciImageServiceOptions {
    * layers are verified by digest, but a small verified layer can still inflate without end.
    */
   readonly maxUnpackedBytes?: number;
+  /** Told of bytes received and of every image fetched and unpacked (metrics). */
+  readonly observer?: ImagePullObserver;
+}
+
+/** How a fetch-and-unpack of an image ended; `aborted`: nobody waited for it any more. */
+export type ImagePullOutcome = 'pulled' | 'failed' | 'aborted';
+
+export interface ImagePullObserver {
+  received(bytes: number): void;
+  /** An image was fetched and unpacked (or failed to be): not counted for images already cached. */
+  pulled(outcome: ImagePullOutcome, seconds: number): void;
+}
+
+/** Bytes the cache holds in its flat areas (an unpacked filesystem is a tree, too costly to walk per scrape). */
+export interface ImageCacheSize {
+  readonly images: number;
+  readonly blobsBytes: number;
+  readonly ext4Bytes: number;
+  readonly filesBytes: number;
 }
 
 interface RefEntry {
@@ -127,6 +146,19 @@ async function mtimeOf(path: string): Promise<number | undefined> {
     if (isMissing(e)) return undefined;
     throw e;
   }
+}
+
+/** Total size of the files that still exist (a file removed meanwhile counts as nothing). */
+async function sumSizes(paths: readonly string[]): Promise<number> {
+  const sizes = await Promise.all(
+    paths.map((p) =>
+      stat(p).then(
+        (s) => s.size,
+        () => 0,
+      ),
+    ),
+  );
+  return sizes.reduce((a, b) => a + b, 0);
 }
 
 async function isDirectory(path: string): Promise<boolean> {
@@ -192,6 +224,7 @@ export class OciImageService implements ImageService {
   private readonly ext4Label: string;
   private readonly maxUnpackedBytes: number;
   private readonly tagTtlMs: number;
+  private readonly observer: ImagePullObserver | undefined;
 
   private readonly pulls = new Map<string, PullInFlight>();
   /** Fetch-and-unpack per manifest digest, with the blobs it uses (GC spares them). */
@@ -214,7 +247,11 @@ export class OciImageService implements ImageService {
       ...(options.platform !== undefined ? { platform: options.platform } : {}),
       ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
     });
-    this.store = new ContentStore(this.root, options.store);
+    this.observer = options.observer;
+    this.store = new ContentStore(this.root, {
+      ...options.store,
+      ...(options.observer !== undefined ? { onReceived: (bytes: number) => options.observer?.received(bytes) } : {}),
+    });
     this.log = options.log;
     this.clock = options.clock ?? { now: () => Date.now() };
     this.keepMs = options.keepMs ?? DEFAULT_KEEP_MS;
@@ -329,6 +366,17 @@ export class OciImageService implements ImageService {
     const result = await copy;
     await this.touch(image.digest, []);
     return result;
+  }
+
+  /** What the cache holds now: images known to the index, bytes of blobs, ext4 images and file copies. */
+  async cacheSize(): Promise<ImageCacheSize> {
+    const index = await this.init();
+    const [blobsBytes, ext4Bytes, filesBytes] = await Promise.all([
+      this.store.list().then((blobs) => sumSizes(blobs.map((b) => b.path))),
+      listDir(this.ext4Dir).then((names) => sumSizes(names.map((n) => join(this.ext4Dir, n)))),
+      listDir(this.filesDir).then((names) => sumSizes(names.map((n) => join(this.filesDir, n)))),
+    ]);
+    return { images: Object.keys(index.images).length, blobsBytes, ext4Bytes, filesBytes };
   }
 
   async collectGarbage(referenced: ReadonlySet<string>): Promise<string[]> {
@@ -576,6 +624,23 @@ export class OciImageService implements ImageService {
   }
 
   private async build(ref: string, parsed: ImageRef, resolved: ResolvedManifest, report: (p: ImageProgress) => void, signal: AbortSignal): Promise<void> {
+    const started = Date.now();
+    try {
+      await this.fetchAndUnpack(ref, parsed, resolved, report, signal);
+      this.observer?.pulled('pulled', (Date.now() - started) / 1000);
+    } catch (e) {
+      this.observer?.pulled(signal.aborted ? 'aborted' : 'failed', (Date.now() - started) / 1000);
+      throw e;
+    }
+  }
+
+  private async fetchAndUnpack(
+    ref: string,
+    parsed: ImageRef,
+    resolved: ResolvedManifest,
+    report: (p: ImageProgress) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
     const { manifest } = resolved;
     const started = this.clock.now();
     // Refuse what we cannot unpack before downloading anything.

@@ -25,6 +25,9 @@ export interface ProcStat {
   readonly session: number;
   /** Field 22: start time in clock ticks since boot. */
   readonly startTime: number;
+  /** Fields 14 and 15: CPU time in user and kernel mode, in clock ticks. */
+  readonly userTicks: number;
+  readonly systemTicks: number;
 }
 
 /**
@@ -42,8 +45,10 @@ export function parseProcStat(text: string): ProcStat | undefined {
   const state = rest[0];
   const session = Number(rest[6 - 3]);
   const startTime = Number(rest[22 - 3]);
-  if (state === undefined || !Number.isSafeInteger(session) || !Number.isSafeInteger(startTime)) return undefined;
-  return { state, session, startTime };
+  const userTicks = Number(rest[14 - 3]);
+  const systemTicks = Number(rest[15 - 3]);
+  if (state === undefined || ![session, startTime, userTicks, systemTicks].every(Number.isSafeInteger)) return undefined;
+  return { state, session, startTime, userTicks, systemTicks };
 }
 
 export function readProcStatSync(pid: number): ProcStat | undefined {

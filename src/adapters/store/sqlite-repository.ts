@@ -24,7 +24,7 @@ import {
   type VmId,
   type VmState,
 } from '../../core/model.js';
-import type { HostDeviceRecord, InsertOutcome, ListQuery, MicroVMRepository, QueueEntry, VmChange } from '../../core/ports.js';
+import type { HostDeviceRecord, InsertOutcome, ListQuery, MicroVMRepository, QueueEntry, QueueStats, VmChange } from '../../core/ports.js';
 import { assertNotNewer, migrate } from './migrations.js';
 
 export const DB_FILE_NAME = 'flintlock.db';
@@ -48,6 +48,12 @@ interface VmRow {
 interface QueueRow {
   uid: string;
   due_at: number;
+}
+
+interface QueueStatsRow {
+  entries: number;
+  due: number;
+  oldest_due: number | null;
 }
 
 interface DeviceRow {
@@ -104,6 +110,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
     readonly enqueue: Database.Statement<[number, string], void>;
     readonly dequeue: Database.Statement<[string], void>;
     readonly queue: Database.Statement<[], QueueRow>;
+    readonly queueStats: Database.Statement<[number, number], QueueStatsRow>;
     readonly recordDevice: Database.Statement<[DeviceRow], void>;
     readonly forgetDevice: Database.Statement<[string], void>;
     readonly forgetVmDevices: Database.Statement<[string], void>;
@@ -170,6 +177,10 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       ),
       dequeue: db.prepare<[string], void>('DELETE FROM work_queue WHERE uid = ?'),
       queue: db.prepare<[], QueueRow>('SELECT uid, due_at FROM work_queue ORDER BY due_at, uid'),
+      // Aggregated inside SQLite over the (due_at, uid) index: no rows come out for a scrape.
+      queueStats: db.prepare<[number, number], QueueStatsRow>(
+        'SELECT count(*) AS entries, count(CASE WHEN due_at <= ? THEN 1 END) AS due, min(CASE WHEN due_at <= ? THEN due_at END) AS oldest_due FROM work_queue',
+      ),
       recordDevice: db.prepare<[DeviceRow], void>(
         `INSERT INTO host_devices (name, vm_uid, kind, device_id, created_at) VALUES (@name, @vm_uid, @kind, @device_id, @created_at)
          ON CONFLICT (name) DO UPDATE SET vm_uid = excluded.vm_uid, kind = excluded.kind, device_id = excluded.device_id, created_at = excluded.created_at`,
@@ -300,6 +311,11 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
 
   queue(): QueueEntry[] {
     return this.stmt.queue.all().map((r) => ({ uid: r.uid, dueAt: r.due_at }));
+  }
+
+  queueStats(now: number): QueueStats {
+    const row = this.stmt.queueStats.get(now, now) ?? { entries: 0, due: 0, oldest_due: null };
+    return { entries: row.entries, due: row.due, ...(row.oldest_due !== null ? { oldestDueAt: row.oldest_due } : {}) };
   }
 
   recordDevice(device: HostDeviceRecord): void {

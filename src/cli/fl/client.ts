@@ -8,6 +8,7 @@ import type { MicroVM as MicroVMMessage, MicroVMSpec } from '../../gen/flintlock
 import { MicroVM as MicroVMService } from '../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { MicroVMWatch, type WatchEvent } from '../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import { MicroVMLifecycle, type LogChunk } from '../../gen/flintlock/services/ext/v1alpha1/lifecycle_pb.js';
+import { Host, type HostInfo } from '../../gen/flintlock/services/ext/v1alpha1/host_pb.js';
 
 export interface TlsClientOptions {
   readonly caFile?: string;
@@ -119,6 +120,7 @@ const METHODS = {
   pause: typedMethod(MicroVMLifecycle.method.pauseMicroVM),
   resume: typedMethod(MicroVMLifecycle.method.resumeMicroVM),
   logs: typedMethod(MicroVMLifecycle.method.getMicroVMLogs),
+  hostInfo: typedMethod(Host.method.getHostInfo),
 };
 
 export type LifecycleCall = 'stop' | 'start' | 'restart' | 'pause' | 'resume';
@@ -205,6 +207,16 @@ export class MicroVMClient {
       {},
     );
     return this.streamHandle(call, (chunk: LogChunk) => onChunk(chunk.data));
+  }
+
+  /** Host/GetHostInfo (flintlockd's extension service). */
+  async hostInfo(): Promise<RpcResult<HostInfo>> {
+    const result = await this.unary(METHODS.hostInfo, {});
+    if (!result.ok) return result;
+    const host = result.value.host;
+    return host !== undefined
+      ? { ok: true, value: host }
+      : { ok: false, error: { code: grpc.status.INTERNAL, codeName: 'INTERNAL', details: 'answer without a host' } };
   }
 
   /** MicroVMWatch/WatchMicroVMs: the snapshot (or a resume), then every change, until cancelled. */

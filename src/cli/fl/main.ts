@@ -10,6 +10,7 @@ import type { MicroVM, MicroVMSpec } from '../../gen/flintlock/types/microvm_pb.
 import { MicroVMStatus_MicroVMState, PowerState } from '../../gen/flintlock/types/microvm_pb.js';
 import { WatchEvent_Type } from '../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import { ClientSetupError, MicroVMClient, type ClientOptions, type LifecycleCall, type RpcError, type WatchHandle } from './client.js';
+import { formatHostInfo } from './host-output.js';
 import { formatVms, formatWatchHeader, formatWatchLine, OUTPUT_FORMATS, reasonOf, stateName, truncate, type OutputFormat } from './output.js';
 import { buildSpec, SpecError } from './spec.js';
 import { Backoff, WatchState } from './watch.js';
@@ -471,6 +472,15 @@ class Cli {
     });
   }
 
+  async hostInfo(opts: GlobalOptions): Promise<number> {
+    return this.withClient(opts, async (client, host) => {
+      const info = await client.hostInfo();
+      if (!info.ok) throw this.rpcFailure('getting host information', info.error, host);
+      this.io.out.write(formatHostInfo(opts.output, info.value));
+      return EXIT.ok;
+    });
+  }
+
   async delete(uid: string, opts: DeleteCommandOptions): Promise<number> {
     return this.withClient(opts, async (client, host) => {
       const deleted = await client.deleteMicroVM(uid);
@@ -589,6 +599,13 @@ function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Com
     .option('-f, --follow', 'keep printing what the guest writes, until interrupted')
     .option('--tail <bytes>', 'only the last this many bytes (0: all)', nonNegativeInt('--tail'), 0)
     .action(async (uid: string, _opts, cmd: Command) => setExit(await cli.logs(uid, cmd.optsWithGlobals<LogsCommandOptions>())));
+
+  program
+    .command('host')
+    .description('the host flintlockd runs on')
+    .command('info')
+    .description('providers usable there (and why not), KVM or TCG, network modes, capacity, daemon version')
+    .action(async (_opts, cmd: Command) => setExit(await cli.hostInfo(cmd.optsWithGlobals<GlobalOptions>())));
 
   return program;
 }

@@ -1,16 +1,13 @@
 // `flintlockd`: the daemon's command line. `flintlockd run` loads the config (file, env, flags),
 // starts the daemon and stops it cleanly on SIGTERM or SIGINT.
-import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { createDaemonLog } from '../../adapters/log/logger.js';
 import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG_FILE, IGNORED_KEYS, loadConfig, type Config } from '../../config/config.js';
 import { exampleConfig, keyHelp } from '../../config/example.js';
 import { startDaemon } from '../../daemon/compose.js';
+import { daemonVersion } from '../../daemon/version.js';
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+const version = daemonVersion;
 
 /** camelCase key commander uses for a --kebab-flag. */
 const camel = (key: string): string => key.replace(/-([a-zA-Z])/g, (_m, c: string) => c.toUpperCase());

@@ -13,6 +13,7 @@ import type {
   NetworkService,
   ProcessTable,
   ProviderRegistry,
+  StepObserver,
   VmFilesystem,
   VmmCgroups,
 } from '../ports.js';
@@ -47,6 +48,8 @@ export interface StepPorts {
   /** Graceful VMM stop before SIGKILL (`delete-vm-timeout`). */
   readonly deleteVmTimeoutMs: number;
   readonly sandbox: SandboxPorts;
+  /** Told of every step that had work to do (metrics); none in most tests. */
+  readonly stepObserver?: StepObserver;
 }
 
 /** How VMMs are confined (ADR 0009). */
@@ -124,4 +127,50 @@ export async function executeSteps(steps: readonly Step[], log: Logger, signal?:
     executed.push(step.name);
   }
   return { executed };
+}
+
+/** A step's name without its instance (`volume_image[root]` is of kind `volume_image`). */
+export function stepKind(name: string): string {
+  const bracket = name.indexOf('[');
+  return bracket < 0 ? name : name.slice(0, bracket);
+}
+
+/**
+ * The steps, each reporting to the observer when it has done its work: how long `do` took and
+ * how it ended, once the executor's re-check says whether it converged (a step still having work
+ * to do counts as failed, as the executor fails it). A step aborted by the signal is `aborted`.
+ */
+export function observedSteps(steps: readonly Step[], observer: StepObserver | undefined, signal: AbortSignal): Step[] {
+  if (observer === undefined) return [...steps];
+  return steps.map((step) => {
+    const kind = stepKind(step.name);
+    /** Set between a `do` that returned and the executor's re-check. */
+    let doneMs: number | undefined;
+    const report = (ms: number, failed: boolean): void => observer.stepDone(kind, ms, !failed ? 'ok' : signal.aborted ? 'aborted' : 'failed');
+    return {
+      name: step.name,
+      shouldDo: async () => {
+        const ms = doneMs;
+        doneMs = undefined;
+        if (ms === undefined) return step.shouldDo();
+        let stillToDo = true;
+        try {
+          stillToDo = await step.shouldDo();
+          return stillToDo;
+        } finally {
+          report(ms, stillToDo);
+        }
+      },
+      do: async () => {
+        const started = Date.now();
+        try {
+          await step.do();
+        } catch (e) {
+          report(Date.now() - started, true);
+          throw e;
+        }
+        doneMs = Date.now() - started;
+      },
+    };
+  });
 }

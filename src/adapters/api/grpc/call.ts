@@ -1,19 +1,9 @@
 // What every gRPC handler needs: the caller's authorization value, and AppErrors as statuses.
 import * as grpc from '@grpc/grpc-js';
-import { boundedMessage, thrownError, type AppError, type ErrorKind } from '../../../core/result.js';
+import { boundedMessage, thrownError, type AppError } from '../../../core/result.js';
 import type { Logger } from '../../../core/ports.js';
 import type { TokenCheck } from '../auth.js';
-import type { ApiMetrics } from '../metrics.js';
-
-const GRPC_CODES: Record<ErrorKind, grpc.status> = {
-  'invalid-argument': grpc.status.INVALID_ARGUMENT,
-  'failed-precondition': grpc.status.FAILED_PRECONDITION,
-  'not-found': grpc.status.NOT_FOUND,
-  unauthenticated: grpc.status.UNAUTHENTICATED,
-  'resource-exhausted': grpc.status.RESOURCE_EXHAUSTED,
-  unavailable: grpc.status.UNAVAILABLE,
-  internal: grpc.status.INTERNAL,
-};
+import { GRPC_CODES } from '../grpc-codes.js';
 
 export function toServiceError(error: AppError): Partial<grpc.StatusObject> {
   return { code: GRPC_CODES[error.kind], details: boundedMessage(error.message) };
@@ -50,12 +40,11 @@ export function guarded<T>(body: () => { ok: true; value: T } | { ok: false; err
 
 /**
  * Unary handlers of a service: each checks the token first, answers AppErrors as statuses and
- * counts its outcome. A handler that `writes` is answered only once its change is on disk
+ * (outcomes are counted by ApiMetrics.interceptor). A handler that `writes` is answered only once its change is on disk
  * (`durable`, one fsync shared by every commit before it).
  */
-export function unaryCalls(check: TokenCheck, log: Logger, metrics?: ApiMetrics, service?: string, durable?: () => Promise<void>) {
+export function unaryCalls(check: TokenCheck, log: Logger, durable?: () => Promise<void>) {
   const fail = (method: string, error: AppError, callback: grpc.sendUnaryData<never>): void => {
-    metrics?.handled('grpc', method, error.kind, service);
     if (error.kind === 'internal') log.error({ method, error: error.message }, 'request failed');
     callback(toServiceError(error), null);
   };
@@ -68,10 +57,7 @@ export function unaryCalls(check: TokenCheck, log: Logger, metrics?: ApiMetrics,
       const denied = check(authorizationOf(call.metadata));
       const result = denied !== undefined ? { ok: false as const, error: denied } : guarded(() => body(call.request));
       if (!result.ok) return fail(method, result.error, callback);
-      const answer = (): void => {
-        metrics?.handled('grpc', method, 'OK', service);
-        callback(null, result.value);
-      };
+      const answer = (): void => callback(null, result.value);
       if (!writes || durable === undefined) return answer();
       durable().then(answer, (e: unknown) => fail(method, thrownError(e), callback));
     };

@@ -19,7 +19,6 @@ import {
   type LogChunk,
 } from '../../../gen/flintlock/services/ext/v1alpha1/lifecycle_pb.js';
 import type { TokenCheck } from '../auth.js';
-import type { ApiMetrics } from '../metrics.js';
 import { microvmToProto } from '../convert.js';
 import { authorizationOf, failStream, statusError, unaryCalls } from './call.js';
 
@@ -29,8 +28,8 @@ export const LOG_CHUNK_BYTES = 64 * 1024;
 /** How often a followed log is checked for more. */
 const FOLLOW_POLL_MS = 250;
 
-export function lifecycleHandlers(service: MicroVMService, check: TokenCheck, log: Logger, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
-  const unary = unaryCalls(check, log, metrics, LIFECYCLE_SERVICE, () => service.durable());
+export function lifecycleHandlers(service: MicroVMService, check: TokenCheck, log: Logger): grpc.UntypedServiceImplementation {
+  const unary = unaryCalls(check, log, () => service.durable());
   const call = (method: string, action: LifecycleAction): grpc.handleUnaryCall<LifecycleRequest, LifecycleResponse> =>
     unary<LifecycleRequest, LifecycleResponse>(
       method,
@@ -46,13 +45,11 @@ export function lifecycleHandlers(service: MicroVMService, check: TokenCheck, lo
     const found = denied === undefined ? service.get(stream.request.uid) : undefined;
     const refused = denied ?? (found !== undefined && !found.ok ? found.error : undefined);
     if (refused !== undefined) {
-      metrics?.handled('grpc', 'GetMicroVMLogs', refused.kind, LIFECYCLE_SERVICE);
       failStream(stream, refused);
       return;
     }
     const path = found?.ok === true ? found.value.status.consoleLogPath : undefined;
     if (path === undefined) {
-      metrics?.handled('grpc', 'GetMicroVMLogs', 'failed-precondition', LIFECYCLE_SERVICE);
       failStream(stream, { kind: 'failed-precondition', message: `microvm ${stream.request.uid} has no console log yet: its VMM has not started` });
       return;
     }
@@ -60,12 +57,10 @@ export function lifecycleHandlers(service: MicroVMService, check: TokenCheck, lo
     stream.on('cancelled', () => cancelled.abort());
     sendLog(stream, path, stream.request, cancelled.signal).then(
       () => {
-        metrics?.handled('grpc', 'GetMicroVMLogs', 'OK', LIFECYCLE_SERVICE);
         if (!cancelled.signal.aborted) stream.end();
       },
       (e: unknown) => {
         if (cancelled.signal.aborted) return;
-        metrics?.handled('grpc', 'GetMicroVMLogs', 'internal', LIFECYCLE_SERVICE);
         stream.emit('error', statusError(grpc.status.INTERNAL, `reading the console log: ${errorMessage(e)}`));
       },
     );

@@ -1,5 +1,5 @@
 // The gRPC API: microvm.services.api.v1alpha1.MicroVM on grpc-js, our extension service
-// flintlock.services.ext.v1alpha1.MicroVMWatch (./watch.ts) and MicroVMLifecycle (./lifecycle.ts) beside it with the same checks, plus
+// flintlock.services.ext.v1alpha1.MicroVMWatch (./watch.ts), MicroVMLifecycle (./lifecycle.ts) and Host (./host.ts) beside it with the same checks, plus
 // grpc.health.v1 and server reflection (both left open without a token, like health probes and
 // grpcurl expect).
 import { randomUUID } from 'node:crypto';
@@ -15,6 +15,7 @@ import { ChangeJournal, DEFAULT_JOURNAL_CAPACITY } from '../../../core/change-jo
 import { MicroVMWatch as MicroVMWatchDesc } from '../../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import { MicroVMLifecycle as MicroVMLifecycleDesc } from '../../../gen/flintlock/services/ext/v1alpha1/lifecycle_pb.js';
 import { lifecycleHandlers } from './lifecycle.js';
+import { Host as HostDesc } from '../../../gen/flintlock/services/ext/v1alpha1/host_pb.js';
 import {
   MicroVM as MicroVMDesc,
   type CreateMicroVMRequest,
@@ -35,6 +36,7 @@ import type { ApiMetrics } from '../metrics.js';
 import { sendPaced, type BacklogLimits } from '../bounded-writer.js';
 import { authorizationOf, failStream, guarded, unaryCalls } from './call.js';
 import { DEFAULT_WATCH_LIMITS, WatchHub, watchHandlers, type WatchStats } from './watch.js';
+import { hostHandlers, type HostReport } from './host.js';
 import { loadServerTls, type ServerTls, type TlsSettings } from '../tls.js';
 
 export type { TlsSettings } from '../tls.js';
@@ -50,6 +52,8 @@ export interface GrpcServerOptions {
   readonly watchLimits?: BacklogLimits;
   /** Changes kept for watches that resume (DEFAULT_JOURNAL_CAPACITY). */
   readonly watchHistory?: number;
+  /** What Host/GetHostInfo reports; without it the Host service is not served. */
+  readonly hostReport?: () => Promise<HostReport>;
 }
 
 export interface RunningGrpcServer {
@@ -87,7 +91,7 @@ function withDependencies(file: DescFile, seen = new Set<string>()): DescFile[] 
 
 function reflectionService(): ReflectionService {
   const seen = new Set<string>();
-  const files = [MicroVMDesc.file, MicroVMWatchDesc.file, MicroVMLifecycleDesc.file]
+  const files = [MicroVMDesc.file, MicroVMWatchDesc.file, MicroVMLifecycleDesc.file, HostDesc.file]
     .flatMap((file) => withDependencies(file, seen))
     .map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
   // @grpc/reflection reads only `fileDescriptorProtos` from a proto-loader package definition.
@@ -107,9 +111,9 @@ function listTooLarge(count: number, size: number): AppError {
   };
 }
 
-/** Builds the handlers; each checks the token first and counts its outcome. */
-export function microvmHandlers(service: MicroVMService, check: TokenCheck, log: Logger, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
-  const unary = unaryCalls(check, log, metrics, undefined, () => service.durable());
+/** Builds the handlers; each checks the token first (outcomes are counted by ApiMetrics.interceptor). */
+export function microvmHandlers(service: MicroVMService, check: TokenCheck, log: Logger): grpc.UntypedServiceImplementation {
+  const unary = unaryCalls(check, log, () => service.durable());
 
   const createMicroVM = unary<CreateMicroVMRequest, Partial<CreateMicroVMResponse>>(
     'CreateMicroVM',
@@ -157,14 +161,12 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
   const listMicroVMsStream: grpc.handleServerStreamingCall<ListMicroVMsRequest, Partial<ListMessage>> = (call) => {
     const denied = check(authorizationOf(call.metadata));
     if (denied !== undefined) {
-      metrics?.handled('grpc', 'ListMicroVMsStream', denied.kind);
       failStream(call, denied);
       return;
     }
     const query = listQuery(call.request.namespace, call.request.name);
     const listed = guarded(() => ({ ok: true, value: service.list(query) }));
     if (!listed.ok) {
-      metrics?.handled('grpc', 'ListMicroVMsStream', listed.error.kind);
       log.error({ method: 'ListMicroVMsStream', error: listed.error.message }, 'request failed');
       failStream(call, listed.error);
       return;
@@ -172,28 +174,19 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
     const messages = (function* toMessages(): Generator<Partial<ListMessage>> {
       for (const vm of listed.value) yield { microvm: microvmToProto(vm) };
     })();
-    let finished = false;
     const stop = sendPaced(
       call,
       messages,
       () => {
-        finished = true;
-        metrics?.handled('grpc', 'ListMicroVMsStream', 'OK');
         call.end();
       },
       (e) => {
-        finished = true;
         const error = thrownError(e);
-        metrics?.handled('grpc', 'ListMicroVMsStream', error.kind);
         log.error({ method: 'ListMicroVMsStream', error: error.message }, 'request failed');
         failStream(call, error);
       },
     );
-    call.on('cancelled', () => {
-      stop();
-      if (!finished) metrics?.handled('grpc', 'ListMicroVMsStream', 'cancelled');
-      finished = true;
-    });
+    call.on('cancelled', stop);
   };
 
   return { createMicroVM, deleteMicroVM, getMicroVM, listMicroVMs, listMicroVMsStream };
@@ -201,20 +194,29 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
 
 export async function startGrpcServer(service: MicroVMService, options: GrpcServerOptions): Promise<RunningGrpcServer> {
   const credentials = await serverCredentials(options.tls);
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': 16 * 1024 * 1024,
+    ...(options.metrics !== undefined ? { interceptors: [options.metrics.interceptor] } : {}),
+  });
   const check = tokenCheck(options.basicAuthToken);
-  server.addService(grpcServiceDefinition(MicroVMDesc), microvmHandlers(service, check, options.log, options.metrics));
+  const addService = (definition: grpc.ServiceDefinition, handlers: grpc.UntypedServiceImplementation): void => {
+    server.addService(definition, handlers);
+    options.metrics?.initializeService(definition);
+  };
+  addService(grpcServiceDefinition(MicroVMDesc), microvmHandlers(service, check, options.log));
   // A new epoch per server: sequences restart with it, so a position from before a restart is
   // recognised as foreign and answered with a fresh snapshot.
   const journal = new ChangeJournal(service, randomUUID(), options.watchHistory ?? DEFAULT_JOURNAL_CAPACITY);
   const hub = new WatchHub(service, journal, options.watchLimits ?? DEFAULT_WATCH_LIMITS, options.metrics);
-  server.addService(grpcServiceDefinition(MicroVMWatchDesc), watchHandlers(hub, check, options.metrics));
-  server.addService(grpcServiceDefinition(MicroVMLifecycleDesc), lifecycleHandlers(service, check, options.log, options.metrics));
+  addService(grpcServiceDefinition(MicroVMWatchDesc), watchHandlers(hub, check));
+  addService(grpcServiceDefinition(MicroVMLifecycleDesc), lifecycleHandlers(service, check, options.log));
+  if (options.hostReport !== undefined) addService(grpcServiceDefinition(HostDesc), hostHandlers(options.hostReport, check, options.log));
   new HealthImplementation({
     '': 'SERVING',
     [MicroVMDesc.typeName]: 'SERVING',
     [MicroVMWatchDesc.typeName]: 'SERVING',
     [MicroVMLifecycleDesc.typeName]: 'SERVING',
+    ...(options.hostReport !== undefined ? { [HostDesc.typeName]: 'SERVING' as const } : {}),
   }).addToServer(server);
   reflectionService().addToServer(server);
   let port: number;

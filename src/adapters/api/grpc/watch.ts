@@ -42,7 +42,7 @@ export interface WatchStats {
 
 type WatchCall = grpc.ServerWritableStream<WatchMicroVMsRequest, WatchEvent>;
 
-/** How a stream ended, as counted in grpc_server_handled_total. */
+/** How a stream ended (a cut-off is counted in flintlock_watch_cut_off_total). */
 type Outcome = 'cancelled' | 'resource-exhausted' | 'unavailable' | 'internal';
 
 function deletedVm(id: VmId): WatchEvent['microvm'] {
@@ -153,7 +153,6 @@ export class WatchHub {
       this.cutOffs += 1;
       this.metrics?.watchCutOffs();
     }
-    this.metrics?.handled('grpc', 'WatchMicroVMs', outcome, WATCH_SERVICE);
   }
 }
 
@@ -218,11 +217,10 @@ class WatchStream {
 }
 
 /** The MicroVMWatch handlers; the token is checked first, as for the MicroVM service. */
-export function watchHandlers(hub: WatchHub, check: TokenCheck, metrics?: ApiMetrics): grpc.UntypedServiceImplementation {
+export function watchHandlers(hub: WatchHub, check: TokenCheck): grpc.UntypedServiceImplementation {
   const watchMicroVMs: grpc.handleServerStreamingCall<WatchMicroVMsRequest, WatchEvent> = (call) => {
     const denied = check(authorizationOf(call.metadata));
     if (denied !== undefined) {
-      metrics?.handled('grpc', 'WatchMicroVMs', denied.kind, WATCH_SERVICE);
       failStream(call, denied);
       return;
     }

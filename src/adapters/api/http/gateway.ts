@@ -40,9 +40,11 @@ export interface RunningHttpGateway {
 }
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** gRPC's OK, counted for a request answered without error. */
+const OK_CODE = 0;
 const STREAM_PATH = '/microvm.services.api.v1alpha1.MicroVM/ListMicroVMsStream';
 
-/** An error as the gateway answers it: HTTP status, gRPC code, and the kind counted in metrics. */
+/** An error as the gateway answers it: HTTP status, gRPC code (counted in metrics), and its kind. */
 class HttpError {
   constructor(
     readonly status: number,
@@ -263,12 +265,12 @@ const GATEWAY_MODE_TEXT: Record<ReturnType<typeof tlsMode>, string> = {
 export async function startHttpGateway(service: MicroVMService, options: HttpGatewayOptions): Promise<RunningHttpGateway> {
   const check: TokenCheck = tokenCheck(options.basicAuthToken);
   const streams = new Set<http.ServerResponse>();
-  const count = (rpc: string, kind: string): void => options.metrics?.handled('http', rpc, kind);
+  const count = (rpc: string, code: number): void => options.metrics?.httpHandledRequest(rpc, code);
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const r = route(req.method ?? 'GET', new URL(req.url ?? '/', 'http://gateway'));
     if (isHttpError(r)) {
-      count('unknown', r.kind);
+      count('unknown', r.code);
       return sendError(res, r);
     }
     // GetOrList is counted as ListMicroVMs when refused: that is what the path means in the original.
@@ -276,17 +278,17 @@ export async function startHttpGateway(service: MicroVMService, options: HttpGat
     const denied = check(req.headers.authorization);
     const body = denied === undefined ? await readBody(req) : fromAppError(denied);
     if (isHttpError(body)) {
-      count(rpcName, body.kind);
+      count(rpcName, body.code);
       return sendError(res, body);
     }
     if (r.rpc === 'ListMicroVMsStream') {
       const request = decode(ListMicroVMsRequestSchema, body);
-      count(r.rpc, isHttpError(request) ? request.kind : 'OK');
+      count(r.rpc, isHttpError(request) ? request.code : OK_CODE);
       if (isHttpError(request)) return sendError(res, request);
       return serveStream(service, listQuery(request.namespace, request.name), res, streams, options.log);
     }
     const answer = answerUnary(service, r, body);
-    count(answer.rpc, 'error' in answer ? answer.error.kind : 'OK');
+    count(answer.rpc, 'error' in answer ? answer.error.code : OK_CODE);
     if ('error' in answer) {
       if (answer.error.kind === 'internal') options.log.error({ method: answer.rpc, error: answer.error.message }, 'request failed');
       return sendError(res, answer.error);
