@@ -18,6 +18,7 @@ import { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js'
 import { claimStateDir } from '../adapters/store/state-dir-claim.js';
 import type { Config } from '../config/config.js';
 import { sweepOrphanDevices } from '../core/orphans.js';
+import { sweepOrphanVmms } from '../core/orphan-vmms.js';
 import type { Clock, IdGenerator, Logger, NetworkService, VmmCgroups } from '../core/ports.js';
 import { ImageJanitor } from '../core/image-janitor.js';
 import { Reconciler } from '../core/reconciler.js';
@@ -132,6 +133,9 @@ export async function startDaemon(config: Config, log: Logger, overrides: Daemon
   });
   const metrics = new ApiMetrics();
 
+  // VMMs first: a killed one lets go of its devices, which the device sweep may then remove.
+  const killed = await sweepOrphanVmms({ repo, processes, fs: ports.fs, log });
+  if (killed.length > 0) log.info({ pids: killed.map((p) => p.pid) }, `killed ${killed.length} orphan VMM processes`);
   const removed = await sweepOrphanDevices(repo, network, claim.owner, log);
   if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
   reconciler.start();
