@@ -34,7 +34,9 @@ try {
   console.log(`iterations: ${run.results.length}`);
   console.log(`kills: ${[...kills].map(([k, n]) => `${k} ${n}`).join(', ')}`);
   const sum = (f: (r: (typeof run.results)[number]) => number): number => run.results.reduce((a, r) => a + f(r), 0);
-  console.log(`restarted daemon: ${sum((r) => r.adopted)} unrecorded VMMs adopted (pid file), ${sum((r) => r.swept)} VMM processes killed by the start-up sweep`);
+  console.log(
+    `restarted daemon: ${sum((r) => r.adopted)} unrecorded VMMs adopted (pid file), ${sum((r) => r.swept)} VMM processes killed by the start-up sweep`,
+  );
   console.log(`violations: ${total}${total > 0 ? ` (${[...violations].map(([k, n]) => `${k} ${n}`).join(', ')})` : ''}`);
   console.log(`converge after restart: p50 ${percentile(converge, 50)} ms, p99 ${percentile(converge, 99)} ms, max ${converge.at(-1)} ms`);
   console.log(`total: ${(run.totalMs / 1000).toFixed(1)} s (${(run.totalMs / Math.max(1, run.results.length) / 1000).toFixed(1)} s per iteration)`);
