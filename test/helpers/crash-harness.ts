@@ -15,7 +15,7 @@
 //
 // The plan of every iteration (kill kind, delay, operations) comes from fast-check's generator
 // with the given seed, so a run is replayed by passing its seed (timing still varies).
-import { chmodSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create } from '@bufbuild/protobuf';
@@ -34,6 +34,7 @@ import { makeTempDir, startDaemon, type DaemonHandle } from './daemon.js';
 import { ensureGuestImage, pushGuest, startRegistry } from './guest-lab.js';
 import { TestClient } from './grpc-client.js';
 import { createTestNetns, type TestNetns } from './netns.js';
+import { processesMentioning } from './processes.js';
 import { waitFor } from './wait.js';
 
 const GUEST = '127.0.0.1:5000/flintlock/guest:crash';
@@ -150,15 +151,7 @@ class Ledger {
 export function vmmProcessesByUid(vmsDir: string): Map<string, number[]> {
   const byUid = new Map<string, number[]>();
   const re = new RegExp(`${vmsDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/[^/]+/[^/]+/([^/,\\s\\0]+)`);
-  for (const entry of readdirSync('/proc')) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    let cmdline: string;
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    } catch {
-      continue;
-    }
+  for (const { pid, cmdline } of processesMentioning(`${vmsDir}/`)) {
     if (!cmdline.includes('qemu-system-')) continue;
     const uid = re.exec(cmdline)?.[1];
     if (uid !== undefined) byUid.set(uid, [...(byUid.get(uid) ?? []), pid]);
