@@ -15,7 +15,7 @@
 //
 // The plan of every iteration (kill kind, delay, operations) comes from fast-check's generator
 // with the given seed, so a run is replayed by passing its seed (timing still varies).
-import { chmodSync, readdirSync } from 'node:fs';
+import { chmodSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create } from '@bufbuild/protobuf';
@@ -472,6 +472,7 @@ export class CrashLab {
     await this.daemon?.kill();
     this.stopRegistry();
     this.netns.destroy();
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
