@@ -34,7 +34,7 @@ import { makeTempDir, startDaemon, type DaemonHandle } from './daemon.js';
 import { ensureGuestImage, pushGuest, startRegistry } from './guest-lab.js';
 import { TestClient } from './grpc-client.js';
 import { createTestNetns, type TestNetns } from './netns.js';
-import { processesMentioning } from './processes.js';
+import { atExit, processesMentioning } from './processes.js';
 import { waitFor } from './wait.js';
 
 const GUEST = '127.0.0.1:5000/flintlock/guest:crash';
@@ -179,6 +179,8 @@ export class CrashLab {
     const dir = makeTempDir('fl-crash-');
     chmodSync(dir, 0o755); // the VMMs run as uids of their own and must reach their VM dirs below it
     const netns = createTestNetns('flcrash');
+    // Also when the run is interrupted (a bench stopped with ^C or by timeout).
+    atExit(() => netns.destroy());
     let stopRegistry: () => void = () => undefined;
     try {
       stopRegistry = (await startRegistry(netns.name, dir)).stop;
