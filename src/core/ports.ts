@@ -346,6 +346,17 @@ export interface ProcessTable {
   signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void>;
   /** The live process a pid file (SpawnOptions.pidFile) names; undefined when none is alive. */
   recorded(pidFile: string): Promise<VmmProcess | undefined>;
+  /**
+   * Live processes started the way spawn() starts them (each the leader of a session of its own)
+   * whose command line, working directory or root directory names a path under `dir`: the VMMs,
+   * recorded or not, of the VM dirs below it (start-up sweep, src/core/orphan-vmms.ts).
+   */
+  listMentioning(dir: string): Promise<ProcessMention[]>;
+}
+
+/** A process listMentioning() found, with the paths it names (its arguments, cwd and root). */
+export interface ProcessMention extends VmmProcess {
+  readonly names: readonly string[];
 }
 
 export interface VmmCgroupLimits {
@@ -448,6 +459,8 @@ export type FileInRoot =
 /** The host filesystem as the steps use it: VM dirs `<state-dir>/vm/<ns>/<name>/<uid>/`, device nodes, volume files. */
 export interface VmFilesystem {
   vmDir(id: VmId): string;
+  /** The directory every VM dir is below (each VMM's command line names a path under it). */
+  vmsDir(): string;
   /**
    * Creates the VM dir (parents searchable, not listable) or corrects an existing one: owned by
    * root with group `gid`, sticky and group-writable, so the VMM can make its sockets there but

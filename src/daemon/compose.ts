@@ -19,6 +19,7 @@ import { claimStateDir } from '../adapters/store/state-dir-claim.js';
 import { stateDirProblem } from '../config/paths.js';
 import type { Config } from '../config/config.js';
 import { sweepOrphanDevices } from '../core/orphans.js';
+import { sweepOrphanVmms } from '../core/orphan-vmms.js';
 import type { Clock, IdGenerator, Logger, NetworkService, VmmCgroups } from '../core/ports.js';
 import { ImageJanitor } from '../core/image-janitor.js';
 import { Reconciler } from '../core/reconciler.js';
@@ -167,6 +168,9 @@ async function startServing(
     hostNetwork: ports.hostNetwork,
   });
 
+  // VMMs first: a killed one lets go of its devices, which the device sweep may then remove.
+  const killed = await sweepOrphanVmms({ repo, processes, fs: ports.fs, log });
+  if (killed.length > 0) log.info({ pids: killed.map((p) => p.pid) }, `killed ${killed.length} orphan VMM processes`);
   const removed = await sweepOrphanDevices(repo, network, claim.owner, log);
   if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
   reconciler.start();

@@ -22,6 +22,7 @@ import type {
   VmmCgroups,
   VmmProvider,
   VmmProcess,
+  ProcessMention,
   ProcessTable,
   LaunchSpec,
   SpawnOptions,
@@ -135,8 +136,11 @@ export class MemoryFilesystem implements VmFilesystem {
   readonly dirs = new Set<string>();
   readonly nodes = new Map<string, { major: number; minor: number }>();
 
+  vmsDir(): string {
+    return '/state/vm';
+  }
   vmDir(id: VmId): string {
-    return `/state/vm/${id.namespace}/${id.name}/${id.uid}`;
+    return `${this.vmsDir()}/${id.namespace}/${id.name}/${id.uid}`;
   }
   /** Owner group and mode of paths (the VM dirs, files granted to VMMs). */
   readonly modes = new Map<string, { gid: number; mode: number }>();
@@ -224,11 +228,24 @@ export class MemoryProcesses implements ProcessTable {
   readonly signals: string[] = [];
   readonly pidFiles = new Map<string, VmmProcess>();
 
-  spawn(_bin?: string, _args?: readonly string[], options?: SpawnOptions): Promise<VmmProcess> {
-    const process = { pid: this.nextPid++, startTime: 4242 };
-    this.alive.set(process.pid, process);
+  /** The paths each live process names (its arguments and cwd), for listMentioning(). */
+  readonly names = new Map<number, readonly string[]>();
+
+  spawn(_bin?: string, args: readonly string[] = [], options?: SpawnOptions): Promise<VmmProcess> {
+    const process = this.start([...args, ...(options?.cwd !== undefined ? [options.cwd] : [])]);
     if (options?.pidFile !== undefined) this.pidFiles.set(options.pidFile, process);
     return Promise.resolve(process);
+  }
+  /** A process that runs without the daemon having recorded it anywhere (no pid file). */
+  start(names: readonly string[]): VmmProcess {
+    const process = { pid: this.nextPid++, startTime: 4242 };
+    this.alive.set(process.pid, process);
+    this.names.set(process.pid, names);
+    return process;
+  }
+  listMentioning(dir: string): Promise<ProcessMention[]> {
+    const mentions = [...this.alive.values()].map((p) => ({ ...p, names: this.names.get(p.pid) ?? [] }));
+    return Promise.resolve(mentions.filter((p) => p.names.some((n) => n.includes(`${dir}/`))));
   }
   async recorded(pidFile: string): Promise<VmmProcess | undefined> {
     const process = this.pidFiles.get(pidFile);
@@ -284,7 +301,7 @@ export class MemoryProvider implements VmmProvider {
       this.failStarts -= 1;
       throw new Error('vmm exited during boot');
     }
-    const process = await this.processes.spawn('vmm', [], { logPath: `${launch.vmDir}/vmm.log`, pidFile: launch.pidFile });
+    const process = await this.processes.spawn('vmm', ['-serial', launch.consoleLogPath], { logPath: `${launch.vmDir}/vmm.log`, pidFile: launch.pidFile });
     if (this.hangAfterSpawn) {
       try {
         await untilAborted(new Promise<never>(() => undefined), signal);

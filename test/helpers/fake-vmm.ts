@@ -22,7 +22,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { parse as parseYaml } from 'yaml';
 import { LinuxProcessTable } from '../../src/adapters/process/process-table.js';
 import { UnixSocketApiClient, VmmApiError } from '../../src/adapters/providers/openapi-http.js';
-import type { ProcessTable, SpawnOptions, VmmProcess } from '../../src/core/ports.js';
+import type { ProcessMention, ProcessTable, SpawnOptions, VmmProcess } from '../../src/core/ports.js';
 
 /** The schema keywords the two documents use. */
 export interface Schema {
@@ -439,6 +439,10 @@ export class RecordingProcessTable implements ProcessTable {
     return this.inner.recorded(pidFile);
   }
 
+  listMentioning(dir: string): Promise<ProcessMention[]> {
+    return this.inner.listMentioning(dir);
+  }
+
   async signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void> {
     if (await this.inner.isAlive(process)) this.signals.push(`${signal} ${process.pid}`);
     await this.inner.signal(process, signal);
@@ -467,6 +471,10 @@ export class NetnsProcessTable implements ProcessTable {
   }
   recorded(pidFile: string): Promise<VmmProcess | undefined> {
     return this.inner.recorded(pidFile);
+  }
+
+  listMentioning(dir: string): Promise<ProcessMention[]> {
+    return this.inner.listMentioning(dir);
   }
   signal(process: VmmProcess, signal: NodeJS.Signals): Promise<void> {
     return this.inner.signal(process, signal);

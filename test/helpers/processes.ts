@@ -93,16 +93,7 @@ export function killIfNamed(pid: number, comm: string, signal: NodeJS.Signals = 
  */
 export function killProcessesMentioning(marker: string): number[] {
   const killed: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    let cmdline: string;
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    } catch {
-      continue;
-    }
-    if (!cmdline.includes(marker)) continue;
+  for (const { pid } of processesMentioning(marker)) {
     try {
       process.kill(pid, 'SIGKILL');
       killed.push(pid);
@@ -111,4 +102,20 @@ export function killProcessesMentioning(marker: string): number[] {
     }
   }
   return killed;
+}
+
+/** Every other process whose command line (NUL-separated) contains `marker`. */
+export function processesMentioning(marker: string): Array<{ pid: number; cmdline: string }> {
+  const found: Array<{ pid: number; cmdline: string }> = [];
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmdline.includes(marker)) found.push({ pid, cmdline });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
 }

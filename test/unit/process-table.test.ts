@@ -1,7 +1,8 @@
 // LinuxProcessTable against real child processes (`sleep`, `sh -c 'exit 3'`). Every child is
 // killed by pid in after().
 import assert from 'node:assert/strict';
-import { chownSync, closeSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn as spawnChild } from 'node:child_process';
+import { chownSync, closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -177,5 +178,30 @@ describe('LinuxProcessTable', () => {
     }
     assert.equal(readFileSync(a, 'utf8'), 'three\n');
     assert.equal(readFileSync(b, 'utf8'), 'four\n');
+  });
+
+  it('lists the processes it spawned that name a path under a dir (argument or cwd), and no other', async () => {
+    const vms = join(dir, 'vms');
+    mkdirSync(join(vms, 'vm1'), { recursive: true });
+    // sh -c: the path is $0, where sleep would take it for a bad interval and exit.
+    const byArg = await spawn('sh', ['-c', 'sleep 30; :', `${vms}/vm1/console.log`]);
+    const byCwd = await table.spawn('sleep', ['31'], { logPath: join(dir, 'child.log'), cwd: join(vms, 'vm1') });
+    started.push(byCwd);
+    const prefixOnly = await spawn('sh', ['-c', 'sleep 32; :', `${vms}x/vm1/console.log`]);
+    // Names the dir but leads no session of its own: not started as a VMM is (an operator's tail -f).
+    const attached = spawnChild('sh', ['-c', 'sleep 33; :', `${vms}/vm1/console.log`], { stdio: 'ignore' });
+    try {
+      const listed = await table.listMentioning(vms);
+      const pids = listed.map((p) => p.pid);
+      assert.ok(pids.includes(byArg.pid) && pids.includes(byCwd.pid), JSON.stringify(listed));
+      assert.ok(!pids.includes(prefixOnly.pid), 'a sibling dir sharing the prefix is not under it');
+      assert.ok(!pids.includes(attached.pid ?? -1), 'not a session leader');
+      assert.deepEqual(
+        listed.find((p) => p.pid === byArg.pid),
+        { ...byArg, names: ['sh', '-c', 'sleep 30; :', `${vms}/vm1/console.log`, dir, '/'] },
+      );
+    } finally {
+      attached.kill('SIGKILL');
+    }
   });
 });

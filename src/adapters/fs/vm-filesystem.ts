@@ -38,8 +38,12 @@ const daemonUid = (): number => process.getuid?.() ?? 0;
 export class NodeVmFilesystem implements VmFilesystem {
   constructor(private readonly stateDir: string) {}
 
+  vmsDir(): string {
+    return join(this.stateDir, 'vm');
+  }
+
   vmDir(id: VmId): string {
-    return join(this.stateDir, 'vm', id.namespace, id.name, id.uid);
+    return join(this.vmsDir(), id.namespace, id.name, id.uid);
   }
 
   async ensureVmDir(id: VmId, gid?: number): Promise<boolean> {

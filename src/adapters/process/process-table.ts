@@ -13,9 +13,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { open, readFile } from 'node:fs/promises';
+import { open, readdir, readFile, readlink } from 'node:fs/promises';
 
-import type { ProcessTable, SpawnOptions, VmmProcess } from '../../core/ports.js';
+import type { ProcessMention, ProcessTable, SpawnOptions, VmmProcess } from '../../core/ports.js';
 
 /** The fields of /proc/<pid>/stat this module needs. */
 export interface ProcStat {
@@ -209,6 +209,17 @@ export class LinuxProcessTable implements ProcessTable {
     return (await this.isAlive(process)) ? process : undefined;
   }
 
+  async listMentioning(dir: string): Promise<ProcessMention[]> {
+    const found: ProcessMention[] = [];
+    for (const entry of await readdir('/proc')) {
+      const pid = Number(entry);
+      if (!Number.isSafeInteger(pid) || pid <= 0 || pid === globalThis.process.pid) continue;
+      const mention = await mentioning(pid, dir);
+      if (mention !== undefined) found.push(mention);
+    }
+    return found;
+  }
+
   private remember(process: VmmProcess, reason: string): void {
     this.exits.set(key(process), reason);
     if (this.exits.size > MAX_REMEMBERED_EXITS) {
@@ -216,4 +227,26 @@ export class LinuxProcessTable implements ProcessTable {
       if (oldest !== undefined) this.exits.delete(oldest);
     }
   }
+}
+
+/**
+ * The process, when it leads a session of its own (spawn() starts every VMM so, and exec keeps
+ * it, so each stage of a launch chain counts; an operator's `tail -f <vm dir>/console.log` does
+ * not) and names a path under `dir`. Its stat is read first: if the pid is reused before the
+ * names are read, the start time still belongs to the process that was there, and signal() then
+ * refuses the newcomer.
+ */
+async function mentioning(pid: number, dir: string): Promise<ProcessMention | undefined> {
+  const stat = await readProcStat(pid);
+  if (stat === undefined || stat.session !== pid || stat.state === 'Z' || stat.state === 'X') return undefined;
+  let argv: string[];
+  try {
+    argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((a) => a !== '');
+  } catch {
+    return undefined; // gone meanwhile
+  }
+  const links = await Promise.all(['cwd', 'root'].map((link) => readlink(`/proc/${pid}/${link}`).catch(() => undefined)));
+  const names = [...argv, ...links.filter((l): l is string => l !== undefined)];
+  const under = `${dir.replace(/\/+$/, '')}/`;
+  return names.some((name) => name.includes(under)) ? { pid, startTime: stat.startTime, names } : undefined;
 }
