@@ -33,14 +33,11 @@ import {
   type ListMessage,
 } from '../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { capmvmSpec, TestClient } from '../test/helpers/grpc-client.js';
+import { envInt } from './env.js';
 
 const REPO_ROOT = resolve(import.meta.dirname, '..');
 const FLINTLOCKD = join(REPO_ROOT, 'bin/flintlockd');
 
-const envInt = (name: string, fallback: number, min: number, max: number): number => {
-  const n = Number.parseInt(process.env[name] ?? '', 10);
-  return Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
-};
 const VMS = envInt('BENCH_VMS', 1000, 10, 5000);
 const PER_NAMESPACE = 10;
 const CREATE_CONCURRENCY = envInt('BENCH_CREATE_CONCURRENCY', 16, 1, 128);

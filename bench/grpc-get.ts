@@ -35,14 +35,11 @@ import { DEFAULT_LIMITS, type CreateInput, type ProviderLookup } from '../src/co
 import { GetMicroVMResponseSchema, MicroVM as MicroVMDesc } from '../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { MemoryProvider } from '../test/helpers/doubles.js';
 import type { ClientResult } from './grpc-get-client.js';
+import { envInt } from './env.js';
 
 const REPO_ROOT = resolve(import.meta.dirname, '..');
 const CLIENT = join(REPO_ROOT, 'bench/grpc-get-client.ts');
 
-const envInt = (name: string, fallback: number, min: number, max: number): number => {
-  const n = Number.parseInt(process.env[name] ?? '', 10);
-  return Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
-};
 // Bounded: 2 x ROUNDS runs of SECONDS + ~2.5 s (client start-up, warm-up) take ~45 s by default;
 // waiting for a quiet host and redoing disturbed runs only spend what is left of BUDGET_MS.
 const SECONDS = envInt('BENCH_SECONDS', 5, 1, 8);

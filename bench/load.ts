@@ -73,11 +73,8 @@ import { ensureGuestImage, pushGuest, startRegistry } from '../test/helpers/gues
 import { createTestNetns } from '../test/helpers/netns.js';
 import { GUEST_LAB, missingPrerequisites } from '../test/helpers/prerequisites.js';
 import { atExit } from '../test/helpers/processes.js';
+import { envInt } from './env.js';
 
-const envInt = (name: string, fallback: number, min: number, max: number): number => {
-  const n = Number.parseInt(process.env[name] ?? '', 10);
-  return Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
-};
 const CLIENTS = envInt('LOAD_CLIENTS', 64, 1, 512);
 const SECONDS = envInt('LOAD_SECONDS', 60, 5, 3600);
 const ROUNDS = envInt('LOAD_ROUNDS', 3, 1, 50);

@@ -50,11 +50,8 @@ import { TestClient } from '../test/helpers/grpc-client.js';
 import { ensureGuestImage, pushGuest, startDnsmasq, startRegistry } from '../test/helpers/guest-lab.js';
 import { GUEST_LAB, missingPrerequisites } from '../test/helpers/prerequisites.js';
 import { createTestNetns, type TestNetns } from '../test/helpers/netns.js';
+import { envInt } from './env.js';
 
-const envInt = (name: string, fallback: number, min: number, max: number): number => {
-  const n = Number.parseInt(process.env[name] ?? '', 10);
-  return Number.isFinite(n) ? Math.min(max, Math.max(min, n)) : fallback;
-};
 const REQUESTED_VMS = envInt('BENCH_VMS', 20, 1, 60);
 const BUDGET_MS = envInt('BENCH_BUDGET_S', 290, 30, 3600) * 1000;
 const BASELINE_CIDATA = process.env.BENCH_BASELINE_CIDATA === 'none' ? 'none' : 'copy';

@@ -61,7 +61,8 @@ export function startDnsmasq(
 
 /** Waits for `FLINTLOCK-GUEST <ifname> <mac> <ip/prefix>` on the console; returns the ip/prefix. */
 export async function guestAddress(consoleLog: string, ifname: string, mac: string, deadlineMs = BOOT_DEADLINE_MS): Promise<string> {
-  const re = new RegExp(`^FLINTLOCK-GUEST ${ifname} ${mac.toLowerCase()} (\\S+)\\s*$`, 'm');
+  // The line must be complete (its newline written): a read that lands mid-line would see '192.'.
+  const re = new RegExp(`^FLINTLOCK-GUEST ${ifname} ${mac.toLowerCase()} (\\S+)[ \\t\\r]*\\n`, 'm');
   const read = (): string => (existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : '');
   try {
     return await waitFor(

@@ -2,6 +2,7 @@
 // also deletes every device inside). Nothing here touches the host's own namespace.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { atExit } from './processes.js';
 
 export interface TestNetns {
   readonly name: string;
@@ -51,17 +52,14 @@ export function createTestNetns(prefix = 'fltest', options: { bare?: boolean } =
 
 function handle(name: string, ip: (...args: string[]) => string): TestNetns {
   const links = (): NetnsLink[] => JSON.parse(ip('-json', '-details', 'link', 'show')) as NetnsLink[];
-  return {
-    name,
-    ip,
-    links,
-    link: (ifname) => links().find((l) => l.ifname === ifname),
-    destroy: () => {
-      try {
-        execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
-      } catch {
-        // already gone
-      }
-    },
-  };
+  // Also when the test file's process ends without reaching its after() (a failed before(), a
+  // timeout's SIGTERM, Ctrl-C): a namespace must not outlive the test that made it.
+  const destroy = atExit(() => {
+    try {
+      execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  });
+  return { name, ip, links, link: (ifname) => links().find((l) => l.ifname === ifname), destroy };
 }

@@ -12,7 +12,6 @@ import { errorMessage } from '../../../core/result.js';
 import {
   LifecycleResponseSchema,
   LogChunkSchema,
-  MicroVMLifecycle,
   type GetMicroVMLogsRequest,
   type LifecycleRequest,
   type LifecycleResponse,
@@ -22,7 +21,6 @@ import type { TokenCheck } from '../auth.js';
 import { microvmToProto } from '../convert.js';
 import { authorizationOf, failStream, statusError, unaryCalls } from './call.js';
 
-export const LIFECYCLE_SERVICE = MicroVMLifecycle.typeName;
 /** Largest LogChunk.data. */
 export const LOG_CHUNK_BYTES = 64 * 1024;
 /** How often a followed log is checked for more. */
