@@ -4,6 +4,8 @@
 //   transaction that records it), so nothing acknowledged is lost on a crash.
 // - Up to `concurrency` VMs reconcile at once; one VM is never reconciled twice at once (a trigger
 //   during a run marks it to run again afterwards).
+// - A free worker takes a VM's first attempt before any retry, then the VM of the namespace that
+//   used the workers least lately (fair-share.ts), then the one ready longest.
 // - A failed attempt is retried with exponential backoff; after `maxRetry` retries the VM is
 //   FAILED with the reason recorded. A Delete pre-empts a pending retry (and aborts a running
 //   create plan between steps).
@@ -17,6 +19,7 @@
 import { Aborted, errorMessage, isDiskFull, PermanentFailure } from './result.js';
 import type { MicroVM, MicroVMStatus } from './model.js';
 import { intentOf, vmIdString } from './model.js';
+import { FairShare } from './fair-share.js';
 import { createPlan, deletePlan } from './plans.js';
 import type { Clock, Logger, MicroVMRepository, Timers } from './ports.js';
 import { systemTimers } from './timers.js';
@@ -56,6 +59,10 @@ export class Reconciler implements ReconcileTrigger {
   private readonly retrying = new Set<string>();
   /** Reconciles that could not record their outcome (the store failing, a full disk), per VM. */
   private readonly crashes = new Map<string, number>();
+  /** Worker time used per namespace, lately. */
+  private readonly share = new FairShare();
+  /** The namespace of each VM seen in the queue (looked up once). */
+  private readonly namespaces = new Map<string, string>();
   private readonly idleWaiters: Array<() => void> = [];
   private cancelResync: (() => void) | undefined;
   private stopped = true;
@@ -153,13 +160,13 @@ export class Reconciler implements ReconcileTrigger {
 
   private pump(): void {
     while (!this.stopped && this.running.size < this.options.concurrency) {
-      // First attempts before retries, so a healthy new VM never waits behind failing ones.
-      const fresh = this.ready.findIndex((uid) => !this.running.has(uid) && !this.retrying.has(uid));
-      const index = fresh >= 0 ? fresh : this.ready.findIndex((uid) => !this.running.has(uid));
+      const index = this.nextReady();
       if (index < 0) break;
       const [uid] = this.ready.splice(index, 1) as [string];
       const controller = new AbortController();
       this.running.set(uid, controller);
+      const namespace = this.namespaceOf(uid);
+      const startedAt = this.clock.now();
       void this.reconcile(uid, controller.signal)
         // reconcile records every outcome itself; this only catches the store failing under it
         // (a full disk): retried with backoff, not left until the next resync.
@@ -173,6 +180,9 @@ export class Reconciler implements ReconcileTrigger {
         })
         .finally(() => {
           this.running.delete(uid);
+          // At least 1 ms per attempt: an attempt that fails at once still used a worker.
+          const end = this.clock.now();
+          this.share.charge(namespace, Math.max(1, end - startedAt), end);
           const again = this.rerunAt.get(uid);
           this.rerunAt.delete(uid);
           if (again !== undefined) this.schedule(uid, again);
@@ -182,6 +192,42 @@ export class Reconciler implements ReconcileTrigger {
     }
   }
 
+  /**
+   * The index in `ready` of the VM to run next: a first attempt before any retry (so a healthy
+   * new VM never waits behind failing ones), then the namespace that used the workers least
+   * lately, then the VM ready longest. -1 when none can run.
+   */
+  private nextReady(): number {
+    const now = this.clock.now();
+    const usage = new Map<string, number>();
+    let best = -1;
+    let bestIsRetry = true;
+    let bestUsage = Number.POSITIVE_INFINITY;
+    for (const [index, uid] of this.ready.entries()) {
+      if (this.running.has(uid)) continue;
+      const isRetry = this.retrying.has(uid);
+      if (isRetry && !bestIsRetry) continue;
+      const namespace = this.namespaceOf(uid);
+      const used = usage.get(namespace) ?? this.share.usage(namespace, now);
+      usage.set(namespace, used);
+      if (best < 0 || (bestIsRetry && !isRetry) || used < bestUsage) {
+        best = index;
+        bestIsRetry = isRetry;
+        bestUsage = used;
+      }
+    }
+    return best;
+  }
+
+  private namespaceOf(uid: string): string {
+    let namespace = this.namespaces.get(uid);
+    if (namespace === undefined) {
+      namespace = this.repo.get(uid)?.id.namespace ?? '';
+      this.namespaces.set(uid, namespace);
+    }
+    return namespace;
+  }
+
   /** One reconcile of one VM. Never throws: every outcome is recorded in the store. */
   private async reconcile(uid: string, signal: AbortSignal): Promise<void> {
     const vm = this.repo.get(uid);
@@ -189,6 +235,7 @@ export class Reconciler implements ReconcileTrigger {
       this.repo.dequeue(uid);
       this.retrying.delete(uid);
       this.crashes.delete(uid);
+      this.namespaces.delete(uid);
       return;
     }
     const log = this.log.child({ vmid: vmIdString(vm.id) });
@@ -211,6 +258,7 @@ export class Reconciler implements ReconcileTrigger {
       this.crashes.delete(uid);
       if (deleting) {
         this.repo.remove(uid);
+        this.namespaces.delete(uid);
         log.info({ steps: executed, ms: this.clock.now() - started }, 'microvm deleted');
         return;
       }

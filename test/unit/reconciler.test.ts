@@ -778,6 +778,32 @@ describe('reconciler', () => {
       images.delay = undefined;
     });
 
+    it("shares the workers between namespaces: a quiet namespace's new VM does not wait behind another namespace's flood of first attempts", async () => {
+      const time = new FakeTime();
+      images.failWith = 'registry unreachable';
+      images.failOnly = new Set(['registry.local/bad:1']);
+      // Each failing pull takes 10 ms of a worker.
+      images.delay = (ref) => (ref === 'registry.local/bad:1' ? new Promise((r) => time.after(10, r)) : Promise.resolve());
+      build({ ...DEFAULTS, concurrency: 1 }, undefined, undefined, time);
+      const createIn = (namespace: string, name: string, image: string): string => {
+        const created = service.create({ ...input(name), namespace, kernel: { image, cmdline: {}, addNetworkConfig: false } });
+        assert.ok(created.ok, created.ok ? '' : created.error.message);
+        return created.value.id.uid;
+      };
+      // A flood of 40 first attempts (none of them a retry) from one namespace.
+      for (let i = 0; i < 40; i++) createIn('flood', `bad-${i}`, 'registry.local/bad:1');
+      await time.advance(35); // three of them have run: the flood's namespace has used the worker
+      const healthy = createIn('quiet', 'healthy', 'registry.local/kernel:1');
+      await time.advance(15);
+      assert.equal(stateOf(healthy), 'created', 'created right after the attempt that was running, not after the 36 queued before it');
+      const order = images.pulls.filter((r) => r === 'registry.local/bad:1' || r === 'registry.local/kernel:1');
+      const healthyAt = order.indexOf('registry.local/kernel:1');
+      assert.ok(healthyAt >= 3 && healthyAt <= 5, `the healthy VM ran after ${healthyAt} of the flood's attempts`);
+      await time.advance(1000);
+      assert.ok(images.pulls.filter((r) => r === 'registry.local/bad:1').length >= 40, "and the flood's first attempts all ran after it");
+      images.delay = undefined;
+    });
+
     it('says "disk full" and retries with backoff when a pull hits ENOSPC', async () => {
       const time = new FakeTime();
       build(DEFAULTS, undefined, undefined, time);
