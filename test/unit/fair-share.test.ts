@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { FairShare } from '../../src/core/fair-share.js';
 
 describe('FairShare', () => {
-  it('charges worker time per namespace and lets it decay with the half-life', () => {
+  it('charges use per namespace and lets it decay with the half-life', () => {
     const share = new FairShare(10_000);
     assert.equal(share.usage('a', 0), 0, 'never charged');
     share.charge('a', 100, 0);
@@ -15,7 +15,7 @@ describe('FairShare', () => {
     assert.equal(share.usage('a', 20_000), 100, 'a new charge adds to the decayed use');
     assert.equal(share.usage('b', 20_000), 0, 'namespaces are charged separately');
     share.charge('b', -5, 0);
-    assert.equal(share.usage('b', 0), 0, 'a negative duration (a clock step back) charges nothing');
+    assert.equal(share.usage('b', 0), 0, 'a negative amount charges nothing');
   });
 
   it('forgets namespaces whose use has decayed away once the table grows', () => {

@@ -178,6 +178,52 @@ describe('SqliteMicroVMRepository', () => {
     });
   });
 
+  describe('parsed VMs kept per version', () => {
+    it('answers the same (frozen) object until the VM changes, then the new version', () => {
+      const vm = sampleVm();
+      repo.insertUnlessExists(vm);
+      const first = repo.get(vm.id.uid);
+      assert.ok(first !== undefined);
+      assert.equal(repo.get(vm.id.uid), first, 'unchanged: not parsed again');
+      assert.equal(repo.list({}).at(0), first, 'List answers the same object');
+      assert.ok(Object.isFrozen(first) && Object.isFrozen(first.status) && Object.isFrozen(first.spec.interfaces));
+      assert.throws(() => {
+        (first.status as { state: string }).state = 'failed';
+      }, TypeError);
+      const saved = repo.saveStatus(vm.id.uid, { ...first.status, state: 'created' }, SAMPLE_TIME + 1);
+      const second = repo.get(vm.id.uid);
+      assert.equal(second, saved);
+      assert.notEqual(second, first);
+      assert.equal(second?.status.state, 'created');
+      assert.equal(second?.version, first.version + 1);
+      assert.equal(first.status.state, 'pending', 'the old version is left as it was');
+      // What was written matches what a fresh process reads back.
+      const kept = JSON.parse(JSON.stringify(second)) as unknown;
+      assert.deepEqual(JSON.parse(JSON.stringify(reopen().get(vm.id.uid))), kept);
+    });
+
+    it('keeps nothing from a write that did not commit', () => {
+      const vm = sampleVm();
+      repo.insertUnlessExists(vm);
+      const before = repo.get(vm.id.uid);
+      assert.ok(before !== undefined);
+      const raw = new Database(dbPath());
+      try {
+        raw.exec("CREATE TRIGGER refuse BEFORE UPDATE ON microvms BEGIN SELECT RAISE(ABORT, 'refused'); END");
+        assert.throws(() => repo.saveStatus(vm.id.uid, { ...before.status, state: 'created' }, SAMPLE_TIME + 1), /refused/);
+        assert.equal(repo.get(vm.id.uid)?.status.state, 'pending');
+        raw.exec('DROP TRIGGER refuse');
+      } finally {
+        raw.close();
+      }
+      repo.saveStatus(vm.id.uid, { ...before.status, lastError: 'x' }, SAMPLE_TIME + 2);
+      const after = repo.get(vm.id.uid);
+      assert.equal(after?.status.state, 'pending', 'the refused CREATED never shows');
+      assert.equal(after?.status.lastError, 'x');
+      assert.deepEqual(JSON.parse(JSON.stringify(reopen().get(vm.id.uid))), JSON.parse(JSON.stringify(after)));
+    });
+  });
+
   describe('markDeleting', () => {
     it('sets deletedAt, state deleting, resets retry, keeps failureReason, clears nextRetryAt', () => {
       const vm = sampleVm({
@@ -433,6 +479,8 @@ describe('SqliteMicroVMRepository', () => {
       } finally {
         raw.close();
       }
+      // As the next start of the daemon reads it (a running one keeps what it parsed, per version).
+      reopen();
       assert.throws(() => repo.get(vm.id.uid), new RegExp(`microvm ${vm.id.uid}: stored status`));
       assert.throws(() => repo.list({}), new RegExp(vm.id.uid));
     });

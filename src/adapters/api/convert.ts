@@ -172,7 +172,20 @@ function interfaceToProto(i: NetworkInterfaceSpec): MessageInitShape<typeof Netw
 }
 
 /** The wire form of a VM. `status` is always present: both known clients dereference it. */
+// The store hands out one frozen object per VM version (vm-row-cache.ts): its conversion is kept
+// with it, so a VM read again unchanged is not converted (nor, through encodeOnce, encoded) again.
+const converted = new WeakMap<MicroVM, ProtoMicroVM>();
+
+/** The API message of `vm` (kept per object when `vm` is frozen; the message is never changed after). */
 export function microvmToProto(vm: MicroVM): ProtoMicroVM {
+  const known = converted.get(vm);
+  if (known !== undefined) return known;
+  const message = convertMicroVM(vm);
+  if (Object.isFrozen(vm)) converted.set(vm, message);
+  return message;
+}
+
+function convertMicroVM(vm: MicroVM): ProtoMicroVM {
   const { spec, status } = vm;
   return create(MicroVMSchema, {
     version: vm.version,

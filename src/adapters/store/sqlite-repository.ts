@@ -26,6 +26,7 @@ import {
 } from '../../core/model.js';
 import type { HostDeviceRecord, InsertOutcome, ListQuery, MicroVMRepository, QueueEntry, QueueStats, VmChange } from '../../core/ports.js';
 import { assertNotNewer, migrate } from './migrations.js';
+import { VmRowCache, type CachedVm } from './vm-row-cache.js';
 
 export const DB_FILE_NAME = 'flintlock.db';
 
@@ -84,6 +85,13 @@ interface VmUpdateParams {
 
 const VM_COLUMNS = 'uid, namespace, name, version, spec, status, created_at, updated_at, deleted_at, intent';
 const VM_ORDER = 'ORDER BY namespace, name, created_at, uid';
+/** Parsed VMs kept (vm-row-cache.ts): every VM of a large host, at a few KB each. */
+const PARSED_VMS_KEPT = 4096;
+
+interface VersionRow {
+  uid: string;
+  version: number;
+}
 
 interface Listener {
   readonly fn: (change: VmChange) => void;
@@ -98,6 +106,11 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
 
   private readonly stmt: {
     readonly getVm: Database.Statement<[string], VmRow>;
+    readonly versionOf: Database.Statement<[string], number>;
+    readonly versionsAll: Database.Statement<[], VersionRow>;
+    readonly versionsNs: Database.Statement<[string], VersionRow>;
+    readonly versionsName: Database.Statement<[string], VersionRow>;
+    readonly versionsNsName: Database.Statement<[string, string], VersionRow>;
     readonly liveByName: Database.Statement<[string, string], VmRow>;
     readonly listAll: Database.Statement<[], VmRow>;
     readonly listNs: Database.Statement<[string], VmRow>;
@@ -118,10 +131,17 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
     readonly devicesOfVm: Database.Statement<[string], DeviceRow>;
   };
 
-  private readonly txInsert: (vm: MicroVM) => InsertOutcome;
-  private readonly txMarkDeleting: (uid: string, now: number) => MicroVM | undefined;
-  private readonly txSetIntent: (uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number) => MicroVM | undefined;
-  private readonly txSaveStatus: (uid: string, status: MicroVMStatus, now: number, expectedVersion?: number) => { vm: MicroVM; changed: boolean } | undefined;
+  private readonly parsed = new VmRowCache(PARSED_VMS_KEPT);
+  // Each transaction returns what it wrote; the caller adds it to `parsed` once committed.
+  private readonly txInsert: (vm: MicroVM) => { inserted: true; entry: CachedVm } | { inserted: false; existing: CachedVm };
+  private readonly txMarkDeleting: (uid: string, now: number) => CachedVm | undefined;
+  private readonly txSetIntent: (uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number) => CachedVm | undefined;
+  private readonly txSaveStatus: (
+    uid: string,
+    status: MicroVMStatus,
+    now: number,
+    expectedVersion?: number,
+  ) => { entry: CachedVm; changed: boolean } | undefined;
   private readonly txRemove: (uid: string) => VmId | undefined;
 
   /** Opens (creating if needed) `<stateDir>/flintlock.db` and brings its schema up to date. */
@@ -150,6 +170,11 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   constructor(private readonly db: Database.Database) {
     this.stmt = {
       getVm: db.prepare<[string], VmRow>(`SELECT ${VM_COLUMNS} FROM microvms WHERE uid = ?`),
+      versionOf: db.prepare<[string], number>('SELECT version FROM microvms WHERE uid = ?').pluck(),
+      versionsAll: db.prepare<[], VersionRow>(`SELECT uid, version FROM microvms ${VM_ORDER}`),
+      versionsNs: db.prepare<[string], VersionRow>(`SELECT uid, version FROM microvms WHERE namespace = ? ${VM_ORDER}`),
+      versionsName: db.prepare<[string], VersionRow>(`SELECT uid, version FROM microvms WHERE name = ? ${VM_ORDER}`),
+      versionsNsName: db.prepare<[string, string], VersionRow>(`SELECT uid, version FROM microvms WHERE namespace = ? AND name = ? ${VM_ORDER}`),
       liveByName: db.prepare<[string, string], VmRow>(
         `SELECT ${VM_COLUMNS} FROM microvms WHERE namespace = ? AND name = ? AND deleted_at IS NULL ORDER BY created_at, uid LIMIT 1`,
       ),
@@ -191,9 +216,9 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       devicesOfVm: db.prepare<[string], DeviceRow>('SELECT name, vm_uid, kind, device_id, created_at FROM host_devices WHERE vm_uid = ? ORDER BY name'),
     };
 
-    this.txInsert = db.transaction((vm: MicroVM): InsertOutcome => {
+    this.txInsert = db.transaction((vm: MicroVM) => {
       const live = this.stmt.liveByName.get(vm.id.namespace, vm.id.name);
-      if (live) return { inserted: false, existing: rowToVm(live) };
+      if (live) return { inserted: false as const, existing: this.parse(live) };
       this.stmt.insertVm.run({
         uid: vm.id.uid,
         namespace: vm.id.namespace,
@@ -205,13 +230,12 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
         deleted_at: vm.deletedAt ?? null,
       });
       this.stmt.enqueue.run(vm.createdAt, vm.id.uid);
-      return { inserted: true, vm: this.mustGet(vm.id.uid) };
+      return { inserted: true as const, entry: this.mustGet(vm.id.uid) };
     });
 
-    this.txMarkDeleting = db.transaction((uid: string, now: number): MicroVM | undefined => {
-      const row = this.stmt.getVm.get(uid);
-      if (!row) return undefined;
-      const current = rowToVm(row);
+    this.txMarkDeleting = db.transaction((uid: string, now: number): CachedVm | undefined => {
+      const current = this.read(uid)?.vm;
+      if (!current) return undefined;
       // failureReason and lastError stay for the record; nextRetryAt and nextRestartAt would
       // describe a retry or a VMM restart that the delete supersedes.
       const status: { -readonly [K in keyof MicroVMStatus]: MicroVMStatus[K] } = { ...current.status, state: 'deleting', retry: 0 };
@@ -222,27 +246,28 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       return this.mustGet(uid);
     });
 
-    this.txSetIntent = db.transaction((uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number): MicroVM | undefined => {
-      const row = this.stmt.getVm.get(uid);
-      if (!row || row.deleted_at !== null) return undefined;
-      const current = rowToVm(row);
+    this.txSetIntent = db.transaction((uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number): CachedVm | undefined => {
+      const current = this.read(uid)?.vm;
+      if (!current || current.deletedAt !== undefined) return undefined;
       this.stmt.updateIntent.run({ uid, intent: canonicalJson(change(intentOf(current))), updated_at: now });
       this.stmt.enqueue.run(now, uid);
       return this.mustGet(uid);
     });
 
     this.txSaveStatus = db.transaction((uid: string, status: MicroVMStatus, now: number, expectedVersion?: number) => {
-      const row = this.stmt.getVm.get(uid);
-      if (!row) return undefined;
-      const current = rowToVm(row);
+      const entry = this.read(uid);
+      if (!entry) return undefined;
+      const current = entry.vm;
       // Compare-and-swap: a writer that read an older version must re-read and decide again.
       if (expectedVersion !== undefined && current.version !== expectedVersion) return undefined;
       // A Delete that landed while a reconcile was working must not be undone by that
       // reconcile's status write: once deleted_at is set the state stays 'deleting'.
-      const next = canonicalJson(row.deleted_at !== null && status.state !== 'deleting' ? { ...status, state: 'deleting' } : status);
-      if (canonicalJson(current.status) === next) return { vm: current, changed: false };
-      this.stmt.updateVm.run({ uid, status: next, updated_at: now, deleted_at: row.deleted_at });
-      return { vm: this.mustGet(uid), changed: true };
+      const next = canonicalJson(current.deletedAt !== undefined && status.state !== 'deleting' ? { ...status, state: 'deleting' } : status);
+      if (entry.statusJson === next) return { entry, changed: false };
+      this.stmt.updateVm.run({ uid, status: next, updated_at: now, deleted_at: current.deletedAt ?? null });
+      // What the row now holds (updateVm bumps the version), without reading the spec back.
+      const written: MicroVM = { ...current, version: current.version + 1, updatedAt: now, status: JSON.parse(next) as MicroVMStatus };
+      return { entry: { vm: written, statusJson: next }, changed: true };
     });
 
     this.txRemove = db.transaction((uid: string): VmId | undefined => {
@@ -256,48 +281,67 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
 
   insertUnlessExists(vm: MicroVM): InsertOutcome {
     const outcome = this.txInsert(vm);
-    if (outcome.inserted) this.emit({ kind: 'upsert', vm: outcome.vm });
-    return outcome;
+    if (!outcome.inserted) return { inserted: false, existing: this.remember(outcome.existing) };
+    const inserted = this.remember(outcome.entry);
+    this.emit({ kind: 'upsert', vm: inserted });
+    return { inserted: true, vm: inserted };
   }
 
   get(uid: string): MicroVM | undefined {
-    const row = this.stmt.getVm.get(uid);
-    return row ? rowToVm(row) : undefined;
+    const entry = this.read(uid);
+    return entry !== undefined ? this.remember(entry) : undefined;
   }
 
   list(query: ListQuery): MicroVM[] {
     // Empty strings are proto3's "unset", and no VM has an empty namespace or name.
     const ns = query.namespace ? query.namespace : undefined;
     const name = query.name ? query.name : undefined;
-    let rows: VmRow[];
-    if (ns !== undefined && name !== undefined) rows = this.stmt.listNsName.all(ns, name);
-    else if (ns !== undefined) rows = this.stmt.listNs.all(ns);
-    else if (name !== undefined) rows = this.stmt.listName.all(name);
-    else rows = this.stmt.listAll.all();
-    return rows.map(rowToVm);
+    // The versions first: only a VM not parsed at its current version is read in full.
+    let rows: VersionRow[];
+    if (ns !== undefined && name !== undefined) rows = this.stmt.versionsNsName.all(ns, name);
+    else if (ns !== undefined) rows = this.stmt.versionsNs.all(ns);
+    else if (name !== undefined) rows = this.stmt.versionsName.all(name);
+    else rows = this.stmt.versionsAll.all();
+    const vms: MicroVM[] = [];
+    for (const { uid, version } of rows) {
+      const hit = this.parsed.get(uid, version);
+      if (hit !== undefined) {
+        vms.push(hit.vm);
+        continue;
+      }
+      const row = this.stmt.getVm.get(uid);
+      if (row) vms.push(this.remember(this.parse(row)));
+    }
+    return vms;
   }
 
   markDeleting(uid: string, now: number): MicroVM | undefined {
-    const vm = this.txMarkDeleting(uid, now);
-    if (vm) this.emit({ kind: 'upsert', vm });
+    const entry = this.txMarkDeleting(uid, now);
+    if (!entry) return undefined;
+    const vm = this.remember(entry);
+    this.emit({ kind: 'upsert', vm });
     return vm;
   }
 
   setIntent(uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number): MicroVM | undefined {
-    const vm = this.txSetIntent(uid, change, now);
-    if (vm) this.emit({ kind: 'upsert', vm });
+    const entry = this.txSetIntent(uid, change, now);
+    if (!entry) return undefined;
+    const vm = this.remember(entry);
+    this.emit({ kind: 'upsert', vm });
     return vm;
   }
 
   saveStatus(uid: string, status: MicroVMStatus, now: number, expectedVersion?: number): MicroVM | undefined {
     const result = this.txSaveStatus(uid, status, now, expectedVersion);
     if (!result) return undefined;
-    if (result.changed) this.emit({ kind: 'upsert', vm: result.vm });
-    return result.vm;
+    const vm = this.remember(result.entry);
+    if (result.changed) this.emit({ kind: 'upsert', vm });
+    return vm;
   }
 
   remove(uid: string): void {
     const id = this.txRemove(uid);
+    this.parsed.delete(uid);
     if (id) this.emit({ kind: 'removed', id });
   }
 
@@ -382,10 +426,33 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
     await handle.datasync();
   }
 
-  private mustGet(uid: string): MicroVM {
+  private mustGet(uid: string): CachedVm {
     const row = this.stmt.getVm.get(uid);
     if (!row) throw new Error(`microvm ${uid} vanished inside its own transaction`);
-    return rowToVm(row);
+    return this.parse(row);
+  }
+
+  /** The VM at its current version: kept if parsed before, else read and parsed (not kept: see remember). */
+  private read(uid: string): CachedVm | undefined {
+    const version = this.stmt.versionOf.get(uid);
+    if (version === undefined) return undefined;
+    const hit = this.parsed.get(uid, version);
+    if (hit !== undefined) return hit;
+    const row = this.stmt.getVm.get(uid);
+    return row ? this.parse(row) : undefined;
+  }
+
+  private parse(row: VmRow): CachedVm {
+    const hit = this.parsed.get(row.uid, row.version);
+    if (hit !== undefined) return hit;
+    const vm = rowToVm(row);
+    return { vm, statusJson: canonicalJson(vm.status) };
+  }
+
+  /** Keeps a committed row's VM for later reads (never one from inside a transaction: it may roll back). */
+  private remember(entry: CachedVm): MicroVM {
+    if (this.parsed.get(entry.vm.id.uid, entry.vm.version) !== entry) this.parsed.set(entry);
+    return entry.vm;
   }
 
   private emit(change: VmChange): void {

@@ -25,13 +25,14 @@ import {
   GetMicroVMResponseSchema,
   type GetMicroVMResponse,
   type ListMessage,
+  ListMessageSchema,
   type ListMicroVMsRequest,
   type ListMicroVMsResponse,
   ListMicroVMsResponseSchema,
 } from '../../../gen/microvm/services/api/v1alpha1/microvms_pb.js';
 import { createInputFromProto, listQuery, microvmToProto } from '../convert.js';
 import { tokenCheck, type TokenCheck } from '../auth.js';
-import { encodeOnce, grpcServiceDefinition } from './service-definition.js';
+import { encodeOnce, grpcServiceDefinition, withEmbeddedEncoding } from './service-definition.js';
 import type { ApiMetrics } from '../metrics.js';
 import { sendPaced, type BacklogLimits } from '../bounded-writer.js';
 import { authorizationOf, failStream, guarded, unaryCalls } from './call.js';
@@ -142,7 +143,8 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
     if (cached !== undefined) return { ok: true, value: cached };
     const found = service.get(req.uid);
     if (!found.ok) return found;
-    const answer = create(GetMicroVMResponseSchema, { microvm: microvmToProto(found.value) });
+    const microvm = microvmToProto(found.value);
+    const answer = withEmbeddedEncoding(create(GetMicroVMResponseSchema, { microvm }), GetMicroVMResponseSchema.field.microvm, [microvm]);
     answers.set(req.uid, answer);
     return { ok: true, value: answer };
   });
@@ -150,7 +152,8 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
   // the client ("Received message larger than max"). Encoded here once, the serializer reuses it.
   const listMicroVMs = unary<ListMicroVMsRequest, ListMicroVMsResponse>('ListMicroVMs', (req) => {
     const vms = service.list(listQuery(req.namespace, req.name));
-    const answer = create(ListMicroVMsResponseSchema, { microvm: vms.map(microvmToProto) });
+    const microvms = vms.map(microvmToProto);
+    const answer = withEmbeddedEncoding(create(ListMicroVMsResponseSchema, { microvm: microvms }), ListMicroVMsResponseSchema.field.microvm, microvms);
     const size = encodeOnce(ListMicroVMsResponseSchema, answer).length;
     if (size > LIST_ANSWER_MAX_BYTES) return { ok: false, error: listTooLarge(vms.length, size) };
     return { ok: true, value: answer };
@@ -172,7 +175,10 @@ export function microvmHandlers(service: MicroVMService, check: TokenCheck, log:
       return;
     }
     const messages = (function* toMessages(): Generator<Partial<ListMessage>> {
-      for (const vm of listed.value) yield { microvm: microvmToProto(vm) };
+      for (const vm of listed.value) {
+        const microvm = microvmToProto(vm);
+        yield withEmbeddedEncoding(create(ListMessageSchema, { microvm }), ListMessageSchema.field.microvm, [microvm]);
+      }
     })();
     const stop = sendPaced(
       call,

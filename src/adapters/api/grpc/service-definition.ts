@@ -1,7 +1,7 @@
 // Bridges protobuf-es service descriptors to grpc-js: serializers built from the schemas, so
 // grpc-js carries protobuf-es messages on both the server and the client side.
-import { create, fromBinary, toBinary, type DescMessage, type DescService, type MessageShape } from '@bufbuild/protobuf';
-import { configureTextEncoding, getTextEncoding } from '@bufbuild/protobuf/wire';
+import { create, fromBinary, toBinary, type DescField, type DescMessage, type DescService, type Message, type MessageShape } from '@bufbuild/protobuf';
+import { BinaryWriter, configureTextEncoding, getTextEncoding, WireType } from '@bufbuild/protobuf/wire';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 
 // protobuf-es decodes strings with a default TextDecoder, which drops a leading U+FEFF (a BOM):
@@ -21,6 +21,21 @@ export function encodeOnce<Desc extends DescMessage>(schema: Desc, value: Messag
   const bytes = Buffer.from(toBinary(schema, create(schema, value)));
   encoded.set(value, bytes);
   return bytes;
+}
+
+/**
+ * `value`, whose only field set is the message field `field` (singular or repeated) holding
+ * `items`, with its encoding built from each item's own (kept) encoding: a List answer of VMs
+ * that did not change costs a copy, not a protobuf encoding of every VM. The bytes are exactly
+ * what toBinary writes for such a message (one length-delimited record per item, in order).
+ */
+export function withEmbeddedEncoding<T extends object>(value: T, field: DescField, items: readonly Message[]): T {
+  const itemSchema = field.fieldKind === 'message' || (field.fieldKind === 'list' && field.listKind === 'message') ? field.message : undefined;
+  if (itemSchema === undefined) throw new Error(`${field.toString()} is not a message field`);
+  const writer = new BinaryWriter();
+  for (const item of items) writer.tag(field.number, WireType.LengthDelimited).bytes(encodeOnce(itemSchema, item));
+  encoded.set(value, Buffer.from(writer.finish()));
+  return value;
 }
 
 function methodDefinition<I extends DescMessage, O extends DescMessage>(
