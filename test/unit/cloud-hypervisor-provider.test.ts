@@ -158,7 +158,7 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
     assert.deepEqual(p.defaultCmdline({ ...launch, disks: [] }), { console: 'ttyS0', reboot: 'k', panic: '1' });
   });
 
-  it('starts the VM with its config on the command line, every NIC by fd (the macvtap 3, the tap 4), and checks it runs', async () => {
+  it('starts the VM with its config on the command line, every NIC by fd (the macvtap 3, the tap 4), checks it runs; pause, resume, stop', async () => {
     const processes = nsProcessTable();
     const ch = provider(processes);
     const launch = await launchSpec();
@@ -229,11 +229,19 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
       const expected: RecordedRequest[] = [{ method: 'GET', path: '/api/v1/vm.info', status: 200 }];
       assert.deepEqual(await readRequestLog(requestLogPath(socket)), expected);
 
+      // Pause and resume (our lifecycle extension): vm.pause, vm.resume, as the API document has them.
+      await ch.pause(dir);
+      await ch.resume(dir);
+      assert.deepEqual((await readRequestLog(requestLogPath(socket))).slice(1), [
+        { method: 'PUT', path: '/api/v1/vm.pause', status: 204 },
+        { method: 'PUT', path: '/api/v1/vm.resume', status: 204 },
+      ]);
+
       // Stop: ACPI power button; the guest powers off and CH exits (no SIGKILL).
       await ch.stop(dir, vmm, 5000);
       assert.equal(await processes.isAlive(vmm), false);
       assert.deepEqual(processes.signals, []);
-      assert.deepEqual((await readRequestLog(requestLogPath(socket))).slice(1), [{ method: 'PUT', path: '/api/v1/vm.power-button', status: 204 }]);
+      assert.deepEqual((await readRequestLog(requestLogPath(socket))).slice(3), [{ method: 'PUT', path: '/api/v1/vm.power-button', status: 204 }]);
     } finally {
       // Gone for good before the next test opens the same tap (a tap takes one holder).
       await killAndWait(processes, vmm);

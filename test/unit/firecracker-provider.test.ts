@@ -153,7 +153,7 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
     assert.equal('root' in bare || 'ds' in bare || 'network-config' in bare, false);
   });
 
-  it('configures the VM through the API in the documented order, every request accepted by the spec', async () => {
+  it('configures the VM through the API in the documented order, every request accepted by the spec; pause, resume, stop', async () => {
     const processes = processTable();
     const fc = provider(processes);
     const launch = await launchSpec();
@@ -217,12 +217,21 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
       assert.equal(metrics.trim().split('\n').length, 1, 'only the latest metrics line is kept');
       assert.ok(JSON.parse(metrics) as unknown);
 
+      // Pause and resume (our lifecycle extension): PATCH /vm, each body accepted by the spec.
+      await fc.pause(dir, vmm);
+      await fc.resume(dir, vmm);
+      const paused = await readRequestLog(requestLogPath(socket));
+      assert.deepEqual(paused.slice(expected.length), [
+        { method: 'PATCH', path: '/vm', body: { state: 'Paused' }, status: 204 },
+        { method: 'PATCH', path: '/vm', body: { state: 'Resumed' }, status: 204 },
+      ]);
+
       // Stop: SendCtrlAltDel, and the VMM goes away on its own (no SIGKILL).
       await fc.stop(dir, vmm, 5000);
       assert.equal(await processes.isAlive(vmm), false);
       assert.deepEqual(processes.signals, []);
       const after = await readRequestLog(requestLogPath(socket));
-      assert.deepEqual(after.slice(expected.length), [{ method: 'PUT', path: '/actions', body: { action_type: 'SendCtrlAltDel' }, status: 204 }]);
+      assert.deepEqual(after.slice(paused.length), [{ method: 'PUT', path: '/actions', body: { action_type: 'SendCtrlAltDel' }, status: 204 }]);
     } finally {
       await processes.signal(vmm, 'SIGKILL');
     }
