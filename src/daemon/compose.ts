@@ -1,5 +1,5 @@
 // The composition root: the one place that knows every adapter and wires them to the core.
-import { monotonicFactory } from 'ulid';
+import { ulidIds } from '../adapters/ids/ulid-ids.js';
 import { startGrpcServer, type RunningGrpcServer } from '../adapters/api/grpc/server.js';
 import { startHttpGateway } from '../adapters/api/http/gateway.js';
 import { ApiMetrics } from '../adapters/api/metrics.js';
@@ -69,8 +69,7 @@ async function startServing(
   debug: DebugServer | undefined,
 ): Promise<RunningDaemon> {
   const clock: Clock = { now: () => Date.now() };
-  const nextUlid = monotonicFactory();
-  const ids: IdGenerator = { next: () => nextUlid() };
+  const ids: IdGenerator = ulidIds();
   const network = overrides.network ?? new Iproute2NetworkService();
   const processes = new LinuxProcessTable();
   const imageMetrics = new ImageMetrics(metrics.registry, () => images.cacheSize());

@@ -351,7 +351,7 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', [...
     await deleteAndWait(uid);
   });
 
-  it('f) lifecycle: stop keeps the tap, start boots again with the same MAC and lease, pause stops the guest answering, resume, logs', async () => {
+  it('f) lifecycle: stop keeps the tap, start boots again with the same MAC and lease, pause stops the guest answering, resume, restart, logs', async () => {
     const lifecycle = new MicroVMClient({ host: daemon.endpoint });
     try {
       const vm = await createdVm('life-vm', [{ deviceId: 'eth1', type: IfaceType.TAP }]);
@@ -404,6 +404,35 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', [...
       assert.equal(processGone(started.status?.vmmPid ?? 0), false, 'the VMM is kept while paused');
       await power('resume', PowerState.RUNNING);
       pingFrom(host.name, ip);
+      // Restart: a new VMM (same devices), the guest boots again and answers at the same address.
+      const restartAsked = await lifecycle.lifecycle('restart', uid);
+      assert.ok(restartAsked.ok, restartAsked.ok ? '' : restartAsked.error.details);
+      const restarted = await waitFor(
+        'a new VMM after restart',
+        async () => {
+          const got = await client.get(uid);
+          const pid = got.status?.vmmPid ?? 0;
+          return pid !== 0 && pid !== started.status?.vmmPid && got.status?.powerState === PowerState.RUNNING ? got : undefined;
+        },
+        30_000,
+        50,
+      );
+      pids.add(restarted.status?.vmmPid ?? 0);
+      assert.ok(processGone(started.status?.vmmPid ?? 0), 'the old VMM is gone');
+      assert.equal(restarted.status?.networkInterfaces.eth1?.hostDeviceName, iface?.hostDeviceName, 'same tap after restart');
+      await waitFor(
+        'the guest answers after restart',
+        () => {
+          try {
+            execFileSync('ip', ['netns', 'exec', host.name, 'busybox', 'ping', '-c', '1', '-W', '1', ip], { stdio: 'ignore' });
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        BOOT_DEADLINE_MS,
+        200,
+      );
       let text = '';
       const logs = lifecycle.logs({ uid, follow: false, tailBytes: 0n }, (data) => (text += Buffer.from(data).toString('utf8')));
       assert.ok((await logs.done).ok);
