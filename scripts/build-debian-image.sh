@@ -48,6 +48,11 @@ system_info:
     renderers: [networkd]
     activators: [networkd]
 CFG
+  # No SSH server unless asked for: no host keys to generate (cloud-init would warn for each type).
+  case " ${EXTRA_PACKAGES:-} " in
+    *" openssh-server "*) ;;
+    *) printf 'ssh_genkeytypes: []\n' >> "$R/etc/cloud/cloud.cfg.d/90-flintlock.cfg" ;;
+  esac
   echo debian > "$R/etc/hostname"
   echo LANG=C.UTF-8 > "$R/etc/default/locale"
   printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$R/etc/hosts"
@@ -73,6 +78,7 @@ REPORT
   cat > "$R/etc/systemd/system/flintlock-report.service" <<'UNIT'
 [Unit]
 Description=Report cloud-init's results on the serial console (flintlock sample image)
+# cloud-final.service runs after multi-user.target: wanted by cloud-init.target, as it is.
 After=cloud-final.service
 
 [Service]
@@ -80,7 +86,7 @@ Type=oneshot
 ExecStart=/usr/local/sbin/flintlock-report
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=cloud-init.target
 UNIT
   chroot "$R" systemctl enable systemd-networkd.service systemd-resolved.service flintlock-report.service
   # Nothing periodic in a short-lived guest.
@@ -131,8 +137,9 @@ build() {
 
   # Packages: the kernel, systemd as init with networkd (cloud-init renders networkd files),
   # resolved (CAPMVM's vendor-data links /etc/resolv.conf to its stub), dbus (hostnamectl, which
-  # cloud-init's set_hostname uses under systemd), cloud-init itself, iproute2 for the report.
-  local include=linux-image-cloud-amd64,systemd-sysv,udev,dbus,systemd-resolved,cloud-init,iproute2
+  # cloud-init's set_hostname uses under systemd), cloud-init itself, e2fsprogs (resize2fs: cloud-init
+  # grows the root filesystem to a root volume given a size_in_mb), iproute2 for the report.
+  local include=linux-image-cloud-amd64,systemd-sysv,udev,dbus,systemd-resolved,cloud-init,e2fsprogs,iproute2
   [ -n "${EXTRA_PACKAGES:-}" ] && include="$include,$(echo "$EXTRA_PACKAGES" | tr ' ' ',')"
 
   # Downloaded packages are kept in OUT/debs (not in the image): a rebuild after an edit of this
