@@ -26,6 +26,8 @@
 #   FLINTLOCK-DEBIAN-NETWORKD <file>                      each systemd-networkd .network file (cloud-init's)
 #   FLINTLOCK-DEBIAN-PROVIDER-ID <text>                   /etc/flintlock/provider-id, when user-data wrote it
 #   FLINTLOCK-DEBIAN-CLOUD-INIT <status> <errors>         `cloud-init status`, and its error count
+#   FLINTLOCK-DEBIAN-SCHEMA <text>                        `cloud-init schema --system` (first lines)
+#   FLINTLOCK-DEBIAN-BOOT <text>, -BLAME <time> <unit>    `systemd-analyze time`, the slowest units
 #   FLINTLOCK-DEBIAN-FINAL <seconds since boot>
 set -euo pipefail
 
@@ -55,6 +57,9 @@ CFG
   esac
   echo debian > "$R/etc/hostname"
   echo LANG=C.UTF-8 > "$R/etc/default/locale"
+  # The tree's mtimes are all 0 in the layer: with these stamps, ConditionNeedsUpdate= units
+  # (systemd-hwdb-update, ldconfig) see nothing to do at first boot. udev's postinst built the hwdb.
+  touch -d @0 "$R/etc/.updated" "$R/var/.updated"
   printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$R/etc/hosts"
 
   cat > "$R/usr/local/sbin/flintlock-report" <<'REPORT'
@@ -71,6 +76,9 @@ CFG
   status=$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')
   errors=$(python3 -c 'import json; print(len(json.load(open("/run/cloud-init/result.json"))["v1"]["errors"]))' 2>/dev/null || echo '?')
   echo "FLINTLOCK-DEBIAN-CLOUD-INIT ${status:-unknown} $errors"
+  cloud-init schema --system 2>&1 | grep -v '^$' | head -n 5 | sed 's/^/FLINTLOCK-DEBIAN-SCHEMA /'
+  echo "FLINTLOCK-DEBIAN-BOOT $(systemd-analyze time 2>/dev/null | head -n 1)"
+  systemd-analyze blame 2>/dev/null | head -n 8 | sed 's/^ */FLINTLOCK-DEBIAN-BLAME /'
   echo "FLINTLOCK-DEBIAN-FINAL $(cut -d' ' -f1 /proc/uptime)"
 } > /dev/console 2>&1
 REPORT

@@ -187,7 +187,7 @@ describeWith('daemon composition: network-config-dhcp6 reaches the network-confi
 
   after(async () => {
     await daemon?.stop();
-    registry?.close();
+    await registry?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
