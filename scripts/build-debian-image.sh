@@ -27,8 +27,9 @@
 #   FLINTLOCK-DEBIAN-PROVIDER-ID <text>                   /etc/flintlock/provider-id, when user-data wrote it
 #   FLINTLOCK-DEBIAN-CLOUD-INIT <status> <errors>         `cloud-init status`, and its error count
 #   FLINTLOCK-DEBIAN-SCHEMA <text>                        `cloud-init schema --system` (first lines)
-#   FLINTLOCK-DEBIAN-BOOT <text>, -BLAME <time> <unit>    `systemd-analyze time`, the slowest units
-#   FLINTLOCK-DEBIAN-FINAL <seconds since boot>
+#   FLINTLOCK-DEBIAN-FINAL <seconds since boot>          when the report started; the report's last line
+# and once the boot is over: FLINTLOCK-DEBIAN-BOOT <systemd-analyze time>, FLINTLOCK-DEBIAN-BLAME
+# <time> <unit> for the slowest units.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,14 +58,15 @@ CFG
   esac
   echo debian > "$R/etc/hostname"
   echo LANG=C.UTF-8 > "$R/etc/default/locale"
-  # The tree's mtimes are all 0 in the layer: with these stamps, ConditionNeedsUpdate= units
-  # (systemd-hwdb-update, ldconfig) see nothing to do at first boot. udev's postinst built the hwdb.
-  touch -d @0 "$R/etc/.updated" "$R/var/.updated"
+  # Newer than /usr: ConditionNeedsUpdate= units (systemd-hwdb-update, ldconfig) have nothing to do
+  # at first boot (udev's postinst built the hwdb, dpkg's trigger ran ldconfig).
+  touch "$R/etc/.updated" "$R/var/.updated"
   printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$R/etc/hosts"
 
   cat > "$R/usr/local/sbin/flintlock-report" <<'REPORT'
 #!/bin/sh
 # Reports what cloud-init did on the serial console (scripts/build-debian-image.sh lists the lines).
+up=$(cut -d' ' -f1 /proc/uptime)
 {
   echo "FLINTLOCK-DEBIAN-HOSTNAME $(cat /proc/sys/kernel/hostname)"
   echo "FLINTLOCK-DEBIAN-INSTANCE-ID $(cat /var/lib/cloud/data/instance-id 2>/dev/null)"
@@ -77,10 +79,14 @@ CFG
   errors=$(python3 -c 'import json; print(len(json.load(open("/run/cloud-init/result.json"))["v1"]["errors"]))' 2>/dev/null || echo '?')
   echo "FLINTLOCK-DEBIAN-CLOUD-INIT ${status:-unknown} $errors"
   cloud-init schema --system 2>&1 | grep -v '^$' | head -n 5 | sed 's/^/FLINTLOCK-DEBIAN-SCHEMA /'
-  echo "FLINTLOCK-DEBIAN-BOOT $(systemd-analyze time 2>/dev/null | head -n 1)"
-  systemd-analyze blame 2>/dev/null | head -n 8 | sed 's/^ */FLINTLOCK-DEBIAN-BLAME /'
-  echo "FLINTLOCK-DEBIAN-FINAL $(cut -d' ' -f1 /proc/uptime)"
+  # Last: a reader that sees this line has the whole report.
+  echo "FLINTLOCK-DEBIAN-FINAL $up"
 } > /dev/console 2>&1
+# Boot times only exist once the boot (this unit included) is over: from a transient unit.
+systemd-run --quiet --no-block --unit=flintlock-boot-times /bin/sh -c \
+  'systemctl is-system-running --wait >/dev/null 2>&1
+   { echo "FLINTLOCK-DEBIAN-BOOT $(systemd-analyze time | head -n 1)"
+     systemd-analyze blame | head -n 8 | sed "s/^ */FLINTLOCK-DEBIAN-BLAME /"; } > /dev/console 2>&1' || true
 REPORT
   chmod 755 "$R/usr/local/sbin/flintlock-report"
   cat > "$R/etc/systemd/system/flintlock-report.service" <<'UNIT'
@@ -179,10 +185,11 @@ build() {
   chroot "$R" dpkg-query -W -f='${Package} ${Version}\n' > "$work/packages.txt"
 
   # The root volume: the tree without /boot's kernel (it is the other image), device nodes (the
-  # daemon never creates them; devtmpfs provides /dev) and caches. Fixed order, mtime and numeric
-  # owners, so the same tree gives the same layer.
+  # daemon never creates them; devtmpfs provides /dev) and caches, in a fixed order with numeric
+  # owners. Modification times are kept as installed: a Python .pyc is valid only for its
+  # source's mtime, and with them clamped cloud-init recompiled every module at each first boot.
   tar --create --file="$work/rootfs.tar" --directory="$R" --sort=name --numeric-owner \
-    --mtime=@0 --format=gnu --one-file-system \
+    --format=gnu --one-file-system \
     --exclude='./boot/*' --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' --exclude='./run/*' \
     --exclude='./tmp/*' --exclude='./var/cache/apt/*' --exclude='./var/lib/apt/lists/*' --exclude='./var/log/*' \
     .
