@@ -98,7 +98,7 @@ interface Report {
   addresses: Array<{ ifname: string; mac: string; cidr: string }>;
   networkd: string[];
   cloudInit: string;
-  /** `systemd-analyze` lines and cloud-init's schema remarks: shown, not checked. */
+  /** `systemd-analyze` lines: shown, not checked. */
   notes: string[];
   finalUptime: number;
 }
@@ -119,7 +119,7 @@ function parseReport(text: string): Report | undefined {
     }),
     networkd: all('NETWORKD'),
     cloudInit: value('CLOUD-INIT'),
-    notes: [...all('SCHEMA').map((l) => `schema: ${l}`), ...all('BOOT').map((l) => `boot: ${l}`), ...all('BLAME').map((l) => `blame: ${l}`)],
+    notes: [...all('BOOT').map((l) => `boot: ${l}`), ...all('BLAME').map((l) => `blame: ${l}`)],
     finalUptime: Number(value('FINAL')),
   };
 }
