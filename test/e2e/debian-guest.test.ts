@@ -135,7 +135,7 @@ function leaseFor(leasesFile: string, mac: string): string | undefined {
 describeWith(
   'the sample Debian 12 image boots with CAPMVM metadata, configured by real cloud-init',
   [...GUEST_LAB, ...programs('mmdebstrap')],
-  { timeout: 900_000 },
+  { timeout: 600_000 },
   () => {
     let host: TestNetns;
     let lan: TestNetns;
