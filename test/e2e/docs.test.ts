@@ -4,7 +4,7 @@
 //     "the LAN": 10.98.0.1/24 with a DHCP server) and loopback; the registry the docs pull from on
 //     127.0.0.1:5000 (Debian's docker-registry, as scripts/demo.sh runs it);
 //   - a private mount namespace where /opt, /usr/local/bin, /etc/opt, /etc/systemd/system and
-//     /var/lib are overlays onto this file's temp dir, so `scripts/install.sh`, the config in
+//     /var/lib are overlays onto this file's temp dir (and /tmp a tmpfs), so `scripts/install.sh`, the config in
 //     /etc/opt/flintlockd and the state in /var/lib/flintlock are real paths to the docs and
 //     nothing of this shared machine's own files changes; FLINTLOCKD_VMM_CGROUP_ROOT reaches the
 //     host's cgroup hierarchy (`ip netns exec` hides it) and FLINTLOCKD_VMM_CGROUP_PARENT gives
@@ -127,7 +127,8 @@ describeWith('the operator docs run as written', [...GUEST_LAB, CGROUPS, ...prog
     it(`docs/${name}`, { skip: only !== undefined && !only.includes(name) }, async (t) => {
       const blocks = blocksOf(name);
       if (runnableBlocks(blocks).length === 0) return;
-      const out = join(dir, 'run', name);
+      // Outside /tmp, which the sandbox has a tmpfs of its own on (the docs write files there).
+      const out = join(shm, 'run', name);
       mkdirSync(out, { recursive: true });
       const overlays = OVERLAID.map((d) => {
         const base = join(shm, d);
@@ -139,7 +140,7 @@ describeWith('the operator docs run as written', [...GUEST_LAB, CGROUPS, ...prog
       writeFileSync(join(out, 'script.sh'), script);
       const env: NodeJS.ProcessEnv = {
         PATH: '/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin',
-        HOME: join(dir, 'home'),
+        HOME: join(shm, 'home'),
         LANG: 'C.UTF-8',
         TERM: 'dumb',
         // `ip netns exec` mounts the namespace's own sysfs over /sys, hiding the cgroup hierarchies
