@@ -55,6 +55,65 @@ describe('the docs follow the block convention', () => {
   });
 });
 
+/**
+ * Where the messages an operator meets come from: the config, the start-up checks, the TLS set-up,
+ * the state dir, cgroups, the network and image steps, the API's Create, fl's client set-up.
+ */
+const MESSAGE_SOURCES = [
+  'src/config/config.ts',
+  'src/config/paths.ts',
+  'src/adapters/api/tls.ts',
+  'src/daemon/prerequisites.ts',
+  'src/daemon/compose.ts',
+  'src/adapters/store/state-dir-claim.ts',
+  'src/adapters/store/open-database.ts',
+  'src/adapters/cgroups/cgroups.ts',
+  'src/core/steps/network.ts',
+  'src/core/steps/images.ts',
+  'src/adapters/api/grpc/server.ts',
+  'src/cli/fl/client.ts',
+];
+
+/**
+ * The fixed text of each message in a source file: the string or template literal thrown, returned
+ * as an error, or logged as a warning, cut at its `${...}` parts; the longest piece (at least 12
+ * characters) is what a doc that quotes the message must contain.
+ */
+export function messageFragments(source: string): string[] {
+  const literal = /(?:new \w*Error\(|return |message: |error: |super\(|log\.warn\(\{[^}]*\}, )\s*(`(?:[^`\\]|\\.)*`|'(?:[^'\\]|\\.)*')/g;
+  const fragments: string[] = [];
+  for (const match of source.matchAll(literal)) {
+    const pieces = (match[1] ?? '')
+      .slice(1, -1)
+      .split(/\$\{[^}]*\}?/)
+      // What is left of a nested template (`${x ? ` ...`) is code, not text.
+      .filter((p) => !/[?!=]==?|\$\{/.test(p))
+      // Quotes and punctuation around a value (`"${v}" is not ...`) belong to the value.
+      .map((p) => p.replace(/^["':;,\s]+|["':;,\s]+$/g, ''))
+      .filter((p) => p.length >= 12)
+      .sort((a, b) => b.length - a.length);
+    if (pieces[0] !== undefined) fragments.push(pieces[0]);
+  }
+  return fragments;
+}
+
+describe('docs/troubleshooting.md quotes the messages of the code', () => {
+  it('has the fixed text of every message from the start-up checks, the steps and the clients', () => {
+    const doc = readFileSync(docPath('troubleshooting.md'), 'utf8');
+    const missing = MESSAGE_SOURCES.flatMap((file) =>
+      messageFragments(readFileSync(join(REPO_ROOT, file), 'utf8'))
+        .filter((fragment) => !doc.includes(fragment))
+        .map((fragment) => `${file}: ${fragment}`),
+    );
+    assert.deepEqual(missing, [], 'messages that troubleshooting.md does not quote');
+  });
+
+  it('would notice a message it does not quote', () => {
+    assert.deepEqual(messageFragments('throw new ConfigError(`the frobnicator ${x} is broken: set frob`);'), ['is broken: set frob']);
+    assert.deepEqual(messageFragments('return `"${v}" is not a colour such as red`;'), ['is not a colour such as red']);
+  });
+});
+
 /** Every process whose mount namespace is `mntns` (the sandbox's): killed, and waited for. */
 function killNamespace(mntns: string): void {
   const members = (): number[] =>
