@@ -275,8 +275,9 @@ describe('the docs runner fails on a wrong documented command', () => {
   });
 
   it('fails a command that fails, mid-block, and stops the document there', () => {
-    const problems = run('```sh\ntrue\nfalse\necho never\n```\n\n```sh\ntrue\n```\n');
-    assert.match(problems[0] ?? '', /self\.md:1: the block failed \(shell status 1\)/);
+    const problems = run('```sh\ntrue\n(exit 7)\necho never\n```\n\n```sh\ntrue\n```\n');
+    assert.match(problems[0] ?? '', /self\.md:1: the block failed \(shell status 7\)/);
+    assert.doesNotMatch(problems[0] ?? '', /--- stdout:\nnever/, 'the rest of the block did not run');
   });
 
   it('fails a wrong exit status and a missing output', () => {

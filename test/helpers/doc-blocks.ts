@@ -126,7 +126,8 @@ export function docScript(blocks: readonly DocBlock[], out: string, preamble: st
     '  wait "$__bg" 2>/dev/null',
     '  __bg=""',
     '}',
-    'trap __stop_bg EXIT',
+    // The document's status stays the failing command's, whatever stopping the daemon returns.
+    "trap '__rc=$?; __stop_bg; exit $__rc' EXIT",
     preamble,
   ];
   runnableBlocks(blocks).forEach((b, n) => {
