@@ -64,7 +64,8 @@ export function exampleConfig(): string {
   return `${out.join('\n')}\n`;
 }
 
-const cell = (text: string): string => text.replaceAll('|', '\\|');
+/** Text in a Markdown table cell: `|` would end the cell, `<root>` would be read as HTML. */
+const cell = (text: string): string => text.replaceAll('|', '\\|').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
 
 /**
  * The key reference of docs/configuration.md (between its `config-keys` markers): one row per key
