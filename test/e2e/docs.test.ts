@@ -151,14 +151,28 @@ describeWith('the operator docs run as written', [...GUEST_LAB, CGROUPS, ...prog
   let cgroupParent: string;
   const stops: Array<() => void> = [];
   const mntnses = new Set<string>();
+  /** The output dir of the document running now. */
+  let running: string | undefined;
+  const readMntns = (out: string): string | undefined => {
+    try {
+      return readFileSync(join(out, 'mntns'), 'utf8').trim();
+    } catch {
+      return undefined; // its preamble has not got that far
+    }
+  };
 
   before(async () => {
     ensureGuestImage();
     dir = makeTempDir('fl-docs-');
     shm = mkdtempSync('/dev/shm/fl-docs-');
-    // Registered first, so they run before the cgroups below are removed (atExit keeps order).
+    // Registered first, so they run before the cgroups below are removed (atExit keeps order);
+    // the temp dirs (the shm one holds an installed daemon, in memory) also when interrupted.
     atExit(() => {
-      for (const ns of mntnses) killNamespace(ns);
+      // Also the namespace of a document still running (interrupted): its daemon and VMMs.
+      const current = running !== undefined ? readMntns(running) : undefined;
+      for (const ns of [...mntnses, ...(current !== undefined ? [current] : [])]) killNamespace(ns);
+      rmSync(shm, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
     });
     cgroupParent = testCgroupParent('docs');
     host = createTestNetns('fldocs', { bare: true });
@@ -191,6 +205,7 @@ describeWith('the operator docs run as written', [...GUEST_LAB, CGROUPS, ...prog
       // Outside /tmp, which the sandbox has a tmpfs of its own on (the docs write files there).
       const out = join(shm, 'run', name);
       mkdirSync(out, { recursive: true });
+      running = out;
       const overlays = OVERLAID.map((d) => {
         const base = join(shm, d);
         return `mkdir -p '${base}/upper' '${base}/work' && mount -t overlay overlay -o 'lowerdir=${d},upperdir=${base}/upper,workdir=${base}/work' '${d}'`;
@@ -225,13 +240,12 @@ describeWith('the operator docs run as written', [...GUEST_LAB, CGROUPS, ...prog
           resolve(code);
         });
       });
-      try {
-        const mntns = readFileSync(join(out, 'mntns'), 'utf8').trim();
+      const mntns = readMntns(out);
+      if (mntns !== undefined) {
         mntnses.add(mntns);
         killNamespace(mntns);
-      } catch {
-        // the preamble did not get that far: the status says so
       }
+      running = undefined;
       assert.notEqual(status, 96, `the sandbox could not be set up: ${shellOutput}`);
       const results = blockResults(blocks, out);
       // Where the time goes: each block's seconds (until the next one started).
