@@ -246,7 +246,9 @@ describeWith('Iproute2NetworkService (real kernel, private netns)', [NETNS], {},
       const dir = await mkdtemp(join(tmpdir(), 'fltest-ip-'));
       try {
         const wrapper = join(dir, 'ip');
-        await writeFile(wrapper, '#!/bin/sh\nsed \'s/ master br0 / master nobr9 /\' | exec ip "$@"\n', { mode: 0o755 });
+        // sed -u: the service keeps `ip -batch` running and waits for each answer, so the wrapper
+        // must pass each line on at once rather than at end of input.
+        await writeFile(wrapper, '#!/bin/sh\nsed -u \'s/ master br0 / master nobr9 /\' | exec ip "$@"\n', { mode: 0o755 });
         const flaky = new Iproute2NetworkService({ ipBinary: wrapper, netns: NS });
         await assert.rejects(flaky.ensureTap({ name: 'fltap0000005', bridge: 'br0', alias: 'x' }), (err: Error) => {
           // ip names the argument it could not resolve, and the message carries the commands.
