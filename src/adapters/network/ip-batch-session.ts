@@ -16,8 +16,9 @@
 //   a new process.
 // ip keeps a name -> ifindex cache for its whole life, so a device deleted (or deleted and made
 // again) by another process is still found under its old ifindex, and a command naming it fails
-// with ENODEV. forget(name) after a delete retires a process that has seen the name, and
-// restart() lets a caller retry on a fresh process when it sees ENODEV.
+// with ENODEV (ifindexes are not reused, so it never finds another device instead). restart()
+// lets a caller retry on a fresh process when it sees ENODEV (iproute2.ts does, where a retry is
+// safe).
 // Requests run one at a time per session (the kernel serialises link changes under RTNL anyway).
 // A request that takes longer than the timeout kills the process (by its pid) and fails.
 // While idle the process does not keep the daemon alive; it exits when its stdin closes.
@@ -76,7 +77,7 @@ export class IpBatchSession {
   private stdoutRest = '';
   private current: InFlight | undefined;
   private tail: Promise<unknown> = Promise.resolve();
-  /** Every word this process was sent: the names its cache may hold. */
+  /** Every word this process was sent: the names its cache may hold (a bound on its growth). */
   private readonly seen = new Set<string>();
   private stale = false;
 
@@ -105,11 +106,6 @@ export class IpBatchSession {
   /** The next request starts a fresh process (its cache empty). */
   restart(): void {
     this.stale = true;
-  }
-
-  /** `name` was deleted: a process that may have cached its ifindex is replaced before its next request. */
-  forget(name: string): void {
-    if (this.seen.has(name)) this.stale = true;
   }
 
   private run(commands: readonly string[]): Promise<BatchAnswer> {

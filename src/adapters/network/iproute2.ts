@@ -94,7 +94,32 @@ export class Iproute2NetworkService implements NetworkService {
     return this.netns === undefined ? [] : ['-n', this.netns];
   }
 
-  async ensureMacvtap(req: MacvtapRequest): Promise<LinkInfo> {
+  ensureMacvtap(req: MacvtapRequest): Promise<LinkInfo> {
+    return this.retryingStaleCache(() => this.ensureMacvtapOnce(req));
+  }
+
+  ensureTap(req: TapRequest): Promise<LinkInfo> {
+    return this.retryingStaleCache(() => this.ensureTapOnce(req));
+  }
+
+  /**
+   * ENODEV from a change: the change process looked a name up in its cache and found a device
+   * deleted since (made again elsewhere). That process has exited (a failed line ends it), and a
+   * create it had half done was removed (afterFailedCreate): one more attempt, on fresh
+   * processes, sees the kernel as it is.
+   */
+  private async retryingStaleCache(ensure: () => Promise<LinkInfo>): Promise<LinkInfo> {
+    try {
+      return await ensure();
+    } catch (err) {
+      if (this.sessions === undefined || !(err instanceof IpCommandError) || !/No such device/.test(err.stderr)) throw err;
+      this.sessions.read.restart();
+      this.sessions.change.restart();
+      return ensure();
+    }
+  }
+
+  private async ensureMacvtapOnce(req: MacvtapRequest): Promise<LinkInfo> {
     validateIfName(req.name, 'macvtap device name');
     validateIfName(req.parent, 'parent network device name');
     validateAlias(req.alias);
@@ -136,7 +161,7 @@ export class Iproute2NetworkService implements NetworkService {
     return this.applyAndShow([['link', 'set', 'dev', req.name, ...set]], req.name);
   }
 
-  async ensureTap(req: TapRequest): Promise<LinkInfo> {
+  private async ensureTapOnce(req: TapRequest): Promise<LinkInfo> {
     validateIfName(req.name, 'tap device name');
     if (req.bridge !== undefined) validateIfName(req.bridge, 'bridge name');
     validateAlias(req.alias);
@@ -222,7 +247,6 @@ export class Iproute2NetworkService implements NetworkService {
           sessions.remove.restart();
           return request();
         });
-        for (const s of Object.values(sessions)) s.forget(name);
       } else {
         await this.run(del);
       }
@@ -264,12 +288,19 @@ export class Iproute2NetworkService implements NetworkService {
       return new Map(found.filter((l): l is ParsedLink => l !== undefined).map((l) => [l.info.name, l]));
     }
     if (this.sessions !== undefined) {
-      let answer = await this.request(this.sessions.read, commands);
-      // ENODEV for a name: ip's cache holds the ifindex of a device deleted since. A fresh
-      // process answers from the kernel alone.
-      if (/No such device/.test(answer.stderr)) {
-        this.sessions.read.restart();
-        answer = await this.request(this.sessions.read, commands);
+      const read = this.sessions.read;
+      const ask = (): Promise<{ lines: readonly string[]; stderr: string }> => this.request(read, commands);
+      // ENODEV for a name (ip may also exit on it): ip's cache holds the ifindex of a device
+      // deleted since. A fresh process answers from the kernel alone.
+      const stale = (stderr: string): boolean => /No such device/.test(stderr);
+      let answer = await ask().catch((err: unknown) => {
+        if (err instanceof IpCommandError && stale(err.stderr)) return undefined;
+        throw err;
+      });
+      if (answer === undefined || stale(answer.stderr)) {
+        read.restart();
+        this.sessions.change.restart(); // it may hold the same stale entry
+        answer = await ask();
       }
       // The session's end marker fails as a missing device too; anything else is a real failure.
       if (answer.stderr.trim() !== '' && !onlyMissingDevices(answer.stderr)) {
