@@ -363,6 +363,12 @@ describeWith('Iproute2NetworkService (real kernel, private netns)', [NETNS], {},
       assert.equal(await net.getLink(name), undefined);
       const third = await net.ensureTap({ name, bridge: 'br0', alias: ALIAS });
       assert.notEqual(third.ifindex, fixed.ifindex);
+      // Deleted by the service, made again elsewhere, deleted by the service: really deleted.
+      await net.deleteLink(name);
+      await nsip('tuntap', 'add', 'dev', name, 'mode', 'tap');
+      await net.deleteLink(name);
+      assert.doesNotMatch(await nsip('link', 'show'), /flcache0/);
+      await nsip('tuntap', 'add', 'dev', name, 'mode', 'tap');
       await nsip('link', 'del', 'dev', name);
       await net.deleteLink(name);
       assert.equal(await net.getLink(name), undefined);

@@ -239,14 +239,10 @@ export class Iproute2NetworkService implements NetworkService {
     try {
       const sessions = this.sessions;
       if (sessions !== undefined && batchLine(del) !== undefined) {
-        // `link show dev lo` (every namespace has lo) prints the line that ends the request.
-        const request = (): Promise<unknown> => this.request(sessions.remove, [del, ['link', 'show', 'dev', 'lo']]);
-        // A failure may be ip's stale cache (the name deleted and made again since it looked it
-        // up): only a fresh process's answer counts.
-        await request().catch(() => {
-          sessions.remove.restart();
-          return request();
-        });
+        // `link show dev lo` (every namespace has lo) prints the line that ends the request. ip
+        // caches the ifindex of links it prints, and this process only ever prints lo: a name
+        // deleted and made again elsewhere is looked up afresh (tested).
+        await this.request(sessions.remove, [del, ['link', 'show', 'dev', 'lo']]);
       } else {
         await this.run(del);
       }
