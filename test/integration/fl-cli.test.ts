@@ -232,13 +232,85 @@ describe('fl microvm get and list', () => {
     setStatus(uid, { state: 'failed', retry: 10, failureReason: 'it broke' });
   });
 
-  it('get prints a one-row table', async () => {
+  it('get prints the detail view: ids, state, images and digests, NICs, IPs, VMM, console, errors, age', async () => {
+    const vm = repo.get(uid);
+    assert.ok(vm);
+    repo.saveStatus(
+      uid,
+      {
+        ...vm.status,
+        images: { kernel: 'sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' },
+        interfaces: { eth1: { hostDeviceName: 'fltap0show', index: 7, macAddress: '02:00:00:aa:bb:cc' } },
+        guestIps: ['fd00::5', '10.0.0.5'],
+        vmm: { pid: 4242, startTime: 1 },
+        consoleLogPath: '/state/vm/show/vm-show/console.log',
+        lastError: 'pulling registry.local/root:1: connection reset',
+        crashLoopCount: 2,
+      } as typeof vm.status,
+      Date.now(),
+    );
     const run = await fl('microvm', 'get', uid);
     assert.equal(run.code, 0, run.err);
-    const lines = run.out.trimEnd().split('\n');
-    assert.equal(lines.length, 2);
-    assert.match(lines[0] ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE\s+RETRY\s+REASON\s+AGE$/);
-    assert.match(lines[1] ?? '', new RegExp(`^${uid}\\s+show\\s+vm-show\\s+FAILED\\s+10\\s+it broke\\s+\\d+s$`));
+    assert.equal(run.err, '');
+    const field = (label: string): string => new RegExp(`^${label}:\\s+(.*)$`, 'm').exec(run.out)?.[1] ?? `(no ${label} line)`;
+    assert.equal(field('Name'), 'vm-show');
+    assert.equal(field('Namespace'), 'show');
+    assert.equal(field('UID'), uid);
+    assert.equal(field('State'), 'FAILED');
+    assert.equal(field('Provider'), 'qemu');
+    assert.equal(field('Resources'), '2 vCPUs, 1024 MiB memory');
+    assert.match(field('Created'), /^\d{4}-\d\d-\d\dT.*Z \(\d+s ago\)$/);
+    assert.match(run.out, /^ {2}kernel\s+registry\.local\/kernel:1 \(sha256:0123456789ab\)$/m);
+    assert.match(run.out, /^ {2}volume root\s+registry\.local\/root:1 on \/$/m);
+    assert.match(run.out, /^ {2}eth1\s+tap\s+device fltap0show\s+MAC 02:00:00:aa:bb:cc\s+dhcp$/m);
+    assert.equal(field('Guest IPs'), 'fd00::5, 10.0.0.5');
+    assert.equal(field('VMM pid'), '4242');
+    assert.equal(field('Console log'), '/state/vm/show/vm-show/console.log');
+    assert.equal(field('Failure'), 'it broke');
+    assert.equal(field('Last error'), 'pulling registry.local/root:1: connection reset');
+    assert.match(field('Retries'), /^10/);
+    assert.equal(field('Crash loop'), '2 quick exits in a row');
+  });
+
+  it('get, delete and logs take [namespace/]name; an ambiguous name is refused, listing the matches', async () => {
+    const other = await createVm('vm-show', '--namespace', 'show-too');
+    const byQualified = await fl('microvm', 'get', 'show/vm-show', '-o', 'json');
+    assert.equal(byQualified.code, 0, byQualified.err);
+    assert.equal((JSON.parse(byQualified.out) as { spec: { uid: string } }).spec.uid, uid);
+    const unique = await fl('microvm', 'get', 'vm-show-2', '-o', 'json');
+    assert.equal(unique.code, 0, unique.err);
+    assert.equal((JSON.parse(unique.out) as { spec: { namespace: string } }).spec.namespace, 'show');
+    const ambiguous = await fl('microvm', 'get', 'vm-show');
+    assert.equal(ambiguous.code, 2);
+    assert.equal(ambiguous.out, '');
+    assert.equal(
+      ambiguous.err,
+      `fl: getting microvm vm-show: the name vm-show matches 2 microvms: show/vm-show (${uid}), show-too/vm-show (${other}); give the uid or namespace/name\n`,
+    );
+    const ambiguousDelete = await fl('microvm', 'delete', 'vm-show');
+    assert.equal(ambiguousDelete.code, 2);
+    assert.equal(repo.get(uid)?.deletedAt, undefined, 'nothing was deleted');
+    const none = await fl('microvm', 'get', 'show/no-such-vm');
+    assert.equal(none.code, 4);
+    assert.equal(none.err, 'fl: getting microvm show/no-such-vm: no microvm with uid or name show/no-such-vm (in namespace show)\n');
+    const deleted = await fl('microvm', 'delete', 'show-too/vm-show');
+    assert.equal(deleted.code, 0, deleted.err);
+    assert.equal(repo.get(other)?.status.state, 'deleting');
+    assert.equal(repo.get(uid)?.deletedAt, undefined);
+    repo.remove(other);
+  });
+
+  it('list shows the IP and AGE columns', async () => {
+    setStatus(vmNamed('vm-show-2', 'show').id.uid, { guestIps: ['fd00::9', '10.0.0.9'] });
+    const run = await fl('microvm', 'list', '--namespace', 'show');
+    assert.equal(run.code, 0, run.err);
+    const [header, ...rows] = run.out.trimEnd().split('\n');
+    assert.match(header ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE\s+IP\s+RETRY\s+AGE\s+REASON$/);
+    const row = (name: string): string => rows.find((r) => r.includes(` ${name} `)) ?? `(no row for ${name})`;
+    assert.match(row('vm-show-2'), /\sPENDING\s+10\.0\.0\.9 \(\+1\)\s+0\s+\d+s\s+-$/);
+    assert.match(row('vm-show'), /\sFAILED\s+10\.0\.0\.5 \(\+1\)\s+10\s+\d+s\s+it broke$/, 'IPv4 first');
+    // The columns line up: IP starts where its header does.
+    assert.equal(row('vm-show-2').indexOf('10.0.0.9'), (header ?? '').indexOf('IP'));
   });
 
   it('get -o json prints the protobuf JSON of the microvm', async () => {
@@ -265,7 +337,7 @@ describe('fl microvm get and list', () => {
     const run = await fl('microvm', 'get', '01HGW2N7EH0000000000000000');
     assert.equal(run.code, 4);
     assert.equal(run.out, '');
-    assert.match(run.err, /^fl: getting microvm 01HGW2N7EH0000000000000000: microvm with uid 01HGW2N7EH0000000000000000 not found\n$/);
+    assert.equal(run.err, 'fl: getting microvm 01HGW2N7EH0000000000000000: no microvm with uid or name 01HGW2N7EH0000000000000000 (in any namespace)\n');
   });
 
   it('list filters by namespace and name', async () => {
@@ -360,9 +432,16 @@ describe('fl microvm get and list', () => {
       const run = await running.done;
       assert.equal(run.code, 0, run.err);
       const rows = run.out.trimEnd().split('\n');
-      assert.match(rows[0] ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE/);
-      const afterRestart = rows.slice(3).map((r) => r.split(/\s+/).slice(0, 4).join(' '));
-      assert.deepEqual(afterRestart.sort(), [`${added} rewatch vm-added PENDING`, `${drop} rewatch vm-drop DELETED`, `${keep} rewatch vm-keep CREATED`].sort());
+      assert.match(rows[0] ?? '', /^EVENT\s+UID\s+NAMESPACE\s+NAME\s+STATE\s+IP\s+RETRY\s+AGE\s+REASON$/);
+      assert.deepEqual(
+        rows.slice(1, 3).map((r) => r.split(/\s+/)[0]),
+        ['ADDED', 'ADDED'],
+      );
+      const afterRestart = rows.slice(3).map((r) => r.split(/\s+/).slice(0, 5).join(' '));
+      assert.deepEqual(
+        afterRestart.sort(),
+        [`ADDED ${added} rewatch vm-added PENDING`, `DELETED ${drop} rewatch vm-drop DELETED`, `MODIFIED ${keep} rewatch vm-keep CREATED`].sort(),
+      );
     } finally {
       await again.close();
     }
@@ -398,13 +477,13 @@ describe('fl microvm delete', () => {
   it('of an unknown uid exits 4', async () => {
     const run = await fl('microvm', 'delete', '01HGW2N7EH0000000000000000');
     assert.equal(run.code, 4);
-    assert.match(run.err, /not found/);
+    assert.match(run.err, /no microvm with uid or name 01HGW2N7EH0000000000000000/);
   });
 
   it('without a uid is a usage error', async () => {
     const run = await fl('microvm', 'delete');
     assert.equal(run.code, 2);
-    assert.match(run.err, /missing required argument 'uid'/);
+    assert.match(run.err, /missing required argument 'vm'/);
   });
 });
 
@@ -418,7 +497,8 @@ describe('connection and auth', () => {
     const run = await start(['microvm', 'list'], { host: `127.0.0.1:${address.port}` }).done;
     assert.equal(run.code, 5);
     assert.match(run.err, new RegExp(`^fl: listing microvms: cannot reach flintlockd at 127\\.0\\.0\\.1:${address.port}: .*ECONNREFUSED`));
-    assert.equal(run.err.split('\n').length, 2);
+    assert.match(run.err, /\n {2}hint: nothing listens at 127\.0\.0\.1:\d+: check the address and port in --host .*\n$/);
+    assert.equal(run.err.split('\n').length, 3);
     // --watch too: it reconnects only to a daemon it has watched before, so a wrong --host fails.
     const watch = await start(['microvm', 'list', '--watch'], { host: `127.0.0.1:${address.port}` }).done;
     assert.equal(watch.code, 5);
