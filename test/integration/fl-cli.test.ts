@@ -1,7 +1,8 @@
 // End-to-end: the fl CLI (in-process) against a real grpc-js server over a real MicroVMService and
 // SQLite store. The reconciler is a no-op, so tests move VMs through states via the repository.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +14,14 @@ import { main, type CliIo } from '../../src/cli/fl/main.js';
 import type { MicroVM, MicroVMStatus } from '../../src/core/model.js';
 import type { Logger } from '../../src/core/ports.js';
 import { createTestService, type TestService } from '../helpers/service.js';
+import { silentLogger } from '../../src/adapters/log/logger.js';
+import { loadConfig } from '../../src/config/config.js';
+import { startDaemon, type RunningDaemon } from '../../src/daemon/compose.js';
+import { FL, makeTempDir } from '../helpers/daemon.js';
+import { MemoryNetwork } from '../helpers/doubles.js';
+import { TestRegistry, buildImage, buildLayer } from '../helpers/oci-registry.js';
+import { describeWith, QEMU_PROGRAMS } from '../helpers/prerequisites.js';
+import { spawnTracked } from '../helpers/processes.js';
 
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 const log: Logger = pino({ level: 'silent' });
@@ -242,11 +251,11 @@ describe('fl microvm get and list', () => {
         images: { kernel: 'sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' },
         interfaces: { eth1: { hostDeviceName: 'fltap0show', index: 7, macAddress: '02:00:00:aa:bb:cc' } },
         guestIps: ['fd00::5', '10.0.0.5'],
-        vmm: { pid: 4242, startTime: 1 },
+        vmm: { pid: 4242, startTime: 1, provider: 'qemu' },
         consoleLogPath: '/state/vm/show/vm-show/console.log',
         lastError: 'pulling registry.local/root:1: connection reset',
         crashLoopCount: 2,
-      } as typeof vm.status,
+      },
       Date.now(),
     );
     const run = await fl('microvm', 'get', uid);
@@ -522,5 +531,125 @@ describe('connection and auth', () => {
     const run = await fl('--tls-ca', join(testService.dir, 'missing-ca.pem'), 'microvm', 'list');
     assert.equal(run.code, 2);
     assert.match(run.err, /^fl: connecting: cannot read TLS CA file .*missing-ca\.pem/);
+  });
+});
+
+/** Runs bin/fl (the built CLI) as a child process; `tty`: under `script`, so its stderr is a real terminal. */
+async function flProcess(args: readonly string[], options: { tty?: boolean } = {}): Promise<Run> {
+  const command = options.tty === true ? 'script' : FL;
+  // script -q: no start/done lines; -e: its exit code is fl's; -c: the command (quoted for sh).
+  const argv = options.tty === true ? ['-qec', [FL, ...args].map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(' '), '/dev/null'] : [...args];
+  const child = spawnTracked(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COLUMNS: '200', TERM: 'xterm' } });
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number>((resolve) => child.once('close', (c) => resolve(c ?? -1)));
+  return { code, out, err };
+}
+
+describeWith('fl --wait against the daemon: reconcile step and pull progress', QEMU_PROGRAMS, {}, () => {
+  let dir: string;
+  let daemon: RunningDaemon;
+  let registry: TestRegistry;
+  let daemonHost: string;
+
+  /** An image whose only layer (about 2 MiB) arrives slowly, and that holds no kernel: the VM fails right after the pull. */
+  function pushSlowImage(name: string): string {
+    const image = buildImage([buildLayer({ 'boot/': { dir: true }, 'boot/README': randomBytes(2 * 1024 * 1024) }, { compression: 'none' })]);
+    registry.push(`test/${name}`, '1', image);
+    for (const digest of image.layerDigests) registry.setBlobBehaviour(digest, { slow: { chunks: 12, delayMs: 150 } });
+    return `${registry.host}/test/${name}:1`;
+  }
+
+  before(async () => {
+    dir = makeTempDir('fl-wait-');
+    registry = await TestRegistry.start();
+    registry.push('test/initrd', '1', buildImage([buildLayer({ 'boot/': { dir: true }, 'boot/initrd': Buffer.from('initrd') })]));
+    writeFileSync(join(dir, 'config.yaml'), '');
+    const config = loadConfig({
+      file: join(dir, 'config.yaml'),
+      env: {},
+      flags: {
+        'state-dir': join(dir, 'state'),
+        'grpc-endpoint': '127.0.0.1:0',
+        'bridge-name': 'br0',
+        'parent-iface': 'eth0',
+        insecure: true,
+        'default-provider': 'qemu',
+        'maximum-retry': 0,
+      },
+    });
+    daemon = await startDaemon(config, silentLogger(), { network: new MemoryNetwork() });
+    daemonHost = `127.0.0.1:${daemon.grpcPort}`;
+  });
+
+  after(async () => {
+    await daemon?.stop();
+    await registry?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const createArgs = (name: string, kernel: string): string[] => [
+    '--host',
+    daemonHost,
+    'microvm',
+    'create',
+    '--name',
+    name,
+    '--kernel-image',
+    kernel,
+    '--initrd-image',
+    `${registry.host}/test/initrd:1`,
+    '--network-interface',
+    'eth1:tap',
+    '--wait',
+    '--timeout',
+    '60',
+  ];
+
+  it('plain lines (not a terminal): one per change of state, step and pull progress; cleared when the reconcile ends', async () => {
+    const kernel = pushSlowImage('slow-kernel');
+    const run = await start(createArgs('vm-progress', kernel).slice(2), { host: daemonHost }).done;
+    assert.equal(run.code, 1, run.err);
+    assert.ok(!run.err.includes('\r') && !run.err.includes('\x1b'), 'no terminal control characters');
+    const lines = run.err.trimEnd().split('\n');
+    const pulls = lines
+      .map((l) => new RegExp(`: PENDING: step kernel_image, pulling ${kernel.replaceAll('.', '\\.')} [\\d.]+ (KiB|MiB)/2\\.0 MiB \\((\\d+)%\\)$`).exec(l))
+      .filter((m) => m !== null)
+      .map((m) => Number(m[2]));
+    assert.ok(pulls.length >= 2, `at least two progress lines:\n${run.err}`);
+    assert.deepEqual(
+      pulls,
+      [...pulls].sort((a, b) => a - b),
+      'the percentage only grows',
+    );
+    assert.equal(new Set(lines).size, lines.length, 'a line only when something changed');
+    assert.match(
+      run.err,
+      /: FAILED \(retry 1: [^\n]*\nfl: microvm default\/vm-progress \(\w+\) failed: .*kernel boot\/vmlinux or vmlinux or boot\/vmlinuz not found/,
+    );
+    const uid = run.out.trim();
+    const json = await start(['-o', 'json', 'microvm', 'get', uid], { host: daemonHost }).done;
+    const status = (JSON.parse(json.out) as { status: { reconcileStep: string; pullProgress?: unknown } }).status;
+    assert.equal(status.reconcileStep, '', 'the step is cleared when the reconcile ends');
+    assert.equal(status.pullProgress, undefined, 'so is the pull');
+  });
+
+  it('on a terminal: one line updated in place with a progress bar; no warnings', async () => {
+    const kernel = pushSlowImage('slow-kernel-tty');
+    const run = await flProcess(createArgs('vm-progress-tty', kernel), { tty: true });
+    assert.equal(run.code, 1, run.out + run.err);
+    assert.equal(run.err, '', 'script passes everything on its stdout');
+    const screen = run.out;
+    const updates = screen.split('\r\x1b[K').filter((u) => u.includes('pulling'));
+    assert.ok(updates.length >= 2, `the line was updated in place at least twice:\n${JSON.stringify(screen)}`);
+    assert.match(screen, /step kernel_image, pulling \S+ \[#*-*\] [\d.]+ (KiB|MiB)\/2\.0 MiB \(\d+%\)/);
+    // The pull's updates share one terminal line: no newline between them.
+    const firstPull = screen.indexOf('pulling');
+    const lastPull = screen.lastIndexOf('pulling');
+    assert.ok(firstPull < lastPull && !screen.slice(firstPull, lastPull).includes('\n'), JSON.stringify(screen));
+    assert.match(screen, /FAILED \(retry 1: [^\n]*\r?\nfl: microvm default\/vm-progress-tty \(\w+\) failed: /);
+    assert.doesNotMatch(screen, /Warning|DeprecationWarning|\n\s+at /);
   });
 });

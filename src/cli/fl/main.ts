@@ -664,7 +664,13 @@ function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Com
 /** Runs fl with the user's arguments (no node/script prefix) and returns the exit code. */
 export async function main(
   argv: string[],
-  io: CliIo = { out: process.stdout, err: process.stderr, errIsTty: process.stderr.isTTY, columns: process.stderr.columns },
+  // A terminal without a size (a pty nobody sized) reports 0 columns: the shell's COLUMNS, else 80.
+  io: CliIo = {
+    out: process.stdout,
+    err: process.stderr,
+    errIsTty: process.stderr.isTTY,
+    columns: process.stderr.columns || Number(process.env['COLUMNS']) || 80,
+  },
 ): Promise<number> {
   const cli = new Cli(io);
   let exitCode: number = EXIT.ok;
