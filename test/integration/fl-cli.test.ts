@@ -32,7 +32,12 @@ let server: RunningGrpcServer;
 let authServer: RunningGrpcServer;
 let host: string;
 
+/** Warnings Node emitted while fl ran in this process (none are expected: asserted at the end). */
+const warnings: string[] = [];
+const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+
 before(async () => {
+  process.on('warning', onWarning);
   testService = createTestService('fl-cli-');
   repo = testService.repo;
   const service = testService.service;
@@ -44,6 +49,8 @@ before(async () => {
 after(async () => {
   await Promise.all([server.close(), authServer.close()]);
   testService.close();
+  process.off('warning', onWarning);
+  assert.deepEqual(warnings, [], 'no warnings while fl ran');
 });
 
 interface Run {
@@ -106,6 +113,7 @@ async function until(what: string, predicate: () => boolean, timeoutMs = 5000): 
 
 interface WatchLineJson {
   readonly type: string;
+  readonly event: string;
   readonly microvm: { readonly spec: { readonly uid: string }; readonly status: { readonly state: string } };
 }
 
@@ -403,13 +411,13 @@ describe('fl microvm get and list', () => {
     assert.equal(run.err, '');
     const lines = watchLines(run.out);
     assert.deepEqual(
-      lines.map((l) => [l.type, l.microvm.spec.uid, l.microvm.status.state]),
+      lines.map((l) => [l.type, l.event, l.microvm.spec.uid, l.microvm.status.state]),
       [
-        ['SNAPSHOT', before, 'PENDING'],
-        ['UPDATED', uid, 'PENDING'],
-        ['UPDATED', uid, 'CREATED'],
-        ['UPDATED', before, 'DELETING'],
-        ['DELETED', before, 'DELETING'],
+        ['SNAPSHOT', 'ADDED', before, 'PENDING'],
+        ['UPDATED', 'ADDED', uid, 'PENDING'],
+        ['UPDATED', 'MODIFIED', uid, 'CREATED'],
+        ['UPDATED', 'MODIFIED', before, 'DELETING'],
+        ['DELETED', 'DELETED', before, 'DELETING'],
       ],
     );
   });

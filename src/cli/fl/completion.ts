@@ -53,7 +53,8 @@ export function completionScript(program: Command, shell: CompletionShell): stri
   const aliasArms: Array<[string, string]> = [];
   const flagArms: Array<[string, string]> = [];
   for (const info of commands) {
-    if (info.subcommands.length > 0) subcommandArms.push([info.path, info.subcommands.flatMap((s) => [s.name, ...s.aliases]).join(' ')]);
+    // commander adds a `help` command to every command that has subcommands.
+    if (info.subcommands.length > 0) subcommandArms.push([info.path, [...info.subcommands.flatMap((s) => [s.name, ...s.aliases]), 'help'].join(' ')]);
     for (const sub of info.subcommands) {
       const canonical = info.path === '' ? sub.name : `${info.path} ${sub.name}`;
       for (const word of [sub.name, ...sub.aliases]) aliasArms.push([`${info.path}|${word}`, canonical]);
