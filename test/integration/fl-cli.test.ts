@@ -504,6 +504,27 @@ describe('fl microvm delete', () => {
   });
 });
 
+describe('fl microvm stop --wait (a lifecycle call)', () => {
+  it('takes a name, shows the reconcile step while it waits, ends when the guest is STOPPED', async () => {
+    const uid = await createVm('vm-power', '--namespace', 'power');
+    setStatus(uid, { state: 'created', vmm: { pid: 4343, startTime: 1, provider: 'qemu' } });
+    const running = start(['microvm', 'stop', 'power/vm-power', '--wait']);
+    await until('the stop request', () => running.err().includes('stop requested'));
+    setStatus(uid, { reconcileStep: 'vmm_stop' });
+    await until('the step', () => running.err().includes(': step vmm_stop'));
+    const { vmm: _gone, reconcileStep: _done, ...rest } = repo.get(uid)?.status ?? { state: 'created' };
+    repo.saveStatus(uid, { ...(rest as MicroVMStatus), power: 'stopped' }, Date.now());
+    const run = await running.done;
+    assert.equal(run.code, 0, run.err);
+    assert.deepEqual(run.err.trimEnd().split('\n'), [
+      `microvm ${uid}: stop requested`,
+      `microvm power/vm-power (${uid}): CREATED`,
+      `microvm power/vm-power (${uid}): CREATED: step vmm_stop`,
+      `microvm ${uid}: STOPPED`,
+    ]);
+  });
+});
+
 describe('connection and auth', () => {
   it('exits 5 when nothing listens', async () => {
     const probe = createServer();
