@@ -509,7 +509,7 @@ describe('fl microvm stop --wait (a lifecycle call)', () => {
     const uid = await createVm('vm-power', '--namespace', 'power');
     setStatus(uid, { state: 'created', vmm: { pid: 4343, startTime: 1, provider: 'qemu' } });
     const running = start(['microvm', 'stop', 'power/vm-power', '--wait']);
-    await until('the stop request', () => running.err().includes('stop requested'));
+    await until('the first poll', () => running.err().includes('): CREATED\n'));
     setStatus(uid, { reconcileStep: 'vmm_stop' });
     await until('the step', () => running.err().includes(': step vmm_stop'));
     const { vmm: _gone, reconcileStep: _done, ...rest } = repo.get(uid)?.status ?? { state: 'created' };
@@ -522,6 +522,19 @@ describe('fl microvm stop --wait (a lifecycle call)', () => {
       `microvm power/vm-power (${uid}): CREATED: step vmm_stop`,
       `microvm ${uid}: STOPPED`,
     ]);
+  });
+});
+
+describe('fl microvm logs', () => {
+  it('takes [namespace/]name too', async () => {
+    const uid = await createVm('vm-logs', '--namespace', 'logs');
+    const console = join(testService.dir, 'vm-logs-console.log');
+    writeFileSync(console, 'Linux version 6.1\nlogin: ');
+    setStatus(uid, { consoleLogPath: console });
+    const run = await fl('microvm', 'logs', 'logs/vm-logs');
+    assert.equal(run.code, 0, run.err);
+    assert.equal(run.out, 'Linux version 6.1\nlogin: ');
+    assert.equal(run.err, '');
   });
 });
 
