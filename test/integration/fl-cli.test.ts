@@ -581,7 +581,7 @@ async function flProcess(args: readonly string[], options: { tty?: boolean } = {
   const command = options.tty === true ? 'script' : FL;
   // script -q: no start/done lines; -e: its exit code is fl's; -c: the command (quoted for sh).
   const argv = options.tty === true ? ['-qec', [FL, ...args].map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(' '), '/dev/null'] : [...args];
-  const child = spawnTracked(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COLUMNS: '200', TERM: 'xterm' } });
+  const child = spawnTracked(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COLUMNS: '160', TERM: 'xterm' } });
   let out = '';
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -687,6 +687,8 @@ describeWith('fl --wait against the daemon: reconcile step and pull progress', Q
     const updates = screen.split('\r\x1b[K').filter((u) => u.includes('pulling'));
     assert.ok(updates.length >= 2, `the line was updated in place at least twice:\n${JSON.stringify(screen)}`);
     assert.match(screen, /step kernel_image, pulling \S+ \[#*-*\] [\d.]+ (KiB|MiB)\/2\.0 MiB \(\d+%\)/);
+    // The pty has no size: COLUMNS (160) says how wide the line may be.
+    for (const update of updates) assert.ok(update.replace(/\r?\n.*$/s, '').length < 160, JSON.stringify(update));
     // The pull's updates share one terminal line: no newline between them.
     const firstPull = screen.indexOf('pulling');
     const lastPull = screen.lastIndexOf('pulling');

@@ -15,7 +15,7 @@ import { formatDetail } from './detail.js';
 import { connectionHint, plainOpenSslText } from './hints.js';
 import { formatHostInfo } from './host-output.js';
 import { formatVms, formatWatchHeader, formatWatchLine, OUTPUT_FORMATS, reasonOf, stateName, type OutputFormat } from './output.js';
-import { WaitView } from './progress-view.js';
+import { vmLabel, WaitView } from './progress-view.js';
 import { resolveVm } from './resolve.js';
 import { buildSpec, SpecError } from './spec.js';
 import { Backoff, WatchState } from './watch.js';
@@ -204,10 +204,6 @@ function clientOptions(opts: GlobalOptions): ClientOptions {
   };
 }
 
-function vmLabel(vm: MicroVM): string {
-  return `microvm ${vm.spec?.namespace ?? ''}/${vm.spec?.id ?? ''} (${vm.spec?.uid ?? ''})`;
-}
-
 class Cli {
   constructor(private readonly io: CliIo) {}
 
@@ -325,7 +321,7 @@ class Cli {
     try {
       for (;;) {
         if (current !== undefined) {
-          view.show(vmLabel(current), current);
+          view.show(current);
           const state = current.status?.state;
           if (goal === 'created' && state === MicroVMStatus_MicroVMState.CREATED) return current;
           if (goal === 'created' && state === MicroVMStatus_MicroVMState.FAILED) {
@@ -476,7 +472,7 @@ class Cli {
             view.message(`microvm ${uid}: ${PowerState[wanted]}`);
             return EXIT.ok;
           }
-          view.show(vmLabel(got.value), got.value);
+          view.show(got.value);
           if (Date.now() > deadline) {
             view.end();
             throw this.fail(

@@ -37,19 +37,35 @@ export function progressBar(pct: number, width = 20): string {
   return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`;
 }
 
+interface TextOptions {
+  /** A bar, on a terminal. */
+  readonly bar?: number;
+  /** The image ref's last path part only. */
+  readonly shortImage?: boolean;
+  readonly step?: boolean;
+  readonly bytes?: boolean;
+}
+
 /** The step and pull part of a line; empty when no reconcile is running. */
-function progressText(vm: MicroVM, tty: boolean): string {
+function progressText(vm: MicroVM, options: TextOptions): string {
+  const { bar, shortImage = false, step = true, bytes = true } = options;
   const status = vm.status;
   const parts: string[] = [];
-  if (status?.reconcileStep !== undefined && status.reconcileStep !== '') parts.push(`step ${status.reconcileStep}`);
+  if (step && status?.reconcileStep !== undefined && status.reconcileStep !== '') parts.push(`step ${status.reconcileStep}`);
   const pull = status?.pullProgress;
   if (pull !== undefined && pull.image !== '') {
+    const image = shortImage ? pull.image.slice(pull.image.lastIndexOf('/') + 1) : pull.image;
     const pct = percent(pull);
-    parts.push(
-      tty && pct !== undefined ? `pulling ${pull.image} ${progressBar(pct)} ${formatPull(pull).slice(pull.image.length + 1)}` : `pulling ${formatPull(pull)}`,
-    );
+    if (bar === undefined || pct === undefined) parts.push(`pulling ${formatPull({ ...pull, image })}`);
+    else if (bytes) parts.push(`pulling ${image} ${progressBar(pct, bar)} ${formatPull({ ...pull, image }).slice(image.length + 1)}`);
+    else parts.push(`pulling ${image} ${progressBar(pct, bar)} ${pct}%`);
   }
   return parts.join(', ');
+}
+
+/** `microvm ns/name (uid)`, as the other messages of fl name a VM. */
+export function vmLabel(vm: MicroVM): string {
+  return `microvm ${vm.spec?.namespace ?? ''}/${vm.spec?.id ?? ''} (${vm.spec?.uid ?? ''})`;
 }
 
 export class WaitView {
@@ -65,24 +81,39 @@ export class WaitView {
   ) {}
 
   /** The VM as last polled: prints what changed. */
-  show(label: string, vm: MicroVM): void {
+  show(vm: MicroVM): void {
     const state = stateName(vm.status?.state);
     const retry = vm.status?.retry ?? 0;
     const error = vm.status?.lastError ?? '';
-    const head = `${label}: ${state}${retry > 0 && error !== '' ? ` (retry ${retry}: ${truncate(error, 120)})` : ''}`;
-    const progress = progressText(vm, this.tty);
-    const line = progress !== '' ? `${head}: ${progress}` : head;
+    const detail = `${state}${retry > 0 && error !== '' ? ` (retry ${retry}: ${truncate(error, 120)})` : ''}`;
+    const head = `${vmLabel(vm)}: ${detail}`;
+    const join = (first: string, progress: string): string => (progress !== '' ? `${first}: ${progress}` : first);
     if (!this.tty) {
+      const line = join(head, progressText(vm, {}));
       if (line !== this.lastLine) this.sink.write(`${line}\n`);
       this.lastLine = line;
       return;
     }
+    // On a terminal the line must fit, bar included: the uid goes first (create printed it on
+    // stdout), then the image's registry and repository path, then the step and the byte counts,
+    // and only then the end of the line.
+    const short = `${vm.spec?.namespace ?? ''}/${vm.spec?.id ?? ''}: ${detail}`;
+    const candidates = [
+      join(head, progressText(vm, { bar: 20 })),
+      join(short, progressText(vm, { bar: 20 })),
+      join(short, progressText(vm, { bar: 20, shortImage: true })),
+      join(short, progressText(vm, { bar: 20, shortImage: true, step: false })),
+      join(short, progressText(vm, { bar: 10, shortImage: true, step: false, bytes: false })),
+    ];
+    const fitting = candidates.find((c) => c.length < this.columns);
+    const last = candidates.at(-1) ?? '';
+    const line = fitting ?? `${last.slice(0, Math.max(0, this.columns - 4))}...`;
     // A new state keeps the last line of the one before on screen, as its history.
     if (head !== this.lastHead && this.open) this.end();
     this.lastHead = head;
     if (line === this.lastLine && this.open) return;
     this.lastLine = line;
-    this.sink.write(`\r\x1b[K${line.length < this.columns ? line : `${line.slice(0, this.columns - 4)}...`}`);
+    this.sink.write(`\r\x1b[K${line}`);
     this.open = true;
   }
 
