@@ -263,6 +263,8 @@ describe('fl microvm get and list', () => {
         consoleLogPath: '/state/vm/show/vm-show/console.log',
         lastError: 'pulling registry.local/root:1: connection reset',
         crashLoopCount: 2,
+        reconcileStep: 'volume_image[root]',
+        pullProgress: { image: 'registry.local/root:1', bytesDone: 3 * 1024 * 1024, bytesTotal: 12 * 1024 * 1024 },
       },
       Date.now(),
     );
@@ -287,6 +289,16 @@ describe('fl microvm get and list', () => {
     assert.equal(field('Last error'), 'pulling registry.local/root:1: connection reset');
     assert.match(field('Retries'), /^10/);
     assert.equal(field('Crash loop'), '2 quick exits in a row');
+    assert.equal(field('Reconciling'), 'step volume_image[root]');
+    assert.equal(field('Pulling'), 'registry.local/root:1 3.0 MiB/12.0 MiB (25%)');
+    // One label column for every section.
+    const valueColumns = new Set(
+      run.out
+        .split('\n')
+        .filter((l) => /^[A-Z][A-Za-z ]+:\s/.test(l) && !/^(Images|Network):$/.test(l))
+        .map((l) => l.search(/(?<=:\s+)\S/)),
+    );
+    assert.equal(valueColumns.size, 1, run.out);
   });
 
   it('get, delete and logs take [namespace/]name; an ambiguous name is refused, listing the matches', async () => {

@@ -30,10 +30,13 @@ function volumeLine(volume: Volume, digest: string | undefined): string {
   return `${imageLine(source, digest)}${where}${flags}`;
 }
 
+/** The widest label (`Console log:`, `Reconciling:`) and a space: every section's values line up. */
+const LABEL_WIDTH = 14;
+
 /** Rows of `Label: value`, leaving out the values that are not there. */
 function section(rows: ReadonlyArray<readonly [string, string | undefined]>): string {
   const present = rows.filter((r): r is readonly [string, string] => r[1] !== undefined && r[1] !== '');
-  return present.length === 0 ? '' : formatRows(present.map(([k, v]) => [`${k}:`, v]));
+  return present.map(([k, v]) => `${`${k}:`.padEnd(LABEL_WIDTH)}${v}\n`).join('');
 }
 
 function indented(title: string, rows: readonly (readonly string[])[]): string {
