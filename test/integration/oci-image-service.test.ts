@@ -193,7 +193,11 @@ describe('OciImageService: pulling', () => {
     const layersTotal = img.layerDigests.reduce((n, d) => n + (img.blobs.get(d)?.length ?? 0), 0);
     assert.ok(events.every((e) => e.imageTotal === layersTotal));
     const done = events.map((e) => e.imageBytes ?? -1);
-    assert.deepEqual(done, [...done].sort((a, b) => a - b), 'only grows');
+    assert.deepEqual(
+      done,
+      [...done].sort((a, b) => a - b),
+      'only grows',
+    );
     assert.equal(done.at(-1), layersTotal);
   });
 });
