@@ -547,6 +547,11 @@ describe('fl microvm logs', () => {
     assert.equal(run.code, 0, run.err);
     assert.equal(run.out, 'Linux version 6.1\nlogin: ');
     assert.equal(run.err, '');
+    // --tail counts lines, as docker and incus do (the API's tail is bytes).
+    writeFileSync(console, Array.from({ length: 300 }, (_, i) => `line ${i}`).join('\n') + '\n');
+    const tail = await fl('microvm', 'logs', 'logs/vm-logs', '--tail', '2');
+    assert.equal(tail.code, 0, tail.err);
+    assert.equal(tail.out, 'line 298\nline 299\n');
   });
 });
 

@@ -12,6 +12,7 @@ import { WatchEvent_Type } from '../../gen/flintlock/services/ext/v1alpha1/watch
 import { ClientSetupError, MicroVMClient, type ClientOptions, type LifecycleCall, type RpcError, type WatchHandle } from './client.js';
 import { completionScript, COMPLETION_SHELLS, type CompletionShell } from './completion.js';
 import { formatDetail } from './detail.js';
+import { TailLines } from './tail-lines.js';
 import { connectionHint, plainOpenSslText } from './hints.js';
 import { formatHostInfo } from './host-output.js';
 import { formatVms, formatWatchHeader, formatWatchLine, OUTPUT_FORMATS, reasonOf, stateName, type OutputFormat } from './output.js';
@@ -489,21 +490,29 @@ class Cli {
     });
   }
 
-  /** The guest's console log (the last --tail bytes); with --follow, what it writes next until interrupted. */
+  /**
+   * The guest's console log (its last --tail lines, as docker and incus count them); with --follow,
+   * what it writes next until interrupted. The API counts bytes: fl asks for enough bytes for the
+   * lines and cuts what comes first (the whole answer, or with --follow the burst before the first
+   * quiet moment) to the last lines.
+   */
   async logs(ref: string, opts: LogsCommandOptions): Promise<number> {
     return this.withClient(opts, async (client, host) => {
       const uid = (await this.resolve(client, host, ref, `reading the console log of microvm ${ref}`)).spec?.uid ?? '';
       const decoder = new TextDecoder();
-      const handle = client.logs({ uid, follow: opts.follow === true, tailBytes: BigInt(opts.tail) }, (data) =>
-        this.io.out.write(decoder.decode(data, { stream: true })),
+      const tail = new TailLines(opts.tail, (text) => this.io.out.write(text));
+      const handle = client.logs({ uid, follow: opts.follow === true, tailBytes: BigInt(tail.bytesToAsk) }, (data) =>
+        tail.write(decoder.decode(data, { stream: true })),
       );
       const onAbort = (): void => handle.cancel();
       this.io.signal?.addEventListener('abort', onAbort, { once: true });
       try {
         const ended = await handle.done;
+        tail.flush();
         if (!ended.ok) throw this.rpcFailure(`reading the console log of microvm ${uid}`, ended.error, host);
         return EXIT.ok;
       } finally {
+        tail.stop();
         this.io.signal?.removeEventListener('abort', onAbort);
       }
     });
@@ -635,7 +644,7 @@ function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Com
     .description("print the guest's serial console log (flintlockd's lifecycle extension)")
     .argument('<vm>', VM_ARGUMENT)
     .option('-f, --follow', 'keep printing what the guest writes, until interrupted')
-    .option('--tail <bytes>', 'only the last this many bytes (0: all)', nonNegativeInt('--tail'), 0)
+    .option('--tail <lines>', 'only the last this many lines (0: all)', nonNegativeInt('--tail'), 0)
     .action(async (ref: string, _opts, cmd: Command) => setExit(await cli.logs(ref, cmd.optsWithGlobals<LogsCommandOptions>())));
 
   program
