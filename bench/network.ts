@@ -1,5 +1,7 @@
-// Cost of host-device plumbing: Iproute2NetworkService vs. the kernel's floor (`ip -batch`) vs.
-// one `ip` process per operation. Run as root: `node --import tsx bench/network.ts` (BENCH_N=20).
+// Cost of host-device plumbing: Iproute2NetworkService (long-lived `ip -batch` processes, issue
+// 11) vs. the same service starting `ip` per call (before issue 11: 2 batch processes per create)
+// vs. the kernel's floor (`ip -batch`, all N in one process) vs. one `ip` process per operation.
+// Run as root: `node --import tsx bench/network.ts` (BENCH_N=20).
 //
 // Everything happens in a private network namespace created here and deleted at the end, also on
 // error or Ctrl-C. Each way does N rounds of "create + attach + up + delete" for a tap on br0 and
@@ -48,19 +50,21 @@ async function timed(fn: () => Promise<void>): Promise<number> {
   return performance.now() - t0;
 }
 
-async function viaService(): Promise<WayResult> {
-  const net = new Iproute2NetworkService({ netns: NS });
+async function viaService(batchProcesses: boolean): Promise<WayResult> {
+  const net = new Iproute2NetworkService({ netns: NS, batchProcesses });
+  const w = batchProcesses ? 's' : 'o';
   const tap: Timing = { create: 0, delete: 0, procs: 0 };
   const macvtap: Timing = { create: 0, delete: 0, procs: 0 };
   for (let i = 0; i < N; i++) {
-    tap.create += await timed(async () => void (await net.ensureTap({ name: tapName('s', i), bridge: 'br0', alias: ALIAS })));
-    tap.delete += await timed(() => net.deleteLink(tapName('s', i)));
-    macvtap.create += await timed(async () => void (await net.ensureMacvtap({ name: mvtapName('s', i), parent: 'eth0', mac: macFor(i), alias: ALIAS })));
-    macvtap.delete += await timed(() => net.deleteLink(mvtapName('s', i)));
+    tap.create += await timed(async () => void (await net.ensureTap({ name: tapName(w, i), bridge: 'br0', alias: ALIAS })));
+    tap.delete += await timed(() => net.deleteLink(tapName(w, i)));
+    macvtap.create += await timed(async () => void (await net.ensureMacvtap({ name: mvtapName(w, i), parent: 'eth0', mac: macFor(i), alias: ALIAS })));
+    macvtap.delete += await timed(() => net.deleteLink(mvtapName(w, i)));
   }
-  // read (1 batch) + create/configure/show (1 batch) + delete (1)
-  tap.procs = macvtap.procs = 3 * N;
-  return { way: '(a) Iproute2NetworkService', tap, macvtap };
+  net.close();
+  // Before: read (1 batch) + create/configure/show (1 batch) + delete (1). Now: three processes in all.
+  tap.procs = macvtap.procs = batchProcesses ? 3 / N : 3 * N;
+  return { way: batchProcesses ? '(a) service, ip -batch co-processes' : '(a0) service, ip per call (before)', tap, macvtap };
 }
 
 async function viaBatch(dir: string, parentMtu: number, parentTxqlen: number): Promise<WayResult> {
@@ -141,8 +145,8 @@ function report(results: WayResult[]): void {
       `${r.way.padEnd(36)}| ${''.padEnd(8)}${fmt(tc)} ${fmt(td)} ${fmt(tt)} | ${''.padEnd(8)}${fmt(mc)} ${fmt(md)} ${fmt(mt)} | ${(r.tap.procs / N).toFixed(2).padStart(8)}`,
     );
   }
-  const [svc, batch, perOp] = results;
-  if (svc === undefined || batch === undefined || perOp === undefined) return;
+  const [svc, batch, perOp, before] = results;
+  if (svc === undefined || batch === undefined || perOp === undefined || before === undefined) return;
   const ratio = (a: Timing, b: Timing, part: 'create' | 'delete' | 'total'): string => {
     const v = (t: Timing): number => (part === 'total' ? t.create + t.delete : t[part]);
     return `${(v(a) / v(b)).toFixed(2)}x`;
@@ -151,6 +155,7 @@ function report(results: WayResult[]): void {
   for (const [label, other] of [
     ['service / batch ', batch],
     ['service / per-op', perOp],
+    ['service / before', before],
   ] as const) {
     console.log(
       `${label}  tap: create ${ratio(svc.tap, other.tap, 'create')}, delete ${ratio(svc.tap, other.tap, 'delete')}, total ${ratio(svc.tap, other.tap, 'total')}` +
@@ -202,7 +207,12 @@ async function main(): Promise<void> {
       await warm.deleteLink(`mw${i}`);
     }
 
-    const results = [await viaService(), await viaBatch(dir, parent.mtu, parent.txqlen), await viaPerOp(parent.mtu, parent.txqlen)];
+    const results = [
+      await viaService(true),
+      await viaBatch(dir, parent.mtu, parent.txqlen),
+      await viaPerOp(parent.mtu, parent.txqlen),
+      await viaService(false),
+    ];
     report(results);
   } finally {
     deleteNamespaceSync();

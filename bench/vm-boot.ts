@@ -492,7 +492,9 @@ async function main(): Promise<void> {
         if (warmArgv[k - 1] === '-kernel') a = join(baseDir, 'vmlinuz');
         if (warmArgv[k - 1] === '-initrd') a = join(baseDir, 'initrd');
         a = a.replaceAll(cidataPath, join(baseDir, 'cidata.img')).replaceAll(warmDir, roundDir);
-        if (a.startsWith('tap,')) a = a.replace(`ifname=${warmTap}`, `ifname=${tap}`);
+        // The daemon hands QEMU its tap as an open fd (the sandbox opens it: ADR 0009); a shell
+        // launch has no such fd, so the baseline names the tap instead.
+        if (a.startsWith('tap,')) a = a.replace(`ifname=${warmTap}`, `ifname=${tap}`).replace(/(^|,)fd=\d+/, `$1ifname=${tap},script=no,downscript=no`);
         if (a.startsWith('virtio-net-device,')) a = a.replace(`mac=${warmMac}`, `mac=${mac}`);
         out.push(a);
       }

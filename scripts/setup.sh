@@ -40,7 +40,7 @@ rows() {
       if (keep) print $1, $2
     }' host-dependencies.txt
 }
-known_roles="daemon qemu cloudhypervisor firecracker build demo test ci"
+known_roles="daemon qemu cloudhypervisor firecracker tls build demo test ci"
 for r in "${roles[@]}"; do
   case " $known_roles " in *" $r "*) ;; *) echo "setup.sh: unknown role \"$r\" (known: $known_roles)" >&2; exit 2 ;; esac
 done

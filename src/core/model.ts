@@ -123,6 +123,17 @@ export interface MicroVMStatus {
   readonly power?: PowerIntent;
   /** Restarts (LifecycleIntent.restarts) done so far. */
   readonly restartsDone?: number;
+  /** The step the running reconcile is in (steps/progress.ts); absent when none runs. */
+  readonly reconcileStep?: string;
+  /** The image the running reconcile is pulling, and how far it has got. */
+  readonly pullProgress?: PullProgress;
+}
+
+export interface PullProgress {
+  readonly image: string;
+  readonly bytesDone: number;
+  /** Absent until the image's manifest says how big its layers are. */
+  readonly bytesTotal?: number;
 }
 
 /** The uid and gid a VM's VMM runs as (one of each per VM, from `vmm-uid-range`). */

@@ -164,6 +164,9 @@ export interface ImageProgress {
   readonly layer: string;
   readonly bytes: number;
   readonly total: number;
+  /** Bytes of all the image's layers received so far, and in all (from the manifest), when known. */
+  readonly imageBytes?: number;
+  readonly imageTotal?: number;
 }
 
 /** An image pulled, verified and unpacked in the local cache. */

@@ -24,6 +24,7 @@ import { createPlan, deletePlan } from './plans.js';
 import type { Clock, Logger, MicroVMRepository, Timers } from './ports.js';
 import { systemTimers } from './timers.js';
 import { executeSteps, StepContext, type StepPorts } from './steps/step.js';
+import { ReconcileProgress, withoutProgress } from './steps/progress.js';
 
 export interface ReconcilerOptions {
   readonly concurrency: number;
@@ -251,9 +252,13 @@ export class Reconciler implements ReconcileTrigger {
       this.schedule(uid, waitUntil);
       return;
     }
-    const ctx = new StepContext(vm, this.ports, log, signal);
+    // The step and pull progress clients see (fl --wait): throttled writes, CAS through ctx.
+    const progress: ReconcileProgress = new ReconcileProgress((fields): boolean => ctx.saveProgress(fields), this.clock, this.timers);
+    const ctx: StepContext = new StepContext(vm, this.ports, log, signal, progress);
     try {
-      const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, signal);
+      const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, signal, (name) => progress.stepStarted(name)).finally(() =>
+        progress.stop(),
+      );
       this.retrying.delete(uid);
       this.crashes.delete(uid);
       if (deleting) {
@@ -277,7 +282,8 @@ export class Reconciler implements ReconcileTrigger {
     } catch (e) {
       if (signal.aborted) {
         // Stopped on purpose, not a failure: a shutdown leaves the queue entry for the next start;
-        // a delete's own reconcile follows this one (rerun).
+        // a delete's own reconcile follows this one (rerun). Its progress is over either way.
+        if (ctx.status.reconcileStep !== undefined || ctx.status.pullProgress !== undefined) ctx.saveProgress({});
         log.info({ reason: errorMessage(signal.reason) }, 'reconcile aborted; not counted as a failed attempt');
         return;
       }
@@ -304,7 +310,7 @@ export class Reconciler implements ReconcileTrigger {
       const failureReason = permanent
         ? `${message} (not retried: no retry can succeed until that changes)`
         : `reconcile failed ${retry} times; last error: ${message}`;
-      const { nextRetryAt: _dropped, ...rest } = working;
+      const { nextRetryAt: _dropped, ...rest } = withoutProgress(working);
       this.repo.saveStatus(vm.id.uid, { ...rest, state: 'failed', retry, lastError: message, failureReason }, now);
       this.repo.dequeue(vm.id.uid);
       this.retrying.delete(vm.id.uid);
@@ -314,7 +320,7 @@ export class Reconciler implements ReconcileTrigger {
     this.retrying.add(vm.id.uid);
     const delay = backoffDelay(retry, this.options.backoffBaseMs, this.options.backoffMaxMs);
     const nextRetryAt = now + delay;
-    this.repo.saveStatus(vm.id.uid, { ...working, state: deleting ? 'deleting' : 'pending', retry, lastError: message, nextRetryAt }, now);
+    this.repo.saveStatus(vm.id.uid, { ...withoutProgress(working), state: deleting ? 'deleting' : 'pending', retry, lastError: message, nextRetryAt }, now);
     this.requeue(vm.id.uid, nextRetryAt);
     this.schedule(vm.id.uid, nextRetryAt);
     log.warn({ retry, delayMs: delay, error: message }, 'microvm reconcile failed; will retry');
@@ -332,6 +338,6 @@ function waitingUntil(vm: MicroVM): number | undefined {
 }
 
 function succeeded(status: MicroVMStatus): MicroVMStatus {
-  const { lastError: _e, nextRetryAt: _n, failureReason: _f, ...rest } = status;
+  const { lastError: _e, nextRetryAt: _n, failureReason: _f, ...rest } = withoutProgress(status);
   return { ...rest, state: 'created', retry: 0 };
 }

@@ -1,8 +1,8 @@
 // The programs this daemon will run, checked once at start so a missing one stops the daemon with
 // the program's name and its Debian package, instead of failing VMs later. Which programs depends
 // on what is wired: the iproute2 network adapter runs `ip`, volumes are built with mkfs.ext4, the
-// default provider needs its VMM, a cidata disk (mkfs.vfat, mcopy) unless it has a metadata
-// service, and qemu-img when it opens qcow2 overlays. Every VMM is started through the sandbox's
+// default provider needs its VMM and qemu-img when it opens qcow2 overlays. (The cidata disk is
+// written in-process: no program for it.) Every VMM is started through the sandbox's
 // launch chain (sh, perl, setpriv: ADR 0009): programs of
 // Debian's priority-required packages, which host-dependencies.txt does not list, so their
 // packages are named here.
@@ -25,14 +25,10 @@ export const SANDBOX_PROGRAMS: readonly ProgramNeed[] = [
   { program: 'perl', for: 'opening taps for VMMs', package: 'perl-base' },
   { program: 'setpriv', for: 'running VMMs as their own uids', package: 'util-linux' },
 ];
-export const CIDATA_PROGRAMS = ['mkfs.vfat', 'mcopy'] as const;
 
 /** What `provider` needs besides its VMM binary (which its availability() checks). */
 export function providerPrograms(provider: VmmProvider): ProgramNeed[] {
   const needs: ProgramNeed[] = [];
-  if (!provider.capabilities.has('metadata-service')) {
-    for (const program of CIDATA_PROGRAMS) needs.push({ program, for: `the cloud-init disk of ${provider.name} VMs` });
-  }
   if (provider.capabilities.has('qcow2-overlay')) needs.push({ program: 'qemu-img', for: `qcow2 volume overlays of ${provider.name} VMs` });
   return needs;
 }

@@ -1,7 +1,7 @@
 // QemuProvider for real: boots the test guest (scripts/build-guest-image.sh) under QEMU -M microvm
 // (TCG when KVM can't run a guest here) inside network namespaces this file creates:
 //   1. tap on a bridge with dnsmasq: DHCP lease, ping from the bridge, graceful stop;
-//   2. guest device order: two taps and three disks (one a cidata FAT disk with a netplan
+//   2. guest device order: two taps and three disks (one the daemon's cidata FAT disk with a netplan
 //      network-config giving eth1 a static address) come up as eth0/eth1 and vda/vdb/vdc in
 //      LaunchSpec order;
 //   3. macvtap by fd: veth parent in namespace A, dnsmasq on the peer in namespace B; QEMU runs in
@@ -15,12 +15,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
 import { detectCgroupLayout, HostVmmCgroups } from '../../src/adapters/cgroups/cgroups.js';
+import { FatCidataDiskBuilder } from '../../src/adapters/cloud-init/cidata-disk.js';
 import { NodeVmFilesystem } from '../../src/adapters/fs/vm-filesystem.js';
 import { LinuxProcessTable, readProcStatSync } from '../../src/adapters/process/process-table.js';
 import { QEMU_SANDBOX, QemuProvider, hostTscKhz, qemuArgs } from '../../src/adapters/providers/qemu.js';
@@ -401,13 +402,10 @@ describeWith('QemuProvider boots the test guest', [...GUEST_LAB, CGROUPS], { tim
       '        - 192.168.79.1',
       '',
     ].join('\n');
-    writeFileSync(join(dir, 'meta-data'), 'instance_id: order-test\n');
-    writeFileSync(join(dir, 'network-config'), networkConfig);
-    execFileSync('mkfs.vfat', ['-n', 'cidata', '-C', cidata, '1024'], {
-      stdio: 'ignore',
-      env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
-    });
-    execFileSync('mcopy', ['-i', cidata, join(dir, 'meta-data'), join(dir, 'network-config'), '::']);
+    // Written as the daemon writes it (in-process FAT12): the guest's kernel mounts it, reads the
+    // long names and finds it by its label.
+    await new FatCidataDiskBuilder().build(cidata, { 'meta-data': 'instance_id: order-test\n', 'network-config': networkConfig });
+    const cidataSectors = statSync(cidata).size / 512;
     // As the core's vmm_files_access step grants them: the root volume writable, the others read-only.
     await vmFs.grantVmmAccess(join(dir, 'root.img'), TEST_VMM.gid, 'read-write');
     await vmFs.grantVmmAccess(join(dir, 'data.img'), TEST_VMM.gid, 'read');
@@ -448,7 +446,7 @@ describeWith('QemuProvider boots the test guest', [...GUEST_LAB, CGROUPS], { tim
     assert.deepEqual(lines('FLINTLOCK-GUEST-DISK '), [
       'FLINTLOCK-GUEST-DISK vda serial=root size=6144 ro=0',
       'FLINTLOCK-GUEST-DISK vdb serial=data size=4096 ro=1',
-      'FLINTLOCK-GUEST-DISK vdc serial=cidata size=2048 ro=1',
+      `FLINTLOCK-GUEST-DISK vdc serial=cidata size=${cidataSectors} ro=1`,
     ]);
     assert.deepEqual(lines('FLINTLOCK-GUEST-CIDATA '), ['FLINTLOCK-GUEST-CIDATA /dev/vdc']);
     assert.deepEqual(lines('FLINTLOCK-GUEST-META '), ['FLINTLOCK-GUEST-META instance-id order-test']);

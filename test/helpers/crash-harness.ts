@@ -146,7 +146,7 @@ class Ledger {
 /**
  * Every VMM process (its command line runs qemu-system-*, at any stage of the launch chain) that
  * names a path under `vmsDir`, by the VM uid it names. Not the tools the daemon runs on VM dir
- * files (qemu-img, mkfs, mcopy).
+ * files (qemu-img, mkfs.ext4).
  */
 export function vmmProcessesByUid(vmsDir: string): Map<string, number[]> {
   const byUid = new Map<string, number[]>();

@@ -6,6 +6,7 @@ import type {
   CloudInitDiskBuilder,
   CloudInitFiles,
   FileInRoot,
+  ImageProgress,
   ImageService,
   LocalImage,
   LinkInfo,
@@ -103,6 +104,8 @@ export class MemoryImages implements ImageService {
   failOnly: Set<string> | undefined;
   /** Awaited before a pull answers (a slow registry). */
   delay: ((ref: string) => Promise<void>) | undefined;
+  /** Progress each pull reports (to its onProgress) before its delay. */
+  progress: ((ref: string) => ImageProgress[]) | undefined;
   constructor(private readonly fs: MemoryFilesystem) {}
 
   /** The signal of each pull, in order. */
@@ -111,6 +114,7 @@ export class MemoryImages implements ImageService {
   async pull(ref: string, options: PullOptions = {}): Promise<LocalImage> {
     this.pulls.push(ref);
     this.signals.push(options.signal);
+    for (const p of this.progress?.(ref) ?? []) options.onProgress?.(p);
     if (this.delay !== undefined) await untilAborted(this.delay(ref), options.signal);
     if (this.failWith !== undefined && (this.failOnly === undefined || this.failOnly.has(ref))) throw new Error(this.failWith);
     const rootfs = `/images/rootfs/${ref.replace(/[^a-z0-9]/g, '_')}`;

@@ -84,7 +84,7 @@ export function describeWith(name: string, prerequisites: readonly Prerequisite[
 }
 
 /** The programs a daemon with the QEMU provider runs (src/daemon/prerequisites.ts checks the same at start). */
-export const QEMU_PROGRAMS: readonly Prerequisite[] = programs('mkfs.ext4', 'qemu-system-x86_64', 'qemu-img', 'mkfs.vfat', 'mcopy');
+export const QEMU_PROGRAMS: readonly Prerequisite[] = programs('mkfs.ext4', 'qemu-system-x86_64', 'qemu-img');
 
 /** A real daemon with the QEMU provider and real host networking in a test namespace. */
 export const QEMU_DAEMON: readonly Prerequisite[] = [NETNS, ...QEMU_PROGRAMS];

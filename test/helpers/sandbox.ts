@@ -75,3 +75,9 @@ export function makeVmmDir(dir: string, identity: VmmIdentity): void {
 export function removeTsxCache(identity: VmmIdentity = TEST_VMM): void {
   rmSync(join(tmpdir(), `tsx-${identity.uid}`), { recursive: true, force: true });
 }
+
+/**
+ * The fake VMMs are Node scripts: on a loaded host one can take more than the providers' 5 s to
+ * open its API socket (seen under CI-like load), and that timeout is not what the provider tests check.
+ */
+export const FAKE_TIMEOUTS = { socketTimeoutMs: 30_000 } as const;

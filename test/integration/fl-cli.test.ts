@@ -1,7 +1,8 @@
 // End-to-end: the fl CLI (in-process) against a real grpc-js server over a real MicroVMService and
 // SQLite store. The reconciler is a no-op, so tests move VMs through states via the repository.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +14,14 @@ import { main, type CliIo } from '../../src/cli/fl/main.js';
 import type { MicroVM, MicroVMStatus } from '../../src/core/model.js';
 import type { Logger } from '../../src/core/ports.js';
 import { createTestService, type TestService } from '../helpers/service.js';
+import { silentLogger } from '../../src/adapters/log/logger.js';
+import { loadConfig } from '../../src/config/config.js';
+import { startDaemon, type RunningDaemon } from '../../src/daemon/compose.js';
+import { FL, makeTempDir } from '../helpers/daemon.js';
+import { MemoryNetwork } from '../helpers/doubles.js';
+import { TestRegistry, buildImage, buildLayer } from '../helpers/oci-registry.js';
+import { describeWith, QEMU_PROGRAMS } from '../helpers/prerequisites.js';
+import { spawnTracked } from '../helpers/processes.js';
 
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 const log: Logger = pino({ level: 'silent' });
@@ -23,7 +32,12 @@ let server: RunningGrpcServer;
 let authServer: RunningGrpcServer;
 let host: string;
 
+/** Warnings Node emitted while fl ran in this process (none are expected: asserted at the end). */
+const warnings: string[] = [];
+const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+
 before(async () => {
+  process.on('warning', onWarning);
   testService = createTestService('fl-cli-');
   repo = testService.repo;
   const service = testService.service;
@@ -35,6 +49,8 @@ before(async () => {
 after(async () => {
   await Promise.all([server.close(), authServer.close()]);
   testService.close();
+  process.off('warning', onWarning);
+  assert.deepEqual(warnings, [], 'no warnings while fl ran');
 });
 
 interface Run {
@@ -97,6 +113,7 @@ async function until(what: string, predicate: () => boolean, timeoutMs = 5000): 
 
 interface WatchLineJson {
   readonly type: string;
+  readonly event: string;
   readonly microvm: { readonly spec: { readonly uid: string }; readonly status: { readonly state: string } };
 }
 
@@ -232,13 +249,97 @@ describe('fl microvm get and list', () => {
     setStatus(uid, { state: 'failed', retry: 10, failureReason: 'it broke' });
   });
 
-  it('get prints a one-row table', async () => {
+  it('get prints the detail view: ids, state, images and digests, NICs, IPs, VMM, console, errors, age', async () => {
+    const vm = repo.get(uid);
+    assert.ok(vm);
+    repo.saveStatus(
+      uid,
+      {
+        ...vm.status,
+        images: { kernel: 'sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' },
+        interfaces: { eth1: { hostDeviceName: 'fltap0show', index: 7, macAddress: '02:00:00:aa:bb:cc' } },
+        guestIps: ['fd00::5', '10.0.0.5'],
+        vmm: { pid: 4242, startTime: 1, provider: 'qemu' },
+        consoleLogPath: '/state/vm/show/vm-show/console.log',
+        lastError: 'pulling registry.local/root:1: connection reset',
+        crashLoopCount: 2,
+        reconcileStep: 'volume_image[root]',
+        pullProgress: { image: 'registry.local/root:1', bytesDone: 3 * 1024 * 1024, bytesTotal: 12 * 1024 * 1024 },
+      },
+      Date.now(),
+    );
     const run = await fl('microvm', 'get', uid);
     assert.equal(run.code, 0, run.err);
-    const lines = run.out.trimEnd().split('\n');
-    assert.equal(lines.length, 2);
-    assert.match(lines[0] ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE\s+RETRY\s+REASON\s+AGE$/);
-    assert.match(lines[1] ?? '', new RegExp(`^${uid}\\s+show\\s+vm-show\\s+FAILED\\s+10\\s+it broke\\s+\\d+s$`));
+    assert.equal(run.err, '');
+    const field = (label: string): string => new RegExp(`^${label}:\\s+(.*)$`, 'm').exec(run.out)?.[1] ?? `(no ${label} line)`;
+    assert.equal(field('Name'), 'vm-show');
+    assert.equal(field('Namespace'), 'show');
+    assert.equal(field('UID'), uid);
+    assert.equal(field('State'), 'FAILED');
+    assert.equal(field('Provider'), 'qemu');
+    assert.equal(field('Resources'), '2 vCPUs, 1024 MiB memory');
+    assert.match(field('Created'), /^\d{4}-\d\d-\d\dT.*Z \(\d+s ago\)$/);
+    assert.match(run.out, /^ {2}kernel\s+registry\.local\/kernel:1 \(sha256:0123456789ab\)$/m);
+    assert.match(run.out, /^ {2}volume root\s+registry\.local\/root:1 on \/$/m);
+    assert.match(run.out, /^ {2}eth1\s+tap\s+device fltap0show\s+MAC 02:00:00:aa:bb:cc\s+dhcp$/m);
+    assert.equal(field('Guest IPs'), 'fd00::5, 10.0.0.5');
+    assert.equal(field('VMM pid'), '4242');
+    assert.equal(field('Console log'), '/state/vm/show/vm-show/console.log');
+    assert.equal(field('Failure'), 'it broke');
+    assert.equal(field('Last error'), 'pulling registry.local/root:1: connection reset');
+    assert.match(field('Retries'), /^10/);
+    assert.equal(field('Crash loop'), '2 quick exits in a row');
+    assert.equal(field('Reconciling'), 'step volume_image[root]');
+    assert.equal(field('Pulling'), 'registry.local/root:1 3.0 MiB/12.0 MiB (25%)');
+    // One label column for every section.
+    const valueColumns = new Set(
+      run.out
+        .split('\n')
+        .filter((l) => /^[A-Z][A-Za-z ]+:\s/.test(l) && !/^(Images|Network):$/.test(l))
+        .map((l) => l.search(/(?<=:\s+)\S/)),
+    );
+    assert.equal(valueColumns.size, 1, run.out);
+  });
+
+  it('get, delete and logs take [namespace/]name; an ambiguous name is refused, listing the matches', async () => {
+    const other = await createVm('vm-show', '--namespace', 'show-too');
+    const byQualified = await fl('microvm', 'get', 'show/vm-show', '-o', 'json');
+    assert.equal(byQualified.code, 0, byQualified.err);
+    assert.equal((JSON.parse(byQualified.out) as { spec: { uid: string } }).spec.uid, uid);
+    const unique = await fl('microvm', 'get', 'vm-show-2', '-o', 'json');
+    assert.equal(unique.code, 0, unique.err);
+    assert.equal((JSON.parse(unique.out) as { spec: { namespace: string } }).spec.namespace, 'show');
+    const ambiguous = await fl('microvm', 'get', 'vm-show');
+    assert.equal(ambiguous.code, 2);
+    assert.equal(ambiguous.out, '');
+    assert.equal(
+      ambiguous.err,
+      `fl: getting microvm vm-show: the name vm-show matches 2 microvms: show/vm-show (${uid}), show-too/vm-show (${other}); give the uid or namespace/name\n`,
+    );
+    const ambiguousDelete = await fl('microvm', 'delete', 'vm-show');
+    assert.equal(ambiguousDelete.code, 2);
+    assert.equal(repo.get(uid)?.deletedAt, undefined, 'nothing was deleted');
+    const none = await fl('microvm', 'get', 'show/no-such-vm');
+    assert.equal(none.code, 4);
+    assert.equal(none.err, 'fl: getting microvm show/no-such-vm: no microvm with uid or name show/no-such-vm (in namespace show)\n');
+    const deleted = await fl('microvm', 'delete', 'show-too/vm-show');
+    assert.equal(deleted.code, 0, deleted.err);
+    assert.equal(repo.get(other)?.status.state, 'deleting');
+    assert.equal(repo.get(uid)?.deletedAt, undefined);
+    repo.remove(other);
+  });
+
+  it('list shows the IP and AGE columns', async () => {
+    setStatus(vmNamed('vm-show-2', 'show').id.uid, { guestIps: ['fd00::9', '10.0.0.9'] });
+    const run = await fl('microvm', 'list', '--namespace', 'show');
+    assert.equal(run.code, 0, run.err);
+    const [header, ...rows] = run.out.trimEnd().split('\n');
+    assert.match(header ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE\s+IP\s+RETRY\s+AGE\s+REASON$/);
+    const row = (name: string): string => rows.find((r) => r.includes(` ${name} `)) ?? `(no row for ${name})`;
+    assert.match(row('vm-show-2'), /\sPENDING\s+10\.0\.0\.9 \(\+1\)\s+0\s+\d+s\s+-$/);
+    assert.match(row('vm-show'), /\sFAILED\s+10\.0\.0\.5 \(\+1\)\s+10\s+\d+s\s+it broke$/, 'IPv4 first');
+    // The columns line up: IP starts where its header does.
+    assert.equal(row('vm-show-2').indexOf('10.0.0.9'), (header ?? '').indexOf('IP'));
   });
 
   it('get -o json prints the protobuf JSON of the microvm', async () => {
@@ -265,7 +366,7 @@ describe('fl microvm get and list', () => {
     const run = await fl('microvm', 'get', '01HGW2N7EH0000000000000000');
     assert.equal(run.code, 4);
     assert.equal(run.out, '');
-    assert.match(run.err, /^fl: getting microvm 01HGW2N7EH0000000000000000: microvm with uid 01HGW2N7EH0000000000000000 not found\n$/);
+    assert.equal(run.err, 'fl: getting microvm 01HGW2N7EH0000000000000000: no microvm with uid or name 01HGW2N7EH0000000000000000 (in any namespace)\n');
   });
 
   it('list filters by namespace and name', async () => {
@@ -322,13 +423,13 @@ describe('fl microvm get and list', () => {
     assert.equal(run.err, '');
     const lines = watchLines(run.out);
     assert.deepEqual(
-      lines.map((l) => [l.type, l.microvm.spec.uid, l.microvm.status.state]),
+      lines.map((l) => [l.type, l.event, l.microvm.spec.uid, l.microvm.status.state]),
       [
-        ['SNAPSHOT', before, 'PENDING'],
-        ['UPDATED', uid, 'PENDING'],
-        ['UPDATED', uid, 'CREATED'],
-        ['UPDATED', before, 'DELETING'],
-        ['DELETED', before, 'DELETING'],
+        ['SNAPSHOT', 'ADDED', before, 'PENDING'],
+        ['UPDATED', 'ADDED', uid, 'PENDING'],
+        ['UPDATED', 'MODIFIED', uid, 'CREATED'],
+        ['UPDATED', 'MODIFIED', before, 'DELETING'],
+        ['DELETED', 'DELETED', before, 'DELETING'],
       ],
     );
   });
@@ -360,9 +461,16 @@ describe('fl microvm get and list', () => {
       const run = await running.done;
       assert.equal(run.code, 0, run.err);
       const rows = run.out.trimEnd().split('\n');
-      assert.match(rows[0] ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE/);
-      const afterRestart = rows.slice(3).map((r) => r.split(/\s+/).slice(0, 4).join(' '));
-      assert.deepEqual(afterRestart.sort(), [`${added} rewatch vm-added PENDING`, `${drop} rewatch vm-drop DELETED`, `${keep} rewatch vm-keep CREATED`].sort());
+      assert.match(rows[0] ?? '', /^EVENT\s+UID\s+NAMESPACE\s+NAME\s+STATE\s+IP\s+RETRY\s+AGE\s+REASON$/);
+      assert.deepEqual(
+        rows.slice(1, 3).map((r) => r.split(/\s+/)[0]),
+        ['ADDED', 'ADDED'],
+      );
+      const afterRestart = rows.slice(3).map((r) => r.split(/\s+/).slice(0, 5).join(' '));
+      assert.deepEqual(
+        afterRestart.sort(),
+        [`ADDED ${added} rewatch vm-added PENDING`, `DELETED ${drop} rewatch vm-drop DELETED`, `MODIFIED ${keep} rewatch vm-keep CREATED`].sort(),
+      );
     } finally {
       await again.close();
     }
@@ -398,13 +506,52 @@ describe('fl microvm delete', () => {
   it('of an unknown uid exits 4', async () => {
     const run = await fl('microvm', 'delete', '01HGW2N7EH0000000000000000');
     assert.equal(run.code, 4);
-    assert.match(run.err, /not found/);
+    assert.match(run.err, /no microvm with uid or name 01HGW2N7EH0000000000000000/);
   });
 
   it('without a uid is a usage error', async () => {
     const run = await fl('microvm', 'delete');
     assert.equal(run.code, 2);
-    assert.match(run.err, /missing required argument 'uid'/);
+    assert.match(run.err, /missing required argument 'vm'/);
+  });
+});
+
+describe('fl microvm stop --wait (a lifecycle call)', () => {
+  it('takes a name, shows the reconcile step while it waits, ends when the guest is STOPPED', async () => {
+    const uid = await createVm('vm-power', '--namespace', 'power');
+    setStatus(uid, { state: 'created', vmm: { pid: 4343, startTime: 1, provider: 'qemu' } });
+    const running = start(['microvm', 'stop', 'power/vm-power', '--wait']);
+    await until('the first poll', () => running.err().includes('): CREATED\n'));
+    setStatus(uid, { reconcileStep: 'vmm_stop' });
+    await until('the step', () => running.err().includes(': step vmm_stop'));
+    const { vmm: _gone, reconcileStep: _done, ...rest } = repo.get(uid)?.status ?? { state: 'created' };
+    repo.saveStatus(uid, { ...(rest as MicroVMStatus), power: 'stopped' }, Date.now());
+    const run = await running.done;
+    assert.equal(run.code, 0, run.err);
+    assert.deepEqual(run.err.trimEnd().split('\n'), [
+      `microvm ${uid}: stop requested`,
+      `microvm power/vm-power (${uid}): CREATED`,
+      `microvm power/vm-power (${uid}): CREATED: step vmm_stop`,
+      `microvm ${uid}: STOPPED`,
+    ]);
+  });
+});
+
+describe('fl microvm logs', () => {
+  it('takes [namespace/]name too', async () => {
+    const uid = await createVm('vm-logs', '--namespace', 'logs');
+    const console = join(testService.dir, 'vm-logs-console.log');
+    writeFileSync(console, 'Linux version 6.1\nlogin: ');
+    setStatus(uid, { consoleLogPath: console });
+    const run = await fl('microvm', 'logs', 'logs/vm-logs');
+    assert.equal(run.code, 0, run.err);
+    assert.equal(run.out, 'Linux version 6.1\nlogin: ');
+    assert.equal(run.err, '');
+    // --tail counts lines, as docker and incus do (the API's tail is bytes).
+    writeFileSync(console, Array.from({ length: 300 }, (_, i) => `line ${i}`).join('\n') + '\n');
+    const tail = await fl('microvm', 'logs', 'logs/vm-logs', '--tail', '2');
+    assert.equal(tail.code, 0, tail.err);
+    assert.equal(tail.out, 'line 298\nline 299\n');
   });
 });
 
@@ -418,7 +565,8 @@ describe('connection and auth', () => {
     const run = await start(['microvm', 'list'], { host: `127.0.0.1:${address.port}` }).done;
     assert.equal(run.code, 5);
     assert.match(run.err, new RegExp(`^fl: listing microvms: cannot reach flintlockd at 127\\.0\\.0\\.1:${address.port}: .*ECONNREFUSED`));
-    assert.equal(run.err.split('\n').length, 2);
+    assert.match(run.err, /\n {2}hint: nothing listens at 127\.0\.0\.1:\d+: check the address and port in --host .*\n$/);
+    assert.equal(run.err.split('\n').length, 3);
     // --watch too: it reconnects only to a daemon it has watched before, so a wrong --host fails.
     const watch = await start(['microvm', 'list', '--watch'], { host: `127.0.0.1:${address.port}` }).done;
     assert.equal(watch.code, 5);
@@ -442,5 +590,127 @@ describe('connection and auth', () => {
     const run = await fl('--tls-ca', join(testService.dir, 'missing-ca.pem'), 'microvm', 'list');
     assert.equal(run.code, 2);
     assert.match(run.err, /^fl: connecting: cannot read TLS CA file .*missing-ca\.pem/);
+  });
+});
+
+/** Runs bin/fl (the built CLI) as a child process; `tty`: under `script`, so its stderr is a real terminal. */
+async function flProcess(args: readonly string[], options: { tty?: boolean } = {}): Promise<Run> {
+  const command = options.tty === true ? 'script' : FL;
+  // script -q: no start/done lines; -e: its exit code is fl's; -c: the command (quoted for sh).
+  const argv = options.tty === true ? ['-qec', [FL, ...args].map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(' '), '/dev/null'] : [...args];
+  const child = spawnTracked(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COLUMNS: '160', TERM: 'xterm' } });
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number>((resolve) => child.once('close', (c) => resolve(c ?? -1)));
+  return { code, out, err };
+}
+
+describeWith('fl --wait against the daemon: reconcile step and pull progress', QEMU_PROGRAMS, {}, () => {
+  let dir: string;
+  let daemon: RunningDaemon;
+  let registry: TestRegistry;
+  let daemonHost: string;
+
+  /** An image whose only layer (about 2 MiB) arrives slowly, and that holds no kernel: the VM fails right after the pull. */
+  function pushSlowImage(name: string): string {
+    const image = buildImage([buildLayer({ 'boot/': { dir: true }, 'boot/README': randomBytes(2 * 1024 * 1024) }, { compression: 'none' })]);
+    registry.push(`test/${name}`, '1', image);
+    for (const digest of image.layerDigests) registry.setBlobBehaviour(digest, { slow: { chunks: 12, delayMs: 150 } });
+    return `${registry.host}/test/${name}:1`;
+  }
+
+  before(async () => {
+    dir = makeTempDir('fl-wait-');
+    registry = await TestRegistry.start();
+    registry.push('test/initrd', '1', buildImage([buildLayer({ 'boot/': { dir: true }, 'boot/initrd': Buffer.from('initrd') })]));
+    writeFileSync(join(dir, 'config.yaml'), '');
+    const config = loadConfig({
+      file: join(dir, 'config.yaml'),
+      env: {},
+      flags: {
+        'state-dir': join(dir, 'state'),
+        'grpc-endpoint': '127.0.0.1:0',
+        'bridge-name': 'br0',
+        'parent-iface': 'eth0',
+        insecure: true,
+        'default-provider': 'qemu',
+        'maximum-retry': 0,
+      },
+    });
+    daemon = await startDaemon(config, silentLogger(), { network: new MemoryNetwork() });
+    daemonHost = `127.0.0.1:${daemon.grpcPort}`;
+  });
+
+  after(async () => {
+    await daemon?.stop();
+    await registry?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const createArgs = (name: string, kernel: string): string[] => [
+    '--host',
+    daemonHost,
+    'microvm',
+    'create',
+    '--name',
+    name,
+    '--kernel-image',
+    kernel,
+    '--initrd-image',
+    `${registry.host}/test/initrd:1`,
+    '--network-interface',
+    'eth1:tap',
+    '--wait',
+    '--timeout',
+    '60',
+  ];
+
+  it('plain lines (not a terminal): one per change of state, step and pull progress; cleared when the reconcile ends', async () => {
+    const kernel = pushSlowImage('slow-kernel');
+    const run = await start(createArgs('vm-progress', kernel).slice(2), { host: daemonHost }).done;
+    assert.equal(run.code, 1, run.err);
+    assert.ok(!run.err.includes('\r') && !run.err.includes('\x1b'), 'no terminal control characters');
+    const lines = run.err.trimEnd().split('\n');
+    const pulls = lines
+      .map((l) => new RegExp(`: PENDING: step kernel_image, pulling ${kernel.replaceAll('.', '\\.')} [\\d.]+ (KiB|MiB)/2\\.0 MiB \\((\\d+)%\\)$`).exec(l))
+      .filter((m) => m !== null)
+      .map((m) => Number(m[2]));
+    assert.ok(pulls.length >= 2, `at least two progress lines:\n${run.err}`);
+    assert.deepEqual(
+      pulls,
+      [...pulls].sort((a, b) => a - b),
+      'the percentage only grows',
+    );
+    assert.equal(new Set(lines).size, lines.length, 'a line only when something changed');
+    assert.match(
+      run.err,
+      /: FAILED \(retry 1: [^\n]*\nfl: microvm default\/vm-progress \(\w+\) failed: .*kernel boot\/vmlinux or vmlinux or boot\/vmlinuz not found/,
+    );
+    const uid = run.out.trim();
+    const json = await start(['-o', 'json', 'microvm', 'get', uid], { host: daemonHost }).done;
+    const status = (JSON.parse(json.out) as { status: { reconcileStep: string; pullProgress?: unknown } }).status;
+    assert.equal(status.reconcileStep, '', 'the step is cleared when the reconcile ends');
+    assert.equal(status.pullProgress, undefined, 'so is the pull');
+  });
+
+  it('on a terminal: one line updated in place with a progress bar; no warnings', async () => {
+    const kernel = pushSlowImage('slow-kernel-tty');
+    const run = await flProcess(createArgs('vm-progress-tty', kernel), { tty: true });
+    assert.equal(run.code, 1, run.out + run.err);
+    assert.equal(run.err, '', 'script passes everything on its stdout');
+    const screen = run.out;
+    const updates = screen.split('\r\x1b[K').filter((u) => u.includes('pulling'));
+    assert.ok(updates.length >= 2, `the line was updated in place at least twice:\n${JSON.stringify(screen)}`);
+    assert.match(screen, /step kernel_image, pulling \S+ \[#*-*\] [\d.]+ (KiB|MiB)\/2\.0 MiB \(\d+%\)/);
+    // The pty has no size: COLUMNS (160) says how wide the line may be.
+    for (const update of updates) assert.ok(update.replace(/\r?\n.*$/s, '').length < 160, JSON.stringify(update));
+    // The pull's updates share one terminal line: no newline between them.
+    const firstPull = screen.indexOf('pulling');
+    const lastPull = screen.lastIndexOf('pulling');
+    assert.ok(firstPull < lastPull && !screen.slice(firstPull, lastPull).includes('\n'), JSON.stringify(screen));
+    assert.match(screen, /FAILED \(retry 1: [^\n]*\r?\nfl: microvm default\/vm-progress-tty \(\w+\) failed: /);
+    assert.doesNotMatch(screen, /Warning|DeprecationWarning|\n\s+at /);
   });
 });

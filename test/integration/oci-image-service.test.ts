@@ -189,6 +189,16 @@ describe('OciImageService: pulling', () => {
       const line = `pulling ${ref}: layer ${digest.slice(0, 19)} ${last.total}/${last.total}`;
       assert.equal(log.messages('info').filter((m) => m === line).length, 1, line);
     }
+    // The whole image too (status.pull_progress): the sum of the layers, against the manifest's total.
+    const layersTotal = img.layerDigests.reduce((n, d) => n + (img.blobs.get(d)?.length ?? 0), 0);
+    assert.ok(events.every((e) => e.imageTotal === layersTotal));
+    const done = events.map((e) => e.imageBytes ?? -1);
+    assert.deepEqual(
+      done,
+      [...done].sort((a, b) => a - b),
+      'only grows',
+    );
+    assert.equal(done.at(-1), layersTotal);
   });
 });
 

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -246,7 +246,9 @@ describeWith('Iproute2NetworkService (real kernel, private netns)', [NETNS], {},
       const dir = await mkdtemp(join(tmpdir(), 'fltest-ip-'));
       try {
         const wrapper = join(dir, 'ip');
-        await writeFile(wrapper, '#!/bin/sh\nsed \'s/ master br0 / master nobr9 /\' | exec ip "$@"\n', { mode: 0o755 });
+        // sed -u: the service keeps `ip -batch` running and waits for each answer, so the wrapper
+        // must pass each line on at once rather than at end of input.
+        await writeFile(wrapper, '#!/bin/sh\nsed -u \'s/ master br0 / master nobr9 /\' | exec ip "$@"\n', { mode: 0o755 });
         const flaky = new Iproute2NetworkService({ ipBinary: wrapper, netns: NS });
         await assert.rejects(flaky.ensureTap({ name: 'fltap0000005', bridge: 'br0', alias: 'x' }), (err: Error) => {
           // ip names the argument it could not resolve, and the message carries the commands.
@@ -299,6 +301,78 @@ describeWith('Iproute2NetworkService (real kernel, private netns)', [NETNS], {},
         assert.match(err.message, /Cannot open network namespace/);
         return true;
       });
+    });
+  });
+
+  describe('long-lived ip -batch processes', () => {
+    const ALIAS = 'flintlock:default/vm-b/01JDZQ4X8V3KJ2M9R7T5W1Y6BC';
+
+    it('runs three ip processes for any number of creates, reads and deletes', async () => {
+      // A wrapper that logs each start: the service must not start ip per call.
+      const dir = await mkdtemp(join(tmpdir(), 'fltest-ip-'));
+      try {
+        const wrapper = join(dir, 'ip');
+        const log = join(dir, 'starts');
+        await writeFile(wrapper, `#!/bin/sh\necho "$*" >> ${log}\nexec ip "$@"\n`, { mode: 0o755 });
+        const counted = new Iproute2NetworkService({ ipBinary: wrapper, netns: NS });
+        for (let i = 0; i < 5; i++) {
+          const name = `flbatch${i}`;
+          assert.equal((await counted.ensureTap({ name, bridge: 'br0', alias: ALIAS })).master, 'br0');
+          assert.equal((await counted.ensureMacvtap({ name: `${name}m`, parent: 'eth0', alias: ALIAS })).parent, 'eth0');
+          assert.equal((await counted.getLink(name))?.alias, ALIAS);
+          await counted.deleteLink(name);
+          await counted.deleteLink(`${name}m`);
+        }
+        const starts = async (): Promise<string[]> =>
+          (await readFile(log, 'utf8'))
+            .trim()
+            .split('\n')
+            .map((l) => l.replace(`-n ${NS} `, ''))
+            .sort();
+        // One reader (-force), one changer, one deleter, each started once.
+        assert.deepEqual(await starts(), ['-json -batch -', '-json -details -batch -', '-json -details -force -batch -']);
+        // Reading a name the reader looked up before it was deleted: ip's cache answers ENODEV,
+        // and a fresh reader says it is gone.
+        assert.equal(await counted.getLink('flbatch0'), undefined);
+        assert.deepEqual(await starts(), ['-json -batch -', '-json -details -batch -', '-json -details -force -batch -', '-json -details -force -batch -']);
+        counted.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    it("is not fooled by ip's name cache: a device deleted and made again elsewhere is read, corrected and deleted", async () => {
+      const name = 'flcache0';
+      const first = await net.ensureTap({ name, bridge: 'br0', alias: ALIAS });
+      // Behind the service's back: deleted and made again (a new ifindex), not on the bridge.
+      await nsip('link', 'del', 'dev', name);
+      await nsip('tuntap', 'add', 'dev', name, 'mode', 'tap');
+      const again = await net.getLink(name);
+      assert.ok(again !== undefined && again.ifindex !== first.ifindex, JSON.stringify(again));
+      assert.equal(again.master, undefined);
+      const fixed = await net.ensureTap({ name, bridge: 'br0', alias: ALIAS });
+      assert.equal(fixed.master, 'br0');
+      assert.equal(fixed.ifindex, again.ifindex);
+      // Deleted behind its back again and made again by it: the changer's stale entry is retried.
+      await nsip('link', 'del', 'dev', name);
+      const fourth = await net.ensureTap({ name, bridge: 'br0', alias: ALIAS });
+      assert.notEqual(fourth.ifindex, fixed.ifindex);
+      assert.equal(fourth.master, 'br0');
+      // Deleted by the service, then made again through it: each step sees the current device.
+      await net.deleteLink(name);
+      assert.equal(await net.getLink(name), undefined);
+      const third = await net.ensureTap({ name, bridge: 'br0', alias: ALIAS });
+      assert.notEqual(third.ifindex, fixed.ifindex);
+      // Deleted by the service, made again elsewhere, deleted by the service: really deleted.
+      await net.deleteLink(name);
+      await nsip('tuntap', 'add', 'dev', name, 'mode', 'tap');
+      await net.deleteLink(name);
+      assert.doesNotMatch(await nsip('link', 'show'), /flcache0/);
+      await nsip('tuntap', 'add', 'dev', name, 'mode', 'tap');
+      await nsip('link', 'del', 'dev', name);
+      await net.deleteLink(name);
+      assert.equal(await net.getLink(name), undefined);
+      assert.doesNotMatch(await nsip('link', 'show'), /flcache0/);
     });
   });
 

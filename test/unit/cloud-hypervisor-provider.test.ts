@@ -31,7 +31,7 @@ import { sampleVm } from '../helpers/fixtures.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { describeWith, NETNS, SHARED_REF, vmmApiSpec } from '../helpers/prerequisites.js';
 import { atExit } from '../helpers/processes.js';
-import { makeVmmDir, removeTsxCache, TEST_VMM } from '../helpers/sandbox.js';
+import { FAKE_TIMEOUTS, makeVmmDir, removeTsxCache, TEST_VMM } from '../helpers/sandbox.js';
 
 const specFile = join(SHARED_REF, 'cloud-hypervisor-api.yaml');
 
@@ -124,7 +124,17 @@ describeWith('CloudHypervisorProvider', [vmmApiSpec('cloud-hypervisor-api.yaml')
   }
 
   function provider(processes: RecordingProcessTable, bin = fakeBin): CloudHypervisorProvider {
-    return new CloudHypervisorProvider({ bin, processes, log: silentLogger(), kvmUsable: () => true, kvmDevice: KVM_GROUP_DEVICE, sandboxed: true });
+    // The fake VMM is a Node script: on a loaded host it can take seconds to open its socket, and
+    // the socket timeout is not what these tests check.
+    return new CloudHypervisorProvider({
+      bin,
+      processes,
+      log: silentLogger(),
+      kvmUsable: () => true,
+      kvmDevice: KVM_GROUP_DEVICE,
+      sandboxed: true,
+      ...FAKE_TIMEOUTS,
+    });
   }
 
   it('reports what is missing when the binary or /dev/kvm is', () => {

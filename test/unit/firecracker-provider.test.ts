@@ -27,7 +27,7 @@ import {
 } from '../helpers/fake-vmm.js';
 import { sampleVm } from '../helpers/fixtures.js';
 import { describeWith, SHARED_REF, vmmApiSpec } from '../helpers/prerequisites.js';
-import { makeVmmDir, removeTsxCache, TEST_VMM } from '../helpers/sandbox.js';
+import { FAKE_TIMEOUTS, makeVmmDir, removeTsxCache, TEST_VMM } from '../helpers/sandbox.js';
 import { waitFor } from '../helpers/wait.js';
 
 const specFile = join(SHARED_REF, 'firecracker-api.yaml');
@@ -101,7 +101,7 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
   }
 
   function provider(processes: RecordingProcessTable, bin = fakeBin): FirecrackerProvider {
-    return new FirecrackerProvider({ bin, processes, log: silentLogger(), kvmUsable: () => true });
+    return new FirecrackerProvider({ bin, processes, log: silentLogger(), kvmUsable: () => true, ...FAKE_TIMEOUTS });
   }
 
   it('reports what is missing when the binary or /dev/kvm is', () => {
@@ -281,7 +281,15 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
   it("sandboxed: joins its cgroup, then runs as the VM uid/gid with /dev/kvm's group; its log and metrics FIFOs open to that group", async () => {
     const processes = processTable();
     const procs = join(tmp, 'fc-cgroup.procs');
-    const fc = new FirecrackerProvider({ bin: fakeBin, processes, log: silentLogger(), kvmUsable: () => true, kvmDevice: KVM_GROUP_DEVICE, sandboxed: true });
+    const fc = new FirecrackerProvider({
+      bin: fakeBin,
+      processes,
+      log: silentLogger(),
+      kvmUsable: () => true,
+      kvmDevice: KVM_GROUP_DEVICE,
+      sandboxed: true,
+      ...FAKE_TIMEOUTS,
+    });
     assert.deepEqual(fc.availability(), { available: true });
     const launch = await launchSpec({ sandbox: { identity: TEST_VMM, cgroupProcs: [procs] } });
     const vmm = await fc.start(launch);
@@ -344,7 +352,15 @@ describeWith('FirecrackerProvider', [vmmApiSpec('firecracker-api.yaml')], {}, ()
   it('with the jailer: its arguments, the files linked into its chroot, every API path as seen from inside', async () => {
     const processes = processTable();
     const procs = join(tmp, 'jailer-cgroup.procs');
-    const fc = new FirecrackerProvider({ bin: fakeBin, processes, log: silentLogger(), kvmUsable: () => true, sandboxed: true, jailerBin: fakeJailer });
+    const fc = new FirecrackerProvider({
+      bin: fakeBin,
+      processes,
+      log: silentLogger(),
+      kvmUsable: () => true,
+      sandboxed: true,
+      jailerBin: fakeJailer,
+      ...FAKE_TIMEOUTS,
+    });
     const launch = await launchSpec({ sandbox: { identity: TEST_VMM, cgroupProcs: [procs] } });
     const uid = launch.vm.id.uid;
     const root = jailRoot(launch.vmDir, fakeBin, uid);

@@ -317,9 +317,9 @@ describe('output', () => {
     const vms = [sampleVm(), sampleVm({ state: MicroVMStatus_MicroVMState.FAILED, retry: 10, failureReason: 'kernel image not found: ' + 'x'.repeat(100) })];
     const lines = formatTable(vms, NOW).trimEnd().split('\n');
     assert.equal(lines.length, 3);
-    assert.match(lines[0] ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE\s+RETRY\s+REASON\s+AGE$/);
-    assert.match(lines[1] ?? '', /^01HGW2N7EH0000000000000001\s+ns1\s+vm1\s+PENDING\s+0\s+-\s+90s$/);
-    assert.match(lines[2] ?? '', /FAILED\s+10\s+kernel image not found: x+\.\.\.\s+90s$/);
+    assert.match(lines[0] ?? '', /^UID\s+NAMESPACE\s+NAME\s+STATE\s+IP\s+RETRY\s+AGE\s+REASON$/);
+    assert.match(lines[1] ?? '', /^01HGW2N7EH0000000000000001\s+ns1\s+vm1\s+PENDING\s+-\s+0\s+90s\s+-$/);
+    assert.match(lines[2] ?? '', /FAILED\s+-\s+10\s+90s\s+kernel image not found: x+\.\.\.$/);
     const reasonColumn = (lines[0] ?? '').indexOf('REASON');
     assert.equal((lines[2] ?? '').indexOf('kernel image'), reasonColumn);
     assert.ok((lines[2] ?? '').length < 200);
@@ -355,16 +355,17 @@ describe('output', () => {
     assert.equal(formatVms('table', sampleVm(), NOW).trimEnd().split('\n').length, 2);
   });
 
-  it('formats watch events line by line, deletions included', () => {
-    const json = formatWatchLine('json', { type: 'UPDATED', vm: sampleVm() }, NOW);
+  it('formats watch events line by line, deletions included, with the EVENT', () => {
+    const json = formatWatchLine('json', { type: 'UPDATED', event: 'MODIFIED', vm: sampleVm() }, NOW);
     assert.equal(json.split('\n').length, 2);
-    const parsed = JSON.parse(json) as { type: string; microvm: { spec: { id: string } } };
+    const parsed = JSON.parse(json) as { type: string; event: string; microvm: { spec: { id: string } } };
     assert.equal(parsed.type, 'UPDATED');
+    assert.equal(parsed.event, 'MODIFIED');
     assert.equal(parsed.microvm.spec.id, 'vm1');
-    assert.match(formatWatchLine('yaml', { type: 'SNAPSHOT', vm: sampleVm() }, NOW), /^---\ntype: SNAPSHOT\nmicrovm:\n/);
-    assert.match(formatWatchLine('table', { type: 'UPDATED', vm: sampleVm() }, NOW), /PENDING/);
-    const deleted = formatWatchLine('table', { type: 'DELETED', vm: sampleVm() }, NOW);
-    assert.match(deleted, /DELETED/);
+    assert.match(formatWatchLine('yaml', { type: 'SNAPSHOT', event: 'ADDED', vm: sampleVm() }, NOW), /^---\ntype: SNAPSHOT\nevent: ADDED\nmicrovm:\n/);
+    assert.match(formatWatchLine('table', { type: 'UPDATED', event: 'MODIFIED', vm: sampleVm() }, NOW), /^MODIFIED\s+\S+\s+.*PENDING/);
+    const deleted = formatWatchLine('table', { type: 'DELETED', event: 'DELETED', vm: sampleVm() }, NOW);
+    assert.match(deleted, /^DELETED\s.*DELETED/);
     assert.doesNotMatch(deleted, /PENDING/);
   });
 });

@@ -21,6 +21,10 @@ function lines(state: WatchState, ...events: WatchEvent[]): string[] {
   return events.flatMap((e) => state.apply(e)).map((l) => `${l.type} ${l.vm.spec?.uid ?? ''} v${l.vm.version}`);
 }
 
+function eventNames(state: WatchState, ...events: WatchEvent[]): string[] {
+  return events.flatMap((e) => state.apply(e)).map((l) => `${l.event} ${l.vm.spec?.uid ?? ''}`);
+}
+
 describe('WatchState', () => {
   it('prints the first list, then changes and deletions; remembers the position', () => {
     const state = new WatchState();
@@ -47,6 +51,24 @@ describe('WatchState', () => {
       ['UPDATED changed v2', 'UPDATED new v1', 'DELETED gone v1'],
     );
     assert.deepEqual(lines(state, event(Type.SNAPSHOT_END)), ['DELETED same v1', 'DELETED changed v2', 'DELETED new v1'], 'an empty snapshot: all gone');
+  });
+});
+
+describe('WatchState events (the EVENT column)', () => {
+  it('says ADDED for a VM new to the list, MODIFIED for a change, DELETED for a deletion', () => {
+    const state = new WatchState();
+    assert.deepEqual(eventNames(state, event(Type.SNAPSHOT, 'a'), event(Type.SNAPSHOT_END)), ['ADDED a']);
+    assert.deepEqual(eventNames(state, event(Type.UPDATED, 'b'), event(Type.UPDATED, 'b', 2), event(Type.UPDATED, 'a', 2)), [
+      'ADDED b',
+      'MODIFIED b',
+      'MODIFIED a',
+    ]);
+    assert.deepEqual(eventNames(state, event(Type.DELETED, 'b', 3)), ['DELETED b']);
+    // After a fresh snapshot (the daemon restarted): a VM it did not know is ADDED, one it did MODIFIED.
+    assert.deepEqual(eventNames(state, event(Type.SNAPSHOT, 'a', 3, { epoch: 'e2' }), event(Type.SNAPSHOT, 'c', 1), event(Type.SNAPSHOT_END)), [
+      'MODIFIED a',
+      'ADDED c',
+    ]);
   });
 });
 

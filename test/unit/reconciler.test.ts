@@ -541,6 +541,30 @@ describe('reconciler', () => {
     assert.equal(startsOf(uid), 2);
   });
 
+  it('reports the step and the pull progress while a pull runs, and clears both once CREATED', async () => {
+    build();
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    images.progress = (ref) =>
+      ref === 'registry.local/kernel:1' ? [{ ref, layer: 'sha256:aa', bytes: 300, total: 1000, imageBytes: 300, imageTotal: 4000 }] : [];
+    images.delay = (ref) => (ref === 'registry.local/kernel:1' ? released : Promise.resolve());
+    const uid = create('vm1');
+    // The first report of a reconcile is written at once; the pull's lands within the 500 ms throttle.
+    await waitFor('the pull progress', () => repo.get(uid)?.status.pullProgress !== undefined, 2000);
+    assert.equal(repo.get(uid)?.status.reconcileStep, 'kernel_image');
+    assert.deepEqual(repo.get(uid)?.status.pullProgress, { image: 'registry.local/kernel:1', bytesDone: 300, bytesTotal: 4000 });
+    release();
+    await waitFor('CREATED', () => stateOf(uid) === 'created');
+    const status = repo.get(uid)?.status;
+    assert.equal(status?.reconcileStep, undefined);
+    assert.equal(status?.pullProgress, undefined);
+    // One VMM, one pull: the progress writes did not make the reconcile start over.
+    // (reconcile-progress.test.ts checks that they go through the reconcile's own context.)
+    await reconciler.idle();
+    assert.equal(startsOf(uid), 1);
+    assert.equal(images.pulls.filter((r) => r === 'registry.local/kernel:1').length, 1);
+  });
+
   it('adopts a VMM that was spawned but not recorded when the daemon died, instead of starting a second one', async () => {
     provider.hangAfterSpawn = true; // the VMM exists, the daemon dies before start() returns
     build();

@@ -238,6 +238,16 @@ function convertMicroVM(vm: MicroVM): ProtoMicroVM {
       ...(status.nextRestartAt !== undefined ? { nextRestartAt: timestampFromMs(status.nextRestartAt) } : {}),
       powerState: observedPower(vm),
       desiredPowerState: POWER[intentOf(vm).power],
+      reconcileStep: status.reconcileStep ?? '',
+      ...(status.pullProgress !== undefined
+        ? {
+            pullProgress: {
+              image: status.pullProgress.image,
+              bytesDone: BigInt(status.pullProgress.bytesDone),
+              bytesTotal: BigInt(status.pullProgress.bytesTotal ?? 0),
+            },
+          }
+        : {}),
     },
   });
 }

@@ -654,8 +654,23 @@ export class OciImageService implements ImageService {
     const ids = diffIds(await readFile(configPath), manifest.layers.length);
 
     const limit = limiter(this.concurrentDownloads);
+    // The whole image's progress too, so a client can show one bar for it (status.pull_progress).
+    const imageTotal = manifest.layers.reduce((n, l) => n + l.size, 0);
+    const received = new Map<string, number>();
+    let imageBytes = 0;
     const downloads = manifest.layers.map((layer) =>
-      limit(() => this.store.fetch(layer, opener(layer), (bytes, total) => report({ ref, layer: layer.digest, bytes, total }), signal)),
+      limit(() =>
+        this.store.fetch(
+          layer,
+          opener(layer),
+          (bytes, total) => {
+            imageBytes += bytes - (received.get(layer.digest) ?? 0);
+            received.set(layer.digest, bytes);
+            report({ ref, layer: layer.digest, bytes, total, imageBytes, imageTotal });
+          },
+          signal,
+        ),
+      ),
     );
     // Rejections are read in order below; this keeps an early one from counting as unhandled.
     for (const d of downloads) d.catch(() => undefined);

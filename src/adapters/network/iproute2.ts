@@ -1,15 +1,20 @@
 // NetworkService on top of iproute2's `ip` command.
 //
 // Why `ip` and not raw netlink: Node has no netlink sockets without a native addon, and `ip` is on
-// every host that can run microVMs. Each `ip` process costs ~5-12 ms while the kernel work is
-// ~0.3 ms (deletes excepted: ~20 ms of RCU wait), so an `ensure*` call reads the links it needs in
-// one `ip -batch -` process and applies all its changes in a second one: 2 processes to create or
-// correct a device, 1 when it is already right (the common case on resync).
+// every host that can run microVMs. Each `ip` process costs ~5-12 ms to start while the kernel
+// work is ~0.4 ms (deletes excepted: ~20 ms of RCU wait), so `ip` is not started per call: three
+// long-lived `ip -batch -` processes (ip-batch-session.ts) take requests, one for reads (`-force`,
+// a missing device is an answer), one for changes (stops at the first failed line, so nothing
+// runs after a failed create), one for deletes (so their RCU wait never holds up a create). An
+// `ensure*` call is a read request and, when something must change, one change request (its
+// commands, then a show of the result). Rare paths (names or aliases `ip -batch` cannot quote,
+// listing every link, neighbours, sysfs in a test namespace) still run one `ip` each.
 import { readFile } from 'node:fs/promises';
 
 import type { CharDeviceNumbers, LinkInfo, MacvtapRequest, NetworkService, TapRequest } from '../../core/ports.js';
 import { MAX_IFNAME_BYTES } from '../../core/names.js';
 import { execFileOffThread } from '../host/off-thread-exec.js';
+import { IpBatchFailure, IpBatchSession } from './ip-batch-session.js';
 
 export interface Iproute2Options {
   /** The `ip` executable (default `ip`, looked up in PATH). */
@@ -21,6 +26,8 @@ export interface Iproute2Options {
   readonly netns?: string;
   /** Kill an `ip` process that runs longer than this (default 30 s): a wedged RTNL must not hang a reconcile forever. */
   readonly timeoutMs?: number;
+  /** Long-lived `ip -batch` processes (default true); false: one `ip` process per call (the way before issue 11, for comparison). */
+  readonly batchProcesses?: boolean;
 }
 
 /** An `ip` invocation that failed. `step` is the index of the failing command within a batch. */
@@ -58,6 +65,7 @@ export class Iproute2NetworkService implements NetworkService {
   private readonly ipBinary: string;
   private readonly netns: string | undefined;
   private readonly timeoutMs: number;
+  private readonly sessions: { readonly read: IpBatchSession; readonly change: IpBatchSession; readonly remove: IpBatchSession } | undefined;
 
   constructor(options: Iproute2Options = {}) {
     this.ipBinary = options.ipBinary ?? 'ip';
@@ -66,9 +74,52 @@ export class Iproute2NetworkService implements NetworkService {
     if (this.netns !== undefined && !/^[^\s/]+$/.test(this.netns)) {
       throw new Error(`invalid network namespace name "${this.netns}"`);
     }
+    if (options.batchProcesses !== false) {
+      const session = (args: string[], force: boolean): IpBatchSession =>
+        new IpBatchSession({ bin: this.ipBinary, args: [...this.netnsArgs(), ...args], force, timeoutMs: this.timeoutMs });
+      this.sessions = {
+        read: session(['-json', '-details'], true),
+        change: session(['-json', '-details'], false),
+        remove: session(['-json'], false),
+      };
+    }
   }
 
-  async ensureMacvtap(req: MacvtapRequest): Promise<LinkInfo> {
+  /** Ends the long-lived `ip` processes (they also end with this process: their stdin closes). */
+  close(): void {
+    for (const s of Object.values(this.sessions ?? {})) s.close();
+  }
+
+  private netnsArgs(): string[] {
+    return this.netns === undefined ? [] : ['-n', this.netns];
+  }
+
+  ensureMacvtap(req: MacvtapRequest): Promise<LinkInfo> {
+    return this.retryingStaleCache(() => this.ensureMacvtapOnce(req));
+  }
+
+  ensureTap(req: TapRequest): Promise<LinkInfo> {
+    return this.retryingStaleCache(() => this.ensureTapOnce(req));
+  }
+
+  /**
+   * ENODEV from a change: the change process looked a name up in its cache and found a device
+   * deleted since (made again elsewhere). That process has exited (a failed line ends it), and a
+   * create it had half done was removed (afterFailedCreate): one more attempt, on fresh
+   * processes, sees the kernel as it is.
+   */
+  private async retryingStaleCache(ensure: () => Promise<LinkInfo>): Promise<LinkInfo> {
+    try {
+      return await ensure();
+    } catch (err) {
+      if (this.sessions === undefined || !(err instanceof IpCommandError) || !/No such device/.test(err.stderr)) throw err;
+      this.sessions.read.restart();
+      this.sessions.change.restart();
+      return ensure();
+    }
+  }
+
+  private async ensureMacvtapOnce(req: MacvtapRequest): Promise<LinkInfo> {
     validateIfName(req.name, 'macvtap device name');
     validateIfName(req.parent, 'parent network device name');
     validateAlias(req.alias);
@@ -110,7 +161,7 @@ export class Iproute2NetworkService implements NetworkService {
     return this.applyAndShow([['link', 'set', 'dev', req.name, ...set]], req.name);
   }
 
-  async ensureTap(req: TapRequest): Promise<LinkInfo> {
+  private async ensureTapOnce(req: TapRequest): Promise<LinkInfo> {
     validateIfName(req.name, 'tap device name');
     if (req.bridge !== undefined) validateIfName(req.bridge, 'bridge name');
     validateAlias(req.alias);
@@ -163,6 +214,7 @@ export class Iproute2NetworkService implements NetworkService {
 
   async getLink(name: string): Promise<LinkInfo | undefined> {
     validateIfName(name, 'network device name');
+    if (this.sessions !== undefined && batchLine(['link', 'show', 'dev', name]) !== undefined) return (await this.readLinks([name])).get(name)?.info;
     return (await this.getParsed(name))?.info;
   }
 
@@ -183,8 +235,17 @@ export class Iproute2NetworkService implements NetworkService {
 
   async deleteLink(name: string): Promise<void> {
     validateIfName(name, 'network device name');
+    const del = ['link', 'del', 'dev', name];
     try {
-      await this.run(['link', 'del', 'dev', name]);
+      const sessions = this.sessions;
+      if (sessions !== undefined && batchLine(del) !== undefined) {
+        // `link show dev lo` (every namespace has lo) prints the line that ends the request. ip
+        // caches the ifindex of links it prints, and this process only ever prints lo: a name
+        // deleted and made again elsewhere is looked up afresh (tested).
+        await this.request(sessions.remove, [del, ['link', 'show', 'dev', 'lo']]);
+      } else {
+        await this.run(del);
+      }
     } catch (err) {
       // ip's wording for a missing device on `link del`; anything else is a real failure.
       if (err instanceof IpCommandError && err.stderr.includes(`Cannot find device "${name}"`)) return;
@@ -221,6 +282,34 @@ export class Iproute2NetworkService implements NetworkService {
       // A name the batch syntax cannot carry (the kernel allows '#' and quotes): one process each.
       const found = await Promise.all(names.map((n) => this.getParsed(n)));
       return new Map(found.filter((l): l is ParsedLink => l !== undefined).map((l) => [l.info.name, l]));
+    }
+    if (this.sessions !== undefined) {
+      const read = this.sessions.read;
+      const ask = (): Promise<{ lines: readonly string[]; stderr: string }> => this.request(read, commands);
+      // ENODEV for a name (ip may also exit on it): ip's cache holds the ifindex of a device
+      // deleted since. A fresh process answers from the kernel alone.
+      const stale = (stderr: string): boolean => /No such device/.test(stderr);
+      let answer = await ask().catch((err: unknown) => {
+        if (err instanceof IpCommandError && stale(err.stderr)) return undefined;
+        throw err;
+      });
+      if (answer === undefined || stale(answer.stderr)) {
+        read.restart();
+        this.sessions.change.restart(); // it may hold the same stale entry
+        answer = await ask();
+      }
+      // The session's end marker fails as a missing device too; anything else is a real failure.
+      if (answer.stderr.trim() !== '' && !onlyMissingDevices(answer.stderr)) {
+        throw new IpCommandError(
+          `${[this.ipBinary, ...this.sessions.read.argv].map(quoteForMessage).join(' ')} (${commands.map((c) => c.join(' ')).join('; ')}): ${answer.stderr.trim()}`,
+          [this.ipBinary, ...this.sessions.read.argv],
+          answer.stderr,
+          undefined,
+          undefined,
+          answer.lines.join('\n'),
+        );
+      }
+      return new Map(parseLinks(answer.lines.join('\n')).map((l) => [l.info.name, l]));
     }
     let stdout: string;
     try {
@@ -269,6 +358,9 @@ export class Iproute2NetworkService implements NetworkService {
   private async applyAndShow(commands: readonly Command[], name: string): Promise<LinkInfo> {
     const all = [...commands, ['link', 'show', 'dev', name]];
     const lines = all.map(batchLine);
+    if (lines.every((l): l is string => l !== undefined) && this.sessions !== undefined) {
+      return singleLink((await this.request(this.sessions.change, all)).lines.join('\n'), name).info;
+    }
     if (lines.every((l): l is string => l !== undefined)) {
       const stdout = await this.run(['-json', '-details', '-batch', '-'], {
         input: lines.join('\n') + '\n',
@@ -289,6 +381,26 @@ export class Iproute2NetworkService implements NetworkService {
       }
     }
     return singleLink(await this.run(['-json', '-details', 'link', 'show', 'dev', name]), name).info;
+  }
+
+  /** One request to a long-lived `ip -batch` process; failures as IpCommandError, like run()'s. */
+  private async request(session: IpBatchSession, commands: readonly Command[]): Promise<{ lines: readonly string[]; stderr: string }> {
+    const lines = commands.map((c) => batchLine(c) ?? '');
+    try {
+      return await session.request(lines);
+    } catch (err) {
+      if (!(err instanceof IpBatchFailure)) throw err;
+      const argv = [this.ipBinary, ...session.argv];
+      // The failing command (or the only one) reads as if run alone; when ip exited without
+      // naming its line (an argument it could not resolve), the whole request is shown.
+      const failed = err.step !== undefined ? commands[err.step] : commands.length === 1 ? commands[0] : undefined;
+      const alone = session.argv.filter((a) => a !== '-batch' && a !== '-' && a !== '-force');
+      const shown =
+        failed !== undefined
+          ? [this.ipBinary, ...alone, ...failed].map(quoteForMessage).join(' ')
+          : `${argv.map(quoteForMessage).join(' ')} (batch: ${commands.map((c) => c.map(quoteForMessage).join(' ')).join('; ')})`;
+      throw new IpCommandError(`${shown}: ${err.message}`, argv, err.stderr, err.exitCode, err.step, err.stdout);
+    }
   }
 
   private async run(args: readonly string[], batch?: { input: string; commands: readonly Command[] }): Promise<string> {

@@ -1,6 +1,7 @@
 // A small promise wrapper over grpc-js for the MicroVM service, as the fl CLI needs it. Every call
 // resolves to a result value (never rejects), so the CLI can map gRPC codes to exit codes in one place.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { grpcServiceDefinition } from '../../adapters/api/grpc/service-definition.js';
@@ -76,7 +77,42 @@ function channelCredentials(options: ClientOptions): grpc.ChannelCredentials {
   const cert = readTlsFile('certificate', options.tls.certFile);
   const key = readTlsFile('key', options.tls.keyFile);
   if ((cert === null) !== (key === null)) throw new ClientSetupError('a client certificate needs both --tls-cert and --tls-key');
-  return grpc.credentials.createSsl(ca, key, cert);
+  let credentials: grpc.ChannelCredentials;
+  try {
+    credentials = grpc.credentials.createSsl(ca, key, cert);
+  } catch (e) {
+    // OpenSSL's "PEM routines::no start line" and the like: say which files, and the usual mistake.
+    const why = e instanceof Error ? e.message.replace(/^error:[0-9A-F]+:/, '') : String(e);
+    throw new ClientSetupError(
+      `cannot use the TLS files (${why}): --tls-ca and --tls-cert must be PEM certificates and --tls-key the PEM private key of --tls-cert (swapped?)`,
+    );
+  }
+  return withoutIpServername(credentials);
+}
+
+interface SecureConnectorInternals {
+  _createSecureConnector?: (this: unknown, ...args: unknown[]) => { connectionOptions?: { servername?: string } };
+}
+
+/**
+ * grpc-js sends the target's host as the TLS server name (SNI) even when it is an IP address,
+ * which RFC 6066 forbids and Node answers with a DeprecationWarning on every call (`fl --host
+ * 10.0.0.5:9090`). Without a server name Node checks the certificate against the connection's
+ * host, IP SANs included, so nothing is lost by leaving it out. grpc-js has no option for this;
+ * the hook is its internal connector (pinned grpc-js; test/integration/fl-tls.test.ts fails if
+ * the warning comes back).
+ */
+function withoutIpServername(credentials: grpc.ChannelCredentials): grpc.ChannelCredentials {
+  const internals = credentials as unknown as SecureConnectorInternals;
+  const create = internals._createSecureConnector;
+  if (typeof create !== 'function') return credentials;
+  internals._createSecureConnector = function (this: unknown, ...args: unknown[]) {
+    const connector = create.apply(this, args);
+    const options = connector.connectionOptions;
+    if (options?.servername !== undefined && isIP(options.servername) !== 0) delete options.servername;
+    return connector;
+  };
+  return credentials;
 }
 
 function callMetadata(token: string | undefined): grpc.Metadata {

@@ -5,13 +5,19 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { MicroVM, MicroVMSpec } from '../../gen/flintlock/types/microvm_pb.js';
 import { MicroVMStatus_MicroVMState, PowerState } from '../../gen/flintlock/types/microvm_pb.js';
 import { WatchEvent_Type } from '../../gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import { ClientSetupError, MicroVMClient, type ClientOptions, type LifecycleCall, type RpcError, type WatchHandle } from './client.js';
+import { completionScript, COMPLETION_SHELLS, type CompletionShell } from './completion.js';
+import { formatDetail } from './detail.js';
+import { TailLines } from './tail-lines.js';
+import { connectionHint, plainOpenSslText } from './hints.js';
 import { formatHostInfo } from './host-output.js';
-import { formatVms, formatWatchHeader, formatWatchLine, OUTPUT_FORMATS, reasonOf, stateName, truncate, type OutputFormat } from './output.js';
+import { formatVms, formatWatchHeader, formatWatchLine, OUTPUT_FORMATS, reasonOf, stateName, type OutputFormat } from './output.js';
+import { vmLabel, WaitView } from './progress-view.js';
+import { resolveVm } from './resolve.js';
 import { buildSpec, SpecError } from './spec.js';
 import { Backoff, WatchState } from './watch.js';
 
@@ -34,6 +40,7 @@ Exit codes:
   5  cannot connect: server unavailable, or authentication refused`;
 
 const DEFAULT_HOST = 'localhost:9090';
+const VM_ARGUMENT = 'microvm uid, or [namespace/]name';
 const DEFAULT_PORT = '9090';
 const POLL_INTERVAL_MS = 500;
 
@@ -49,6 +56,10 @@ export interface CliIo {
   readonly signal?: AbortSignal;
   /** Poll period of `--wait`; tests shorten it. */
   readonly pollIntervalMs?: number;
+  /** stderr is a terminal: `--wait` updates one line with a progress bar (else a line per change). */
+  readonly errIsTty?: boolean;
+  /** The terminal's width, for that line. */
+  readonly columns?: number;
   /** First and longest pause before `list --watch` reconnects (250 ms doubling to 5 s). */
   readonly reconnectDelayMs?: { readonly initial: number; readonly max: number };
 }
@@ -56,8 +67,8 @@ export interface CliIo {
 /** Watch failures that a reconnect cannot fix: the user has to change something. */
 const WATCH_FATAL = new Set<grpc.status>([grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED, grpc.status.INVALID_ARGUMENT]);
 
-/** grpc-js appends an empty "Resolution note: " to connection errors. */
-const cleanDetails = (details: string): string => details.replace(/\.?\s*Resolution note:\s*$/, '');
+/** grpc-js appends an empty "Resolution note: " and a timestamp to connection errors, OpenSSL its source lines. */
+const cleanDetails = (details: string): string => plainOpenSslText(details.replace(/\.?\s*Resolution note:\s*$/, ''));
 
 interface GlobalOptions {
   host: string;
@@ -194,10 +205,6 @@ function clientOptions(opts: GlobalOptions): ClientOptions {
   };
 }
 
-function vmLabel(vm: MicroVM): string {
-  return `microvm ${vm.spec?.namespace ?? ''}/${vm.spec?.id ?? ''} (${vm.spec?.uid ?? ''})`;
-}
-
 class Cli {
   constructor(private readonly io: CliIo) {}
 
@@ -211,7 +218,24 @@ class Cli {
     if (error.code === grpc.status.UNAVAILABLE) message = `cannot reach flintlockd at ${host}: ${message}`;
     if (error.code === grpc.status.UNAUTHENTICATED) message = `${message} (set --token or FL_TOKEN)`;
     if (error.code === grpc.status.DEADLINE_EXCEEDED) message = `no answer from ${host} in time: ${message}`;
-    return this.fail(what, message, exitCodeFor(error.code));
+    const hint = connectionHint(error, { ...this.connection, host });
+    this.io.err.write(`fl: ${what}: ${message}\n${hint !== undefined ? `  hint: ${hint}\n` : ''}`);
+    return new Exit(exitCodeFor(error.code));
+  }
+
+  /** The VM a uid or `[namespace/]name` names (List for a name); throws Exit when none or several do. */
+  async resolve(client: MicroVMClient, host: string, ref: string, what: string): Promise<MicroVM> {
+    const found = await resolveVm(client, ref);
+    if (found.ok) return found.vm;
+    if (found.rpc !== undefined) throw this.rpcFailure(what, found.rpc, host);
+    throw this.fail(what, found.message, found.ambiguous ? EXIT.usage : EXIT.notFound);
+  }
+
+  /** How the current command connects (for the hints). */
+  private connection = { tls: false, clientCert: false };
+
+  private waitView(): WaitView {
+    return new WaitView(this.io.err, this.io.errIsTty === true, this.io.columns ?? 80);
   }
 
   /** Opens a client for the command, runs it, and always closes the channel. */
@@ -224,6 +248,7 @@ class Cli {
       if (e instanceof ClientSetupError) throw this.fail('connecting', e.message, EXIT.usage);
       throw e;
     }
+    this.connection = { tls: options.tls !== undefined, clientCert: options.tls?.certFile !== undefined };
     try {
       return await body(client, options.host);
     } finally {
@@ -277,8 +302,9 @@ class Cli {
   }
 
   /**
-   * Polls Get, printing each state change (and each new retry) to stderr, until the VM is
-   * CREATED (`created`) or gone (`deleted`). Returns the last VM seen (if any); throws Exit otherwise.
+   * Polls Get, showing each change of state, retry, reconcile step and pull progress on stderr
+   * (progress-view.ts), until the VM is CREATED (`created`) or gone (`deleted`). Returns the last
+   * VM seen (if any); throws Exit otherwise.
    */
   async waitFor(
     client: MicroVMClient,
@@ -290,69 +316,68 @@ class Cli {
   ): Promise<MicroVM | undefined> {
     const deadline = Date.now() + timeoutSeconds * 1000;
     const interval = this.io.pollIntervalMs ?? POLL_INTERVAL_MS;
-    let lastSeen = '';
+    const view = this.waitView();
     let current = initial;
     let unreachable = false;
-    const report = (vm: MicroVM): void => {
-      const state = stateName(vm.status?.state);
-      const retry = vm.status?.retry ?? 0;
-      const key = `${state}/${retry}`;
-      if (key === lastSeen) return;
-      lastSeen = key;
-      const error = vm.status?.lastError ?? '';
-      const detail = retry > 0 && error !== '' ? ` (retry ${retry}: ${truncate(error, 120)})` : '';
-      this.io.err.write(`${vmLabel(vm)}: ${state}${detail}\n`);
-    };
-    for (;;) {
-      if (current !== undefined) {
-        report(current);
-        const state = current.status?.state;
-        if (goal === 'created' && state === MicroVMStatus_MicroVMState.CREATED) return current;
-        if (goal === 'created' && state === MicroVMStatus_MicroVMState.FAILED) {
-          throw this.fail(`${vmLabel(current)} failed`, reasonOf(current) || 'no reason given', EXIT.failed);
+    try {
+      for (;;) {
+        if (current !== undefined) {
+          view.show(current);
+          const state = current.status?.state;
+          if (goal === 'created' && state === MicroVMStatus_MicroVMState.CREATED) return current;
+          if (goal === 'created' && state === MicroVMStatus_MicroVMState.FAILED) {
+            view.end();
+            throw this.fail(`${vmLabel(current)} failed`, reasonOf(current) || 'no reason given', EXIT.failed);
+          }
+          if (goal === 'created' && state === MicroVMStatus_MicroVMState.DELETING) {
+            view.end();
+            throw this.fail(`waiting for ${vmLabel(current)}`, 'it is being deleted', EXIT.failed);
+          }
         }
-        if (goal === 'created' && state === MicroVMStatus_MicroVMState.DELETING) {
-          throw this.fail(`waiting for ${vmLabel(current)}`, 'it is being deleted', EXIT.failed);
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) {
+          view.end();
+          const state = current !== undefined ? stateName(current.status?.state) : 'unknown';
+          throw this.fail(`waiting for microvm ${uid} to be ${goal}`, `timed out after ${timeoutSeconds}s (last state ${state})`, EXIT.timeout);
         }
-      }
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) {
-        const state = current !== undefined ? stateName(current.status?.state) : 'unknown';
-        throw this.fail(`waiting for microvm ${uid} to be ${goal}`, `timed out after ${timeoutSeconds}s (last state ${state})`, EXIT.timeout);
-      }
-      try {
-        await sleep(Math.min(interval, remaining), undefined, this.io.signal !== undefined ? { signal: this.io.signal } : {});
-      } catch {
-        throw this.fail(`waiting for microvm ${uid} to be ${goal}`, 'interrupted', EXIT.failed);
-      }
-      const got = await client.getMicroVM(uid);
-      if (got.ok) {
-        current = got.value;
-        unreachable = false;
-        continue;
-      }
-      if (got.error.code === grpc.status.NOT_FOUND) {
-        if (goal === 'deleted') {
-          this.io.err.write(`microvm ${uid}: deleted\n`);
-          return current;
+        try {
+          await sleep(Math.min(interval, remaining), undefined, this.io.signal !== undefined ? { signal: this.io.signal } : {});
+        } catch {
+          view.end();
+          throw this.fail(`waiting for microvm ${uid} to be ${goal}`, 'interrupted', EXIT.failed);
+        }
+        const got = await client.getMicroVM(uid);
+        if (got.ok) {
+          current = got.value;
+          unreachable = false;
+          continue;
+        }
+        view.end();
+        if (got.error.code === grpc.status.NOT_FOUND) {
+          if (goal === 'deleted') {
+            view.message(`microvm ${uid}: deleted`);
+            return current;
+          }
+          throw this.rpcFailure(`waiting for microvm ${uid}`, got.error, host);
+        }
+        // A daemon restart while waiting is survivable: keep polling until the timeout.
+        if (got.error.code === grpc.status.UNAVAILABLE || got.error.code === grpc.status.DEADLINE_EXCEEDED) {
+          if (!unreachable) view.message(`fl: flintlockd at ${host} not answering (${got.error.details}); still waiting`);
+          unreachable = true;
+          continue;
         }
         throw this.rpcFailure(`waiting for microvm ${uid}`, got.error, host);
       }
-      // A daemon restart while waiting is survivable: keep polling until the timeout.
-      if (got.error.code === grpc.status.UNAVAILABLE || got.error.code === grpc.status.DEADLINE_EXCEEDED) {
-        if (!unreachable) this.io.err.write(`fl: flintlockd at ${host} not answering (${got.error.details}); still waiting\n`);
-        unreachable = true;
-        continue;
-      }
-      throw this.rpcFailure(`waiting for microvm ${uid}`, got.error, host);
+    } finally {
+      view.end();
     }
   }
 
-  async get(uid: string, opts: GlobalOptions): Promise<number> {
+  /** One VM by uid or `[namespace/]name`: the detail view (table), or the whole message (json/yaml). */
+  async get(ref: string, opts: GlobalOptions): Promise<number> {
     return this.withClient(opts, async (client, host) => {
-      const got = await client.getMicroVM(uid);
-      if (!got.ok) throw this.rpcFailure(`getting microvm ${uid}`, got.error, host);
-      this.io.out.write(formatVms(opts.output, got.value, Date.now()));
+      const vm = await this.resolve(client, host, ref, `getting microvm ${ref}`);
+      this.io.out.write(opts.output === 'table' ? formatDetail(vm, Date.now()) : formatVms(opts.output, vm, Date.now()));
       return EXIT.ok;
     });
   }
@@ -424,49 +449,70 @@ class Cli {
   }
 
   /** A lifecycle call; with --wait, until the guest does what was asked (a restart: a new VMM runs it). */
-  async power(call: LifecycleCall, uid: string, opts: PowerCommandOptions): Promise<number> {
+  async power(call: LifecycleCall, ref: string, opts: PowerCommandOptions): Promise<number> {
     const { state: wanted, doing } = POWER_AFTER[call];
     return this.withClient(opts, async (client, host) => {
-      const before = call === 'restart' ? await client.getMicroVM(uid) : undefined;
+      const before = await this.resolve(client, host, ref, `${doing} microvm ${ref}`);
+      const uid = before.spec?.uid ?? '';
       const done = await client.lifecycle(call, uid);
       if (!done.ok) throw this.rpcFailure(`${doing} microvm ${uid}`, done.error, host);
       this.io.err.write(`microvm ${uid}: ${call} requested\n`);
       if (opts.wait !== true) return EXIT.ok;
-      const oldPid = before?.ok === true ? before.value.status?.vmmPid : undefined;
+      const oldPid = call === 'restart' ? before.status?.vmmPid : undefined;
       const deadline = Date.now() + opts.timeout * 1000;
-      for (;;) {
-        const got = await client.getMicroVM(uid);
-        if (!got.ok) throw this.rpcFailure(`${doing} microvm ${uid}`, got.error, host);
-        const status = got.value.status;
-        if (status?.powerState === wanted && (oldPid === undefined || (status.vmmPid !== 0 && status.vmmPid !== oldPid))) {
-          this.io.err.write(`microvm ${uid}: ${PowerState[wanted]}\n`);
-          return EXIT.ok;
+      const view = this.waitView();
+      try {
+        for (;;) {
+          const got = await client.getMicroVM(uid);
+          if (!got.ok) {
+            view.end();
+            throw this.rpcFailure(`${doing} microvm ${uid}`, got.error, host);
+          }
+          const status = got.value.status;
+          if (status?.powerState === wanted && (oldPid === undefined || (status.vmmPid !== 0 && status.vmmPid !== oldPid))) {
+            view.message(`microvm ${uid}: ${PowerState[wanted]}`);
+            return EXIT.ok;
+          }
+          view.show(got.value);
+          if (Date.now() > deadline) {
+            view.end();
+            throw this.fail(
+              `${doing} microvm ${uid}`,
+              `not ${PowerState[wanted]} after ${opts.timeout} s (last error: ${status?.lastError !== undefined && status.lastError !== '' ? status.lastError : 'none'})`,
+              EXIT.failed,
+            );
+          }
+          await sleep(this.io.pollIntervalMs ?? 500, undefined, this.io.signal !== undefined ? { signal: this.io.signal } : {});
         }
-        if (Date.now() > deadline)
-          throw this.fail(
-            `${doing} microvm ${uid}`,
-            `not ${PowerState[wanted]} after ${opts.timeout} s (last error: ${status?.lastError ?? 'none'})`,
-            EXIT.failed,
-          );
-        await sleep(this.io.pollIntervalMs ?? 500, undefined, this.io.signal !== undefined ? { signal: this.io.signal } : {});
+      } finally {
+        view.end();
       }
     });
   }
 
-  /** The guest's console log (the last --tail bytes); with --follow, what it writes next until interrupted. */
-  async logs(uid: string, opts: LogsCommandOptions): Promise<number> {
+  /**
+   * The guest's console log (its last --tail lines, as docker and incus count them); with --follow,
+   * what it writes next until interrupted. The API counts bytes: fl asks for enough bytes for the
+   * lines and cuts what comes first (the whole answer, or with --follow the burst before the first
+   * quiet moment) to the last lines.
+   */
+  async logs(ref: string, opts: LogsCommandOptions): Promise<number> {
     return this.withClient(opts, async (client, host) => {
+      const uid = (await this.resolve(client, host, ref, `reading the console log of microvm ${ref}`)).spec?.uid ?? '';
       const decoder = new TextDecoder();
-      const handle = client.logs({ uid, follow: opts.follow === true, tailBytes: BigInt(opts.tail) }, (data) =>
-        this.io.out.write(decoder.decode(data, { stream: true })),
+      const tail = new TailLines(opts.tail, (text) => this.io.out.write(text));
+      const handle = client.logs({ uid, follow: opts.follow === true, tailBytes: BigInt(tail.bytesToAsk) }, (data) =>
+        tail.write(decoder.decode(data, { stream: true })),
       );
       const onAbort = (): void => handle.cancel();
       this.io.signal?.addEventListener('abort', onAbort, { once: true });
       try {
         const ended = await handle.done;
+        tail.flush();
         if (!ended.ok) throw this.rpcFailure(`reading the console log of microvm ${uid}`, ended.error, host);
         return EXIT.ok;
       } finally {
+        tail.stop();
         this.io.signal?.removeEventListener('abort', onAbort);
       }
     });
@@ -481,8 +527,9 @@ class Cli {
     });
   }
 
-  async delete(uid: string, opts: DeleteCommandOptions): Promise<number> {
+  async delete(ref: string, opts: DeleteCommandOptions): Promise<number> {
     return this.withClient(opts, async (client, host) => {
+      const uid = (await this.resolve(client, host, ref, `deleting microvm ${ref}`)).spec?.uid ?? '';
       const deleted = await client.deleteMicroVM(uid);
       if (!deleted.ok) throw this.rpcFailure(`deleting microvm ${uid}`, deleted.error, host);
       this.io.err.write(`microvm ${uid}: deletion requested\n`);
@@ -547,7 +594,7 @@ function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Com
     .option('--metadata-from-file <key=path>', 'metadata entry read from a file, sent base64-encoded (repeatable)', collect)
     .option('--container-volume <name=image=mountpoint>', 'additional volume from a container image (repeatable)', collect)
     .option('--provider <name>', 'microvm provider (server default when omitted)')
-    .option('--wait', 'wait until the microvm is CREATED (exit 0) or FAILED (exit 1), printing state changes to stderr')
+    .option('--wait', 'wait until the microvm is CREATED (exit 0) or FAILED (exit 1), showing the state, reconcile step and image pull progress on stderr')
     .option('--timeout <seconds>', 'how long --wait waits', positiveInt('--timeout'), 300)
     .addHelpText('after', '\nThe original fl also sent cloud-init user-data by default; this one sends only --metadata-from-file entries.')
     .action(async (_opts, cmd: Command) => setExit(await cli.create(cmd.optsWithGlobals<CreateCommandOptions>())));
@@ -555,25 +602,25 @@ function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Com
   const listOptions = (cmd: Command): Command =>
     cmd.option('--namespace <namespace>', 'only this namespace (default: all namespaces)').option('--name <name>', 'only microvms with this name');
 
-  listOptions(microvm.command('get').argument('[uid]', 'microvm uid; without it, lists like `fl microvm list`'))
-    .description('print a microvm, or list microvms when no uid is given')
-    .action(async (uid: string | undefined, _opts, cmd: Command) => {
+  listOptions(microvm.command('get').argument('[vm]', `${VM_ARGUMENT}; without it, lists like \`fl microvm list\``))
+    .description('show a microvm in detail (state, images, NICs and IPs, VMM, errors), or list microvms when none is named')
+    .action(async (ref: string | undefined, _opts, cmd: Command) => {
       const opts = cmd.optsWithGlobals<ListCommandOptions>();
-      setExit(uid !== undefined ? await cli.get(uid, opts) : await cli.list(opts));
+      setExit(ref !== undefined ? await cli.get(ref, opts) : await cli.list(opts));
     });
 
   listOptions(microvm.command('list').alias('ls'))
     .description('list microvms')
-    .option('-w, --watch', 'after the list, print each change and deletion (until interrupted); reconnects when the stream breaks')
+    .option('-w, --watch', 'after the list, print each change and deletion with its EVENT (until interrupted); reconnects when the stream breaks')
     .action(async (_opts, cmd: Command) => setExit(await cli.list(cmd.optsWithGlobals<ListCommandOptions>())));
 
   microvm
     .command('delete')
     .description('delete a microvm; it is torn down in the background')
-    .argument('<uid>', 'microvm uid')
-    .option('--wait', 'wait until the microvm is gone')
+    .argument('<vm>', VM_ARGUMENT)
+    .option('--wait', 'wait until the microvm is gone, showing the teardown step')
     .option('--timeout <seconds>', 'how long --wait waits', positiveInt('--timeout'), 300)
-    .action(async (uid: string, _opts, cmd: Command) => setExit(await cli.delete(uid, cmd.optsWithGlobals<DeleteCommandOptions>())));
+    .action(async (ref: string, _opts, cmd: Command) => setExit(await cli.delete(ref, cmd.optsWithGlobals<DeleteCommandOptions>())));
 
   const lifecycle: ReadonlyArray<readonly [LifecycleCall, string]> = [
     ['stop', 'stop the VMM; devices, disks and the VM dir are kept (start runs it again)'],
@@ -586,19 +633,28 @@ function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Com
     microvm
       .command(call)
       .description(`${description} (flintlockd's lifecycle extension)`)
-      .argument('<uid>', 'microvm uid')
-      .option('--wait', 'wait until the guest does what was asked')
+      .argument('<vm>', VM_ARGUMENT)
+      .option('--wait', 'wait until the guest does what was asked, showing the reconcile step')
       .option('--timeout <seconds>', 'how long --wait waits', positiveInt('--timeout'), 120)
-      .action(async (uid: string, _opts, cmd: Command) => setExit(await cli.power(call, uid, cmd.optsWithGlobals<PowerCommandOptions>())));
+      .action(async (ref: string, _opts, cmd: Command) => setExit(await cli.power(call, ref, cmd.optsWithGlobals<PowerCommandOptions>())));
   }
 
   microvm
     .command('logs')
     .description("print the guest's serial console log (flintlockd's lifecycle extension)")
-    .argument('<uid>', 'microvm uid')
+    .argument('<vm>', VM_ARGUMENT)
     .option('-f, --follow', 'keep printing what the guest writes, until interrupted')
-    .option('--tail <bytes>', 'only the last this many bytes (0: all)', nonNegativeInt('--tail'), 0)
-    .action(async (uid: string, _opts, cmd: Command) => setExit(await cli.logs(uid, cmd.optsWithGlobals<LogsCommandOptions>())));
+    .option('--tail <lines>', 'only the last this many lines (0: all)', nonNegativeInt('--tail'), 0)
+    .action(async (ref: string, _opts, cmd: Command) => setExit(await cli.logs(ref, cmd.optsWithGlobals<LogsCommandOptions>())));
+
+  program
+    .command('completion')
+    .description('print a shell completion script: source <(fl completion bash)')
+    .addArgument(new Argument('<shell>', 'the shell').choices(COMPLETION_SHELLS))
+    .action((shell: CompletionShell) => {
+      io.out.write(completionScript(program, shell));
+      setExit(EXIT.ok);
+    });
 
   program
     .command('host')
@@ -611,7 +667,16 @@ function buildProgram(cli: Cli, io: CliIo, setExit: (code: number) => void): Com
 }
 
 /** Runs fl with the user's arguments (no node/script prefix) and returns the exit code. */
-export async function main(argv: string[], io: CliIo = { out: process.stdout, err: process.stderr }): Promise<number> {
+export async function main(
+  argv: string[],
+  // A terminal without a size (a pty nobody sized) reports 0 columns: the shell's COLUMNS, else 80.
+  io: CliIo = {
+    out: process.stdout,
+    err: process.stderr,
+    errIsTty: process.stderr.isTTY,
+    columns: process.stderr.columns || Number(process.env['COLUMNS']) || 80,
+  },
+): Promise<number> {
   const cli = new Cli(io);
   let exitCode: number = EXIT.ok;
   const program = buildProgram(cli, io, (code) => {

@@ -42,9 +42,16 @@ export function formatAge(ms: number): string {
   return `${Math.floor(hours / 24)}d`;
 }
 
-export const TABLE_HEADER = ['UID', 'NAMESPACE', 'NAME', 'STATE', 'RETRY', 'REASON', 'AGE'] as const;
+export const TABLE_HEADER = ['UID', 'NAMESPACE', 'NAME', 'STATE', 'IP', 'RETRY', 'AGE', 'REASON'] as const;
 
 const STATE_COLUMN = TABLE_HEADER.indexOf('STATE');
+
+/** The guest addresses the host has seen: IPv4 first (the one people type), the rest counted. */
+export function ipsOf(vm: MicroVM): string {
+  const ips = [...(vm.status?.guestIps ?? [])].sort((a, b) => Number(a.includes(':')) - Number(b.includes(':')));
+  if (ips.length === 0) return '-';
+  return ips.length === 1 ? (ips[0] ?? '-') : `${ips[0] ?? ''} (+${ips.length - 1})`;
+}
 
 export function tableRow(vm: MicroVM, now: number): string[] {
   const created = vm.spec?.createdAt;
@@ -53,9 +60,10 @@ export function tableRow(vm: MicroVM, now: number): string[] {
     vm.spec?.namespace ?? '',
     vm.spec?.id ?? '',
     stateName(vm.status?.state),
+    ipsOf(vm),
     String(vm.status?.retry ?? 0),
-    truncate(reasonOf(vm), REASON_WIDTH) || '-',
     created !== undefined ? formatAge(now - timestampMs(created)) : '-',
+    truncate(reasonOf(vm), REASON_WIDTH) || '-',
   ];
 }
 
@@ -102,7 +110,7 @@ export function formatVms(format: OutputFormat, vms: MicroVM | readonly MicroVM[
 }
 
 // Watch output streams, so columns cannot be sized from the data: fixed minimum widths instead.
-const WATCH_WIDTHS = [26, 12, 20, 8, 5, REASON_WIDTH];
+const WATCH_WIDTHS = [8, 26, 12, 20, 8, 15, 5, 4, REASON_WIDTH];
 
 function fixedRow(row: readonly string[]): string {
   return `${row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(WATCH_WIDTHS[i] ?? 0))).join('   ')}\n`;
@@ -110,22 +118,23 @@ function fixedRow(row: readonly string[]): string {
 
 /** Printed once before the updates of `list --watch` (table format only). */
 export function formatWatchHeader(format: OutputFormat): string {
-  return format === 'table' ? fixedRow(TABLE_HEADER) : '';
+  return format === 'table' ? fixedRow(['EVENT', ...TABLE_HEADER]) : '';
 }
 
 /**
  * One line of `list --watch`: a table row (state DELETED for a deletion), or the event as one
- * compact JSON line (NDJSON) or YAML document: `{"type": "SNAPSHOT"|"UPDATED"|"DELETED", "microvm": {...}}`.
+ * compact JSON line (NDJSON) or YAML document: `{"type": "SNAPSHOT"|"UPDATED"|"DELETED", "event": "ADDED"|"MODIFIED"|"DELETED", "microvm": {...}}`
+ * (type: what the watch RPC said; event: what it means for the list, in kubectl's words).
  */
-export function formatWatchLine(format: OutputFormat, line: { readonly type: string; readonly vm: MicroVM }, now: number): string {
+export function formatWatchLine(format: OutputFormat, line: { readonly type: string; readonly event: string; readonly vm: MicroVM }, now: number): string {
   switch (format) {
     case 'table': {
       const row = tableRow(line.vm, now);
-      return fixedRow(line.type === 'DELETED' ? row.map((cell, i) => (i === STATE_COLUMN ? 'DELETED' : cell)) : row);
+      return fixedRow([line.event, ...(line.type === 'DELETED' ? row.map((cell, i) => (i === STATE_COLUMN ? 'DELETED' : cell)) : row)]);
     }
     case 'json':
-      return `${JSON.stringify({ type: line.type, microvm: vmJson(line.vm) })}\n`;
+      return `${JSON.stringify({ type: line.type, event: line.event, microvm: vmJson(line.vm) })}\n`;
     case 'yaml':
-      return `---\n${stringify({ type: line.type, microvm: vmJson(line.vm) })}`;
+      return `---\n${stringify({ type: line.type, event: line.event, microvm: vmJson(line.vm) })}`;
   }
 }

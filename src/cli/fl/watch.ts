@@ -8,9 +8,14 @@ import { WatchEvent_Type as EventType, type WatchEvent } from '../../gen/flintlo
 
 /** One line (or document) of watch output. SNAPSHOT: the list before the first changes. */
 export interface WatchLine {
+  /** What the watch RPC said. */
   readonly type: 'SNAPSHOT' | 'UPDATED' | 'DELETED';
+  /** What it means for the list shown (kubectl's words): a VM new to it, changed, or gone. */
+  readonly event: WatchEventName;
   readonly vm: MicroVM;
 }
+
+export type WatchEventName = 'ADDED' | 'MODIFIED' | 'DELETED';
 
 export interface WatchPosition {
   readonly epoch: string;
@@ -45,8 +50,8 @@ export class WatchState {
         (this.snapshot ??= new Set()).add(uid);
         const before = this.known.get(uid);
         this.known.set(uid, vm);
-        if (!this.snapshotEnded) return [{ type: 'SNAPSHOT', vm }];
-        return before?.version === vm.version ? [] : [{ type: 'UPDATED', vm }];
+        if (!this.snapshotEnded) return [{ type: 'SNAPSHOT', event: 'ADDED', vm }];
+        return before?.version === vm.version ? [] : [{ type: 'UPDATED', event: before === undefined ? 'ADDED' : 'MODIFIED', vm }];
       }
       case EventType.SNAPSHOT_END: {
         const present = this.snapshot ?? new Set<string>();
@@ -56,18 +61,20 @@ export class WatchState {
         // A fresh snapshot is the whole truth: what it lacks was deleted while we were away.
         const gone = [...this.known.entries()].filter(([known]) => !present.has(known));
         for (const [known] of gone) this.known.delete(known);
-        return gone.map(([, last]) => ({ type: 'DELETED', vm: last }));
+        return gone.map(([, last]) => ({ type: 'DELETED', event: 'DELETED', vm: last }));
       }
-      case EventType.UPDATED:
+      case EventType.UPDATED: {
         if (vm === undefined) return [];
+        const before = this.known.get(uid);
         this.known.set(uid, vm);
-        return [{ type: 'UPDATED', vm }];
+        return [{ type: 'UPDATED', event: before === undefined ? 'ADDED' : 'MODIFIED', vm }];
+      }
       case EventType.DELETED: {
         if (vm === undefined) return [];
         // The event carries only the ids; the last state seen says more (in the table).
         const last = this.known.get(uid);
         this.known.delete(uid);
-        return [{ type: 'DELETED', vm: last ?? vm }];
+        return [{ type: 'DELETED', event: 'DELETED', vm: last ?? vm }];
       }
       default:
         return [];

@@ -2,7 +2,7 @@
 // into a shared cache; these steps pick the files out and give each VM its own writable volume.
 import { join, relative } from 'node:path';
 import type { MicroVMStatus, Mount, VolumeSpec } from '../model.js';
-import type { ImageService, LocalImage } from '../ports.js';
+import type { ImageService, LocalImage, PullOptions } from '../ports.js';
 import type { Step, StepContext } from './step.js';
 
 /** Where the usual VMM kernels live in an image, in the order tried (COMPAT §2.3). */
@@ -35,6 +35,11 @@ async function findInImage(ctx: StepContext, images: ImageService, image: LocalI
   );
 }
 
+/** The pull stops waiting when the reconcile is aborted, and reports its progress to the reconcile. */
+function pullOptions(ctx: StepContext): PullOptions {
+  return { signal: ctx.signal, onProgress: (p) => ctx.progress.pulled(p) };
+}
+
 function withImage(status: MicroVMStatus, use: string, digest: string): Readonly<Record<string, string>> {
   return { ...status.images, [use]: digest };
 }
@@ -50,7 +55,7 @@ export function kernelStep(ctx: StepContext, images: ImageService): Step {
     name: 'kernel_image',
     shouldDo: () => mountMissing(ctx, ctx.status.kernelMount),
     do: async () => {
-      const image = await images.pull(kernel.image, { signal: ctx.signal });
+      const image = await images.pull(kernel.image, pullOptions(ctx));
       const source = await findInImage(ctx, images, image, 'kernel', kernel.filename !== undefined ? [kernel.filename] : KERNEL_CANDIDATES);
       ctx.saveStatus({ ...ctx.status, kernelMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'kernel', image.digest) });
     },
@@ -64,7 +69,7 @@ export function initrdStep(ctx: StepContext, images: ImageService): Step | undef
     name: 'initrd_image',
     shouldDo: () => mountMissing(ctx, ctx.status.initrdMount),
     do: async () => {
-      const image = await images.pull(initrd.image, { signal: ctx.signal });
+      const image = await images.pull(initrd.image, pullOptions(ctx));
       const source = await findInImage(ctx, images, image, 'initrd', initrd.filename !== undefined ? [initrd.filename] : INITRD_CANDIDATES);
       ctx.saveStatus({ ...ctx.status, initrdMount: { type: 'hostpath', source }, images: withImage(ctx.status, 'initrd', image.digest) });
     },
@@ -79,7 +84,7 @@ export function volumeStep(ctx: StepContext, images: ImageService, volume: Volum
     name: `volume_image[${volume.id}]`,
     shouldDo: () => mountMissing(ctx, ctx.status.volumes[volume.id]),
     do: async () => {
-      const image = await images.pull(ref, { signal: ctx.signal });
+      const image = await images.pull(ref, pullOptions(ctx));
       const base = await images.ext4(image, volume.sizeMb);
       let source = base;
       if (!volume.readOnly) {

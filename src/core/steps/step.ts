@@ -19,6 +19,7 @@ import type {
 } from '../ports.js';
 import type { NetworkConfigOptions } from '../cloud-init.js';
 import type { VmmIdRange, VmmLimitsConfig } from '../sandbox.js';
+import { noProgress, withoutProgress, type ProgressFields, type ProgressReporter } from './progress.js';
 
 export interface Step {
   readonly name: string;
@@ -81,6 +82,8 @@ export class StepContext {
     readonly log: Logger,
     /** Aborted by a delete or a shutdown: slow ports (image pulls, a VMM start) stop waiting. */
     readonly signal: AbortSignal = new AbortController().signal,
+    /** Where steps report the image pull's progress (the reconciler's; none elsewhere). */
+    readonly progress: ProgressReporter = noProgress,
   ) {
     this.current = vm;
   }
@@ -104,6 +107,22 @@ export class StepContext {
     this.current = saved;
   }
 
+  /**
+   * Writes the progress fields if nothing else wrote the VM since this reconcile last did
+   * (compare-and-swap on the version); false when something did, and the write is dropped.
+   */
+  saveProgress(fields: ProgressFields): boolean {
+    const saved = this.ports.repo.saveStatus(
+      this.current.id.uid,
+      { ...withoutProgress(this.current.status), ...fields },
+      this.ports.clock.now(),
+      this.current.version,
+    );
+    if (saved === undefined) return false;
+    this.current = saved;
+    return true;
+  }
+
   setInterfaceStatus(deviceId: string, iface: InterfaceStatus): void {
     this.saveStatus({ ...this.status, interfaces: { ...this.status.interfaces, [deviceId]: iface } });
   }
@@ -116,12 +135,16 @@ export interface ExecutionResult {
 
 export class StepNotConvergedError extends Error {}
 
-/** Runs the steps in order; stops at the first failure (the error propagates) or when aborted. */
-export async function executeSteps(steps: readonly Step[], log: Logger, signal?: AbortSignal): Promise<ExecutionResult> {
+/**
+ * Runs the steps in order; stops at the first failure (the error propagates) or when aborted.
+ * `onStep` hears of each step that has work to do, as it starts (status.reconcile_step).
+ */
+export async function executeSteps(steps: readonly Step[], log: Logger, signal?: AbortSignal, onStep?: (name: string) => void): Promise<ExecutionResult> {
   const executed: string[] = [];
   for (const step of steps) {
     signal?.throwIfAborted();
     if (!(await step.shouldDo())) continue;
+    onStep?.(step.name);
     const started = Date.now();
     log.debug({ step: step.name }, 'step starting');
     await step.do();
