@@ -2,13 +2,15 @@
 // (plain HTTP: for the local registries of the demo and the e2e tests).
 //
 //   node --import tsx scripts/oci-push.ts 127.0.0.1:5000/flintlock/guest:latest boot/vmlinuz=/path/vmlinuz boot/initrd=/path/initramfs.cpio.gz
+//   node --import tsx scripts/oci-push.ts 127.0.0.1:5000/flintlock/debian12-root:latest --layer /path/rootfs.tar
 //
-// Prints the manifest digest.
+// `--layer TAR`: the layer is that (uncompressed) tar as it is, e.g. a whole root filesystem with
+// its owners and modes (scripts/build-debian-image.sh), gzipped here. Prints the manifest digest.
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { constants as zlib, gzipSync } from 'node:zlib';
 import { create as createTar } from 'tar';
 
 const sha256 = (data: Buffer): string => `sha256:${createHash('sha256').update(data).digest('hex')}`;
@@ -48,16 +50,20 @@ async function pushBlob(base: string, repo: string, data: Buffer): Promise<strin
 async function main(): Promise<void> {
   const [target, ...specs] = process.argv.slice(2);
   const match = /^([^/]+)\/(.+):([\w][\w.-]*)$/.exec(target ?? '');
-  if (match === null || specs.length === 0) throw new Error('usage: oci-push.ts host:port/repo:tag path/in/image=local/file ...');
+  const usage = 'usage: oci-push.ts host:port/repo:tag (path/in/image=local/file ... | --layer file.tar)';
+  if (match === null || specs.length === 0) throw new Error(usage);
+  const layerFile = specs[0] === '--layer' ? specs[1] : undefined;
+  if (specs[0] === '--layer' && (layerFile === undefined || specs.length !== 2)) throw new Error(usage);
   const [, host, repo, tag] = match as unknown as [string, string, string, string];
-  const files = specs.map((s): [string, string] => {
+  const files = (layerFile !== undefined ? [] : specs).map((s): [string, string] => {
     const eq = s.indexOf('=');
     if (eq <= 0) throw new Error(`"${s}" must be path/in/image=local/file`);
     return [s.slice(0, eq), s.slice(eq + 1)];
   });
   const base = `http://${host}`;
-  const tar = await layerOf(files);
-  const layer = gzipSync(tar);
+  const tar = layerFile !== undefined ? readFileSync(layerFile) : await layerOf(files);
+  // A root filesystem is hundreds of MiB: the fastest level keeps the push to seconds.
+  const layer = gzipSync(tar, { level: layerFile !== undefined ? zlib.Z_BEST_SPEED : zlib.Z_DEFAULT_COMPRESSION });
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [sha256(tar)] }, config: {} }));
   const [configDigest, layerDigest] = [await pushBlob(base, repo, config), await pushBlob(base, repo, layer)];
   const manifest = Buffer.from(

@@ -17,8 +17,10 @@ case "${1:-}" in
   --no-setup) ;;
   *) echo "usage: $0 [--no-setup]" >&2; exit 2 ;;
 esac
-echo "==> guest image and registry for the end-to-end tests"
+echo "==> guest images and registry for the end-to-end tests"
 scripts/build-guest-image.sh
+# The sample Debian image: minutes when its script changed, so outside the test files' 10 minutes.
+scripts/build-debian-image.sh
 scripts/fetch-registry.sh >/dev/null
 echo "==> npm test"
 out=$(mktemp)

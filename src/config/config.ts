@@ -169,6 +169,11 @@ export const CONFIG_KEY_SPECS = {
     'Events that may wait for one WatchMicroVMs client before it is cut off (RESOURCE_EXHAUSTED; it may resume).',
   ),
   'watch-buffer-size': key(size, '8MiB', 'Encoded bytes that may wait for one WatchMicroVMs client before it is cut off.'),
+  'network-config-dhcp6': key(
+    bool,
+    true,
+    'Generated network-config asks for DHCPv6 (dhcp6: true) on DHCP NICs, as the original does. Set false for ifupdown guests on networks without a DHCPv6 server: they wait 5 minutes for it at boot (ADR 0012).',
+  ),
 };
 
 type KeySpecs = typeof CONFIG_KEY_SPECS;
@@ -232,6 +237,8 @@ export interface Config {
   readonly watchBufferEvents: number;
   /** Encoded bytes that may wait for one watch client before it is cut off (`watch-buffer-size`). */
   readonly watchBufferBytes: number;
+  /** `network-config-dhcp6`: DHCP NICs in generated network-config ask for DHCPv6 too (ADR 0012). */
+  readonly networkConfigDhcp6: boolean;
   /** Keys given that have no effect here, with why (for start-up warnings). */
   readonly ignored: ReadonlyArray<{ key: string; why: string }>;
 }
@@ -403,6 +410,7 @@ function toConfig(p: Parsed, ignored: Config['ignored']): Config {
     firecrackerJailerBin: p['firecracker-jailer-bin'],
     watchBufferEvents: p['watch-buffer-events'],
     watchBufferBytes: p['watch-buffer-size'],
+    networkConfigDhcp6: p['network-config-dhcp6'],
     ignored,
   };
 }

@@ -86,12 +86,22 @@ function staticEthernet(mac: string, address: StaticAddress): Ethernet {
   return entry;
 }
 
+/** How network-config is generated (daemon settings). */
+export interface NetworkConfigOptions {
+  /**
+   * `network-config-dhcp6`: DHCP interfaces ask for DHCPv6 as well (`dhcp6: true`, the original's
+   * choice; the default). ifupdown guests wait minutes for a DHCPv6 server that is not there (ADR 0012).
+   */
+  readonly dhcp6?: boolean;
+}
+
 /**
  * netplan v2 `network-config` text: one ethernet per interface keyed by device id, matched on
- * the guest MAC (not renamed). DHCP (v4 and v6, client id from the MAC) unless a static address
- * is given; the MMDS interface gets 169.254.0.1/16 with no gateway.
+ * the guest MAC (not renamed). DHCP (v4, and v6 unless `options.dhcp6` is false; client id from
+ * the MAC) unless a static address is given; the MMDS interface gets 169.254.0.1/16 with no gateway.
  */
-export function networkConfig(interfaces: readonly NetworkConfigInterface[]): Result<string, AppError> {
+export function networkConfig(interfaces: readonly NetworkConfigInterface[], options: NetworkConfigOptions = {}): Result<string, AppError> {
+  const dhcp6 = options.dhcp6 ?? true;
   const ethernets: Record<string, Ethernet> = {};
   for (const iface of interfaces) {
     if (iface.mac === undefined || iface.mac === '') return err(appError('internal', `network-config: interface ${iface.deviceId} has no MAC address yet`));
@@ -99,7 +109,7 @@ export function networkConfig(interfaces: readonly NetworkConfigInterface[]): Re
     const mac = iface.mac.toLowerCase();
     if (iface.allowMetadata === true) ethernets[iface.deviceId] = staticEthernet(mac, { address: MMDS_GUEST_ADDRESS, nameservers: [] });
     else if (iface.address !== undefined) ethernets[iface.deviceId] = staticEthernet(mac, iface.address);
-    else ethernets[iface.deviceId] = { match: { macaddress: mac }, dhcp4: true, dhcp6: true, 'dhcp-identifier': 'mac' };
+    else ethernets[iface.deviceId] = { match: { macaddress: mac }, dhcp4: true, dhcp6, 'dhcp-identifier': 'mac' };
   }
   return ok(stringify({ version: 2, ethernets }, YAML_OUT));
 }
@@ -302,9 +312,15 @@ function withNoCloudInstanceId(metaData: string): string {
  * - user-data: the spec's, else an empty `#cloud-config` (NoCloud needs one).
  * - vendor-data: the spec's, plus `mounts` for additional volumes with a mount point, named by
  *   the position of the volume's disk in `disks` (virtiofs volumes have no disk and no letter).
- * - network-config: the spec's own wins; else generated when `kernel.addNetworkConfig`; else none.
+ * - network-config: the spec's own wins; else generated when `kernel.addNetworkConfig` (with
+ *   `options`); else none.
  */
-export function cloudInitFiles(vm: MicroVM, nics: readonly LaunchNic[], disks: readonly LaunchDisk[]): Result<CloudInitResult, AppError> {
+export function cloudInitFiles(
+  vm: MicroVM,
+  nics: readonly LaunchNic[],
+  disks: readonly LaunchDisk[],
+  options: NetworkConfigOptions = {},
+): Result<CloudInitResult, AppError> {
   const warnings: string[] = [];
 
   const withId = injectInstanceId(vm.spec.metadata, vm.id.uid);
@@ -351,6 +367,7 @@ export function cloudInitFiles(vm: MicroVM, nics: readonly LaunchNic[], disks: r
           ...(nic.allowMetadata === true ? { allowMetadata: true } : {}),
         };
       }),
+      options,
     );
     if (!generated.ok) return generated;
     network = generated.value;

@@ -139,6 +139,7 @@ async function startServing(
       cgroups,
       limits: { memoryOverheadMb: config.vmmMemoryOverheadMb, pidsMax: config.vmmPidsMax },
     },
+    networkConfig: { dhcp6: config.networkConfigDhcp6 },
     stepObserver,
   };
   const reconciler = new Reconciler(ports, repo, clock, log.child({ component: 'reconciler' }), {

@@ -137,7 +137,7 @@ describe('QemuProvider command line', () => {
     });
     const args = qemuArgs(launch, { kvm: false, append: 'console=ttyS0', qmpPath: '/v/qmp.sock' });
     const line = args.join(' ');
-    assert.match(line, /-M microvm -accel tcg -smp 1 -m 256M -nodefaults -no-user-config -nographic -no-reboot/);
+    assert.match(line, /-M microvm -accel tcg,tb-size=64 -smp 1 -m 256M -nodefaults -no-user-config -nographic -no-reboot/);
     assert.equal(args[args.indexOf('-sandbox') + 1], 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
     assert.equal(QEMU_SANDBOX, 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
     assert.ok(!line.includes('-cpu host'));

@@ -149,3 +149,23 @@ export function pushGuest(ns: string, ref: string): string {
     `boot/initrd=${INITRD}`,
   ]).trim();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The sample Debian 12 image (scripts/build-debian-image.sh): real cloud-init, systemd-networkd.
+
+export const DEBIAN_DIR = join(REPO, '.cache/debian12');
+const DEBIAN_SCRIPT = join(REPO, 'scripts/build-debian-image.sh');
+
+/** Builds the Debian image unless .cache/debian12 holds this script's build (minutes on a miss). */
+export function ensureDebianImage(): void {
+  execFileSync(DEBIAN_SCRIPT, [DEBIAN_DIR], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 });
+}
+
+/**
+ * Pushes the Debian image from inside the namespace (the script's own --push): returns the kernel
+ * image (boot/vmlinuz, boot/initrd) and the root filesystem image references.
+ */
+export function pushDebian(ns: string, prefix: string, tag: string): { kernel: string; root: string } {
+  sh('ip', ['netns', 'exec', ns, DEBIAN_SCRIPT, '--push', `${prefix}:${tag}`, DEBIAN_DIR]);
+  return { kernel: `${prefix}/debian12-kernel:${tag}`, root: `${prefix}/debian12-root:${tag}` };
+}

@@ -2,15 +2,21 @@
 // and the gateway given the gRPC port's TLS settings. The host network port is the in-memory
 // double (this test is about wiring, not devices).
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
+import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
+import { parse } from 'yaml';
 import type { Logger } from '../../src/core/ports.js';
 import { silentLogger } from '../../src/adapters/log/logger.js';
 import { loadConfig } from '../../src/config/config.js';
 import { startDaemon, type RunningDaemon } from '../../src/daemon/compose.js';
+import { MicroVMSpecSchema, NetworkInterface_IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { makeTempDir } from '../helpers/daemon.js';
+import { buildImage, buildLayer, TestRegistry } from '../helpers/oci-registry.js';
+import { waitFor } from '../helpers/wait.js';
 import { MemoryNetwork } from '../helpers/doubles.js';
 import { describeWith, programs, QEMU_PROGRAMS } from '../helpers/prerequisites.js';
 import { TestClient, capmvmSpec } from '../helpers/grpc-client.js';
@@ -147,5 +153,69 @@ describeWith('daemon composition with mTLS and the HTTP gateway', [...QEMU_PROGR
   it("logs the gateway's TLS mode", () => {
     assert.ok(lines.includes('TLS is enabled'), lines.join('\n'));
     assert.ok(lines.includes('http gateway serves HTTPS: TLS 1.3, client certificates required (mTLS)'), lines.join('\n'));
+  });
+});
+
+describeWith('daemon composition: network-config-dhcp6 reaches the network-config builder', [...QEMU_PROGRAMS, ...programs('mtype')], {}, () => {
+  let dir: string;
+  let registry: TestRegistry;
+  let daemon: RunningDaemon;
+
+  before(async () => {
+    dir = makeTempDir('fl-compose-dhcp6-');
+    registry = await TestRegistry.start();
+    // Not a bootable kernel: the VM never runs; its cidata disk is built before the VMM starts.
+    registry.push('test/kernel', 'v1', buildImage([buildLayer({ 'boot/vmlinuz': 'not a kernel', 'boot/initrd': 'not an initrd' })]));
+    writeFileSync(join(dir, 'config.yaml'), '');
+    const config = loadConfig({
+      file: join(dir, 'config.yaml'),
+      env: {},
+      flags: {
+        'state-dir': join(dir, 'state'),
+        'grpc-endpoint': '127.0.0.1:0',
+        'bridge-name': 'br0',
+        insecure: true,
+        'default-provider': 'qemu',
+        'network-config-dhcp6': false,
+        'maximum-retry': 1,
+        'vmm-uid-range': '',
+        'vmm-cgroup-parent': '',
+      },
+    });
+    daemon = await startDaemon(config, silentLogger(), { network: new MemoryNetwork() });
+  });
+
+  after(async () => {
+    await daemon?.stop();
+    await registry?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("a DHCP NIC's generated network-config on the cidata disk has dhcp6: false", async () => {
+    const client = new TestClient(`127.0.0.1:${daemon.grpcPort}`);
+    try {
+      const kernel = `${registry.host}/test/kernel:v1`;
+      const vm = await client.create(
+        create(MicroVMSpecSchema, {
+          id: 'v6',
+          namespace: 'ns',
+          vcpu: 1,
+          memoryInMb: 128,
+          kernel: { image: kernel, filename: 'boot/vmlinuz', cmdline: {}, addNetworkConfig: true },
+          initrd: { image: kernel, filename: 'boot/initrd' },
+          interfaces: [{ deviceId: 'eth1', type: NetworkInterface_IfaceType.TAP, guestMac: '02:00:00:00:06:01' }],
+          metadata: { 'meta-data': Buffer.from('local_hostname: v6\n').toString('base64') },
+        }),
+      );
+      const cidata = join(dir, 'state', 'vm', 'ns', 'v6', vm.spec?.uid ?? '', 'cidata.img');
+      await waitFor('the cidata disk', () => existsSync(cidata), 20_000, 50);
+      const text = execFileSync('mtype', ['-i', cidata, '::network-config'], { encoding: 'utf8' });
+      assert.deepEqual(parse(text, { version: '1.1' }), {
+        version: 2,
+        ethernets: { eth1: { match: { macaddress: '02:00:00:00:06:01' }, dhcp4: true, dhcp6: false, 'dhcp-identifier': 'mac' } },
+      });
+    } finally {
+      client.close();
+    }
   });
 });

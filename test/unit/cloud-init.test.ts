@@ -84,6 +84,28 @@ describe('networkConfig', () => {
     );
   });
 
+  it('dhcp6: false (network-config-dhcp6) asks for DHCPv4 only; static and MMDS NICs are unchanged', () => {
+    const interfaces: NetworkConfigInterface[] = [
+      { deviceId: 'eth0', mac: 'AA:FF:00:00:00:01', allowMetadata: true },
+      { deviceId: 'lan', mac: '02:00:00:00:00:0a' },
+      { deviceId: 'wan', mac: '02:00:00:00:00:0b', address: { address: '10.1.0.9/16', nameservers: [] } },
+    ];
+    const off = networkConfig(interfaces, { dhcp6: false });
+    const on = networkConfig(interfaces, { dhcp6: true });
+    const unset = networkConfig(interfaces);
+    assert.ok(off.ok && on.ok && unset.ok);
+    assert.deepEqual(yaml11(off.value), {
+      version: 2,
+      ethernets: {
+        eth0: { match: { macaddress: 'aa:ff:00:00:00:01' }, dhcp4: false, dhcp6: false, addresses: ['169.254.0.1/16'] },
+        lan: { match: { macaddress: '02:00:00:00:00:0a' }, dhcp4: true, dhcp6: false, 'dhcp-identifier': 'mac' },
+        wan: { match: { macaddress: '02:00:00:00:00:0b' }, dhcp4: false, dhcp6: false, addresses: ['10.1.0.9/16'] },
+      },
+    });
+    assert.equal(unset.value, on.value, "the default is the original's dhcp6: true");
+    assert.match(on.value, /lan:\n(?:.*\n)*?\s+dhcp6: true\n/);
+  });
+
   it('quotes MACs so YAML 1.1 readers do not take them for base-60 numbers', () => {
     const r = networkConfig([{ deviceId: 'eth0', mac: '52:54:00:12:34:56' }]);
     assert.ok(r.ok);
@@ -423,6 +445,25 @@ describe('cloudInitFiles', () => {
         },
       },
     });
+  });
+
+  it('passes the network-config options to the generated network-config only', () => {
+    const vm = vmWith({ spec: { interfaces: [{ deviceId: 'lan', type: 'tap' }] } });
+    const generated = cloudInitFiles(vm, [nic('lan', '02:00:00:00:00:0a')], [], { dhcp6: false });
+    assert.ok(generated.ok);
+    assert.deepEqual(yaml11(generated.value.files['network-config'] ?? ''), {
+      version: 2,
+      ethernets: { lan: { match: { macaddress: '02:00:00:00:00:0a' }, dhcp4: true, dhcp6: false, 'dhcp-identifier': 'mac' } },
+    });
+    const own = 'version: 2\nethernets:\n  mine:\n    dhcp6: true\n';
+    const withOwn = cloudInitFiles(
+      vmWith({ spec: { interfaces: [{ deviceId: 'lan', type: 'tap' }], metadata: { ...vm.spec.metadata, 'network-config': b64(own) } } }),
+      [nic('lan', '02:00:00:00:00:0a')],
+      [],
+      { dhcp6: false },
+    );
+    assert.ok(withOwn.ok);
+    assert.equal(withOwn.value.files['network-config'], own, "the client's own network-config is not rewritten");
   });
 
   it("the user's own network-config wins over the generated one (base64 or raw)", () => {

@@ -486,3 +486,13 @@ describe('loadConfig: the watch buffer (ADR 0011)', () => {
     assert.throws(() => load({ yaml: `${BASE_YAML}watch-buffer-events: 0\n` }), /watch-buffer-events/);
   });
 });
+
+describe('loadConfig: network-config-dhcp6 (ADR 0012)', () => {
+  it("defaults to the original's dhcp6: true; false from the file, the environment or a flag", () => {
+    assert.equal(load({ yaml: BASE_YAML }).networkConfigDhcp6, true);
+    assert.equal(load({ yaml: `${BASE_YAML}network-config-dhcp6: false\n` }).networkConfigDhcp6, false);
+    assert.equal(load({ yaml: BASE_YAML, env: { FLINTLOCKD_NETWORK_CONFIG_DHCP6: 'false' } }).networkConfigDhcp6, false);
+    assert.equal(load({ yaml: BASE_YAML, flags: { 'network-config-dhcp6': false } }).networkConfigDhcp6, false);
+    assert.throws(() => load({ yaml: `${BASE_YAML}network-config-dhcp6: maybe\n` }), /network-config-dhcp6/);
+  });
+});

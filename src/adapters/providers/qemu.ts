@@ -97,6 +97,14 @@ function serialFor(id: string): string | undefined {
   return /^[A-Za-z0-9._-]+$/.test(s) ? s : undefined;
 }
 
+/**
+ * TCG's translation cache, MiB. QEMU's default (1 GiB in 7.2) is memory the VMM takes on top of the
+ * guest's as the guest runs more code: a Debian guest with cloud-init filled it past the VMM
+ * cgroup's allowance (`vmm-memory-overhead-mb`, 256) and was OOM-killed in a loop. 64 MiB keeps a
+ * TCG VMM inside it; KVM has no translation cache.
+ */
+export const TCG_TB_SIZE_MB = 64;
+
 export interface QemuArgsOptions {
   readonly kvm: boolean;
   /** The merged kernel command line. */
@@ -117,7 +125,7 @@ export function qemuArgs(launch: LaunchSpec, opts: QemuArgsOptions): string[] {
     '-M',
     'microvm',
     '-accel',
-    opts.kvm ? 'kvm' : 'tcg',
+    opts.kvm ? 'kvm' : `tcg,tb-size=${TCG_TB_SIZE_MB}`,
     ...(opts.kvm ? ['-cpu', 'host'] : []),
     '-smp',
     String(launch.vcpu),

@@ -17,6 +17,7 @@ import type {
   VmFilesystem,
   VmmCgroups,
 } from '../ports.js';
+import type { NetworkConfigOptions } from '../cloud-init.js';
 import type { VmmIdRange, VmmLimitsConfig } from '../sandbox.js';
 import { noProgress, withoutProgress, type ProgressFields, type ProgressReporter } from './progress.js';
 
@@ -49,6 +50,8 @@ export interface StepPorts {
   /** Graceful VMM stop before SIGKILL (`delete-vm-timeout`). */
   readonly deleteVmTimeoutMs: number;
   readonly sandbox: SandboxPorts;
+  /** How generated network-config is written (`network-config-dhcp6`); absent: the defaults. */
+  readonly networkConfig?: NetworkConfigOptions;
   /** Told of every step that had work to do (metrics); none in most tests. */
   readonly stepObserver?: StepObserver;
 }

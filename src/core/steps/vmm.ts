@@ -79,7 +79,10 @@ export function startVmmStep(ctx: StepContext): Step {
       const cgroupProcs = await cgroups.ensure(uid, vmmCgroupLimits(ctx.vm.spec.memoryMb, limits));
       const identity = vmmIdentityOf(ctx);
       const sandbox: VmmSandbox = { cgroupProcs, ...(identity !== undefined ? { identity } : {}) };
-      const launch = { ...buildLaunchSpec(ctx.vm, ctx.vmDir, cloudInitFilesFor(ctx.vm, ctx.vmDir), cidataPathFor(ctx)), sandbox };
+      const launch = {
+        ...buildLaunchSpec(ctx.vm, ctx.vmDir, cloudInitFilesFor(ctx.vm, ctx.vmDir, ctx.ports.networkConfig ?? {}), cidataPathFor(ctx)),
+        sandbox,
+      };
       const startedAt = ctx.ports.clock.now();
       let process;
       try {
