@@ -332,9 +332,21 @@ describeWith('Iproute2NetworkService (real kernel, private netns)', [NETNS], {},
         // One reader (-force), one changer, one deleter, each started once.
         assert.deepEqual(await starts(), ['-json -batch -', '-json -details -batch -', '-json -details -force -batch -']);
         // Reading a name the reader looked up before it was deleted: ip's cache answers ENODEV,
-        // and a fresh reader says it is gone.
+        // and one ip for that name says it is gone; the long-lived processes are kept (they are
+        // replaced only when such a name exists again: the next test).
         assert.equal(await counted.getLink('flbatch0'), undefined);
-        assert.deepEqual(await starts(), ['-json -batch -', '-json -details -batch -', '-json -details -force -batch -', '-json -details -force -batch -']);
+        assert.deepEqual(await starts(), [
+          '-json -batch -',
+          '-json -details -batch -',
+          '-json -details -force -batch -',
+          '-json -details link show dev flbatch0',
+        ]);
+        // ip itself exits after such an ENODEV, so the next read starts a reader; the changer
+        // and the deleter are not replaced.
+        assert.equal(await counted.getLink('flbatch1'), undefined);
+        const after = await starts();
+        assert.equal(after.filter((s) => s === '-json -details -batch -').length, 1);
+        assert.equal(after.filter((s) => s === '-json -batch -').length, 1);
         counted.close();
       } finally {
         await rm(dir, { recursive: true, force: true });

@@ -287,16 +287,24 @@ export class Iproute2NetworkService implements NetworkService {
       const read = this.sessions.read;
       const ask = (): Promise<{ lines: readonly string[]; stderr: string }> => this.request(read, commands);
       // ENODEV for a name (ip may also exit on it): ip's cache holds the ifindex of a device
-      // deleted since. A fresh process answers from the kernel alone.
+      // deleted since. Nearly always it is simply gone (device names are random per VM, and a
+      // delete plan reads its devices again after removing them), so one process per name, off
+      // the event loop, answers from the kernel alone; the long-lived processes are replaced only
+      // when one of those names exists again (made again, under a new ifindex). Replacing them on
+      // every ENODEV started ~500 processes in 30 s on the event loop under bench/load.ts.
       const stale = (stderr: string): boolean => /No such device/.test(stderr);
-      let answer = await ask().catch((err: unknown) => {
+      const answer = await ask().catch((err: unknown) => {
         if (err instanceof IpCommandError && stale(err.stderr)) return undefined;
         throw err;
       });
       if (answer === undefined || stale(answer.stderr)) {
-        read.restart();
-        this.sessions.change.restart(); // it may hold the same stale entry
-        answer = await ask();
+        const fresh = (await Promise.all(names.map((n) => this.getParsed(n)))).filter((l): l is ParsedLink => l !== undefined);
+        const seen = new Set(answer === undefined ? [] : parseLinks(answer.lines.join('\n')).map((l) => l.info.name));
+        if (fresh.some((l) => !seen.has(l.info.name))) {
+          read.restart();
+          this.sessions.change.restart(); // it may hold the same stale entry
+        }
+        return new Map(fresh.map((l) => [l.info.name, l]));
       }
       // The session's end marker fails as a missing device too; anything else is a real failure.
       if (answer.stderr.trim() !== '' && !onlyMissingDevices(answer.stderr)) {
