@@ -394,10 +394,6 @@ class ClientProcess {
     this.send({ type: 'init', endpoint, indices });
   }
 
-  get pid(): number | undefined {
-    return this.child.pid;
-  }
-
   request(message: ToChild): Promise<FromChild> {
     return new Promise((resolve, reject) => {
       if (this.exited !== undefined) return reject(this.exited);
@@ -429,12 +425,7 @@ class ClientPool {
       for (let i = k; i < CLIENTS; i += CLIENT_PROCESSES) indices.push(i);
       this.processes.push(new ClientProcess(endpoint, indices));
     }
-    for (const p of this.processes) {
-      const pid = p.pid;
-      atExit(() => {
-        if (pid !== undefined) p.kill();
-      });
-    }
+    for (const p of this.processes) atExit(() => p.kill());
   }
 
   async run(ms: number, stats: CallStats): Promise<{ cpuMs: number; lagP99Ms: number }> {

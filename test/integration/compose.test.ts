@@ -3,21 +3,19 @@
 // double (this test is about wiring, not devices).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { parse } from 'yaml';
 import type { Logger } from '../../src/core/ports.js';
-import { silentLogger } from '../../src/adapters/log/logger.js';
-import { loadConfig } from '../../src/config/config.js';
-import { startDaemon, type RunningDaemon } from '../../src/daemon/compose.js';
+import type { RunningDaemon } from '../../src/daemon/compose.js';
 import { MicroVMSpecSchema, NetworkInterface_IfaceType } from '../../src/gen/flintlock/types/microvm_pb.js';
 import { makeTempDir } from '../helpers/daemon.js';
 import { buildImage, buildLayer, TestRegistry } from '../helpers/oci-registry.js';
 import { waitFor } from '../helpers/wait.js';
-import { MemoryNetwork } from '../helpers/doubles.js';
+import { startComposedDaemon } from '../helpers/composed-daemon.js';
 import { describeWith, programs, QEMU_PROGRAMS } from '../helpers/prerequisites.js';
 import { TestClient, capmvmSpec } from '../helpers/grpc-client.js';
 import { httpsCall, httpsFailure } from '../helpers/https-client.js';
@@ -29,25 +27,16 @@ describeWith('daemon composition', QEMU_PROGRAMS, {}, () => {
 
   before(async () => {
     dir = makeTempDir('fl-compose-');
-    // An explicit (empty) file, so a config in /etc/opt/flintlockd on this host can't leak in.
-    writeFileSync(join(dir, 'config.yaml'), '');
-    const config = loadConfig({
-      file: join(dir, 'config.yaml'),
-      env: {},
-      flags: {
-        'state-dir': join(dir, 'state'),
-        'grpc-endpoint': '127.0.0.1:0',
-        'enable-http': true,
-        'http-endpoint': '127.0.0.1:0',
-        'debug-endpoint': '127.0.0.1:0',
-        'bridge-name': 'br0',
-        'parent-iface': 'eth0',
-        insecure: true,
-        'basic-auth-token': 'tok',
-        'default-provider': 'qemu',
-      },
+    daemon = await startComposedDaemon(dir, {
+      'enable-http': true,
+      'http-endpoint': '127.0.0.1:0',
+      'debug-endpoint': '127.0.0.1:0',
+      'bridge-name': 'br0',
+      'parent-iface': 'eth0',
+      insecure: true,
+      'basic-auth-token': 'tok',
+      'default-provider': 'qemu',
     });
-    daemon = await startDaemon(config, silentLogger(), { network: new MemoryNetwork() });
   });
 
   after(async () => {
@@ -102,13 +91,9 @@ describeWith('daemon composition with mTLS and the HTTP gateway', [...QEMU_PROGR
   before(async () => {
     dir = makeTempDir('fl-compose-tls-');
     pki = makePki(dir);
-    writeFileSync(join(dir, 'config.yaml'), '');
-    const config = loadConfig({
-      file: join(dir, 'config.yaml'),
-      env: {},
-      flags: {
-        'state-dir': join(dir, 'state'),
-        'grpc-endpoint': '127.0.0.1:0',
+    daemon = await startComposedDaemon(
+      dir,
+      {
         'enable-http': true,
         'http-endpoint': '127.0.0.1:0',
         'bridge-name': 'br0',
@@ -118,8 +103,8 @@ describeWith('daemon composition with mTLS and the HTTP gateway', [...QEMU_PROGR
         'tls-client-validate': true,
         'default-provider': 'qemu',
       },
-    });
-    daemon = await startDaemon(config, recordingLogger(lines), { network: new MemoryNetwork() });
+      recordingLogger(lines),
+    );
   });
 
   after(async () => {
@@ -166,23 +151,15 @@ describeWith('daemon composition: network-config-dhcp6 reaches the network-confi
     registry = await TestRegistry.start();
     // Not a bootable kernel: the VM never runs; its cidata disk is built before the VMM starts.
     registry.push('test/kernel', 'v1', buildImage([buildLayer({ 'boot/vmlinuz': 'not a kernel', 'boot/initrd': 'not an initrd' })]));
-    writeFileSync(join(dir, 'config.yaml'), '');
-    const config = loadConfig({
-      file: join(dir, 'config.yaml'),
-      env: {},
-      flags: {
-        'state-dir': join(dir, 'state'),
-        'grpc-endpoint': '127.0.0.1:0',
-        'bridge-name': 'br0',
-        insecure: true,
-        'default-provider': 'qemu',
-        'network-config-dhcp6': false,
-        'maximum-retry': 1,
-        'vmm-uid-range': '',
-        'vmm-cgroup-parent': '',
-      },
+    daemon = await startComposedDaemon(dir, {
+      'bridge-name': 'br0',
+      insecure: true,
+      'default-provider': 'qemu',
+      'network-config-dhcp6': false,
+      'maximum-retry': 1,
+      'vmm-uid-range': '',
+      'vmm-cgroup-parent': '',
     });
-    daemon = await startDaemon(config, silentLogger(), { network: new MemoryNetwork() });
   });
 
   after(async () => {

@@ -14,11 +14,9 @@ import { main, type CliIo } from '../../src/cli/fl/main.js';
 import type { MicroVM, MicroVMStatus } from '../../src/core/model.js';
 import type { Logger } from '../../src/core/ports.js';
 import { createTestService, type TestService } from '../helpers/service.js';
-import { silentLogger } from '../../src/adapters/log/logger.js';
-import { loadConfig } from '../../src/config/config.js';
-import { startDaemon, type RunningDaemon } from '../../src/daemon/compose.js';
+import type { RunningDaemon } from '../../src/daemon/compose.js';
 import { FL, makeTempDir } from '../helpers/daemon.js';
-import { MemoryNetwork } from '../helpers/doubles.js';
+import { startComposedDaemon } from '../helpers/composed-daemon.js';
 import { TestRegistry, buildImage, buildLayer } from '../helpers/oci-registry.js';
 import { describeWith, QEMU_PROGRAMS } from '../helpers/prerequisites.js';
 import { spawnTracked } from '../helpers/processes.js';
@@ -625,21 +623,13 @@ describeWith('fl --wait against the daemon: reconcile step and pull progress', Q
     dir = makeTempDir('fl-wait-');
     registry = await TestRegistry.start();
     registry.push('test/initrd', '1', buildImage([buildLayer({ 'boot/': { dir: true }, 'boot/initrd': Buffer.from('initrd') })]));
-    writeFileSync(join(dir, 'config.yaml'), '');
-    const config = loadConfig({
-      file: join(dir, 'config.yaml'),
-      env: {},
-      flags: {
-        'state-dir': join(dir, 'state'),
-        'grpc-endpoint': '127.0.0.1:0',
-        'bridge-name': 'br0',
-        'parent-iface': 'eth0',
-        insecure: true,
-        'default-provider': 'qemu',
-        'maximum-retry': 0,
-      },
+    daemon = await startComposedDaemon(dir, {
+      'bridge-name': 'br0',
+      'parent-iface': 'eth0',
+      insecure: true,
+      'default-provider': 'qemu',
+      'maximum-retry': 0,
     });
-    daemon = await startDaemon(config, silentLogger(), { network: new MemoryNetwork() });
     daemonHost = `127.0.0.1:${daemon.grpcPort}`;
   });
 
