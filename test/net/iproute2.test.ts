@@ -329,24 +329,33 @@ describeWith('Iproute2NetworkService (real kernel, private netns)', [NETNS], {},
             .split('\n')
             .map((l) => l.replace(`-n ${NS} `, ''))
             .sort();
-        // One reader (-force), one changer, one deleter, each started once.
-        assert.deepEqual(await starts(), ['-json -batch -', '-json -details -batch -', '-json -details -force -batch -']);
-        // Reading a name the reader looked up before it was deleted: ip's cache answers ENODEV,
-        // and one ip for that name says it is gone; the long-lived processes are kept (they are
-        // replaced only when such a name exists again: the next test).
+        // One reader and one deleter (-force: a missing device is an answer), one changer, each started once.
+        assert.deepEqual(await starts(), ['-json -details -batch -', '-json -details -force -batch -', '-json -details -force -batch -']);
+        // A name the deleter deleted is read by the deleter: the reader, which read the device
+        // before, holds its old ifindex (ip answers ENODEV for it, then exits). No process starts.
         assert.equal(await counted.getLink('flbatch0'), undefined);
-        assert.deepEqual(await starts(), [
-          '-json -batch -',
-          '-json -details -batch -',
-          '-json -details -force -batch -',
-          '-json -details link show dev flbatch0',
-        ]);
-        // ip itself exits after such an ENODEV, so the next read starts a reader; the changer
-        // and the deleter are not replaced.
-        assert.equal(await counted.getLink('flbatch1'), undefined);
-        const after = await starts();
-        assert.equal(after.filter((s) => s === '-json -details -batch -').length, 1);
-        assert.equal(after.filter((s) => s === '-json -batch -').length, 1);
+        assert.equal(await counted.getLink('flbatch1m'), undefined);
+        assert.equal((await starts()).length, 3);
+        // Made again through the service, read, deleted again: still the same three processes.
+        await counted.ensureTap({ name: 'flbatch0', bridge: 'br0', alias: ALIAS });
+        assert.equal((await counted.getLink('flbatch0'))?.master, 'br0');
+        await counted.deleteLink('flbatch0');
+        assert.equal(await counted.getLink('flbatch0'), undefined);
+        // The changer had the name cached from its first life: its ENODEV is retried on fresh processes.
+        const afterRecreate = await starts();
+        // Deleted behind the service's back after the reader read it: ENODEV, and one ip for that
+        // name says it is gone; the changer and the deleter are not replaced for it (they are
+        // replaced only when such a name exists again: the next test).
+        await counted.ensureTap({ name: 'flbatch9', bridge: 'br0', alias: ALIAS });
+        assert.equal((await counted.getLink('flbatch9'))?.master, 'br0'); // the reader prints it: cached
+        await nsip('link', 'del', 'dev', 'flbatch9');
+        const beforeStale = await starts();
+        assert.equal(await counted.getLink('flbatch9'), undefined);
+        const afterStale = await starts();
+        const added = [...afterStale];
+        for (const s of beforeStale) added.splice(added.indexOf(s), 1);
+        assert.deepEqual(added, ['-json -details link show dev flbatch9']);
+        assert.ok(afterRecreate.length >= 3);
         counted.close();
       } finally {
         await rm(dir, { recursive: true, force: true });

@@ -8,7 +8,8 @@
 //   is the normal answer) end every request with a `link show` of a name longer than any
 //   interface name can be, which always fails with "Command failed -:<its line>" on stderr. Once
 //   that line is read, stderr holds every failure of the request (one pipe, in order), so the
-//   number of JSON lines its successful shows print on stdout is known, and those are awaited.
+//   number of JSON lines its successful shows print on stdout is known, and those are awaited
+//   (changes, such as the deleter's `link del`, print nothing).
 // - other sessions (for changes: ip stops at the first failed line, so nothing after a failed
 //   create ever runs) end every request with a show, whose one JSON line on stdout is the end;
 //   a failure ends the process, and its exit ends the request ("Command failed -:<line>" names
@@ -25,7 +26,10 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 
 /** No interface is named this: names are at most 15 bytes. */
-const SENTINEL = 'flintlock-batch-end';
+export const SENTINEL_NAME = 'flintlock-batch-end';
+const SENTINEL = SENTINEL_NAME;
+/** With `-json`, a show prints one JSON document (one line); a change prints nothing. */
+const PRINTS = /^\S+\s+show(\s|$)/;
 const FAILED_LINE = /Command failed -:(\d+)/g;
 
 export interface IpBatchSessionOptions {
@@ -60,6 +64,8 @@ export class IpBatchFailure extends Error {
 
 interface InFlight {
   readonly commands: readonly string[];
+  /** Line numbers (1-based, of this process) of the request's commands that print a line when they succeed. */
+  readonly printing: readonly number[];
   /** Line numbers (1-based, of this process) of the request's first command and its end marker. */
   readonly first: number;
   readonly end: number;
@@ -80,6 +86,7 @@ export class IpBatchSession {
   /** Every word this process was sent: the names its cache may hold (a bound on its growth). */
   private readonly seen = new Set<string>();
   private stale = false;
+  private spawned = 0;
 
   constructor(private readonly options: IpBatchSessionOptions) {}
 
@@ -103,6 +110,11 @@ export class IpBatchSession {
     this.child?.stdin.end();
   }
 
+  /** Counts the processes started: a new one has an empty name cache. */
+  get generation(): number {
+    return this.spawned;
+  }
+
   /** The next request starts a fresh process (its cache empty). */
   restart(): void {
     this.stale = true;
@@ -121,7 +133,8 @@ export class IpBatchSession {
         // By pid, the one this session started; its exit ends the request.
         child.kill('SIGKILL');
       }, this.options.timeoutMs);
-      const flight: InFlight = { commands, first, end: this.lines, out: [], err: '', resolve, reject, timer, timedOut: false };
+      const printing = commands.flatMap((line, i) => (PRINTS.test(line) ? [first + i] : []));
+      const flight: InFlight = { commands, printing, first, end: this.lines, out: [], err: '', resolve, reject, timer, timedOut: false };
       this.current = flight;
       this.setActive(true);
       child.stdin.write(lines.join('\n') + '\n');
@@ -139,6 +152,7 @@ export class IpBatchSession {
     if (this.child !== undefined) return this.child;
     this.seen.clear();
     const child = spawn(this.options.bin, this.argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.spawned++;
     this.child = child;
     this.lines = 0;
     this.stdoutRest = '';
@@ -178,8 +192,8 @@ export class IpBatchSession {
     if (this.options.force) {
       const failed = failedLines(flight.err);
       if (!failed.includes(flight.end)) return;
-      const failedCommands = failed.filter((n) => n >= flight.first && n < flight.end).length;
-      if (flight.out.length < flight.commands.length - failedCommands) return;
+      const printed = flight.printing.filter((n) => !failed.includes(n)).length;
+      if (flight.out.length < printed) return;
     } else if (flight.out.length < 1) {
       return;
     }

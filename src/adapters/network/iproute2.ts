@@ -2,19 +2,27 @@
 //
 // Why `ip` and not raw netlink: Node has no netlink sockets without a native addon, and `ip` is on
 // every host that can run microVMs. Each `ip` process costs ~5-12 ms to start while the kernel
-// work is ~0.4 ms (deletes excepted: ~20 ms of RCU wait), so `ip` is not started per call: three
+// work is ~0.4 ms (deletes excepted: ~17 ms of RCU wait), so `ip` is not started per call: three
 // long-lived `ip -batch -` processes (ip-batch-session.ts) take requests, one for reads (`-force`,
 // a missing device is an answer), one for changes (stops at the first failed line, so nothing
 // runs after a failed create), one for deletes (so their RCU wait never holds up a create). An
 // `ensure*` call is a read request and, when something must change, one change request (its
 // commands, then a show of the result). Rare paths (names or aliases `ip -batch` cannot quote,
 // listing every link, neighbours, sysfs in a test namespace) still run one `ip` each.
+//
+// ip's name cache decides who reads a deleted name. Each process remembers the ifindex of every
+// link it printed; a name deleted by another process is then still found under its old ifindex,
+// and a show of it fails with ENODEV, after which ip exits (a new reader costs a fork of this
+// whole daemon, ~10-60 ms of CPU on the event loop). A process that deletes a link itself drops
+// it from its cache. So the deleter is a `-force` process too, and a name it deleted is read by
+// the deleter, not the reader, until the reader is next replaced: the delete plan's re-check,
+// and a VM that makes the same device again, never meet the reader's stale entry.
 import { readFile } from 'node:fs/promises';
 
 import type { CharDeviceNumbers, LinkInfo, MacvtapRequest, NetworkService, TapRequest } from '../../core/ports.js';
 import { MAX_IFNAME_BYTES } from '../../core/names.js';
 import { execFileOffThread } from '../host/off-thread-exec.js';
-import { IpBatchFailure, IpBatchSession } from './ip-batch-session.js';
+import { IpBatchFailure, IpBatchSession, SENTINEL_NAME } from './ip-batch-session.js';
 
 export interface Iproute2Options {
   /** The `ip` executable (default `ip`, looked up in PATH). */
@@ -66,6 +74,9 @@ export class Iproute2NetworkService implements NetworkService {
   private readonly netns: string | undefined;
   private readonly timeoutMs: number;
   private readonly sessions: { readonly read: IpBatchSession; readonly change: IpBatchSession; readonly remove: IpBatchSession } | undefined;
+  /** Names the deleter deleted since the reader's process started: the reader may have them cached (see above). */
+  private deletedByRemover = new Set<string>();
+  private readerGeneration = -1;
 
   constructor(options: Iproute2Options = {}) {
     this.ipBinary = options.ipBinary ?? 'ip';
@@ -80,7 +91,7 @@ export class Iproute2NetworkService implements NetworkService {
       this.sessions = {
         read: session(['-json', '-details'], true),
         change: session(['-json', '-details'], false),
-        remove: session(['-json'], false),
+        remove: session(['-json', '-details'], true),
       };
     }
   }
@@ -236,21 +247,50 @@ export class Iproute2NetworkService implements NetworkService {
   async deleteLink(name: string): Promise<void> {
     validateIfName(name, 'network device name');
     const del = ['link', 'del', 'dev', name];
-    try {
-      const sessions = this.sessions;
-      if (sessions !== undefined && batchLine(del) !== undefined) {
-        // `link show dev lo` (every namespace has lo) prints the line that ends the request. ip
-        // caches the ifindex of links it prints, and this process only ever prints lo: a name
-        // deleted and made again elsewhere is looked up afresh (tested).
-        await this.request(sessions.remove, [del, ['link', 'show', 'dev', 'lo']]);
-      } else {
+    const sessions = this.sessions;
+    if (sessions === undefined || batchLine(del) === undefined) {
+      try {
         await this.run(del);
+      } catch (err) {
+        // ip's wording for a missing device on `link del`; anything else is a real failure.
+        if (err instanceof IpCommandError && err.stderr.includes(`Cannot find device "${name}"`)) return;
+        throw err;
       }
-    } catch (err) {
-      // ip's wording for a missing device on `link del`; anything else is a real failure.
-      if (err instanceof IpCommandError && err.stderr.includes(`Cannot find device "${name}"`)) return;
-      throw err;
+      return;
     }
+    // Before and after: a reader started meanwhile may have read the device before it went.
+    this.rememberDeleted(name);
+    for (let attempt = 0; ; attempt++) {
+      const { stderr } = await this.request(sessions.remove, [del]).finally(() => this.rememberDeleted(name));
+      const complaints = stderr.split('\n').filter((l) => l.trim() !== '' && !/^Command failed -:\d+$/.test(l) && !l.includes(`"${SENTINEL_NAME}"`));
+      // Gone already: what a retried delete (or a delete plan after a crash) meets.
+      if (complaints.every((l) => l.includes(`Cannot find device "${name}"`))) return;
+      // ENODEV: the deleter had the name cached (it read the device when it existed) and the
+      // device was deleted elsewhere since; one with the same name may exist now. Once more, on
+      // a fresh process.
+      if (attempt === 0 && complaints.some((l) => /No such device/.test(l))) {
+        sessions.remove.restart();
+        continue;
+      }
+      const argv = [this.ipBinary, ...sessions.remove.argv.filter((a) => a !== '-batch' && a !== '-' && a !== '-force'), ...del];
+      throw new IpCommandError(`${argv.map(quoteForMessage).join(' ')}: ${complaints.join('; ')}`, argv, stderr, undefined, 0, '');
+    }
+  }
+
+  /** A name the deleter deleted: reads of it go to the deleter until the reader's process is replaced. */
+  private rememberDeleted(name: string): void {
+    const read = this.sessions?.read;
+    if (read === undefined) return;
+    this.syncReaderGeneration(read);
+    // Bounded: a reader that outlived very many deletes is replaced (its cache goes with it).
+    if (this.deletedByRemover.size >= 10_000) read.restart();
+    this.deletedByRemover.add(name);
+  }
+
+  private syncReaderGeneration(read: IpBatchSession): void {
+    if (read.generation === this.readerGeneration) return;
+    this.readerGeneration = read.generation;
+    this.deletedByRemover.clear();
   }
 
   async macvtapDeviceNumbers(name: string): Promise<CharDeviceNumbers> {
@@ -284,7 +324,9 @@ export class Iproute2NetworkService implements NetworkService {
       return new Map(found.filter((l): l is ParsedLink => l !== undefined).map((l) => [l.info.name, l]));
     }
     if (this.sessions !== undefined) {
-      const read = this.sessions.read;
+      this.syncReaderGeneration(this.sessions.read);
+      // The reader may hold a stale ifindex for a name the deleter deleted; the deleter does not.
+      const read = names.some((n) => this.deletedByRemover.has(n)) ? this.sessions.remove : this.sessions.read;
       const ask = (): Promise<{ lines: readonly string[]; stderr: string }> => this.request(read, commands);
       // ENODEV for a name (ip may also exit on it): ip's cache holds the ifindex of a device
       // deleted since. Nearly always it is simply gone (device names are random per VM, and a
