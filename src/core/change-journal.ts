@@ -3,7 +3,9 @@
 // whole VMs), so the history costs a bounded, small amount of memory whatever the VMs hold. A
 // resuming watch is sent the current state of each VM that changed since its position, which is
 // exact because the store, the history and the listeners all run on the one event loop: nothing
-// can commit between reading the position and reading the VMs.
+// this thread commits can land between reading the position and reading the VMs. A commit of the
+// reconcile worker thread (ADR 0013) is journaled when its notice arrives, so a VM read just
+// before may be sent once more; never one change less.
 import type { MicroVM, VmId } from './model.js';
 import type { ListQuery, VmChange } from './ports.js';
 import { matches } from './service.js';

@@ -5,43 +5,41 @@ import { startHttpGateway } from '../adapters/api/http/gateway.js';
 import { ApiMetrics } from '../adapters/api/metrics.js';
 import { DaemonMetrics, ImageMetrics } from '../adapters/metrics/daemon-metrics.js';
 import type { TlsSettings } from '../adapters/api/tls.js';
-import { detectCgroupLayout, HostVmmCgroups, NoVmmCgroups } from '../adapters/cgroups/cgroups.js';
-import { FatCidataDiskBuilder } from '../adapters/cloud-init/cidata-disk.js';
 import { prepareStateDir } from '../adapters/fs/state-dir.js';
-import { NodeVmFilesystem } from '../adapters/fs/vm-filesystem.js';
 import { virtiofsHostChecks } from '../adapters/fs/virtiofs-roots.js';
-import { OciImageService } from '../adapters/images/oci-image-service.js';
+import type { LogOptions } from '../adapters/log/logger.js';
 import { LinuxProcessTable } from '../adapters/process/process-table.js';
 import { Iproute2NetworkService } from '../adapters/network/iproute2.js';
 import { createProviderRegistry } from '../adapters/providers/registry.js';
 import { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js';
 import { claimStateDir } from '../adapters/store/state-dir-claim.js';
+import { WriteLock } from '../adapters/store/write-lock.js';
 import { stateDirProblem } from '../config/paths.js';
 import type { Config } from '../config/config.js';
-import { sweepOrphanDevices } from '../core/orphans.js';
-import { sweepOrphanVmms } from '../core/orphan-vmms.js';
-import type { Clock, IdGenerator, Logger, NetworkService, VmmCgroups } from '../core/ports.js';
-import { ImageJanitor } from '../core/image-janitor.js';
-import { Reconciler } from '../core/reconciler.js';
-import { DEFAULT_WATCHER_OPTIONS, VmmWatcher } from '../core/vmm-watcher.js';
-import { DEFAULT_STABLE_RUN_MS } from '../core/crash-loop.js';
+import type { Clock, IdGenerator, Logger, NetworkService } from '../core/ports.js';
 import { MicroVMService } from '../core/service.js';
 import { VmCensus } from '../core/vm-census.js';
-import type { StepPorts } from '../core/steps/step.js';
+import type { HostNetworkConfig } from '../core/steps/step.js';
+import { startBackground, vmmCgroups, type RunningBackground } from './background.js';
 import { startDebugServer, type DebugServer } from './debug-server.js';
 import { gatherHostReport } from './host-info.js';
 import { checkHostNetwork, checkPrerequisites, PrerequisiteError, SANDBOX_PROGRAMS, VOLUME_PROGRAMS } from './prerequisites.js';
+import { ReconcileWorker } from './thread-bridge.js';
 
 export interface RunningDaemon {
   readonly grpcPort: number;
   readonly httpPort?: number;
   readonly debugPort?: number;
+  /** Reopens the background thread's log file (SIGHUP); the caller reopens its own. */
+  reopenLog(): void;
   stop(): Promise<void>;
 }
 
 export interface DaemonOverrides {
-  /** Tests substitute nothing by default; kept for benchmarks that run without netlink. */
+  /** Tests substitute nothing by default; kept for benchmarks that run without netlink. The background work then runs on this thread. */
   readonly network?: NetworkService;
+  /** The log's settings: with them, the background work runs on a worker thread that logs the same way (flintlockd). */
+  readonly workerLog?: LogOptions;
 }
 
 export async function startDaemon(config: Config, log: Logger, overrides: DaemonOverrides = {}): Promise<RunningDaemon> {
@@ -71,25 +69,12 @@ async function startServing(
   const clock: Clock = { now: () => Date.now() };
   const ids: IdGenerator = ulidIds();
   const network = overrides.network ?? new Iproute2NetworkService();
-  const processes = new LinuxProcessTable();
-  const imageMetrics = new ImageMetrics(metrics.registry, () => images.cacheSize());
-  const images: OciImageService = new OciImageService({
-    stateDir: config.stateDir,
-    insecureRegistries: config.insecureRegistries,
-    credentials: config.registryAuth,
-    keepMs: config.imageKeepTimeMs,
-    maxUnpackedBytes: config.imageMaxUnpackedBytes,
-    // One VM's kernel and initrd come from one image: resolve its tag once, not per step.
-    tagTtlMs: 5000,
-    log: log.child({ component: 'images' }),
-    observer: imageMetrics,
-  });
-  const sandboxed = config.vmmIdRange !== undefined;
+  // Here for the start-up checks, validation and host info; the VMs' own are the background's.
   const providers = createProviderRegistry(
     config.defaultProvider,
     { firecracker: config.firecrackerBin, cloudhypervisor: config.cloudHypervisorBin, qemu: config.qemuBin },
-    { processes, log: log.child({ component: 'vmm' }) },
-    { sandboxed, firecrackerJailer: config.firecrackerJailerBin },
+    { processes: new LinuxProcessTable(), log: log.child({ component: 'vmm' }) },
+    { sandboxed: config.vmmIdRange !== undefined, firecrackerJailer: config.firecrackerJailerBin },
   );
   log.info({ provider: providers.defaultName() }, `default microvm provider is ${providers.defaultName()}`);
   // Before anything is created: a daemon that can't run VMs refuses to start, naming what's missing.
@@ -103,7 +88,7 @@ async function startServing(
   const cgroups = await vmmCgroups(config, log);
   const refusals = [...prerequisites.errors, ...hostNetworkReport.errors, ...('error' in cgroups ? [cgroups.error] : [])];
   if (refusals.length > 0 || 'error' in cgroups) throw new PrerequisiteError(refusals);
-  if (!sandboxed) log.warn({}, 'vmm-uid-range is empty: VMMs run as the daemon user');
+  if (config.vmmIdRange === undefined) log.warn({}, 'vmm-uid-range is empty: VMMs run as the daemon user');
   const stateDir = stateDirProblem(config.stateDir);
   if (stateDir !== undefined) throw new Error(stateDir);
   const claim = claimStateDir(config.stateDir);
@@ -115,40 +100,41 @@ async function startServing(
     claim.release();
     throw e;
   }
-  const repo = SqliteMicroVMRepository.open(config.stateDir);
+  const writeLock = new WriteLock();
+  const repo = SqliteMicroVMRepository.open(config.stateDir, { writeLock });
   debug?.setReady(false, 'starting: the store is open, the API is not serving yet');
   // The store answers a query: what /healthz reports.
   debug?.setHealthCheck(() => void repo.queueStats(clock.now()));
   const census = new VmCensus(repo);
   const stepObserver = new DaemonMetrics(metrics.registry, { census, repo, clock, providers: providers.names() });
-
-  const ports: StepPorts = {
-    repo,
-    network,
-    fs: new NodeVmFilesystem(config.stateDir),
-    providers,
-    clock,
-    ids,
-    hostNetwork: { parentIface: config.parentIface, bridgeName: config.bridgeName, deviceOwner: claim.owner },
-    images,
-    processes,
-    cidata: new FatCidataDiskBuilder(),
-    deleteVmTimeoutMs: config.deleteVmTimeoutMs,
-    sandbox: {
-      ...(config.vmmIdRange !== undefined ? { idRange: config.vmmIdRange } : {}),
-      cgroups,
-      limits: { memoryOverheadMb: config.vmmMemoryOverheadMb, pidsMax: config.vmmPidsMax },
-    },
-    networkConfig: { dhcp6: config.networkConfigDhcp6 },
-    stepObserver,
-  };
-  const reconciler = new Reconciler(ports, repo, clock, log.child({ component: 'reconciler' }), {
-    concurrency: config.reconcileConcurrency,
-    maxRetry: config.maximumRetry,
-    backoffBaseMs: config.retryBackoffBaseMs,
-    backoffMaxMs: config.retryBackoffMaxMs,
-    resyncPeriodMs: config.resyncPeriodMs,
-  });
+  let background: RunningBackground | ReconcileWorker | undefined;
+  const imageMetrics = new ImageMetrics(metrics.registry, () => background?.cacheSize() ?? Promise.reject(new Error('starting')));
+  const hostNetwork: HostNetworkConfig = { parentIface: config.parentIface, bridgeName: config.bridgeName, deviceOwner: claim.owner };
+  try {
+    // The background work (reconciles, VMM supervision, image GC) on a thread of its own, so this
+    // event loop does only the API (ADR 0013). In-process tests (a network double) keep it here.
+    background =
+      overrides.workerLog !== undefined && overrides.network === undefined
+        ? await ReconcileWorker.start(
+            { config, log: overrides.workerLog, deviceOwner: claim.owner, writeLock: writeLock.buffer },
+            repo,
+            { steps: stepObserver, images: imageMetrics },
+            log,
+            (reason) => {
+              // VMMs are detached and outlive this process; a restart (systemd's Restart=always)
+              // adopts them. Running on without reconciles and supervision would only hide that.
+              log.error({ error: reason }, `flintlockd stops: ${reason}`);
+              process.exit(70);
+            },
+          )
+        : await startBackground({ config, log, repo, network, deviceOwner: claim.owner, stepObserver, imageObserver: imageMetrics });
+  } catch (e) {
+    census.close();
+    repo.close();
+    claim.release();
+    throw e;
+  }
+  const running = background;
   const limits = {
     minVcpu: 1,
     maxVcpu: 64,
@@ -158,34 +144,17 @@ async function startServing(
   };
   const service = new MicroVMService({
     repo,
-    reconciler,
+    reconciler: { trigger: (uid) => running.trigger(uid) },
     providers,
     limits,
     clock,
     ids,
     log,
     hostChecks: virtiofsHostChecks(config.virtiofsAllowedRoots),
-    hostNetwork: ports.hostNetwork,
+    hostNetwork,
   });
-
-  // VMMs first: a killed one lets go of its devices, which the device sweep may then remove.
-  const killed = await sweepOrphanVmms({ repo, processes, fs: ports.fs, log });
-  if (killed.length > 0) log.info({ pids: killed.map((p) => p.pid) }, `killed ${killed.length} orphan VMM processes`);
-  const removed = await sweepOrphanDevices(repo, network, claim.owner, log);
-  if (removed.length > 0) log.info({ devices: removed }, `removed ${removed.length} orphan host devices`);
-  reconciler.start();
-  const watcher = new VmmWatcher(repo, processes, network, reconciler, clock, log.child({ component: 'watcher' }), {
-    ...DEFAULT_WATCHER_OPTIONS,
-    // VMM restarts back off as failed reconciles do (retry-backoff-base/-max).
-    crashLoop: { backoffBaseMs: config.retryBackoffBaseMs, backoffMaxMs: config.retryBackoffMaxMs, stableMs: DEFAULT_STABLE_RUN_MS },
-  });
-  watcher.start();
-  const janitor = new ImageJanitor(repo, images, log.child({ component: 'images' }));
-  janitor.start();
   const stopBackground = async (): Promise<void> => {
-    watcher.stop();
-    await janitor.stop();
-    await reconciler.stop();
+    await running.stop();
     census.close();
   };
 
@@ -209,7 +178,7 @@ async function startServing(
       log,
       metrics,
       watchLimits: { maxMessages: config.watchBufferEvents, maxBytes: config.watchBufferBytes },
-      hostReport: () => gatherHostReport({ providers, network, hostNetwork: ports.hostNetwork, census }),
+      hostReport: () => gatherHostReport({ providers, network, hostNetwork, census }),
     });
     closers.push(() => grpcServer.close());
     let httpPort: number | undefined;
@@ -221,6 +190,9 @@ async function startServing(
     }
     debug?.setReady(true);
     return {
+      reopenLog: () => {
+        if (running instanceof ReconcileWorker) running.reopenLog();
+      },
       grpcPort: grpcServer.port,
       ...(httpPort !== undefined ? { httpPort } : {}),
       ...(debug !== undefined ? { debugPort: debug.port } : {}),
@@ -240,16 +212,4 @@ async function startServing(
     claim.release();
     throw e;
   }
-}
-
-/** The VMMs' cgroups (ADR 0009): on the hierarchy found at `vmm-cgroup-root`, none when `vmm-cgroup-parent` is empty. */
-async function vmmCgroups(config: Config, log: Logger): Promise<VmmCgroups | { error: string }> {
-  if (config.vmmCgroupParent === '') {
-    log.warn({}, 'vmm-cgroup-parent is empty: VMMs run without memory and pids limits');
-    return new NoVmmCgroups();
-  }
-  const layout = await detectCgroupLayout(config.vmmCgroupRoot);
-  if ('error' in layout) return { error: `${layout.error}; VMMs need their own cgroup (or set vmm-cgroup-parent to "" to run them without limits)` };
-  log.info({ version: layout.version, parent: config.vmmCgroupParent }, `VMMs get cgroups (v${layout.version}) under ${config.vmmCgroupParent}`);
-  return new HostVmmCgroups(layout, config.vmmCgroupParent);
 }

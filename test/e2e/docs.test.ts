@@ -65,6 +65,8 @@ const MESSAGE_SOURCES = [
   'src/adapters/api/tls.ts',
   'src/daemon/prerequisites.ts',
   'src/daemon/compose.ts',
+  'src/daemon/background.ts',
+  'src/daemon/thread-bridge.ts',
   'src/adapters/store/state-dir-claim.ts',
   'src/adapters/store/open-database.ts',
   'src/adapters/cgroups/cgroups.ts',

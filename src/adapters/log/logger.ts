@@ -1,6 +1,7 @@
 // Structured logs with pino: JSON lines (ISO times, level names), or readable text through
 // pino-pretty used as an in-process synchronous stream (no transport worker threads in a daemon),
 // one line per event in both.
+import { isMainThread } from 'node:worker_threads';
 import { pino, type DestinationStream, type Level } from 'pino';
 import pretty from 'pino-pretty';
 import type { Logger } from '../../core/ports.js';
@@ -28,8 +29,14 @@ export function levelFor(verbosity: number): Level {
   return 'info';
 }
 
-/** stderr/stdout, or a file appended to by sonic-boom (pino's own destination, which can reopen). */
+/**
+ * stderr/stdout, or a file appended to by sonic-boom (pino's own destination, which can reopen).
+ * On a worker thread stderr/stdout are written by fd: a worker's process.stderr is a stream the
+ * main thread copies, so its last lines could be lost when the process exits.
+ */
 function destination(output: string): { stream: NodeJS.WritableStream | pino.DestinationStream; reopen: () => boolean } {
+  const fd = output === 'stderr' ? 2 : output === 'stdout' ? 1 : undefined;
+  if (fd !== undefined && !isMainThread) return { stream: pino.destination({ fd, sync: true }), reopen: () => false };
   if (output === 'stderr') return { stream: process.stderr, reopen: () => false };
   if (output === 'stdout') return { stream: process.stdout, reopen: () => false };
   const file = pino.destination({ dest: output, append: true, sync: true });

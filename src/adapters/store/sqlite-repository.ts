@@ -26,6 +26,7 @@ import {
 } from '../../core/model.js';
 import type { HostDeviceRecord, InsertOutcome, ListQuery, MicroVMRepository, QueueEntry, QueueStats, VmChange } from '../../core/ports.js';
 import { assertNotNewer, migrate } from './migrations.js';
+import { WriteLock } from './write-lock.js';
 import { VmRowCache, type CachedVm } from './vm-row-cache.js';
 
 export const DB_FILE_NAME = 'flintlock.db';
@@ -97,8 +98,22 @@ interface Listener {
   readonly fn: (change: VmChange) => void;
 }
 
+/**
+ * A transaction begun with BEGIN IMMEDIATE: the write lock is taken first (waiting up to
+ * busy_timeout). A deferred one that reads, then writes after the other thread's connection
+ * committed, fails at once with SQLITE_BUSY (its snapshot is stale), which no timeout helps
+ * (ADR 0013).
+ */
+function immediateTransaction<A extends unknown[], R>(db: Database.Database, body: (...args: A) => R): (...args: A) => R {
+  const tx = db.transaction(body);
+  return (...args) => tx.immediate(...args);
+}
+
 export class SqliteMicroVMRepository implements MicroVMRepository {
   private readonly listeners = new Set<Listener>();
+  private forward: ((change: VmChange) => void) | undefined;
+  /** With a second thread: the version last told to listeners per VM (its notices may arrive after this side's own newer write). */
+  private readonly emitted = new Map<string, number>();
   private wal: Promise<FileHandle> | undefined;
   /** The fsync running now, and the one that follows it for commits made meanwhile. */
   private syncing: Promise<void> | undefined;
@@ -145,7 +160,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   private readonly txRemove: (uid: string) => VmId | undefined;
 
   /** Opens (creating if needed) `<stateDir>/flintlock.db` and brings its schema up to date. */
-  static open(stateDir: string): SqliteMicroVMRepository {
+  static open(stateDir: string, options: { readonly writeLock?: WriteLock } = {}): SqliteMicroVMRepository {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     restrictDatabaseFiles(join(stateDir, DB_FILE_NAME));
     const db = openDatabase(join(stateDir, DB_FILE_NAME), { timeout: BUSY_TIMEOUT_MS });
@@ -159,7 +174,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       db.pragma('foreign_keys = ON');
       db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       migrate(db);
-      return new SqliteMicroVMRepository(db);
+      return new SqliteMicroVMRepository(db, options.writeLock);
     } catch (e) {
       db.close();
       throw e;
@@ -167,7 +182,11 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   }
 
   /** Takes ownership of an open, migrated connection (use `open` unless testing). */
-  constructor(private readonly db: Database.Database) {
+  constructor(
+    private readonly db: Database.Database,
+    /** Shared with the daemon's other thread's connection (write-lock.ts); none with one thread. */
+    private readonly writeLock: WriteLock = new WriteLock(),
+  ) {
     this.stmt = {
       getVm: db.prepare<[string], VmRow>(`SELECT ${VM_COLUMNS} FROM microvms WHERE uid = ?`),
       versionOf: db.prepare<[string], number>('SELECT version FROM microvms WHERE uid = ?').pluck(),
@@ -216,7 +235,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       devicesOfVm: db.prepare<[string], DeviceRow>('SELECT name, vm_uid, kind, device_id, created_at FROM host_devices WHERE vm_uid = ? ORDER BY name'),
     };
 
-    this.txInsert = db.transaction((vm: MicroVM) => {
+    this.txInsert = immediateTransaction(db, (vm: MicroVM) => {
       const live = this.stmt.liveByName.get(vm.id.namespace, vm.id.name);
       if (live) return { inserted: false as const, existing: this.parse(live) };
       this.stmt.insertVm.run({
@@ -233,7 +252,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       return { inserted: true as const, entry: this.mustGet(vm.id.uid) };
     });
 
-    this.txMarkDeleting = db.transaction((uid: string, now: number): CachedVm | undefined => {
+    this.txMarkDeleting = immediateTransaction(db, (uid: string, now: number): CachedVm | undefined => {
       const current = this.read(uid)?.vm;
       if (!current) return undefined;
       // failureReason and lastError stay for the record; nextRetryAt and nextRestartAt would
@@ -246,7 +265,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       return this.mustGet(uid);
     });
 
-    this.txSetIntent = db.transaction((uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number): CachedVm | undefined => {
+    this.txSetIntent = immediateTransaction(db, (uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number): CachedVm | undefined => {
       const current = this.read(uid)?.vm;
       if (!current || current.deletedAt !== undefined) return undefined;
       this.stmt.updateIntent.run({ uid, intent: canonicalJson(change(intentOf(current))), updated_at: now });
@@ -254,7 +273,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       return this.mustGet(uid);
     });
 
-    this.txSaveStatus = db.transaction((uid: string, status: MicroVMStatus, now: number, expectedVersion?: number) => {
+    this.txSaveStatus = immediateTransaction(db, (uid: string, status: MicroVMStatus, now: number, expectedVersion?: number) => {
       const entry = this.read(uid);
       if (!entry) return undefined;
       const current = entry.vm;
@@ -270,7 +289,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       return { entry: { vm: written, statusJson: next }, changed: true };
     });
 
-    this.txRemove = db.transaction((uid: string): VmId | undefined => {
+    this.txRemove = immediateTransaction(db, (uid: string): VmId | undefined => {
       const row = this.stmt.getVm.get(uid);
       this.stmt.forgetVmDevices.run(uid);
       // The queue row goes with the VM row (ON DELETE CASCADE).
@@ -280,7 +299,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   }
 
   insertUnlessExists(vm: MicroVM): InsertOutcome {
-    const outcome = this.txInsert(vm);
+    const outcome = this.writeLock.run(() => this.txInsert(vm));
     if (!outcome.inserted) return { inserted: false, existing: this.remember(outcome.existing) };
     const inserted = this.remember(outcome.entry);
     this.emit({ kind: 'upsert', vm: inserted });
@@ -316,7 +335,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   }
 
   markDeleting(uid: string, now: number): MicroVM | undefined {
-    const entry = this.txMarkDeleting(uid, now);
+    const entry = this.writeLock.run(() => this.txMarkDeleting(uid, now));
     if (!entry) return undefined;
     const vm = this.remember(entry);
     this.emit({ kind: 'upsert', vm });
@@ -324,7 +343,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   }
 
   setIntent(uid: string, change: (current: LifecycleIntent) => LifecycleIntent, now: number): MicroVM | undefined {
-    const entry = this.txSetIntent(uid, change, now);
+    const entry = this.writeLock.run(() => this.txSetIntent(uid, change, now));
     if (!entry) return undefined;
     const vm = this.remember(entry);
     this.emit({ kind: 'upsert', vm });
@@ -332,7 +351,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   }
 
   saveStatus(uid: string, status: MicroVMStatus, now: number, expectedVersion?: number): MicroVM | undefined {
-    const result = this.txSaveStatus(uid, status, now, expectedVersion);
+    const result = this.writeLock.run(() => this.txSaveStatus(uid, status, now, expectedVersion));
     if (!result) return undefined;
     const vm = this.remember(result.entry);
     if (result.changed) this.emit({ kind: 'upsert', vm });
@@ -340,17 +359,17 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   }
 
   remove(uid: string): void {
-    const id = this.txRemove(uid);
+    const id = this.writeLock.run(() => this.txRemove(uid));
     this.parsed.delete(uid);
     if (id) this.emit({ kind: 'removed', id });
   }
 
   enqueue(uid: string, dueAt: number): void {
-    this.stmt.enqueue.run(dueAt, uid);
+    this.writeLock.run(() => this.stmt.enqueue.run(dueAt, uid));
   }
 
   dequeue(uid: string): void {
-    this.stmt.dequeue.run(uid);
+    this.writeLock.run(() => this.stmt.dequeue.run(uid));
   }
 
   queue(): QueueEntry[] {
@@ -363,17 +382,19 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   }
 
   recordDevice(device: HostDeviceRecord): void {
-    this.stmt.recordDevice.run({
-      name: device.name,
-      vm_uid: device.vmUid,
-      kind: device.kind,
-      device_id: device.deviceId,
-      created_at: device.createdAt,
-    });
+    this.writeLock.run(() =>
+      this.stmt.recordDevice.run({
+        name: device.name,
+        vm_uid: device.vmUid,
+        kind: device.kind,
+        device_id: device.deviceId,
+        created_at: device.createdAt,
+      }),
+    );
   }
 
   forgetDevice(name: string): void {
-    this.stmt.forgetDevice.run(name);
+    this.writeLock.run(() => this.stmt.forgetDevice.run(name));
   }
 
   devices(vmUid?: string): HostDeviceRecord[] {
@@ -455,7 +476,42 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
     return entry.vm;
   }
 
+  /**
+   * Hears of every change this connection commits (not of those applied with applyCommitted):
+   * how the daemon's other thread is told (daemon/thread-bridge.ts). One hearer.
+   */
+  forwardCommits(hearer: ((change: VmChange) => void) | undefined): void {
+    this.forward = hearer;
+  }
+
+  /**
+   * A change another connection (the daemon's other thread) committed: the VM is read again
+   * from the database and told to this side's listeners. A VM already removed, or whose version
+   * this side has told already, is not told again.
+   */
+  applyCommitted(change: { readonly kind: 'upsert'; readonly uid: string } | { readonly kind: 'removed'; readonly id: VmId }): void {
+    if (change.kind === 'removed') {
+      this.parsed.delete(change.id.uid);
+      this.emitted.delete(change.id.uid);
+      this.notify({ kind: 'removed', id: change.id });
+      return;
+    }
+    const vm = this.get(change.uid);
+    if (vm === undefined || (this.emitted.get(vm.id.uid) ?? -1) >= vm.version) return;
+    this.emitted.set(vm.id.uid, vm.version);
+    this.notify({ kind: 'upsert', vm });
+  }
+
   private emit(change: VmChange): void {
+    if (this.forward !== undefined) {
+      if (change.kind === 'upsert') this.emitted.set(change.vm.id.uid, change.vm.version);
+      else this.emitted.delete(change.id.uid);
+      this.forward(change);
+    }
+    this.notify(change);
+  }
+
+  private notify(change: VmChange): void {
     // Snapshot: a listener may unsubscribe (or subscribe) while being notified.
     for (const l of [...this.listeners]) {
       try {

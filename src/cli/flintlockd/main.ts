@@ -4,7 +4,7 @@ import { Command, Option } from 'commander';
 import { createDaemonLog } from '../../adapters/log/logger.js';
 import { CONFIG_KEYS, ConfigError, DEFAULT_CONFIG_FILE, IGNORED_KEYS, loadConfig, type Config } from '../../config/config.js';
 import { exampleConfig, keyHelp } from '../../config/example.js';
-import { startDaemon } from '../../daemon/compose.js';
+import { startDaemon, type RunningDaemon } from '../../daemon/compose.js';
 import { daemonVersion } from '../../daemon/version.js';
 
 const version = daemonVersion;
@@ -56,19 +56,23 @@ export async function main(argv: string[]): Promise<number> {
       exitCode = 2;
       return;
     }
-    const { log, reopen } = createDaemonLog({ format: config.logFormat, verbosity: config.verbosity, output: config.logOutput });
+    const logOptions = { format: config.logFormat, verbosity: config.verbosity, output: config.logOutput } as const;
+    const { log, reopen } = createDaemonLog(logOptions);
+    let daemon: RunningDaemon | undefined;
     log.info({ version: version(), stateDir: config.stateDir }, 'flintlockd starting');
     // SIGHUP (logrotate's postrotate, `systemctl reload`) reopens log-output when it is a file; it
     // never stops the daemon (Node's default for SIGHUP is to exit).
     process.on('SIGHUP', () => {
+      daemon?.reopenLog();
       if (reopen()) log.info({ signal: 'SIGHUP', file: config.logOutput }, `log file ${config.logOutput} reopened`);
       else log.info({ signal: 'SIGHUP' }, `SIGHUP received: logging to ${config.logOutput}, nothing to reopen`);
     });
     // A bug must be seen, but it must not take the API and every VM's supervision down with it.
     process.on('unhandledRejection', (reason) => log.error({ error: String(reason) }, 'unhandled rejection'));
-    let daemon;
+    let running: RunningDaemon;
     try {
-      daemon = await startDaemon(config, log);
+      running = await startDaemon(config, log, { workerLog: logOptions });
+      daemon = running;
     } catch (e) {
       log.error({ error: (e as Error).message }, `flintlockd failed to start: ${(e as Error).message}`);
       exitCode = 1;
@@ -77,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
     await new Promise<void>((resolve) => {
       const shutdown = (signal: string): void => {
         log.info({ signal }, 'shutting down');
-        daemon.stop().then(resolve, (e: unknown) => {
+        running.stop().then(resolve, (e: unknown) => {
           log.error({ error: String(e) }, 'shutdown failed');
           exitCode = 1;
           resolve();
