@@ -7,7 +7,7 @@ import { Iproute2NetworkService } from '../adapters/network/iproute2.js';
 import { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js';
 import { WriteLock } from '../adapters/store/write-lock.js';
 import { startBackground, type RunningBackground } from './background.js';
-import { committed, type FromWorker, type ToWorker, type WorkerData } from './thread-messages.js';
+import { CommitBatcher, type FromWorker, type ToWorker, type WorkerData } from './thread-messages.js';
 
 const port = parentPort;
 if (port === null) throw new Error('reconcile-worker.ts runs only as a worker thread');
@@ -18,14 +18,15 @@ const post = (message: FromWorker): void => port.postMessage(message);
 process.on('unhandledRejection', (reason) => log.error({ error: String(reason) }, 'unhandled rejection'));
 
 const repo = SqliteMicroVMRepository.open(data.config.stateDir, { writeLock: new WriteLock(data.writeLock) });
-repo.forwardCommits((change) => post({ type: 'committed', change: committed(change) }));
+const commits = new CommitBatcher((changes) => post({ type: 'committed', changes }));
+repo.forwardCommits((change) => commits.add(change));
 const network = new Iproute2NetworkService();
 let background: RunningBackground | undefined;
 
 port.on('message', (message: ToWorker) => {
   switch (message.type) {
     case 'committed':
-      repo.applyCommitted(message.change);
+      for (const change of message.changes) repo.applyCommitted(change);
       return;
     case 'trigger':
       // Before start-up ends nothing triggers (the API is not serving); the reconciler's start
@@ -47,6 +48,7 @@ port.on('message', (message: ToWorker) => {
         try {
           await background?.stop();
         } finally {
+          commits.flush();
           network.close();
           repo.close();
           post({ type: 'stopped' });

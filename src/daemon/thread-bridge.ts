@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import type { ImageCacheSize, ImagePullObserver } from '../adapters/images/oci-image-service.js';
 import type { SqliteMicroVMRepository } from '../adapters/store/sqlite-repository.js';
 import type { Logger, StepObserver } from '../core/ports.js';
-import { committed, type FromWorker, type ToWorker, type WorkerData } from './thread-messages.js';
+import { CommitBatcher, type FromWorker, type ToWorker, type WorkerData } from './thread-messages.js';
 
 export interface WorkerObservers {
   readonly steps: StepObserver;
@@ -47,7 +47,8 @@ export class ReconcileWorker {
   ): Promise<ReconcileWorker> {
     const worker = startWorker(data);
     const handle = new ReconcileWorker(worker, repo);
-    repo.forwardCommits((change) => handle.send({ type: 'committed', change: committed(change) }));
+    const commits = new CommitBatcher((changes) => handle.send({ type: 'committed', changes }));
+    repo.forwardCommits((change) => commits.add(change));
     return new Promise((resolve, reject) => {
       let started = false;
       const fail = (reason: string): void => {
@@ -67,7 +68,7 @@ export class ReconcileWorker {
             fail(message.message);
             return;
           case 'committed':
-            repo.applyCommitted(message.change);
+            for (const change of message.changes) repo.applyCommitted(change);
             return;
           case 'step':
             observers.steps.stepDone(message.kind, message.ms, message.outcome);

@@ -25,7 +25,7 @@ export interface WorkerData {
 
 export type ToWorker =
   | { readonly type: 'trigger'; readonly uid: string }
-  | { readonly type: 'committed'; readonly change: CommittedChange }
+  | { readonly type: 'committed'; readonly changes: readonly CommittedChange[] }
   | { readonly type: 'cache-size'; readonly id: number }
   | { readonly type: 'reopen-log' }
   | { readonly type: 'stop' };
@@ -33,9 +33,41 @@ export type ToWorker =
 export type FromWorker =
   | { readonly type: 'ready' }
   | { readonly type: 'failed'; readonly message: string }
-  | { readonly type: 'committed'; readonly change: CommittedChange }
+  | { readonly type: 'committed'; readonly changes: readonly CommittedChange[] }
   | { readonly type: 'step'; readonly kind: string; readonly ms: number; readonly outcome: StepOutcome }
   | { readonly type: 'image-received'; readonly bytes: number }
   | { readonly type: 'image-pulled'; readonly outcome: ImagePullOutcome; readonly seconds: number }
   | { readonly type: 'cache-size'; readonly id: number; readonly size?: ImageCacheSize; readonly error?: string }
   | { readonly type: 'stopped' };
+
+/**
+ * Collects this side's commits and tells them in one message per turn of the event loop, each VM
+ * once (its latest kind): a reconcile writes a VM's status several times in a row, and the other
+ * side reads a VM again per notice.
+ */
+export class CommitBatcher {
+  private pending = new Map<string, CommittedChange>();
+  private scheduled = false;
+
+  constructor(private readonly send: (changes: readonly CommittedChange[]) => void) {}
+
+  add(change: VmChange): void {
+    const told = committed(change);
+    const uid = told.kind === 'upsert' ? told.uid : told.id.uid;
+    // A VM removed after an upsert in the same turn: only the removal is told.
+    this.pending.delete(uid);
+    this.pending.set(uid, told);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Tells what is pending now (before a stop). */
+  flush(): void {
+    this.scheduled = false;
+    if (this.pending.size === 0) return;
+    const changes = [...this.pending.values()];
+    this.pending = new Map();
+    this.send(changes);
+  }
+}
