@@ -112,7 +112,12 @@ export class StepContext {
     return this.current.status;
   }
 
-  /** Persists a status change now. */
+  /**
+   * Persists a status change now. Steps of a plan run alongside each other, so each builds `next`
+   * from `this.status` in the same synchronous turn as this call (`{ ...ctx.status, field }`,
+   * never from a copy taken before an await): the store write is synchronous too, so no other
+   * step's write can come between the read and the write and be lost.
+   */
   saveStatus(next: MicroVMStatus): void {
     const saved = this.ports.repo.saveStatus(this.current.id.uid, next, this.ports.clock.now());
     if (saved === undefined) throw new Error(`microvm ${this.current.id.uid} disappeared from the store during reconcile`);
