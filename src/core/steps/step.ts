@@ -1,7 +1,9 @@
-// The step machinery: a plan is an ordered list of idempotent steps built from the stored spec
-// and the observed host state. Each step knows whether it still has work to do (`shouldDo`) and
-// does it (`do`). The executor re-checks `shouldDo` after `do`, so a step that does not converge
-// is an error instead of an endless loop (a known failure of the Go original's actuator).
+// The step machinery: a plan is a list of idempotent steps built from the stored spec and the
+// observed host state, each naming the steps it waits for (plans.ts says which and why); steps
+// that wait for none of each other run at once. Each step knows whether it still has work to do
+// (`shouldDo`) and does it (`do`). The executor re-checks `shouldDo` after `do`, so a step that
+// does not converge is an error instead of an endless loop (a known failure of the Go original's
+// actuator).
 import type { InterfaceStatus, MicroVM, MicroVMStatus, VmmIdentity } from '../model.js';
 import type {
   Clock,
