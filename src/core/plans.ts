@@ -36,8 +36,9 @@ class PlanBuilder {
  * - the VMM's uid/gid first: the VM dir's group and the taps' owner are made with it, and a VM
  *   that can't have one (a full range) starts nothing;
  * - the state dir, and each NIC (recorded in the store with its alias before it is made: see
- *   network.ts), after the uid/gid; the NICs with each other and with the images: they are cheap
- *   and local, so a VM whose image can't be pulled still shows its devices;
+ *   network.ts), after the uid/gid; the NICs with each other and with the images (a failed pull
+ *   aborts its siblings, but a NIC step already begun finishes and is recorded: host networking
+ *   does not watch the signal, and is quick);
  * - each macvtap's device node after its NIC and the state dir it lives in;
  * - kernel and initrd with all of that (their copies live in the image cache), each volume after
  *   the state dir (its private copy lives there);
