@@ -256,9 +256,12 @@ export class Reconciler implements ReconcileTrigger {
     const progress: ReconcileProgress = new ReconcileProgress((fields): boolean => ctx.saveProgress(fields), this.clock, this.timers);
     const ctx: StepContext = new StepContext(vm, this.ports, log, signal, progress);
     try {
-      const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, signal, (name) => progress.stepStarted(name)).finally(() =>
-        progress.stop(),
-      );
+      const { executed } = await executeSteps(deleting ? deletePlan(ctx) : createPlan(ctx), log, {
+        signal: ctx.signal,
+        abort: (reason) => ctx.abortSteps(reason),
+        // Steps that overlap are shown together: "network_iface_create[eth0],kernel_image".
+        onStep: (running) => progress.stepsRunning(running),
+      }).finally(() => progress.stop());
       this.retrying.delete(uid);
       this.crashes.delete(uid);
       if (deleting) {

@@ -62,6 +62,23 @@ describe('ReconcileProgress', () => {
     assert.deepEqual(writes[2]?.fields, { reconcileStep: 'volume_image[root]' }, "a new step drops the last step's pull");
   });
 
+  it('steps that run together: the pull shown stays while any step that ran with it still runs', async () => {
+    progress.stepsRunning(['kernel_image', 'volume_image[root]']);
+    progress.pulled(layer('reg/kernel:1', 100, 1000));
+    await time.advance(PROGRESS_WRITE_INTERVAL_MS);
+    // The volume finished; the kernel's pull is still the one running.
+    progress.stepsRunning(['kernel_image']);
+    await time.advance(PROGRESS_WRITE_INTERVAL_MS);
+    assert.deepEqual(writes.at(-1)?.fields, {
+      reconcileStep: 'kernel_image',
+      pullProgress: { image: 'reg/kernel:1', bytesDone: 100, bytesTotal: 1000 },
+    });
+    // None of them runs any more: the next step starts from nothing.
+    progress.stepsRunning(['cloud_init_disk']);
+    await time.advance(PROGRESS_WRITE_INTERVAL_MS);
+    assert.deepEqual(writes.at(-1)?.fields, { reconcileStep: 'cloud_init_disk' });
+  });
+
   it('writes nothing for a report that changes nothing', async () => {
     progress.stepStarted('kernel_image');
     progress.pulled(layer('reg/k:1', 10, 0));

@@ -53,6 +53,9 @@ async function deviceNameFor(ctx: StepContext, iface: NetworkInterfaceSpec): Pro
   for (let attempt = 0; attempt < 8; attempt += 1) {
     const candidate = newHostDeviceName(iface.type);
     if (taken.has(candidate) || (await ctx.ports.network.getLink(candidate)) !== undefined) continue;
+    // Checked again in the same synchronous turn as the write: another NIC's step (this VM's,
+    // running alongside, or another VM's) may have recorded this name while we looked at the host.
+    if (ctx.ports.repo.devices().some((d) => d.name === candidate)) continue;
     const record: HostDeviceRecord = { name: candidate, vmUid: ctx.vm.id.uid, kind: iface.type, deviceId: iface.deviceId, createdAt: ctx.ports.clock.now() };
     ctx.ports.repo.recordDevice(record);
     return candidate;

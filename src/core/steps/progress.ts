@@ -21,13 +21,15 @@ export interface ProgressFields {
 
 /** What the steps report to (a no-op outside a reconcile). */
 export interface ProgressReporter {
-  /** A step that has work to do starts it. */
-  stepStarted(name: string): void;
+  /**
+   * The steps doing work changed (overlapping steps run together): they are shown joined by ','.
+   */
+  stepsRunning(names: readonly string[]): void;
   /** An image pull received more bytes. */
   pulled(progress: ImageProgress): void;
 }
 
-export const noProgress: ProgressReporter = { stepStarted: () => undefined, pulled: () => undefined };
+export const noProgress: ProgressReporter = { stepsRunning: () => undefined, pulled: () => undefined };
 
 /**
  * Writes the fields if the VM has not changed since the reconcile last saw it; false when it has
@@ -37,6 +39,8 @@ export type ProgressWriter = (fields: ProgressFields) => boolean;
 
 export class ReconcileProgress implements ProgressReporter {
   private step: string | undefined;
+  /** The steps `step` names. */
+  private running: readonly string[] = [];
   private pull: PullProgress | undefined;
   private lastWriteAt = Number.NEGATIVE_INFINITY;
   private cancelPending: (() => void) | undefined;
@@ -51,11 +55,21 @@ export class ReconcileProgress implements ProgressReporter {
     private readonly intervalMs = PROGRESS_WRITE_INTERVAL_MS,
   ) {}
 
+  /** One step started (nothing else running): `stepsRunning([name])`. */
   stepStarted(name: string): void {
-    if (this.step === name && this.pull === undefined) return;
+    this.stepsRunning([name]);
+  }
+
+  stepsRunning(names: readonly string[]): void {
+    const name = names.join(',');
+    // The pull shown belongs to one of the steps that ran: kept while any of them still runs (a
+    // sibling that finished says nothing about it); once none does, the next step's pull (if
+    // any) starts from nothing, and the last step's numbers would mislead.
+    const continues = names.some((n) => this.running.includes(n));
+    this.running = [...names];
+    if (this.step === name && (continues || this.pull === undefined)) return;
     this.step = name;
-    // A new step's pull (if any) starts from nothing; the last step's numbers would mislead.
-    this.pull = undefined;
+    if (!continues) this.pull = undefined;
     this.changed();
   }
 

@@ -1,7 +1,9 @@
-// The step machinery: a plan is an ordered list of idempotent steps built from the stored spec
-// and the observed host state. Each step knows whether it still has work to do (`shouldDo`) and
-// does it (`do`). The executor re-checks `shouldDo` after `do`, so a step that does not converge
-// is an error instead of an endless loop (a known failure of the Go original's actuator).
+// The step machinery: a plan is a list of idempotent steps built from the stored spec and the
+// observed host state, each naming the steps it waits for (plans.ts says which and why); steps
+// that wait for none of each other run at once. Each step knows whether it still has work to do
+// (`shouldDo`) and does it (`do`). The executor re-checks `shouldDo` after `do`, so a step that
+// does not converge is an error instead of an endless loop (a known failure of the Go original's
+// actuator).
 import type { InterfaceStatus, MicroVM, MicroVMStatus, VmmIdentity } from '../model.js';
 import type {
   Clock,
@@ -75,17 +77,29 @@ export function vmmIdentityOf(ctx: StepContext): VmmIdentity | undefined {
 
 export class StepContext {
   private current: MicroVM;
+  private readonly siblings = new AbortController();
+  /**
+   * What slow ports (image pulls, a VMM start) watch: aborted by a delete or a shutdown (the
+   * reconcile's signal), or when another step of the plan failed (`abortSteps`).
+   */
+  readonly signal: AbortSignal;
 
   constructor(
     vm: MicroVM,
     readonly ports: StepPorts,
     readonly log: Logger,
-    /** Aborted by a delete or a shutdown: slow ports (image pulls, a VMM start) stop waiting. */
-    readonly signal: AbortSignal = new AbortController().signal,
+    /** The reconcile's own signal: aborted by a delete or a shutdown. */
+    reconcileSignal: AbortSignal = new AbortController().signal,
     /** Where steps report the image pull's progress (the reconciler's; none elsewhere). */
     readonly progress: ProgressReporter = noProgress,
   ) {
     this.current = vm;
+    this.signal = AbortSignal.any([reconcileSignal, this.siblings.signal]);
+  }
+
+  /** Stops the plan's running steps (one of them failed); the reconcile's own signal is untouched. */
+  abortSteps(reason: Error): void {
+    this.siblings.abort(reason);
   }
 
   get vm(): MicroVM {
@@ -100,7 +114,12 @@ export class StepContext {
     return this.current.status;
   }
 
-  /** Persists a status change now. */
+  /**
+   * Persists a status change now. Steps of a plan run alongside each other, so each builds `next`
+   * from `this.status` in the same synchronous turn as this call (`{ ...ctx.status, field }`,
+   * never from a copy taken before an await): the store write is synchronous too, so no other
+   * step's write can come between the read and the write and be lost.
+   */
   saveStatus(next: MicroVMStatus): void {
     const saved = this.ports.repo.saveStatus(this.current.id.uid, next, this.ports.clock.now());
     if (saved === undefined) throw new Error(`microvm ${this.current.id.uid} disappeared from the store during reconcile`);
@@ -129,30 +148,131 @@ export class StepContext {
 }
 
 export interface ExecutionResult {
-  /** Steps that had work to do and did it. */
+  /** Steps that had work to do and did it, in the order they finished. */
   readonly executed: string[];
 }
 
 export class StepNotConvergedError extends Error {}
 
 /**
- * Runs the steps in order; stops at the first failure (the error propagates) or when aborted.
- * `onStep` hears of each step that has work to do, as it starts (status.reconcile_step).
+ * A step in a plan and the steps it waits for. A plan lists its steps in an order that already
+ * satisfies every `after` (each names only steps listed before it), so the plan read top to
+ * bottom is also a valid one-at-a-time order, and it cannot have a cycle.
  */
-export async function executeSteps(steps: readonly Step[], log: Logger, signal?: AbortSignal, onStep?: (name: string) => void): Promise<ExecutionResult> {
+export interface PlannedStep {
+  readonly step: Step;
+  /** Names of earlier steps that must have finished (done, or found nothing to do) first. */
+  readonly after: readonly string[];
+}
+
+export type Plan = readonly PlannedStep[];
+
+export interface ExecuteOptions {
+  /**
+   * What the steps' slow ports see (StepContext.signal). Once aborted, no step starts; the
+   * running ones are waited for, then its reason is thrown.
+   */
+  readonly signal?: AbortSignal;
+  /** Aborts `signal`: called with the first failure, so running siblings stop waiting. */
+  readonly abort?: (reason: Error) => void;
+  /**
+   * The steps doing work now (in plan order), each time that set changes while it is not empty:
+   * what status.reconcile_step shows.
+   */
+  readonly onStep?: (running: readonly string[]) => void;
+}
+
+/** Why a step was stopped: another step of the same plan failed. */
+export class SiblingFailedError extends Error {}
+
+/**
+ * Runs the plan: each step as soon as the steps it is `after` have finished, so independent steps
+ * overlap. The first failure aborts the others (their ports see the signal) and is thrown once
+ * every running step has settled: nothing of this plan runs after the call returns. A step's
+ * `do` is followed by a re-check of `shouldDo`, as before.
+ */
+export async function executeSteps(plan: Plan, log: Logger, options: ExecuteOptions = {}): Promise<ExecutionResult> {
+  checkPlan(plan);
+  const { signal, abort, onStep } = options;
   const executed: string[] = [];
-  for (const step of steps) {
-    signal?.throwIfAborted();
-    if (!(await step.shouldDo())) continue;
-    onStep?.(step.name);
+  const finished = new Set<string>();
+  const waiting = [...plan];
+  const working = new Set<string>();
+  const running = new Set<Promise<void>>();
+  let failure: { error: unknown } | undefined;
+
+  const reportWorking = (): void => {
+    if (working.size > 0) onStep?.(plan.map((p) => p.step.name).filter((name) => working.has(name)));
+  };
+
+  const run = async (step: Step): Promise<void> => {
+    if (!(await step.shouldDo())) return;
+    // A sibling may have failed while this one checked: do nothing new after a failure.
+    if (failure !== undefined || signal?.aborted === true) return;
+    working.add(step.name);
+    reportWorking();
     const started = Date.now();
     log.debug({ step: step.name }, 'step starting');
-    await step.do();
-    if (await step.shouldDo()) throw new StepNotConvergedError(`step ${step.name} did not converge: it still has work to do after running`);
+    try {
+      await step.do();
+      if (await step.shouldDo()) throw new StepNotConvergedError(`step ${step.name} did not converge: it still has work to do after running`);
+    } finally {
+      working.delete(step.name);
+      reportWorking();
+    }
     log.debug({ step: step.name, ms: Date.now() - started }, 'step done');
     executed.push(step.name);
+  };
+
+  /** Starts every waiting step whose predecessors have all finished. */
+  const startReady = (): void => {
+    if (failure !== undefined || signal?.aborted === true) return;
+    for (let i = 0; i < waiting.length;) {
+      const planned = waiting[i];
+      if (planned === undefined || !planned.after.every((name) => finished.has(name))) {
+        i += 1;
+        continue;
+      }
+      waiting.splice(i, 1);
+      const name = planned.step.name;
+      // Settles (never rejects) once the step's outcome is recorded and it has left `running`.
+      const settled: Promise<void> = run(planned.step)
+        .then(
+          () => {
+            finished.add(name);
+          },
+          (e: unknown) => {
+            if (failure !== undefined) return;
+            failure = { error: e };
+            if (signal?.aborted !== true) abort?.(new SiblingFailedError(`stopped: step ${name} failed: ${e instanceof Error ? e.message : String(e)}`));
+          },
+        )
+        .then(() => {
+          running.delete(settled);
+        });
+      running.add(settled);
+    }
+  };
+
+  startReady();
+  while (running.size > 0) {
+    await Promise.race(running);
+    startReady();
   }
+  if (failure !== undefined) throw failure.error;
+  signal?.throwIfAborted();
+  if (waiting.length > 0) throw new Error(`plan stuck: ${waiting.map((p) => p.step.name).join(', ')} wait for steps that never finished`);
   return { executed };
+}
+
+/** Names are unique and every `after` names an earlier step (so the plan has no cycle). */
+function checkPlan(plan: Plan): void {
+  const seen = new Set<string>();
+  for (const { step, after } of plan) {
+    for (const name of after) if (!seen.has(name)) throw new Error(`plan: step ${step.name} waits for ${name}, which is not an earlier step`);
+    if (seen.has(step.name)) throw new Error(`plan: two steps are named ${step.name}`);
+    seen.add(step.name);
+  }
 }
 
 /** A step's name without its instance (`volume_image[root]` is of kind `volume_image`). */
@@ -166,37 +286,39 @@ export function stepKind(name: string): string {
  * how it ended, once the executor's re-check says whether it converged (a step still having work
  * to do counts as failed, as the executor fails it). A step aborted by the signal is `aborted`.
  */
-export function observedSteps(steps: readonly Step[], observer: StepObserver | undefined, signal: AbortSignal): Step[] {
-  if (observer === undefined) return [...steps];
-  return steps.map((step) => {
-    const kind = stepKind(step.name);
-    /** Set between a `do` that returned and the executor's re-check. */
-    let doneMs: number | undefined;
-    const report = (ms: number, failed: boolean): void => observer.stepDone(kind, ms, !failed ? 'ok' : signal.aborted ? 'aborted' : 'failed');
-    return {
-      name: step.name,
-      shouldDo: async () => {
-        const ms = doneMs;
-        doneMs = undefined;
-        if (ms === undefined) return step.shouldDo();
-        let stillToDo = true;
-        try {
-          stillToDo = await step.shouldDo();
-          return stillToDo;
-        } finally {
-          report(ms, stillToDo);
-        }
-      },
-      do: async () => {
-        const started = Date.now();
-        try {
-          await step.do();
-        } catch (e) {
-          report(Date.now() - started, true);
-          throw e;
-        }
-        doneMs = Date.now() - started;
-      },
-    };
-  });
+export function observedSteps(plan: Plan, observer: StepObserver | undefined, signal: AbortSignal): Plan {
+  if (observer === undefined) return plan;
+  return plan.map(({ step, after }) => ({ step: observed(step, observer, signal), after }));
+}
+
+function observed(step: Step, observer: StepObserver, signal: AbortSignal): Step {
+  const kind = stepKind(step.name);
+  /** Set between a `do` that returned and the executor's re-check. */
+  let doneMs: number | undefined;
+  const report = (ms: number, failed: boolean): void => observer.stepDone(kind, ms, !failed ? 'ok' : signal.aborted ? 'aborted' : 'failed');
+  return {
+    name: step.name,
+    shouldDo: async () => {
+      const ms = doneMs;
+      doneMs = undefined;
+      if (ms === undefined) return step.shouldDo();
+      let stillToDo = true;
+      try {
+        stillToDo = await step.shouldDo();
+        return stillToDo;
+      } finally {
+        report(ms, stillToDo);
+      }
+    },
+    do: async () => {
+      const started = Date.now();
+      try {
+        await step.do();
+      } catch (e) {
+        report(Date.now() - started, true);
+        throw e;
+      }
+      doneMs = Date.now() - started;
+    },
+  };
 }
