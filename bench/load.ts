@@ -792,7 +792,9 @@ async function main(): Promise<void> {
         if (now() - tc > CLEANUP_DEADLINE_MS) {
           // What the calls answered, and what is left: the evidence for whoever reads this.
           for (const rpc of RPCS) console.log(`${rpc.padEnd(7)} load ${codesOf(stats, rpc)}; cleanup ${codesOf(cleanupStats, rpc)}`);
-          const shown = left.slice(0, 5).map((vm) => `${vm.spec?.namespace}/${vm.spec?.id} ${State[vm.status?.state ?? 0]} deleting=${vm.status?.state === State.DELETING}`);
+          const shown = left
+            .slice(0, 5)
+            .map((vm) => `${vm.spec?.namespace}/${vm.spec?.id} ${State[vm.status?.state ?? 0]} deleting=${vm.status?.state === State.DELETING}`);
           throw new Error(`${left.length} VMs still stored ${CLEANUP_DEADLINE_MS} ms after the load: ${shown.join(', ')}`);
         }
         await sleep(500);
