@@ -220,6 +220,9 @@ interface Phase {
   /** Busy share of all cores, 0..1. */
   readonly hostBusy: number;
   readonly steps: Steps;
+  /** All of the host's busy CPU in the window (every process, the kernel), ms. */
+  readonly hostBusyMs: number;
+  readonly window: Window;
 }
 
 interface RunResult {
@@ -243,12 +246,14 @@ async function fanOut(clients: readonly TestClient[], count: number, call: (clie
   );
 }
 
-async function measure(pid: number, ns: string, body: () => Promise<{ t0: number; tEnd: number; latencyMs: number[] }>): Promise<Phase> {
+async function measure(name: string, pid: number, ns: string, body: () => Promise<{ t0: number; tEnd: number; latencyMs: number[] }>): Promise<Phase> {
   const cpu0 = cpuMs(pid);
   const host0 = hostCpu();
   const bench0 = process.cpuUsage();
   const steps0 = stepMetrics(ns);
+  const fromUs = monoUs();
   const { t0, tEnd, latencyMs } = await body();
+  const toUs = monoUs();
   const bench1 = process.cpuUsage(bench0);
   const host1 = hostCpu();
   const cpu1 = cpuMs(pid);
@@ -263,6 +268,8 @@ async function measure(pid: number, ns: string, body: () => Promise<{ t0: number
     childrenCpuMs: cpu1.children - cpu0.children,
     benchCpuMs: (bench1.user + bench1.system) / 1000,
     hostBusy: (host1.busy - host0.busy) / Math.max(1, host1.total - host0.total),
+    hostBusyMs: ((host1.busy - host0.busy) * 1000) / CLK_TCK,
+    window: { name, fromUs, toUs },
     steps,
   };
 }
@@ -314,7 +321,7 @@ async function runOne(lab: TestNetns, dir: string, concurrency: number): Promise
     uids.length = 0;
 
     const sent = new Map<string, number>();
-    const created = await measure(pid, lab.name, async () => {
+    const created = await measure('create', pid, lab.name, async () => {
       const t0 = now();
       await fanOut(clients, VMS, async (c, i) => {
         const ts = now();
@@ -341,7 +348,7 @@ async function runOne(lab: TestNetns, dir: string, concurrency: number): Promise
     if (onBridge !== VMS) throw new Error(`${onBridge} of ${VMS} taps on br0 with carrier`);
 
     const deleteSent = new Map<string, number>();
-    const deleted = await measure(pid, lab.name, async () => {
+    const deleted = await measure('delete', pid, lab.name, async () => {
       const t0 = now();
       await fanOut(clients, uids.length, async (c, i) => {
         const uid = uids[i] ?? '';
@@ -357,7 +364,7 @@ async function runOne(lab: TestNetns, dir: string, concurrency: number): Promise
     if (left > 0 || taps > 0) throw new Error(`after the deletes: ${left} stand-ins, ${taps} taps on br0`);
     const result = { concurrency, create: created, delete: deleted, vmmCpuMs: vmmCpu / VMS, loadavg: loads() };
     await stopDaemon();
-    return profDir !== undefined ? { ...result, profile: summarizeProfile(profDir) } : result;
+    return profDir !== undefined ? { ...result, profile: summarizeProfile(profDir, [created.window, deleted.window]) } : result;
   } finally {
     // On a failure: the VMs deleted through the API before the daemon stops (what remains is ended
     // by PID at exit).
@@ -371,43 +378,78 @@ async function runOne(lab: TestNetns, dir: string, concurrency: number): Promise
   }
 }
 
-/** Self time of a .cpuprofile by source file and by function, the top lines. */
-function summarizeProfile(profDir: string): string[] {
+/** A phase's window on CLOCK_MONOTONIC (µs), the clock V8's profiler stamps samples with. */
+interface Window {
+  readonly name: string;
+  readonly fromUs: number;
+  readonly toUs: number;
+}
+const monoUs = (): number => Number(process.hrtime.bigint() / 1000n);
+
+/**
+ * Self time of the daemon's .cpuprofile (its main thread) in each window: by source file, by
+ * function, and for the top functions the daemon's own code that called them.
+ */
+function summarizeProfile(profDir: string, windows: readonly Window[]): string[] {
   const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
   if (file === undefined) return ['(no profile written)'];
   interface Node {
     readonly id: number;
     readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number };
+    readonly children?: readonly number[];
   }
-  const prof = JSON.parse(readFileSync(join(profDir, file), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
+  const prof = JSON.parse(readFileSync(join(profDir, file), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[]; startTime: number };
   const byId = new Map(prof.nodes.map((n) => [n.id, n]));
-  const byFile = new Map<string, number>();
-  const byFn = new Map<string, number>();
-  let total = 0;
-  prof.samples.forEach((id, i) => {
-    const us = prof.timeDeltas[i] ?? 0;
-    const cf = byId.get(id)?.callFrame;
-    if (cf === undefined) return;
+  const parent = new Map<number, number>();
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const where = (cf: Node['callFrame']): string => {
     const url = cf.url.replace(/^file:\/\//, '').replace(`${REPO_ROOT}/`, '');
-    const where = url === '' ? `(${cf.functionName || 'native'})` : url.replace(/.*node_modules\//, 'node_modules/');
-    if (cf.functionName === '(idle)' || cf.functionName === '(program)') return;
-    total += us;
-    byFile.set(where, (byFile.get(where) ?? 0) + us);
-    const fn = `${cf.functionName || '(anonymous)'} ${where}:${cf.lineNumber + 1}`;
-    byFn.set(fn, (byFn.get(fn) ?? 0) + us);
-  });
-  const top = (m: Map<string, number>, n: number): string[] =>
-    [...m.entries()]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, n)
-      .map(([k, us]) => `  ${((us / total) * 100).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${k}`);
-  return [
-    `profile ${join(profDir, file)}: ${(total / 1000).toFixed(0)} ms busy (the whole daemon run)`,
-    'by file:',
-    ...top(byFile, 15),
-    'by function:',
-    ...top(byFn, 20),
-  ];
+    return url === '' ? `(${cf.functionName || 'native'})` : url.replace(/.*node_modules\//, 'node_modules/');
+  };
+  const fnName = (cf: Node['callFrame']): string => `${cf.functionName || '(anonymous)'} ${where(cf)}:${cf.lineNumber + 1}`;
+  /** The nearest two frames of the daemon's own code (dist/) above a sample. */
+  const ownCallers = (id: number): string => {
+    const chain: string[] = [];
+    for (let p = parent.get(id); p !== undefined && chain.length < 2; p = parent.get(p)) {
+      const cf = byId.get(p)?.callFrame;
+      if (cf !== undefined && cf.url.includes('/dist/')) chain.push(fnName(cf).replace('dist/', ''));
+    }
+    return chain.join(' <- ') || '(no daemon frame)';
+  };
+  const out: string[] = [`profile ${join(profDir, file)} (the daemon's main thread)`];
+  for (const w of windows) {
+    const byFile = new Map<string, number>();
+    const byFn = new Map<string, number>();
+    const callers = new Map<string, Map<string, number>>();
+    let total = 0;
+    let t = prof.startTime;
+    prof.samples.forEach((id, i) => {
+      const us = prof.timeDeltas[i] ?? 0;
+      t += us;
+      if (t < w.fromUs || t > w.toUs) return;
+      const cf = byId.get(id)?.callFrame;
+      if (cf === undefined || cf.functionName === '(idle)' || cf.functionName === '(program)') return;
+      total += us;
+      byFile.set(where(cf), (byFile.get(where(cf)) ?? 0) + us);
+      const fn = fnName(cf);
+      byFn.set(fn, (byFn.get(fn) ?? 0) + us);
+      const c = callers.get(fn) ?? new Map<string, number>();
+      const k = ownCallers(id);
+      c.set(k, (c.get(k) ?? 0) + us);
+      callers.set(fn, c);
+    });
+    const sorted = (m: Map<string, number>, n: number): Array<[string, number]> => [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, n);
+    const line = (k: string, us: number, indent: string): string =>
+      `${indent}${((us / Math.max(1, total)) * 100).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${k}`;
+    out.push(`${w.name}: ${(total / 1000).toFixed(0)} ms on the main thread (${((total / Math.max(1, w.toUs - w.fromUs)) * 100).toFixed(0)}% of the window)`);
+    out.push('  by file:', ...sorted(byFile, 12).map(([k, us]) => line(k, us, '  ')));
+    out.push('  by function (and the daemon code that called it):');
+    for (const [k, us] of sorted(byFn, 15)) {
+      out.push(line(k, us, '  '));
+      for (const [ck, cus] of sorted(callers.get(k) ?? new Map<string, number>(), 2)) if (cus >= us * 0.1) out.push(line(`<- ${ck}`, cus, '        '));
+    }
+  }
+  return out;
 }
 
 // --- the report ----------------------------------------------------------------------------------------------
@@ -427,7 +469,7 @@ function table(rows: string[][]): string {
 function phaseLine(what: string, p: Phase): string {
   return (
     `${what}: ${p.vms} in ${f(p.wallMs)} ms = ${p.ratePerS.toFixed(1)} /s; latency p50 ${f(percentile(p.latencyMs, 50))} ms, p99 ${f(percentile(p.latencyMs, 99))} ms; ` +
-    `daemon CPU ${f(p.daemonCpuMs / p.vms)} ms/VM (+ children ${f(p.childrenCpuMs / p.vms)} ms/VM), bench clients ${f(p.benchCpuMs / p.vms)} ms/VM, host busy ${(p.hostBusy * 100).toFixed(0)}%`
+    `daemon CPU ${f(p.daemonCpuMs / p.vms)} ms/VM (${((p.daemonCpuMs / p.wallMs) * 100).toFixed(0)}% of a core; + reaped children ${f(p.childrenCpuMs / p.vms)} ms/VM), bench clients ${f(p.benchCpuMs / p.vms)} ms/VM, host busy ${(p.hostBusy * 100).toFixed(0)}% (${f(p.hostBusyMs / p.vms)} ms/VM of all CPU on the host)`
   );
 }
 
@@ -462,6 +504,11 @@ function report(results: readonly RunResult[]): { figures: BenchFigure[]; notes:
     say(`c${r.concurrency} ${phaseLine('delete -> gone', r.delete)}`);
     console.log(stepsLines(r.delete).join('\n'));
     say(`c${r.concurrency} VMM pid CPU by CREATED (launch chain sh+perl+setpriv, then the stand-in): ${f(r.vmmCpuMs)} ms/VM`);
+    const c = r.create;
+    const rest = c.hostBusyMs / c.vms - (c.daemonCpuMs + c.childrenCpuMs + c.benchCpuMs) / c.vms - r.vmmCpuMs;
+    say(
+      `c${r.concurrency} create, host CPU per VM: daemon ${f(c.daemonCpuMs / c.vms)} + VMM launch chain and stand-in ${f(r.vmmCpuMs)} + bench clients ${f(c.benchCpuMs / c.vms)} + reaped children ${f(c.childrenCpuMs / c.vms)} + the rest ${f(rest)} ms (kernel threads, ip co-processes still running, other sessions on this host)`,
+    );
     if (r.profile !== undefined) console.log(r.profile.join('\n'));
   }
   const figures: BenchFigure[] = [];
