@@ -40,7 +40,7 @@
 // ends the run after BENCH_BUDGET_S (default 900).
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { create } from '@bufbuild/protobuf';
@@ -118,6 +118,31 @@ function hostCpu(): { busy: number; total: number } {
   const total = v.reduce((a, b) => a + b, 0);
   const idle = (v[3] ?? 0) + (v[4] ?? 0);
   return { busy: total - idle, total };
+}
+
+/** CPU ms of each running `ip` child of `pid` (found by their stat's ppid). */
+function ipChildrenCpuMs(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (comm === 'ip' && ppid === pid) out.set(Number(entry), cpuMs(Number(entry)).self);
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** Busy cores on the host over 2 s while this bench's daemon is idle: the other sessions' load. */
+async function backgroundLoad(): Promise<number> {
+  const a = hostCpu();
+  await sleep(2000);
+  const b = hostCpu();
+  return ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * cpus().length;
 }
 
 const loads = (): string =>
@@ -222,6 +247,10 @@ interface Phase {
   readonly steps: Steps;
   /** All of the host's busy CPU in the window (every process, the kernel), ms. */
   readonly hostBusyMs: number;
+  /** CPU of the daemon's `ip` children still running (the long-lived `ip -batch` co-processes), ms. */
+  readonly ipCpuMs: number;
+  /** Cores the rest of the host kept busy while the daemon was idle just before (other sessions). */
+  readonly backgroundCores: number;
   readonly window: Window;
 }
 
@@ -247,7 +276,9 @@ async function fanOut(clients: readonly TestClient[], count: number, call: (clie
 }
 
 async function measure(name: string, pid: number, ns: string, body: () => Promise<{ t0: number; tEnd: number; latencyMs: number[] }>): Promise<Phase> {
+  const backgroundCores = await backgroundLoad();
   const cpu0 = cpuMs(pid);
+  const ip0 = ipChildrenCpuMs(pid);
   const host0 = hostCpu();
   const bench0 = process.cpuUsage();
   const steps0 = stepMetrics(ns);
@@ -257,6 +288,7 @@ async function measure(name: string, pid: number, ns: string, body: () => Promis
   const bench1 = process.cpuUsage(bench0);
   const host1 = hostCpu();
   const cpu1 = cpuMs(pid);
+  const ip1 = ipChildrenCpuMs(pid);
   const steps = stepDelta(stepMetrics(ns), steps0);
   const wallMs = tEnd - t0;
   return {
@@ -265,6 +297,8 @@ async function measure(name: string, pid: number, ns: string, body: () => Promis
     ratePerS: (latencyMs.length * 1000) / wallMs,
     latencyMs,
     daemonCpuMs: cpu1.self - cpu0.self,
+    ipCpuMs: [...ip1.entries()].reduce((sum, [p, ms]) => sum + ms - (ip0.get(p) ?? 0), 0),
+    backgroundCores,
     childrenCpuMs: cpu1.children - cpu0.children,
     benchCpuMs: (bench1.user + bench1.system) / 1000,
     hostBusy: (host1.busy - host0.busy) / Math.max(1, host1.total - host0.total),
@@ -469,7 +503,7 @@ function table(rows: string[][]): string {
 function phaseLine(what: string, p: Phase): string {
   return (
     `${what}: ${p.vms} in ${f(p.wallMs)} ms = ${p.ratePerS.toFixed(1)} /s; latency p50 ${f(percentile(p.latencyMs, 50))} ms, p99 ${f(percentile(p.latencyMs, 99))} ms; ` +
-    `daemon CPU ${f(p.daemonCpuMs / p.vms)} ms/VM (${((p.daemonCpuMs / p.wallMs) * 100).toFixed(0)}% of a core; + reaped children ${f(p.childrenCpuMs / p.vms)} ms/VM), bench clients ${f(p.benchCpuMs / p.vms)} ms/VM, host busy ${(p.hostBusy * 100).toFixed(0)}% (${f(p.hostBusyMs / p.vms)} ms/VM of all CPU on the host)`
+    `daemon CPU ${f(p.daemonCpuMs / p.vms)} ms/VM (${((p.daemonCpuMs / p.wallMs) * 100).toFixed(0)}% of a core; + reaped children ${f(p.childrenCpuMs / p.vms)} ms/VM, + ip co-processes ${f(p.ipCpuMs / p.vms)} ms/VM), bench clients ${f(p.benchCpuMs / p.vms)} ms/VM, host busy ${(p.hostBusy * 100).toFixed(0)}% (${f(p.hostBusyMs / p.vms)} ms/VM of all CPU on the host; ${p.backgroundCores.toFixed(2)} cores busy before it, daemon idle)`
   );
 }
 
@@ -505,9 +539,19 @@ function report(results: readonly RunResult[]): { figures: BenchFigure[]; notes:
     console.log(stepsLines(r.delete).join('\n'));
     say(`c${r.concurrency} VMM pid CPU by CREATED (launch chain sh+perl+setpriv, then the stand-in): ${f(r.vmmCpuMs)} ms/VM`);
     const c = r.create;
-    const rest = c.hostBusyMs / c.vms - (c.daemonCpuMs + c.childrenCpuMs + c.benchCpuMs) / c.vms - r.vmmCpuMs;
+    const rest = c.hostBusyMs / c.vms - (c.daemonCpuMs + c.childrenCpuMs + c.benchCpuMs + c.ipCpuMs) / c.vms - r.vmmCpuMs;
+    const background = (c.backgroundCores * c.wallMs) / c.vms;
     say(
-      `c${r.concurrency} create, host CPU per VM: daemon ${f(c.daemonCpuMs / c.vms)} + VMM launch chain and stand-in ${f(r.vmmCpuMs)} + bench clients ${f(c.benchCpuMs / c.vms)} + reaped children ${f(c.childrenCpuMs / c.vms)} + the rest ${f(rest)} ms (kernel threads, ip co-processes still running, other sessions on this host)`,
+      `c${r.concurrency} create, host CPU per VM: daemon ${f(c.daemonCpuMs / c.vms)} + VMM launch chain and stand-in ${f(r.vmmCpuMs)} + ip co-processes ${f(c.ipCpuMs / c.vms)} + reaped children ${f(c.childrenCpuMs / c.vms)} + bench clients ${f(c.benchCpuMs / c.vms)} + the rest ${f(rest)} ms; ` +
+        `the host was ${c.backgroundCores.toFixed(2)} cores busy with the daemon idle just before (other sessions: ~${f(background)} ms per VM of the rest at that pace; what remains is kernel work for the daemon and contention)`,
+    );
+    // What this CPU per VM allows on a host with nothing else running: the daemon's work needs a
+    // core's worth at most per second (its event loop; its worker threads add a little), and
+    // everything accounted for shares the machine's cores.
+    const accounted = (c.daemonCpuMs + c.childrenCpuMs + c.benchCpuMs + c.ipCpuMs) / c.vms + r.vmmCpuMs;
+    const bound = Math.min(1000 / (c.daemonCpuMs / c.vms), (cpus().length * 1000) / accounted);
+    say(
+      `c${r.concurrency} projection for a quiet ${cpus().length}-core host from these CPU costs: <= ${bound.toFixed(0)} /s (daemon ${f(c.daemonCpuMs / c.vms)} ms/VM on its core: ${(1000 / (c.daemonCpuMs / c.vms)).toFixed(0)} /s; all accounted ${f(accounted)} ms/VM over the cores: ${((cpus().length * 1000) / accounted).toFixed(0)} /s)`,
     );
     if (r.profile !== undefined) console.log(r.profile.join('\n'));
   }
