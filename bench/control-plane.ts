@@ -308,7 +308,7 @@ async function measure(name: string, pid: number, ns: string, body: () => Promis
   };
 }
 
-async function runOne(lab: TestNetns, dir: string, concurrency: number): Promise<RunResult> {
+async function runOne(lab: TestNetns, dir: string, concurrency: number, started: () => void): Promise<RunResult> {
   const profDir = CPU_PROF !== undefined ? resolve(CPU_PROF, `c${concurrency}`) : undefined;
   if (profDir !== undefined) mkdirSync(profDir, { recursive: true });
   const daemon = await startDaemon({
@@ -326,6 +326,7 @@ async function runOne(lab: TestNetns, dir: string, concurrency: number): Promise
       'log-output': join(dir, `daemon-c${concurrency}.log`),
     },
   });
+  started();
   const uids: string[] = [];
   let stopped = false;
   const stopDaemon = async (): Promise<void> => {
@@ -639,8 +640,16 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
   };
   // Exit cleanups run in the order registered: the daemon helper's own (the daemon and its VMMs by
-  // PID, their cgroups) are registered as each daemon starts, so the lab goes after them.
-  atExit(() => removeLab());
+  // PID, their cgroups) are registered as each daemon starts, and the lab's again after each, so
+  // the lab goes after them (a running daemon still writes into the temp dir).
+  let daemons = 0;
+  atExit(() => {
+    if (daemons === 0) removeLab();
+  });
+  const daemonStarted = (): void => {
+    daemons++;
+    atExit(() => removeLab());
+  };
   let running = 0;
 
   try {
@@ -652,7 +661,7 @@ async function main(): Promise<void> {
     for (const c of CONCURRENCIES) {
       console.log(`\nreconcile-concurrency ${c} ...`);
       running = c;
-      const r = await runOne(lab, dir, c);
+      const r = await runOne(lab, dir, c, daemonStarted);
       console.log(`  ${phaseLine('create', r.create)}\n  ${phaseLine('delete', r.delete)}`);
       results.push(r);
     }
