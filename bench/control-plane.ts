@@ -5,6 +5,12 @@
 //   node --import tsx bench/control-plane.ts
 //   BENCH_VMS=300 BENCH_CLIENTS=16 BENCH_RECONCILE_CONCURRENCY=4,16 node --import tsx bench/control-plane.ts   (the defaults)
 //
+// Other knobs: BENCH_CPU_PROF=<dir> (each daemon runs under `node --cpu-prof`; its main thread's
+// self time is summarized per phase, with the daemon code calling each top function),
+// BENCH_BUDGET_S (the watchdog, 900), BENCH_JSON=<file> (the figures of bench-contract: rate,
+// rate-cpu-bound, created-p50/p99, cpu-per-vm, delete-rate, and rate-cN / delete-rate-cN for each
+// further reconcile-concurrency).
+//
 // Lab (as bench/load.ts): a network namespace of this run's with a bridge br0, Debian's
 // docker-registry on its loopback holding the test guest (its kernel and initrd are only files
 // here: nothing boots them), and for each reconcile-concurrency in BENCH_RECONCILE_CONCURRENCY a
@@ -260,7 +266,7 @@ interface RunResult {
   /** CPU of each VMM pid by the time its VM is CREATED: the launch chain (sh, perl, setpriv) and the stand-in, exec'd under one pid. */
   readonly vmmCpuMs: number;
   /** The daemon's CPU profile, summarized (BENCH_CPU_PROF). */
-  readonly profile?: string[];
+  readonly profile?: { readonly lines: string[]; readonly notes: string[] };
   readonly delete: Phase;
   readonly loadavg: string;
 }
@@ -425,9 +431,9 @@ const monoUs = (): number => Number(process.hrtime.bigint() / 1000n);
  * Self time of the daemon's .cpuprofile (its main thread) in each window: by source file, by
  * function, and for the top functions the daemon's own code that called them.
  */
-function summarizeProfile(profDir: string, windows: readonly Window[]): string[] {
+function summarizeProfile(profDir: string, windows: readonly Window[]): { lines: string[]; notes: string[] } {
   const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
-  if (file === undefined) return ['(no profile written)'];
+  if (file === undefined) return { lines: ['(no profile written)'], notes: [] };
   interface Node {
     readonly id: number;
     readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number };
@@ -452,6 +458,7 @@ function summarizeProfile(profDir: string, windows: readonly Window[]): string[]
     return chain.join(' <- ') || '(no daemon frame)';
   };
   const out: string[] = [`profile ${join(profDir, file)} (the daemon's main thread)`];
+  const notes: string[] = [];
   for (const w of windows) {
     const byFile = new Map<string, number>();
     const byFn = new Map<string, number>();
@@ -476,7 +483,16 @@ function summarizeProfile(profDir: string, windows: readonly Window[]): string[]
     const sorted = (m: Map<string, number>, n: number): Array<[string, number]> => [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, n);
     const line = (k: string, us: number, indent: string): string =>
       `${indent}${((us / Math.max(1, total)) * 100).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${k}`;
-    out.push(`${w.name}: ${(total / 1000).toFixed(0)} ms on the main thread (${((total / Math.max(1, w.toUs - w.fromUs)) * 100).toFixed(0)}% of the window)`);
+    const head = `${w.name}: ${(total / 1000).toFixed(0)} ms on the main thread (${((total / Math.max(1, w.toUs - w.fromUs)) * 100).toFixed(0)}% of the window)`;
+    out.push(head);
+    notes.push(
+      `profile, ${head}; top: ${sorted(byFn, 6)
+        .map(
+          ([k, us]) =>
+            `${k.replace(/ \S+:\d+$/, '')} ${((us / Math.max(1, total)) * 100).toFixed(0)}% (${sorted(callers.get(k) ?? new Map<string, number>(), 1)[0]?.[0] ?? ''})`,
+        )
+        .join('; ')}`,
+    );
     out.push('  by file:', ...sorted(byFile, 12).map(([k, us]) => line(k, us, '  ')));
     out.push('  by function (and the daemon code that called it):');
     for (const [k, us] of sorted(byFn, 15)) {
@@ -484,7 +500,7 @@ function summarizeProfile(profDir: string, windows: readonly Window[]): string[]
       for (const [ck, cus] of sorted(callers.get(k) ?? new Map<string, number>(), 2)) if (cus >= us * 0.1) out.push(line(`<- ${ck}`, cus, '        '));
     }
   }
-  return out;
+  return { lines: out, notes };
 }
 
 // --- the report ----------------------------------------------------------------------------------------------
@@ -526,6 +542,7 @@ function report(results: readonly RunResult[]): { figures: BenchFigure[]; notes:
     console.log(line);
     notes.push(line);
   };
+  const bounds = new Map<number, number>();
   for (const r of results) {
     console.log(`\n=== reconcile-concurrency ${r.concurrency} (${VMS} VMs, ${CLIENTS} clients; load average after ${r.loadavg}) ===`);
     say(`c${r.concurrency} ${phaseLine('create -> CREATED', r.create)}`);
@@ -551,21 +568,33 @@ function report(results: readonly RunResult[]): { figures: BenchFigure[]; notes:
     // everything accounted for shares the machine's cores.
     const accounted = (c.daemonCpuMs + c.childrenCpuMs + c.benchCpuMs + c.ipCpuMs) / c.vms + r.vmmCpuMs;
     const bound = Math.min(1000 / (c.daemonCpuMs / c.vms), (cpus().length * 1000) / accounted);
+    bounds.set(r.concurrency, bound);
     say(
       `c${r.concurrency} projection for a quiet ${cpus().length}-core host from these CPU costs: <= ${bound.toFixed(0)} /s (daemon ${f(c.daemonCpuMs / c.vms)} ms/VM on its core: ${(1000 / (c.daemonCpuMs / c.vms)).toFixed(0)} /s; all accounted ${f(accounted)} ms/VM over the cores: ${((cpus().length * 1000) / accounted).toFixed(0)} /s)`,
     );
-    if (r.profile !== undefined) console.log(r.profile.join('\n'));
+    if (r.profile !== undefined) {
+      console.log(r.profile.lines.join('\n'));
+      notes.push(...r.profile.notes.map((n) => `c${r.concurrency} ${n}`));
+    }
   }
   const figures: BenchFigure[] = [];
   const first = results[0];
   if (first !== undefined) {
     figures.push({
       id: 'rate',
-      label: `control-plane rate: creates reaching CREATED per second, real taps, a stand-in VMM process (no guest); reconcile-concurrency ${first.concurrency}`,
+      label: 'control-plane rate: creates reaching CREATED per second, real taps, a stand-in VMM process (no guest)',
       value: Number(first.create.ratePerS.toFixed(1)),
       unit: '/s',
       goal: `>= ${GOAL_PER_S} /s`,
       met: first.create.ratePerS >= GOAL_PER_S,
+    });
+    figures.push({
+      id: 'rate-cpu-bound',
+      label: 'the rate the measured CPU per VM allows on a quiet host (daemon on one core, all accounted CPU over the cores)',
+      value: Number((bounds.get(first.concurrency) ?? Number.NaN).toFixed(1)),
+      unit: '/s',
+      goal: `>= ${GOAL_PER_S} /s`,
+      met: (bounds.get(first.concurrency) ?? 0) >= GOAL_PER_S,
     });
     figures.push({
       id: 'created-p50',
@@ -603,6 +632,7 @@ function report(results: readonly RunResult[]): { figures: BenchFigure[]; notes:
       unit: '/s',
     });
   }
+  notes.unshift(`rate: reconcile-concurrency ${first?.concurrency ?? '-'} (the default); rate-cN: the same with reconcile-concurrency N`);
   notes.push(`${VMS} VMs, ${CLIENTS} clients, load average at the end ${loads()}; the bench's clients share the daemon's 2 cores`);
   console.log('\n=== goal ===');
   for (const fig of figures.filter((x) => x.goal !== undefined))
