@@ -3,8 +3,9 @@
 // test namespace, with `qemu-bin` pointing at the stand-in and the VMM sandbox as by default,
 // brings a VM with a tap on br0 to CREATED; the stand-in is the recorded VMM process, holds the
 // VM's tap attached (its fdinfo names the tap, the tap has carrier), answers the provider's own
-// QMP client (query-status, stop, cont) and goes away with the tap on delete. And it refuses an
-// fd that is not a tap, as QEMU does.
+// QMP client (query-status, stop, cont) and goes away with the tap on delete (system_powerdown, not
+// the provider's SIGKILL). Run by hand, it opens a tap by `ifname=`, writes `-pidfile`, refuses a
+// missing -initrd, ends on `quit`, and refuses an fd that is not a tap, as QEMU does.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
@@ -19,6 +20,7 @@ import { ensureGuestImage, pushGuest, startRegistry } from '../helpers/guest-lab
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { describeWith, GUEST_LAB } from '../helpers/prerequisites.js';
 import { attachedTaps, QEMU_STANDIN, standinPids } from '../helpers/qemu-standin.js';
+import { spawnTracked } from '../helpers/processes.js';
 import { waitFor } from '../helpers/wait.js';
 
 const GUEST = '127.0.0.1:5000/flintlock/guest:standin';
@@ -112,6 +114,33 @@ describeWith('the QEMU stand-in of the control-plane bench', GUEST_LAB, { timeou
     assert.equal(lab.link(tap), undefined, 'the tap is deleted');
     // It powered off through QMP (system_powerdown), not by the provider's SIGKILL after the timeout.
     assert.equal(/did not power off in time/.test(daemon.output()), false, 'the provider had to SIGKILL the stand-in');
+  });
+
+  it('opens a tap by ifname, writes the pid file, checks its files and ends on quit', async () => {
+    const tap = 'standin-tap0';
+    lab.ip('tuntap', 'add', 'dev', tap, 'mode', 'tap', 'vnet_hdr');
+    const sock = join(dir, 'ifname.sock');
+    const pidFile = join(dir, 'ifname.pid');
+    const args = ['-netdev', `tap,id=net0,ifname=${tap}`, '-kernel', QEMU_STANDIN, '-pidfile', pidFile, '-qmp', `unix:${sock},server=on,wait=off`];
+    const missing = spawnSync('ip', ['netns', 'exec', lab.name, QEMU_STANDIN, ...args, '-initrd', join(dir, 'no-such-initrd')], {
+      encoding: 'utf8',
+      timeout: 5000,
+    });
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /could not open '.*no-such-initrd'/);
+    const child = spawnTracked('ip', ['netns', 'exec', lab.name, QEMU_STANDIN, ...args], { stdio: 'ignore' });
+    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+    await waitFor('the QMP socket', () => existsSync(sock), 5000, 10);
+    const pid = Number(readFileSync(pidFile, 'utf8').trim());
+    assert.deepEqual(attachedTaps(pid), [tap]);
+    const qmp = await QmpClient.connect(sock, 2000);
+    try {
+      await qmp.execute('quit');
+    } finally {
+      qmp.close();
+    }
+    assert.equal(await exited, 0);
+    assert.equal(existsSync(sock), false);
   });
 
   it('refuses an fd that is not a tap, as QEMU does', () => {
