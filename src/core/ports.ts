@@ -79,6 +79,8 @@ export interface MicroVMRepository {
   recordDevice(device: HostDeviceRecord): void;
   forgetDevice(name: string): void;
   devices(vmUid?: string): HostDeviceRecord[];
+  /** The record of the device with this name, if any (by key: a new NIC's name is checked per create). */
+  deviceNamed(name: string): HostDeviceRecord | undefined;
 
   /**
    * Resolves once every change committed before the call is on disk (fsynced), so it survives a

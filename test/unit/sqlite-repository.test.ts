@@ -314,10 +314,14 @@ describe('SqliteMicroVMRepository', () => {
         { name: 'flmv1', vmUid: 'u1', kind: 'macvtap', deviceId: 'eth0', createdAt: 1 },
         { name: 'flmv3', vmUid: 'u1', kind: 'macvtap', deviceId: 'eth1', createdAt: 3 },
       ]);
+      assert.deepEqual(repo.deviceNamed('flmv3'), { name: 'flmv3', vmUid: 'u1', kind: 'macvtap', deviceId: 'eth1', createdAt: 3 });
+      assert.equal(repo.deviceNamed('flmv9'), undefined);
       repo.recordDevice({ name: 'flmv1', vmUid: 'u9', kind: 'tap', deviceId: 'eth5', createdAt: 9 });
+      assert.equal(repo.deviceNamed('flmv1')?.vmUid, 'u9');
       assert.deepEqual(repo.devices('u9'), [{ name: 'flmv1', vmUid: 'u9', kind: 'tap', deviceId: 'eth5', createdAt: 9 }]);
       repo.forgetDevice('flmv1');
       repo.forgetDevice('flmv1');
+      assert.equal(repo.deviceNamed('flmv1'), undefined);
       assert.deepEqual(
         repo.devices().map((d) => d.name),
         ['flmv2', 'flmv3'],

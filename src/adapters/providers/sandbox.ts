@@ -34,21 +34,24 @@ export const CGROUP_JOIN_SCRIPT = 'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do ec
  * create a new tap, so the name must already be a tun device (its sysfs tun_flags).
  * IFF_TAP | IFF_NO_PI | IFF_VNET_HDR = 0x5002, as QEMU and Cloud Hypervisor open taps; TUNSETIFF =
  * 0x400454ca (struct ifreq: 16-byte name, flags, 40 bytes). `$^F` high: no fd perl opens gets
- * close-on-exec, and the handles are kept until the exec.
+ * close-on-exec, and the handles are kept until the exec. Builtins only on the usual path
+ * (nothing stray to close, each tap opened at the lowest free fd, which is its target): loading
+ * POSIX costs 10-17 ms of CPU per VMM start (bench/control-plane.ts), so it is required only when
+ * needed.
  */
 export const FD_STAGE_SCRIPT = [
-  'BEGIN { $^F = 1 << 20 } use strict; use POSIX ();',
+  'BEGIN { $^F = 1 << 20 } use strict;',
   'my $n = shift(@ARGV); $n =~ /^\\d+$/ or die "flintlock-vmm-fds: bad fd count\\n";',
   'opendir(my $dh, "/proc/self/fd") or die "flintlock-vmm-fds: /proc/self/fd: $!\\n";',
   'my @stray = grep { /^\\d+$/ && $_ > 2 + $n && $_ != fileno($dh) } readdir($dh);',
-  'closedir($dh); POSIX::close($_) for @stray;',
+  'closedir($dh); if (@stray) { require POSIX; POSIX::close($_) for @stray }',
   'my @keep;',
   'while (@ARGV && $ARGV[0] ne "--") {',
   '  my ($fd, $name) = shift(@ARGV) =~ /^(\\d+)=([^\\/]{1,15})$/ or die "flintlock-vmm-fds: bad tap argument\\n";',
   '  -e "/sys/class/net/$name/tun_flags" or die "flintlock-vmm-fds: $name is not a tap device here\\n";',
-  '  sysopen(my $tun, "/dev/net/tun", POSIX::O_RDWR()) or die "flintlock-vmm-fds: /dev/net/tun: $!\\n";',
+  '  open(my $tun, "+<", "/dev/net/tun") or die "flintlock-vmm-fds: /dev/net/tun: $!\\n";',
   '  ioctl($tun, 0x400454ca, pack("a16 s x22", $name, 0x5002)) or die "flintlock-vmm-fds: TUNSETIFF $name: $!\\n";',
-  '  if (fileno($tun) == $fd) { push @keep, $tun } else { defined(POSIX::dup2(fileno($tun), $fd)) or die "flintlock-vmm-fds: dup2: $!\\n"; close $tun }',
+  '  if (fileno($tun) == $fd) { push @keep, $tun } else { require POSIX; defined(POSIX::dup2(fileno($tun), $fd)) or die "flintlock-vmm-fds: dup2: $!\\n"; close $tun }',
   '}',
   'shift @ARGV; exec { $ARGV[0] } @ARGV or die "flintlock-vmm-fds: exec $ARGV[0]: $!\\n";',
 ].join('\n');

@@ -144,6 +144,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
     readonly forgetVmDevices: Database.Statement<[string], void>;
     readonly devicesAll: Database.Statement<[], DeviceRow>;
     readonly devicesOfVm: Database.Statement<[string], DeviceRow>;
+    readonly deviceNamed: Database.Statement<[string], DeviceRow>;
   };
 
   private readonly parsed = new VmRowCache(PARSED_VMS_KEPT);
@@ -233,6 +234,7 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
       forgetVmDevices: db.prepare<[string], void>('DELETE FROM host_devices WHERE vm_uid = ?'),
       devicesAll: db.prepare<[], DeviceRow>('SELECT name, vm_uid, kind, device_id, created_at FROM host_devices ORDER BY name'),
       devicesOfVm: db.prepare<[string], DeviceRow>('SELECT name, vm_uid, kind, device_id, created_at FROM host_devices WHERE vm_uid = ? ORDER BY name'),
+      deviceNamed: db.prepare<[string], DeviceRow>('SELECT name, vm_uid, kind, device_id, created_at FROM host_devices WHERE name = ?'),
     };
 
     this.txInsert = immediateTransaction(db, (vm: MicroVM) => {
@@ -400,6 +402,10 @@ export class SqliteMicroVMRepository implements MicroVMRepository {
   devices(vmUid?: string): HostDeviceRecord[] {
     const rows = vmUid === undefined ? this.stmt.devicesAll.all() : this.stmt.devicesOfVm.all(vmUid);
     return rows.map(rowToDevice);
+  }
+  deviceNamed(name: string): HostDeviceRecord | undefined {
+    const row = this.stmt.deviceNamed.get(name);
+    return row !== undefined ? rowToDevice(row) : undefined;
   }
 
   onChange(listener: (change: VmChange) => void): () => void {

@@ -49,13 +49,13 @@ async function deviceNameFor(ctx: StepContext, iface: NetworkInterfaceSpec): Pro
   if (known !== undefined && known !== '') return known;
   const recorded = ctx.ports.repo.devices(ctx.vm.id.uid).find((d) => d.deviceId === iface.deviceId);
   if (recorded !== undefined) return recorded.name;
-  const taken = new Set(ctx.ports.repo.devices().map((d) => d.name));
+  const repo = ctx.ports.repo;
   for (let attempt = 0; attempt < 8; attempt += 1) {
     const candidate = newHostDeviceName(iface.type);
-    if (taken.has(candidate) || (await ctx.ports.network.getLink(candidate)) !== undefined) continue;
+    if (repo.deviceNamed(candidate) !== undefined || (await ctx.ports.network.getLink(candidate)) !== undefined) continue;
     // Checked again in the same synchronous turn as the write: another NIC's step (this VM's,
     // running alongside, or another VM's) may have recorded this name while we looked at the host.
-    if (ctx.ports.repo.devices().some((d) => d.name === candidate)) continue;
+    if (repo.deviceNamed(candidate) !== undefined) continue;
     const record: HostDeviceRecord = { name: candidate, vmUid: ctx.vm.id.uid, kind: iface.type, deviceId: iface.deviceId, createdAt: ctx.ports.clock.now() };
     ctx.ports.repo.recordDevice(record);
     return candidate;
