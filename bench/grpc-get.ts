@@ -73,7 +73,8 @@ function input(i: number): CreateInput {
     labels: { 'cluster-name': 'c1' },
     vcpu: 2,
     memoryMb: 512,
-    kernel: { image: 'ghcr.io/liquidmetal-dev/flintlock-kernel:5.10.77', filename: '', cmdline: {}, addNetworkConfig: true },
+    // No filename: the API leaves it out for CAPMVM's empty one (the provider's default applies).
+    kernel: { image: 'ghcr.io/liquidmetal-dev/flintlock-kernel:5.10.77', cmdline: {}, addNetworkConfig: true },
     rootVolume: { id: 'root', readOnly: false, source: { containerImage: 'ghcr.io/liquidmetal-dev/capmvm-kubernetes:1.23.5' } },
     additionalVolumes: [],
     interfaces: [{ deviceId: 'eth1', type: 'tap', guestMac: `02:00:00:00:00:${(i % 256).toString(16).padStart(2, '0')}` }],
