@@ -37,6 +37,8 @@ export interface ReportInput {
   readonly date: string;
   readonly commit: string;
   readonly quick: boolean;
+  /** BENCH_ONLY: the runs asked for, when not all. */
+  readonly only?: readonly string[];
   readonly machine: MachineInfo;
   readonly runs: readonly BenchRun[];
   readonly totalMs: number;
@@ -138,8 +140,9 @@ export function renderReport(input: ReportInput, rows: readonly TableRow[] = ISS
   out.push('# Benchmark report (issue 11)', '');
   out.push(
     `Made by \`npm run bench\` (bench/run-all.ts)${input.quick ? ' with **BENCH_QUICK=1**: every bench at its smallest size, a smoke run; the figures are not comparable with the goals' : ''}.`,
-    '',
   );
+  if (input.only !== undefined && input.only.length > 0) out.push(`**Partial run** (BENCH_ONLY=${input.only.join(',')}): the other benches were not run.`);
+  out.push('');
   out.push(`- date: ${input.date}`);
   out.push(`- git commit: ${input.commit}`);
   out.push(`- machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB.toFixed(1)} GiB memory, kernel ${m.kernel}, ${m.node}`);

@@ -3,7 +3,8 @@
 //
 //   npm run bench                  (~20-25 min on the 2-core development machine)
 //   BENCH_QUICK=1 npm run bench    (every bench at its smallest size: a smoke run of the whole chain)
-//   BENCH_ONLY=network,cidata ...  (only these runs, by key; the others are left out of the report)
+//   BENCH_ONLY=network,cidata ...  (only these runs, by key; the report says it is partial)
+//   BENCH_REPORT=/tmp/r.md ...     (the report written there instead of bench/REPORT.md)
 //
 // The code is built first (daemon-scale and vm-boot run bin/flintlockd, i.e. dist/). Then each
 // bench runs on its own, one after another, as a child process with BENCH_JSON naming a file in
@@ -23,7 +24,8 @@ import type { BenchResult } from './report-json.js';
 import { failedRuns, renderReport, type BenchRun, type MachineInfo } from './report.js';
 
 const REPO_ROOT = resolve(import.meta.dirname, '..');
-const REPORT = join(REPO_ROOT, 'bench/REPORT.md');
+/** BENCH_REPORT=<file> writes the report elsewhere (a smoke or partial run beside a full one). */
+const REPORT = resolve(REPO_ROOT, process.env['BENCH_REPORT'] ?? 'bench/REPORT.md');
 const QUICK = process.env['BENCH_QUICK'] === '1';
 const STDERR_TAIL_LINES = 25;
 
@@ -194,7 +196,15 @@ async function main(): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const report = renderReport({ date, commit, quick: QUICK, machine: { ...facts, loadAfter: loadavg() }, runs, totalMs: performance.now() - tStart });
+  const report = renderReport({
+    date,
+    commit,
+    quick: QUICK,
+    ...(only.length > 0 ? { only } : {}),
+    machine: { ...facts, loadAfter: loadavg() },
+    runs,
+    totalMs: performance.now() - tStart,
+  });
   writeFileSync(REPORT, report);
   console.log(`\n${report}\nwritten to ${REPORT}`);
   const failed = failedRuns(runs);

@@ -163,6 +163,8 @@ describe('bench report', () => {
     const report = renderReport({ ...input([ok('network', [tapCreate], ['where the time goes: ip -batch round trips', 'a | pipe'])]), quick: true });
     assert.match(report, /### network\n\n- where the time goes: ip -batch round trips\n- a \| pipe\n/);
     assert.match(report, /BENCH_QUICK=1/);
+    assert.doesNotMatch(report, /Partial run/);
+    assert.match(renderReport({ ...input([]), only: ['network', 'cidata'] }), /\*\*Partial run\*\* \(BENCH_ONLY=network,cidata\)/);
   });
 
   it('a figure a bench could not measure (null in the JSON) shows n/a and no ratio', () => {
