@@ -62,7 +62,9 @@ const CREATE_CONCURRENCY = envInt('BENCH_CREATE_CONCURRENCY', 16, 1, 128);
  * recordFailure does), so the daemon starts with every VM stored and nothing to reconcile. For
  * 10 000 VMs: through the API it took ~10 min (264 creates/s at 1000, ~20/s past 7000 while the
  * reconciler works through the backlog), and with 10 000 pending VMs seeded the daemon reconciled
- * only ~40 in 2.5 min (a daemon hot spot, reported in the notes; not fixed here).
+ * only ~40 in 2.5 min. The hot spot (not fixed here): the vmm_identity step lists every stored VM
+ * (repo.list({}): parse + freeze of each row) to pick a free uid, once per reconcile; with 5000
+ * pending VMs that list was ~40% of the daemon's CPU in a profile (--cpu-prof), GC another 15%.
  */
 const BRIDGE = 'br-bench';
 const SEED = process.env['BENCH_SEED'] === 'store' ? 'store' : 'api';
@@ -512,7 +514,7 @@ async function main(): Promise<void> {
       [
         seeded === undefined
           ? `${VMS} CAPMVM-shaped VMs created through the API (${CREATE_CONCURRENCY} in flight) in ${(createMs / 1000).toFixed(1)} s, each reconciled once to FAILED (no bridge in the daemon's empty namespace, maximum-retry 0); all FAILED after ${(reconciledMs / 1000).toFixed(1)} s.`
-          : `${VMS} CAPMVM-shaped VMs seeded into the store before the daemon started (BENCH_SEED=store, ${(seeded.ms / 1000).toFixed(1)} s): the core's MicroVMService.create on the daemon's SQLite store, each then given the FAILED status the reconciler writes for this failure, so nothing was left to reconcile. Not through the API: 10 000 creates through it took ~10 min when tried (2026-12-03: 264/s at 1000, ~20/s past 7000 while the reconciler worked through its backlog), and with 10 000 pending VMs seeded the daemon reconciled only ~40 in 2.5 min (host load ~10): a daemon hot spot (per-reconcile cost grows with the stored VMs), not fixed here.`,
+          : `${VMS} CAPMVM-shaped VMs seeded into the store before the daemon started (BENCH_SEED=store, ${(seeded.ms / 1000).toFixed(1)} s): the core's MicroVMService.create on the daemon's SQLite store, each then given the FAILED status the reconciler writes for this failure, so nothing was left to reconcile. Not through the API: 10 000 creates through it took ~10 min when tried (2026-12-03: 264/s at 1000, ~20/s past 7000 while the reconciler worked through its backlog), and with 10 000 pending VMs seeded the daemon reconciled only ~40 in 2.5 min (host load ~10): a daemon hot spot, not fixed here: the vmm_identity step lists every stored VM (repo.list({})) to pick a free uid, once per reconcile, ~40% of the daemon's CPU in a profile with 5000 pending VMs.`,
         seeded === undefined
           ? `RSS idle ${mb(idle.rssKb)}, after the creates ${mb(afterCreate.rssKb)}, stored and idle ${mb(stored.rssKb)} (${((stored.rssKb - idle.rssKb) / VMS).toFixed(1)} kB/VM), after the List/Get calls ${mb(afterList.rssKb)} (HWM ${mb(afterList.hwmKb)}).`
           : `RSS 1 s after the start ${mb(idle.rssKb)}, stored and idle ${mb(stored.rssKb)}, after the List/Get calls ${mb(afterList.rssKb)} (HWM ${mb(afterList.hwmKb)}).`,
