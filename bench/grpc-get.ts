@@ -1,6 +1,7 @@
 // GetMicroVM requests/s with 100 stored VMs: our gRPC server (real MicroVMService over the real
 // SQLite store, with API metrics, as the daemon wires it) against a bare grpc-js server answering
-// a canned GetMicroVMResponse of the same size. Goal: ours/bare >= 0.8.
+// a canned GetMicroVMResponse of the same size. Goal (issue 11): ours/bare >= 1.0 (it was 0.8 in
+// issue 5).
 //
 //   node --import tsx bench/grpc-get.ts
 //   (BENCH_SECONDS=5 BENCH_CONCURRENCY=32 BENCH_CHANNELS=4 BENCH_ROUNDS=3)
@@ -36,6 +37,7 @@ import { GetMicroVMResponseSchema, MicroVM as MicroVMDesc } from '../src/gen/mic
 import { MemoryProvider } from '../test/helpers/doubles.js';
 import type { ClientResult } from './grpc-get-client.js';
 import { envInt } from './env.js';
+import { writeBenchJson } from './report-json.js';
 
 const REPO_ROOT = resolve(import.meta.dirname, '..');
 const CLIENT = join(REPO_ROOT, 'bench/grpc-get-client.ts');
@@ -55,7 +57,7 @@ const QUIET_WAIT_MS = 8000;
 const BUDGET_MS = 95_000;
 const RUN_COST_MS = SECONDS * 1000 + 2500;
 const VM_COUNT = 100;
-const GOAL = 0.8;
+const GOAL = 1.0;
 
 // The VMM is never started here (no reconciler): the tests' in-memory provider only answers the
 // create-time validation (name, capabilities), behind the real registry.
@@ -71,7 +73,8 @@ function input(i: number): CreateInput {
     labels: { 'cluster-name': 'c1' },
     vcpu: 2,
     memoryMb: 512,
-    kernel: { image: 'ghcr.io/liquidmetal-dev/flintlock-kernel:5.10.77', filename: '', cmdline: {}, addNetworkConfig: true },
+    // No filename: the API leaves it out for CAPMVM's empty one (the provider's default applies).
+    kernel: { image: 'ghcr.io/liquidmetal-dev/flintlock-kernel:5.10.77', cmdline: {}, addNetworkConfig: true },
     rootVolume: { id: 'root', readOnly: false, source: { containerImage: 'ghcr.io/liquidmetal-dev/capmvm-kubernetes:1.23.5' } },
     additionalVolumes: [],
     interfaces: [{ deviceId: 'eth1', type: 'tap', guestMac: `02:00:00:00:00:${(i % 256).toString(16).padStart(2, '0')}` }],
@@ -375,6 +378,42 @@ async function main(): Promise<void> {
       console.log(`note: a server below ~90% CPU is not saturated (the client or other load on this ${cpus().length}-core host limits req/s);`);
       console.log('      server CPU per request is the steadier figure then, req/s moves with the load ("other CPU%" is everything else on the host)');
     }
+    const cpuRatio = b.us / o.us;
+    writeBenchJson(
+      'grpc-get',
+      [
+        {
+          id: 'get-ratio',
+          label: `GetMicroVM req/s, ${VM_COUNT} stored VMs, ${CONCURRENCY} calls in flight (median of ${ROUNDS})`,
+          value: o.rps,
+          unit: 'req/s',
+          baseline: b.rps,
+          baselineLabel: 'bare grpc-js server, canned reply of the same size',
+          ratio,
+          goal: `ours/bare >= ${GOAL.toFixed(1)}`,
+          met: ratio >= GOAL,
+        },
+        {
+          id: 'get-cpu-ratio',
+          label: 'GetMicroVM server CPU per request, bare/ours (the req/s ratio of a saturated server)',
+          value: o.us,
+          unit: 'us/req',
+          baseline: b.us,
+          baselineLabel: 'bare grpc-js server',
+          ratio: cpuRatio,
+          goal: `bare/ours >= ${GOAL.toFixed(1)}`,
+          met: cpuRatio >= GOAL,
+        },
+      ],
+      [
+        `${ROUNDS} rounds x ${SECONDS} s per server, ABBA order, client in a child process over ${CHANNELS} connections; response ${o.max} B (sizes equal: ${sameSize ? 'yes' : 'no'}).`,
+        `p50 latency ours ${o.p50.toFixed(2)} ms, bare ${b.p50.toFixed(2)} ms; server CPU ours ${o.cpu.toFixed(0)}%, bare ${b.cpu.toFixed(0)}% (of one core); client CPU ${o.cli.toFixed(0)}% / ${b.cli.toFixed(0)}%.`,
+        ...(o.cpu < 90 || b.cpu < 90
+          ? ['A server below ~90% CPU is not saturated: req/s moved with the client and the host load; the CPU-per-request ratio is the steadier figure.']
+          : []),
+        ...(noisy > 0 ? [`${noisy} run(s) were redone: other work on the host used > ${NOISY_OTHER_CPU_PCT}% CPU.`] : []),
+      ],
+    );
   } finally {
     await cleanup();
     process.off('SIGINT', onSignal);

@@ -7,7 +7,7 @@
 //   a) flintlock, cold cache: OciImageService.pull + ext4 in-process, a fresh state dir per round;
 //   b) skopeo copy docker://… oci:DIR + umoci raw unpack + mkfs.ext4 -d (same size rule as ours);
 //      after one untimed run of each, a) and b) alternate, BENCH_ROUNDS each; medians and the
-//      ratio a/b (goal <= 1.0). a) makes its results durable (fsync, syncfs) and b) does not, so
+//      ratio a/b (goal <= 0.8, issue 11; it was 1.0 in issue 3). a) makes its results durable (fsync, syncfs) and b) does not, so
 //      b) followed by `sync -f` is shown too;
 //   c) the second (cached) create's image time: pull (manifest resolved again) + ext4 (cached) +
 //      the VM's volume copy, as the daemon's volume step does it;
@@ -34,6 +34,7 @@ import { NodeVmFilesystem } from '../src/adapters/fs/vm-filesystem.js';
 import { findExecutable } from '../src/adapters/host/programs.js';
 import type { Logger } from '../src/core/ports.js';
 import { buildImage, buildLayer, type BuiltImage, type LayerEntry } from '../test/helpers/oci-registry.js';
+import { writeBenchJson } from './report-json.js';
 
 const execFileAsync = promisify(execFile);
 const REPO_ROOT = resolve(import.meta.dirname, '..');
@@ -42,6 +43,8 @@ const VMS = 10;
 const WATCHDOG_MS = 170_000;
 const MB = 1_000_000;
 const REPO = 'bench/image';
+/** Issue 11: ours at most 0.8 of skopeo copy + umoci unpack + mkfs.ext4 -d. */
+const GOAL = 0.8;
 const TAG = 'v1';
 
 const silent: Logger = {
@@ -394,7 +397,7 @@ async function main(): Promise<void> {
       row('     skopeo copy docker:// -> oci:', s(median(baseRounds.map((r) => r.skopeo)))),
       row('     umoci raw unpack', s(median(baseRounds.map((r) => r.umoci)))),
       row('     du + mkfs.ext4 -d', s(median(baseRounds.map((r) => r.mkfs)))),
-      row('ratio a/b (goal <= 1.0)', (oursMed / baseMed).toFixed(2)),
+      row(`ratio a/b (goal <= ${GOAL})`, (oursMed / baseMed).toFixed(2)),
       row('b) + sync -f afterwards (durable, as a) is)', s(baseSyncMed), runs(baseRounds.map((r) => r.total + r.sync))),
       row('ratio a/(b + sync)', (oursMed / baseSyncMed).toFixed(2)),
       row('c) second create, cached: pull + ext4 + volume copy', s(median(warm)), runs(warm)),
@@ -413,6 +416,41 @@ async function main(): Promise<void> {
       ),
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
+    const med = (xs: readonly number[]): string => s(median(xs));
+    writeBenchJson(
+      'image-pull',
+      [
+        {
+          id: 'pull-ext4',
+          label: `pull + verify + unpack + ext4, ${mb(stats.compressed)} ${image.layerDigests.length}-layer image, cold cache (median of ${ROUNDS})`,
+          value: oursMed / 1000,
+          unit: 's',
+          baseline: baseMed / 1000,
+          baselineLabel: 'skopeo copy + umoci raw unpack + mkfs.ext4 -d',
+          ratio: oursMed / baseMed,
+          goal: `<= ${GOAL}`,
+          met: oursMed / baseMed <= GOAL,
+        },
+        {
+          id: 'pull-ext4-durable',
+          label: 'the same against the baseline followed by sync -f (durable, as ours is)',
+          value: oursMed / 1000,
+          unit: 's',
+          baseline: baseSyncMed / 1000,
+          baselineLabel: 'skopeo + umoci + mkfs.ext4 -d + sync -f',
+          ratio: oursMed / baseSyncMed,
+          goal: `<= ${GOAL}`,
+          met: oursMed / baseSyncMed <= GOAL,
+        },
+        { id: 'cached-create', label: 'second create, cached: pull (manifest again) + ext4 (cached) + volume copy', value: median(warm), unit: 'ms' },
+      ],
+      [
+        `image: ${image.layerDigests.length} layers, ${stats.files} files, ${mb(stats.uncompressed)} of file data, ${mb(stats.compressed)} gzip; ${ROUNDS} rounds, ours and the baseline alternating after one untimed run of each; state on ${fsType}.`,
+        `ours ${med(oursRounds.map((r) => r.total))} = pull + verify + unpack (+ syncfs) ${med(oursRounds.map((r) => r.pull))} + ext4 build ${med(oursRounds.map((r) => r.ext4))}; rounds ${runs(oursRounds.map((r) => r.total))} s.`,
+        `baseline ${med(baseRounds.map((r) => r.total))} = skopeo copy ${med(baseRounds.map((r) => r.skopeo))} + umoci raw unpack ${med(baseRounds.map((r) => r.umoci))} + du + mkfs.ext4 -d ${med(baseRounds.map((r) => r.mkfs))}; rounds ${runs(baseRounds.map((r) => r.total))} s; sync -f afterwards adds ${med(baseRounds.map((r) => r.sync))}.`,
+        `10 VMs from the image: qcow2 overlays ${mb(overlays.kib * 1024)} (with the cache ${times(overlays.kib)} the image), copies ${mb(copied.kib * 1024)} (${times(copied.kib)}; reflink ${reflink ? 'yes' : 'no'}).`,
+      ],
+    );
   } finally {
     clearTimeout(watchdog);
     cleanup();

@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 
 import { Iproute2NetworkService } from '../src/adapters/network/iproute2.js';
+import { ratioOf, writeBenchJson, type BenchFigure } from './report-json.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -164,6 +165,40 @@ function report(results: WayResult[]): void {
   }
 }
 
+/** The figures for `npm run bench`: tap (and macvtap) create per device, the service vs the ip -batch floor. */
+function writeFigures(results: WayResult[]): void {
+  const [svc, batch, perOp, before] = results;
+  if (svc === undefined || batch === undefined || perOp === undefined || before === undefined) return;
+  const GOAL = 2;
+  const figure = (id: string, label: string, ours: Timing, floor: Timing): BenchFigure => {
+    const ratio = ratioOf(ours.create / N, floor.create / N);
+    return {
+      id,
+      label,
+      value: ours.create / N,
+      unit: 'ms',
+      baseline: floor.create / N,
+      baselineLabel: `ip -batch floor: all ${N} in one ip process`,
+      ...(ratio !== undefined ? { ratio } : {}),
+      goal: `<= ${GOAL}x the floor`,
+      met: ratio !== undefined && ratio <= GOAL,
+    };
+  };
+  const per = (t: Timing, part: 'create' | 'delete'): string => `${(t[part] / N).toFixed(2)} ms`;
+  writeBenchJson(
+    'network',
+    [
+      figure('tap-create', `tap create per device (create + master + alias + up), N=${N}`, svc.tap, batch.tap),
+      figure('macvtap-create', `macvtap create per device (create + mac + alias + up), N=${N}`, svc.macvtap, batch.macvtap),
+    ],
+    [
+      `ours: Iproute2NetworkService with its long-lived ip -batch co-processes; floor: one ip -batch process for all ${N} devices; run one after the other (service first), not interleaved.`,
+      `tap create per device: service ${per(svc.tap, 'create')}, floor ${per(batch.tap, 'create')}, one ip process per operation ${per(perOp.tap, 'create')}, the service starting ip per call (before issue 11) ${per(before.tap, 'create')}.`,
+      `delete per device (the kernel's RCU wait dominates): tap ${per(svc.tap, 'delete')} (floor ${per(batch.tap, 'delete')}), macvtap ${per(svc.macvtap, 'delete')} (floor ${per(batch.macvtap, 'delete')}).`,
+    ],
+  );
+}
+
 let nsCreated = false;
 function deleteNamespaceSync(): void {
   if (!nsCreated) return;
@@ -214,6 +249,7 @@ async function main(): Promise<void> {
       await viaService(false),
     ];
     report(results);
+    writeFigures(results);
   } finally {
     deleteNamespaceSync();
     await rm(dir, { recursive: true, force: true });
