@@ -61,6 +61,7 @@ import { GUEST_LAB, missingPrerequisites } from '../test/helpers/prerequisites.j
 import { atExit } from '../test/helpers/processes.js';
 import { attachedTaps, QEMU_STANDIN, standinPids } from '../test/helpers/qemu-standin.js';
 import { envInt } from './env.js';
+import { writeBenchJson, type BenchFigure } from './report-json.js';
 
 const VMS = envInt('BENCH_VMS', 300, 1, 5000);
 const CLIENTS = envInt('BENCH_CLIENTS', 16, 1, 256);
@@ -81,26 +82,6 @@ const PHASE_DEADLINE_MS = 300_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const now = (): number => performance.now();
-
-// --- the JSON contract (bench/bench-contract.md; bench/report-json.ts once it is merged) ---------------
-
-interface BenchFigure {
-  readonly id: string;
-  readonly label: string;
-  readonly value: number;
-  readonly unit: string;
-  readonly baseline?: number;
-  readonly baselineLabel?: string;
-  readonly ratio?: number;
-  readonly goal?: string;
-  readonly met?: boolean;
-}
-
-function writeBenchJson(bench: string, figures: readonly BenchFigure[], notes: readonly string[]): void {
-  const file = process.env.BENCH_JSON;
-  if (file === undefined || file === '') return;
-  writeFileSync(file, `${JSON.stringify({ bench, figures, notes }, null, 2)}\n`);
-}
 
 // --- /proc ------------------------------------------------------------------------------------------
 
