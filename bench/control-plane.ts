@@ -45,7 +45,7 @@
 // cgroups removed, the namespace (and every tap in it) deleted, the temp dir removed. A watchdog
 // ends the run after BENCH_BUDGET_S (default 900).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
