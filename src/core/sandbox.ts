@@ -1,6 +1,5 @@
 // The VMM sandbox in pure terms (ADR 0009): which uid/gid a VM's VMM runs as, and the cgroup
 // limits its spec implies. No I/O: the steps and the adapters apply these.
-import type { MicroVM } from './model.js';
 import type { VmmAccess, VmmCgroupLimits, VmmIdentity } from './ports.js';
 
 /** Modes of what a VMM reaches in its VM dir; owner root (the daemon), group the VM's gid. */
@@ -43,13 +42,12 @@ export function isVmmIdRange(v: ReturnType<typeof parseVmmIdRange>): v is VmmIdR
 
 /**
  * The lowest uid of the range that no other VM holds. Callers allocate and store it in one
- * synchronous turn (list, pick, save), so two reconciles can't pick the same one.
+ * synchronous turn (look up, pick, save), so two reconciles can't pick the same one.
  */
-export function allocateVmmIdentity(range: VmmIdRange, others: readonly MicroVM[]): VmmIdentity | { readonly error: string } {
-  const used = new Set(others.map((vm) => vm.status.vmmIdentity?.uid).filter((uid): uid is number => uid !== undefined));
+export function allocateVmmIdentity(range: VmmIdRange, inUse: (uid: number) => boolean): VmmIdentity | { readonly error: string } {
   for (let i = 0; i < range.count; i++) {
     const uid = range.start + i;
-    if (!used.has(uid)) return { uid, gid: uid };
+    if (!inUse(uid)) return { uid, gid: uid };
   }
   return { error: `vmm-uid-range ${range.start}:${range.count} has no free uid left (one per VM)` };
 }

@@ -20,6 +20,7 @@ import type { Clock, Logger, NetworkService, StepObserver, VmmCgroups } from '..
 import { Reconciler } from '../core/reconciler.js';
 import type { StepPorts } from '../core/steps/step.js';
 import { DEFAULT_WATCHER_OPTIONS, VmmWatcher } from '../core/vmm-watcher.js';
+import { VmmUidIndex } from '../core/vmm-uid-index.js';
 
 export interface BackgroundDeps {
   readonly config: Config;
@@ -65,6 +66,7 @@ export async function startBackground(deps: BackgroundDeps): Promise<RunningBack
   const cgroups = await vmmCgroups(config, silentLogger());
   // The main thread refused to start on this already; here it can only be a host that changed since.
   if ('error' in cgroups) throw new Error(cgroups.error);
+  const vmmUids = new VmmUidIndex(repo);
   const ports: StepPorts = {
     repo,
     network,
@@ -78,7 +80,7 @@ export async function startBackground(deps: BackgroundDeps): Promise<RunningBack
     cidata: new FatCidataDiskBuilder(),
     deleteVmTimeoutMs: config.deleteVmTimeoutMs,
     sandbox: {
-      ...(config.vmmIdRange !== undefined ? { idRange: config.vmmIdRange } : {}),
+      ...(config.vmmIdRange !== undefined ? { idRange: config.vmmIdRange, vmmUids } : {}),
       cgroups,
       limits: { memoryOverheadMb: config.vmmMemoryOverheadMb, pidsMax: config.vmmPidsMax },
     },
@@ -114,6 +116,7 @@ export async function startBackground(deps: BackgroundDeps): Promise<RunningBack
       watcher.stop();
       await janitor.stop();
       await reconciler.stop();
+      vmmUids.close();
     },
   };
 }

@@ -1,3 +1,4 @@
+import { VmmUidIndex } from '../../src/core/vmm-uid-index.js';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -75,7 +76,8 @@ describe('reconciler', () => {
       processes,
       cidata,
       deleteVmTimeoutMs: 1000,
-      sandbox: { ...(idRange !== null ? { idRange } : {}), cgroups, limits: { memoryOverheadMb: 64, pidsMax: 512 } },
+      // The daemon's index of held uids (plans.test.ts covers the steps without one).
+      sandbox: { ...(idRange !== null ? { idRange, vmmUids: new VmmUidIndex(repo) } : {}), cgroups, limits: { memoryOverheadMb: 64, pidsMax: 512 } },
     };
     reconciler = new Reconciler(ports, repo, ports.clock, silentLogger(), options, time);
     service = new MicroVMService({ repo, reconciler, providers, limits: DEFAULT_LIMITS, clock: ports.clock, ids: ports.ids, log: silentLogger() });

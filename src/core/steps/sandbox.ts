@@ -14,15 +14,24 @@ export function vmmIdentityStep(ctx: StepContext): Step | undefined {
     name: 'vmm_identity',
     shouldDo: () => Promise.resolve(ctx.status.vmmIdentity === undefined),
     do: () => {
-      // List, pick and save in one synchronous turn: no other reconcile can interleave and take
-      // the same uid. Ids stay with their VM (its files and taps carry them) until it is removed.
-      const others = ctx.ports.repo.list({}).filter((vm) => vm.id.uid !== ctx.vm.id.uid);
-      const identity = allocateVmmIdentity(range, others);
+      // Look up, pick and save in one synchronous turn: no other reconcile can interleave and
+      // take the same uid. Ids stay with their VM (its files and taps carry them) until it is removed.
+      const identity = allocateVmmIdentity(range, inUseBy(ctx));
       if ('error' in identity) return Promise.reject(new Error(identity.error));
       ctx.saveStatus({ ...ctx.status, vmmIdentity: identity });
       return Promise.resolve();
     },
   };
+}
+
+/** Whether another stored VM holds a VMM uid: the index when wired, else every stored VM read. */
+function inUseBy(ctx: StepContext): (uid: number) => boolean {
+  const index = ctx.ports.sandbox.vmmUids;
+  if (index !== undefined) return (uid) => index.has(uid);
+  const used = new Set(
+    ctx.ports.repo.list({}).flatMap((vm) => (vm.id.uid !== ctx.vm.id.uid && vm.status.vmmIdentity !== undefined ? [vm.status.vmmIdentity.uid] : [])),
+  );
+  return (uid) => used.has(uid);
 }
 
 /**

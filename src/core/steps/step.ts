@@ -62,6 +62,8 @@ export interface StepPorts {
 export interface SandboxPorts {
   /** `vmm-uid-range`; absent: VMMs keep the daemon's uid. */
   readonly idRange?: VmmIdRange;
+  /** Which uids of the range stored VMs hold (vmm-uid-index.ts); absent: every stored VM is read per allocation. */
+  readonly vmmUids?: { has(uid: number): boolean };
   readonly cgroups: VmmCgroups;
   readonly limits: VmmLimitsConfig;
 }
