@@ -33,7 +33,10 @@ describe('VMM sandbox, pure parts', () => {
 
   it('allocates the lowest uid no other VM holds, gid = uid', () => {
     const range = { start: 1000, count: 3 };
-    const inUse = (...uids: number[]) => (uid: number) => uids.includes(uid);
+    const inUse =
+      (...uids: number[]) =>
+      (uid: number) =>
+        uids.includes(uid);
     assert.deepEqual(allocateVmmIdentity(range, inUse()), { uid: 1000, gid: 1000 });
     assert.deepEqual(allocateVmmIdentity(range, inUse(1000, 1002)), { uid: 1001, gid: 1001 });
     assert.match(JSON.stringify(allocateVmmIdentity(range, inUse(1000, 1001, 1002))), /1000:3 has no free uid left/);
