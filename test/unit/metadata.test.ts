@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parse } from 'yaml';
+import fc from 'fast-check';
+import { parse, parseDocument } from 'yaml';
 
 import { decodeBase64Strict, injectInstanceId } from '../../src/core/metadata.js';
 
@@ -137,5 +138,78 @@ describe('decodeBase64Strict', () => {
     for (const bad of ['hello world', 'local_hostname: vm1', 'aGVsbG8', 'aGVsbG8===', 'a=Gk', '!!!!', 'aGk-', 'aGk_']) {
       assert.equal(decodeBase64Strict(bad), undefined, bad);
     }
+  });
+});
+
+describe('injectInstanceId: flat meta-data appended as a line', () => {
+  it('says exactly what the YAML parser says, for generated documents of flat and tricky lines', () => {
+    const key = fc.constantFrom('a', 'b', 'local_hostname', 'local-hostname', 'x.y', '_k', 'instance_id', 'true', 'True', 'NULL', 'null', 'False', 'Ab1');
+    const value = fc.constantFrom(
+      '',
+      ' ',
+      ' vm1',
+      ' host-a',
+      '  10.0.0.1',
+      ' 1e3',
+      ' 0x1f',
+      ' .5',
+      ' /path/x',
+      ' yes',
+      ' a b c',
+      ' ~',
+      ' null',
+      ' a: b',
+      ' http://x',
+      ' #c',
+      ' a #c',
+      ' - x',
+      ' &a x',
+      ' *a',
+      ' [1',
+      ' {x',
+      ' "q"',
+      " 'q'",
+      '\ta',
+      ' a\tb',
+      ' |',
+      ' >',
+      ' !tag x',
+      ' %x',
+      ' @x',
+      ' `x',
+      ' x,y',
+      ' x]',
+      ' x:',
+    );
+    const line = fc.oneof(
+      { weight: 6, arbitrary: fc.tuple(key, value).map(([k, v]) => `${k}:${v}`) },
+      { weight: 1, arbitrary: fc.constantFrom('', '# comment', '#', '  a: 1', ' b', '---', '...', '- x', 'a', 'a:b', 'a :b', 'x\r', '? a', '%YAML 1.2') },
+    );
+    const doc = fc.tuple(fc.array(line, { maxLength: 6 }), fc.boolean()).map(([lines, nl]) => lines.join('\n') + (nl && lines.length > 0 ? '\n' : ''));
+    fc.assert(
+      fc.property(doc, (text) => {
+        const r = injectInstanceId({ 'meta-data': b64(text) }, UID);
+        let expected: unknown;
+        try {
+          const parsed = parseDocument(text, { logLevel: 'error' });
+          expected = parsed.errors.length > 0 ? 'error' : parsed.toJS();
+        } catch {
+          expected = 'error';
+        }
+        if (expected === 'error' || (expected !== null && expected !== undefined && (typeof expected !== 'object' || Array.isArray(expected)))) {
+          assert.equal(r.ok, false, `accepted ${JSON.stringify(text)}`);
+          return;
+        }
+        assert.ok(r.ok, `refused ${JSON.stringify(text)}: ${r.ok ? '' : r.error.message}`);
+        const doc = (expected ?? {}) as Record<string, unknown>;
+        assert.deepEqual(metaData(r.value), 'instance_id' in doc ? doc : { ...doc, instance_id: UID }, JSON.stringify(text));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('keeps the client text as it was, comments too, with instance_id as a last line', () => {
+    const out = inject({ 'meta-data': b64('# from capmvm\nlocal_hostname: vm1\nvm_host: host-a') });
+    assert.equal(decodeBase64Strict(out['meta-data'] ?? ''), `# from capmvm\nlocal_hostname: vm1\nvm_host: host-a\ninstance_id: ${UID}\n`);
   });
 });
