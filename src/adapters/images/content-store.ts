@@ -15,6 +15,7 @@ import { once } from 'node:events';
 
 import { isDiskFull } from '../../core/result.js';
 import { SharedWork } from './shared-work.js';
+import type { Timings } from './timings.js';
 import { DigestMismatchError, RegistryError, digestOf, splitDigest, type BlobResponse } from './registry-client.js';
 
 export interface BlobDescriptor {
@@ -162,7 +163,7 @@ export class ContentStore {
    * at once; the download stops when no caller waits any more, keeping what arrived (the next
    * fetch resumes after it).
    */
-  fetch(desc: BlobDescriptor, openBlob: BlobOpener, onProgress?: BlobProgress, signal?: AbortSignal): Promise<string> {
+  fetch(desc: BlobDescriptor, openBlob: BlobOpener, onProgress?: BlobProgress, signal?: AbortSignal, timings?: Timings): Promise<string> {
     let running = this.inflight.get(desc.digest);
     if (running === undefined || running.work.abandoned) {
       const listeners = new Set<BlobProgress>();
@@ -170,7 +171,7 @@ export class ContentStore {
         for (const l of listeners) l(bytes, total);
       };
       const work: SharedWork<string> = new SharedWork((shared) =>
-        this.download(desc, openBlob, report, shared).finally(() => {
+        this.download(desc, openBlob, report, shared, timings).finally(() => {
           if (this.inflight.get(desc.digest)?.work === work) this.inflight.delete(desc.digest);
         }),
       );
@@ -183,7 +184,7 @@ export class ContentStore {
     return work.wait(signal).finally(() => listeners.delete(onProgress));
   }
 
-  private async download(desc: BlobDescriptor, openBlob: BlobOpener, report: BlobProgress, signal: AbortSignal): Promise<string> {
+  private async download(desc: BlobDescriptor, openBlob: BlobOpener, report: BlobProgress, signal: AbortSignal, timings?: Timings): Promise<string> {
     const { algorithm } = splitDigest(desc.digest);
     const target = this.blobPath(desc.digest);
     if ((await sizeOf(target)) !== undefined) {
@@ -223,7 +224,7 @@ export class ContentStore {
         throw e;
       }
       if (result.digest === desc.digest) {
-        await fsyncFile(partial);
+        await (timings?.time('blob fsync', () => fsyncFile(partial)) ?? fsyncFile(partial));
         await rename(partial, target);
         return target;
       }

@@ -39,6 +39,7 @@ import {
 } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
@@ -46,6 +47,7 @@ import { Parser, type ReadEntry } from 'tar';
 
 import { formatSize } from '../../config/size.js';
 import { lookupInRoot } from '../fs/root-path.js';
+import type { Timings } from './timings.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -65,6 +67,8 @@ export interface UnpackOptions {
   readonly warn?: (message: string) => void;
   /** Decompressed bytes (tar stream) of all layers together; beyond them the unpack fails. */
   readonly maxBytes?: number;
+  /** Told where the time goes (waiting for downloads, applying each layer, the final syncfs). */
+  readonly timings?: Timings;
 }
 
 /** The image is larger unpacked than `UnpackOptions.maxBytes`. */
@@ -527,8 +531,16 @@ export async function unpackImage(rootfsParent: string, hex: string, layers: rea
   const warn = options.warn ?? (() => undefined);
   const budget: ByteBudget = { used: 0, limit: options.maxBytes ?? Number.POSITIVE_INFINITY };
   try {
-    for (const layer of layers) await applyLayer(tmp, layer, await layer.path, warn, budget);
-    await syncFilesystem(tmp);
+    const t = options.timings;
+    for (const [i, layer] of layers.entries()) {
+      const t0 = performance.now();
+      const path = await layer.path;
+      const t1 = performance.now();
+      await applyLayer(tmp, layer, path, warn, budget);
+      t?.add('unpack: waiting for downloads', t1 - t0);
+      t?.add(`unpack: layer ${i}`, performance.now() - t1);
+    }
+    await (t?.time('unpack: syncfs', () => syncFilesystem(tmp)) ?? syncFilesystem(tmp));
     try {
       await rename(tmp, target);
     } catch (e) {
