@@ -695,6 +695,7 @@ export class OciImageService implements ImageService {
       digest: layer.digest,
       mediaType: layer.mediaType,
       path: downloads[i] as Promise<string>,
+      stream: (unpacking: AbortSignal) => this.store.follow(layer, unpacking),
       ...(ids[i] !== undefined ? { diffId: ids[i] } : {}),
     }));
     try {
@@ -702,6 +703,7 @@ export class OciImageService implements ImageService {
         warn: (message) => this.log.warn({ image: ref }, `pulling ${ref}: ${message}`),
         maxBytes: this.maxUnpackedBytes,
         timings,
+        signal,
       });
     } catch (e) {
       if (!(e instanceof UnpackLimitError)) throw e;
