@@ -6,7 +6,8 @@
 //
 // The bytes are not verified until the download's digest matched: the stream ends (its last
 // `next()` resolves done) only after that, so whoever reads it to the end read the blob; until
-// then, nothing built from it may be trusted. A download that throws its
+// then, nothing built from it may be trusted, and nothing is trusted before the fetch resolved
+// (the blob fsynced and renamed). A download that throws its
 // bytes away (a corrupt partial: it starts again from byte 0) ends its followers with
 // TailRestartedError; one that fails ends them with its error (disk full, digest mismatch, abort).
 import { open, type FileHandle } from 'node:fs/promises';
@@ -26,6 +27,8 @@ export class BlobTail {
   private writtenBytes = 0;
   private generationNo = 0;
   private finished = false;
+  /** The digest matched: the bytes are the blob's (durable and renamed once `finished`). */
+  private matched = false;
   private failed: Error | undefined;
   private waiters: (() => void)[] = [];
 
@@ -62,7 +65,13 @@ export class BlobTail {
     this.wake();
   }
 
-  /** Verified and renamed to `blob`. */
+  /** The digest matched (the file is fsynced and renamed next): followers may end. */
+  verified(): void {
+    this.matched = true;
+    this.wake();
+  }
+
+  /** Verified, durable and renamed to `blob`. */
   finish(): void {
     this.finished = true;
     this.writtenBytes = this.size;
@@ -109,7 +118,8 @@ export class BlobTail {
       }
       // The last bytes are in: the stream ends only once they are verified, so whoever reads it
       // to its end has read the blob's bytes (or gets the failure, or the restart, instead).
-      while (!this.finished) {
+      // Not once they are durable: the fetch resolves then, and that is for the caller to await.
+      while (!this.finished && !this.matched) {
         signal?.throwIfAborted();
         if (this.failed !== undefined) throw this.failed;
         if (this.generationNo !== generation) throw new TailRestartedError(this.digest);

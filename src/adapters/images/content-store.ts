@@ -280,6 +280,7 @@ export class ContentStore {
         throw e;
       }
       if (result.digest === desc.digest) {
+        tail.verified();
         await (timings?.time('blob fsync', () => fsyncFile(partial)) ?? fsyncFile(partial));
         await rename(partial, target);
         return target;

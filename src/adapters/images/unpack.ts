@@ -578,6 +578,8 @@ async function applyLayers(root: string, layers: readonly LayerSource[], warn: (
   const budget: ByteBudget = { used: 0, limit: options.maxBytes ?? Number.POSITIVE_INFINITY };
   const t = options.timings;
   const signal = options.signal ?? new AbortController().signal;
+  /** Blobs unpacked as they downloaded, verified but perhaps not yet durable. */
+  const durable: Promise<string>[] = [];
   for (const [i, layer] of layers.entries()) {
     signal.throwIfAborted();
     const t0 = performance.now();
@@ -598,10 +600,10 @@ async function applyLayers(root: string, layers: readonly LayerSource[], warn: (
         if (e instanceof UnpackLimitError || isDiskFull(e) || signal.aborted) throw e;
         throw new FromFilesAgain(`layer ${layer.digest} could not be unpacked as it downloaded (${(e as Error).message})`);
       }
-      const t1 = performance.now();
-      await verified;
-      t?.add(`unpack: layer ${i} (as it downloads)`, t1 - t0);
-      t?.add('unpack: waiting for digests', performance.now() - t1);
+      // The stream ended: the digest matched. The next layer goes on top while the blob is
+      // fsynced and renamed; the tree is renamed into place only after every blob is durable.
+      durable.push(verified);
+      t?.add(`unpack: layer ${i} (as it downloads)`, performance.now() - t0);
     } else {
       const path = await layer.path;
       const t1 = performance.now();
@@ -610,6 +612,9 @@ async function applyLayers(root: string, layers: readonly LayerSource[], warn: (
       t?.add(`unpack: layer ${i}`, performance.now() - t1);
     }
   }
+  const t0 = performance.now();
+  await Promise.all(durable);
+  t?.add('unpack: waiting for blobs to be durable', performance.now() - t0);
 }
 
 /**
