@@ -93,6 +93,12 @@ export class BlobTail {
         signal?.throwIfAborted();
         if (this.failed !== undefined) throw this.failed;
         if (this.generationNo !== generation) throw new TailRestartedError(this.digest);
+        // Read in chunks of CHUNK (or what is left), not per network packet: each read is a
+        // thread-pool round trip, and small writes cost the gunzip and tar parser per call too.
+        if (this.writtenBytes - pos < Math.min(CHUNK, this.size - pos) && !this.finished && !this.matched) {
+          await this.changed(signal);
+          continue;
+        }
         if (pos >= this.writtenBytes) {
           await this.changed(signal);
           continue;
