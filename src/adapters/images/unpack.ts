@@ -37,7 +37,7 @@ import {
   writeFileSync,
   type Stats,
 } from 'node:fs';
-import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
@@ -161,65 +161,6 @@ interface LayerState {
   /** Device node entries not created, and entries whose setuid/setgid bits were cleared. */
   readonly skippedDevices: Set<string>;
   readonly clearedSetid: string[];
-  /** Small files being written off the event loop, by real path (see `writeSmallFile`). */
-  readonly pending: Map<string, Promise<void>>;
-  /** The first of those writes that failed: it fails the layer. */
-  writeError?: unknown;
-}
-
-/** Small files written at once in the thread pool (its size, by default). */
-const PARALLEL_WRITES = 4;
-
-/**
- * Waits for every small file still being written. Called before any entry other than a small
- * file (directories, links, whiteouts, devices: they may look at or remove what is being
- * written), before a file at a path being written, and at the end of the layer; so the tree is
- * the same as if every entry had been applied one after the other.
- */
-async function drain(state: LayerState): Promise<void> {
-  while (state.pending.size > 0) await Promise.all(state.pending.values());
-  if (state.writeError !== undefined)
-    throw state.writeError instanceof Error ? state.writeError : new Error(`writing a file failed: ${JSON.stringify(state.writeError)}`);
-}
-
-/**
- * Creates a small file with its content, owner, mode and times in the thread pool. Creating
- * files is most of an unpack's time (measured: open(O_CREAT|O_EXCL) was a third of a pull's CPU
- * on the event loop), and several at once overlap it on other cores. The path was resolved
- * inside the root like every other; `wx` never follows a link at it.
- */
-async function writeSmallFile(
-  abs: string,
-  data: Buffer,
-  uid: number,
-  gid: number,
-  fileMode: number,
-  times: { atime: Date; mtime: Date } | undefined,
-): Promise<void> {
-  const fh = await open(abs, 'wx', 0o600);
-  try {
-    if (data.length > 0) await fh.writeFile(data);
-    try {
-      await fh.chown(uid, gid);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
-    }
-    // Mode last, once content and owner are final (as for the others).
-    await fh.chmod(fileMode);
-    if (times !== undefined) await fh.utimes(times.atime, times.mtime);
-  } finally {
-    await fh.close();
-  }
-}
-
-function readSmall(entry: ReadEntry, state: LayerState): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  return new Promise<Buffer>((resolve, reject) => {
-    entry.on('data', (c: Buffer) => chunks.push(c));
-    entry.on('end', () => resolve(Buffer.concat(chunks)));
-    entry.on('error', reject);
-    state.abortWrite = reject;
-  }).finally(() => (state.abortWrite = undefined));
 }
 
 function markWritten(state: LayerState, rel: string): void {
@@ -333,8 +274,6 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
   const rel = cleanEntryPath(entry.path);
   if (rel === undefined) throw new Error(`layer ${layer.digest}: entry "${entry.path}" leaves the root filesystem`);
   const { dir, base } = splitRel(rel);
-  const small = (entry.type === 'File' || entry.type === 'OldFile' || entry.type === 'ContiguousFile') && entry.size <= SMALL_FILE;
-  if (!small || state.writeError !== undefined) await drain(state);
 
   if (base.startsWith(WHITEOUT)) {
     entry.resume();
@@ -376,23 +315,7 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
     case 'File':
     case 'OldFile':
     case 'ContiguousFile': {
-      if (state.pending.has(realRel)) await drain(state);
       clear(abs, false, state);
-      if (small) {
-        const data = await readSmall(entry, state);
-        const fileMode = mode(entry, 0o644, state, realRel);
-        const times = entry.mtime !== undefined ? { atime: entry.atime ?? entry.mtime, mtime: entry.mtime } : undefined;
-        while (state.pending.size >= PARALLEL_WRITES) await Promise.race(state.pending.values());
-        const write = writeSmallFile(abs, data, entry.uid ?? 0, entry.gid ?? 0, fileMode, times).then(
-          () => undefined,
-          (e: unknown) => {
-            state.writeError ??= e;
-          },
-        );
-        const tracked = write.finally(() => state.pending.delete(realRel));
-        state.pending.set(realRel, tracked);
-        break;
-      }
       await writeFileEntry(abs, entry, state);
       // The file was created 0600 and gets its mode last, once its content and owner are final.
       setOwner(abs, entry, false);
@@ -520,15 +443,7 @@ async function applyLayer(root: string, layer: LayerSource, raw: AsyncIterable<B
   if (head.subarray(0, 4).equals(ZSTD_MAGIC)) throw zstdError(layer.digest);
   const gzip = head.subarray(0, 2).equals(GZIP_MAGIC);
 
-  const state: LayerState = {
-    written: new Set(),
-    ancestors: new Set(),
-    dirTimes: [],
-    dirs: new Map(),
-    skippedDevices: new Set(),
-    clearedSetid: [],
-    pending: new Map(),
-  };
+  const state: LayerState = { written: new Set(), ancestors: new Set(), dirTimes: [], dirs: new Map(), skippedDevices: new Set(), clearedSetid: [] };
   const diffHash = createHash('sha256');
   const parser = new Parser();
   let failure: unknown;
@@ -610,12 +525,6 @@ async function applyLayer(root: string, layer: LayerSource, raw: AsyncIterable<B
     await Promise.race([ended, failed]);
   }
   await chain;
-  // Every file written before the layer counts as applied (or the temp tree is removed).
-  try {
-    await drain(state);
-  } catch (e) {
-    fail(e);
-  }
   if (failure !== undefined) {
     const err = failure instanceof Error ? failure : new Error(JSON.stringify(failure));
     if (!err.message.startsWith(`layer ${layer.digest}`)) err.message = `layer ${layer.digest}: ${err.message}`;
