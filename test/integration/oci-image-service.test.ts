@@ -469,7 +469,7 @@ describe('OciImageService: layers unpacked as they download', () => {
       const layer = img.layerDigests[0] as string;
       registry.push('test/img', 'v1', img);
       registry.setBlobBehaviour(layer, { stallOnce: true }); // half the blob, then silence until the idle timeout
-      const { svc, images } = setup({ store: { idleTimeoutMs: 1500, retryDelayMs: 1 } });
+      const { svc, images } = setup({ streamLayers: true, store: { idleTimeoutMs: 1500, retryDelayMs: 1 } });
       const pull = svc.pull(`${registry.host}/test/img:v1`);
       const partial = join(images, 'tmp', `${hex(layer)}.partial`);
       // Mid-stream: the download is stalled at half, and the temp tree already holds its first file.
@@ -504,7 +504,7 @@ describe('OciImageService: layers unpacked as they download', () => {
       const layer = img.layerDigests[1] as string;
       registry.push('test/flipped', 'v1', img);
       registry.setBlobBehaviour(layer, { corrupt: true });
-      const { svc, images } = setup();
+      const { svc, images } = setup({ streamLayers: true });
       await assert.rejects(svc.pull(`${registry.host}/test/flipped:v1`), new RegExp(`digest mismatch for blob ${layer}`));
       assert.deepEqual(readdirSync(join(images, 'rootfs')), [], 'no rootfs, no temp tree');
       assert.equal(existsSync(join(images, 'blobs/sha256', hex(layer))), false, 'no verified blob');
@@ -522,7 +522,7 @@ describe('OciImageService: layers unpacked as they download', () => {
       const layer = img.layerDigests[1] as string;
       registry.push('test/img', 'v1', img);
       registry.setBlobBehaviour(layer, { stallOnce: true });
-      const { svc, images } = setup(); // idle timeout 5 s: the abort, not the timeout, ends it
+      const { svc, images } = setup({ streamLayers: true }); // idle timeout 5 s: the abort, not the timeout, ends it
       const controller = new AbortController();
       const pull = svc.pull(`${registry.host}/test/img:v1`, { signal: controller.signal });
       pull.catch(() => undefined);
@@ -558,7 +558,7 @@ describe('OciImageService: layers unpacked as they download', () => {
       const badLayer = badImg.layerDigests[0] as string;
       registry.push('test/good', 'v1', goodImg);
       registry.push('test/bad', 'v1', badImg);
-      const { svc, images, log } = setup();
+      const { svc, images, log } = setup({ streamLayers: true });
       mkdirSync(join(images, 'tmp'), { recursive: true });
       writeFileSync(join(images, 'tmp', `${hex(goodLayer)}.partial`), (goodImg.blobs.get(goodLayer) as Buffer).subarray(0, 150_000));
       // A gzip stream that unpacks (a few files of its own), then not this blob's bytes at all.

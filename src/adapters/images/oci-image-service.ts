@@ -81,6 +81,13 @@ export interface OciImageServiceOptions {
   readonly maxUnpackedBytes?: number;
   /** Told of bytes received and of every image fetched and unpacked (metrics). */
   readonly observer?: ImagePullObserver;
+  /**
+   * Unpack each layer while it downloads, following its partial file (default false). Off by
+   * default: measured on a shared 2-core host it was slower, not faster (docs/benchmarks.md,
+   * "images in one pass"): the unpack's synchronous file writes hold the event loop the
+   * downloads need, so the streamed layer's download and its unpack wait on each other.
+   */
+  readonly streamLayers?: boolean;
   /** Told where each fetch-and-unpack's and ext4 build's milliseconds went, by phase (bench/image-pull.ts). */
   readonly onTimings?: (what: 'pull' | 'ext4', ref: string, phases: Readonly<Record<string, number>>) => void;
 }
@@ -230,6 +237,7 @@ export class OciImageService implements ImageService {
   private readonly tagTtlMs: number;
   private readonly observer: ImagePullObserver | undefined;
   private readonly onTimings: OciImageServiceOptions['onTimings'];
+  private readonly streamLayers: boolean;
 
   private readonly pulls = new Map<string, PullInFlight>();
   /** Fetch-and-unpack per manifest digest, with the blobs it uses (GC spares them). */
@@ -254,6 +262,7 @@ export class OciImageService implements ImageService {
     });
     this.observer = options.observer;
     this.onTimings = options.onTimings;
+    this.streamLayers = options.streamLayers ?? false;
     this.store = new ContentStore(this.root, {
       ...options.store,
       ...(options.observer !== undefined ? { onReceived: (bytes: number) => options.observer?.received(bytes) } : {}),
@@ -695,7 +704,7 @@ export class OciImageService implements ImageService {
       digest: layer.digest,
       mediaType: layer.mediaType,
       path: downloads[i] as Promise<string>,
-      stream: (unpacking: AbortSignal) => this.store.follow(layer, unpacking),
+      ...(this.streamLayers ? { stream: (unpacking: AbortSignal) => this.store.follow(layer, unpacking) } : {}),
       ...(ids[i] !== undefined ? { diffId: ids[i] } : {}),
     }));
     try {
