@@ -218,8 +218,16 @@ interface OursRound {
   readonly ext4Path: string;
 }
 
+/** Per timed round of a): the service's own breakdown of pull and ext4 (ms by phase). */
+const phaseRounds: Record<string, number>[] = [];
+
 async function ours(ref: string, stateDir: string): Promise<OursRound> {
-  const service = new OciImageService({ stateDir, log: silent });
+  const phases: Record<string, number> = {};
+  phaseRounds.push(phases);
+  const onTimings = (what: string, _ref: string, t: Readonly<Record<string, number>>): void => {
+    for (const [k, v] of Object.entries(t)) phases[k === 'total' ? `${what}: total` : k] = v;
+  };
+  const service = new OciImageService({ stateDir, log: silent, onTimings });
   const t0 = performance.now();
   const image = await service.pull(ref);
   const t1 = performance.now();
@@ -321,6 +329,7 @@ async function main(): Promise<void> {
     // alternate, with dirty pages flushed (untimed) before each run.
     execFileSync('sync', ['-f', work]);
     await ours(ref, join(work, 'warmup-ours'));
+    phaseRounds.length = 0;
     await baseline(ref, join(work, 'warmup-base'), env);
     rmSync(join(work, 'warmup-ours'), { recursive: true, force: true });
     rmSync(join(work, 'warmup-base'), { recursive: true, force: true });
@@ -415,6 +424,10 @@ async function main(): Promise<void> {
         `${times(copied.kib)}${reflink ? '' : ' (no reflink on this filesystem)'}`,
       ),
     ];
+    lines.push('', 'a) where the time goes (medians over the rounds; concurrent phases overlap):');
+    for (const phase of Object.keys(phaseRounds[0] ?? {})) {
+      lines.push(row(`     ${phase}`, `${median(phaseRounds.slice(0, ROUNDS).map((p) => p[phase] ?? 0)).toFixed(0)} ms`));
+    }
     process.stdout.write(`${lines.join('\n')}\n`);
     const med = (xs: readonly number[]): string => s(median(xs));
     writeBenchJson(

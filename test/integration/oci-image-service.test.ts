@@ -453,6 +453,137 @@ describe('OciImageService: interrupted downloads', () => {
   });
 });
 
+describe('OciImageService: layers unpacked as they download', () => {
+  /** Files of incompressible bytes: the first half of the blob holds the first half of them. */
+  const files = (n: number, size: number): Record<string, Buffer> =>
+    Object.fromEntries(Array.from({ length: n }, (_, i) => [`data/f${String(i).padStart(2, '0')}`, randomBytes(size)]));
+  const tempTrees = (images: string): string[] =>
+    existsSync(join(images, 'rootfs')) ? readdirSync(join(images, 'rootfs')).filter((n) => n.startsWith('.tmp-')) : [];
+  const sha = (path: string): string => sha256(readFileSync(path));
+
+  it('writes the first files of a layer while the rest is still downloading, and trusts them only once it verified', async () => {
+    const registry = await TestRegistry.start();
+    try {
+      const content = files(40, 16_384);
+      const img = buildImage([buildLayer(content)]);
+      const layer = img.layerDigests[0] as string;
+      registry.push('test/img', 'v1', img);
+      registry.setBlobBehaviour(layer, { stallOnce: true }); // half the blob, then silence until the idle timeout
+      const { svc, images } = setup({ streamLayers: true, store: { idleTimeoutMs: 1500, retryDelayMs: 1 } });
+      const pull = svc.pull(`${registry.host}/test/img:v1`);
+      const partial = join(images, 'tmp', `${hex(layer)}.partial`);
+      // Mid-stream: the download is stalled at half, and the temp tree already holds its first file.
+      await waitFor('the first file unpacked from the stalled download', () => {
+        const tree = tempTrees(images)[0];
+        return tree !== undefined && existsSync(join(images, 'rootfs', tree, 'data/f00'));
+      });
+      assert.ok(existsSync(partial) && statSync(partial).size < (img.blobs.get(layer) as Buffer).length, 'the download is not done');
+      assert.equal(existsSync(join(images, 'blobs/sha256', hex(layer))), false, 'no verified blob yet');
+      assert.equal(existsSync(join(images, 'rootfs', hex(img.digest))), false, 'nothing under the trusted name yet');
+      const image = await pull;
+      for (const [path, data] of Object.entries(content)) assert.equal(sha(join(image.rootfs, path)), sha256(data), path);
+      assert.deepEqual(tempTrees(images), []);
+      assert.equal(registry.blobGets(layer).at(-1)?.range?.startsWith('bytes='), true, 'resumed, not restarted');
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it('a layer whose bytes turn out not to match its digest leaves nothing trusted, though its tar unpacked fine', async () => {
+    const registry = await TestRegistry.start();
+    try {
+      // Uncompressed, and no diff_ids in the config: a flipped byte in the middle lands in a file's
+      // content, so only the layer's digest tells.
+      const img = buildImage(
+        [
+          buildLayer({ 'etc/base': 'base\n' }),
+          { data: buildLayer({ 'big/a': randomBytes(200_000), 'big/b': randomBytes(200_000) }, { compression: 'none' }), mediaType: MT.ociLayerTar },
+        ],
+        { noDiffIds: true },
+      );
+      const layer = img.layerDigests[1] as string;
+      registry.push('test/flipped', 'v1', img);
+      registry.setBlobBehaviour(layer, { corrupt: true });
+      const { svc, images } = setup({ streamLayers: true });
+      await assert.rejects(svc.pull(`${registry.host}/test/flipped:v1`), new RegExp(`digest mismatch for blob ${layer}`));
+      assert.deepEqual(readdirSync(join(images, 'rootfs')), [], 'no rootfs, no temp tree');
+      assert.equal(existsSync(join(images, 'blobs/sha256', hex(layer))), false, 'no verified blob');
+      assert.equal(existsSync(join(images, 'tmp', `${hex(layer)}.partial`)), false, 'no partial kept');
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it('an abort mid-stream stops the unpack at once and removes its temp tree; the next pull resumes the download', async () => {
+    const registry = await TestRegistry.start();
+    try {
+      const content = files(40, 16_384);
+      const img = buildImage([buildLayer({ 'etc/base': 'base\n' }), buildLayer(content)]);
+      const layer = img.layerDigests[1] as string;
+      registry.push('test/img', 'v1', img);
+      registry.setBlobBehaviour(layer, { stallOnce: true });
+      const { svc, images } = setup({ streamLayers: true }); // idle timeout 5 s: the abort, not the timeout, ends it
+      const controller = new AbortController();
+      const pull = svc.pull(`${registry.host}/test/img:v1`, { signal: controller.signal });
+      pull.catch(() => undefined);
+      await waitFor('the stalled layer being unpacked', () => {
+        const tree = tempTrees(images)[0];
+        return tree !== undefined && existsSync(join(images, 'rootfs', tree, 'data/f00'));
+      });
+      const started = Date.now();
+      controller.abort(new Error('the microvm is being deleted'));
+      await assert.rejects(pull, /the microvm is being deleted/);
+      assert.ok(Date.now() - started < 1000, 'did not wait for the stalled transfer');
+      await waitFor('the temp tree removed', () => tempTrees(images).length === 0);
+      assert.equal(existsSync(join(images, 'rootfs', hex(img.digest))), false);
+      const kept = statSync(join(images, 'tmp', `${hex(layer)}.partial`)).size;
+      assert.ok(kept > 0, 'what arrived is kept');
+
+      const image = await svc.pull(`${registry.host}/test/img:v1`);
+      assert.equal(registry.blobGets(layer).at(-1)?.range, `bytes=${kept}-`);
+      for (const [path, data] of Object.entries(content)) assert.equal(sha(join(image.rootfs, path)), sha256(data), path);
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it('unpacks a layer resumed after a partial from its kept bytes and the rest; a corrupt partial is unpacked again from the verified blob', async () => {
+    const registry = await TestRegistry.start();
+    try {
+      const good = files(20, 16_384);
+      const bad = files(20, 16_384);
+      const goodImg = buildImage([buildLayer(good)]);
+      const badImg = buildImage([buildLayer(bad)]);
+      const goodLayer = goodImg.layerDigests[0] as string;
+      const badLayer = badImg.layerDigests[0] as string;
+      registry.push('test/good', 'v1', goodImg);
+      registry.push('test/bad', 'v1', badImg);
+      const { svc, images, log } = setup({ streamLayers: true });
+      mkdirSync(join(images, 'tmp'), { recursive: true });
+      writeFileSync(join(images, 'tmp', `${hex(goodLayer)}.partial`), (goodImg.blobs.get(goodLayer) as Buffer).subarray(0, 150_000));
+      // A gzip stream that unpacks (a few files of its own), then not this blob's bytes at all.
+      writeFileSync(join(images, 'tmp', `${hex(badLayer)}.partial`), buildLayer({ 'data/f00': 'not the image', 'data/stray': 'stray' }));
+
+      const a = await svc.pull(`${registry.host}/test/good:v1`);
+      assert.deepEqual(
+        registry.blobGets(goodLayer).map((r) => r.range),
+        ['bytes=150000-'],
+      );
+      for (const [path, data] of Object.entries(good)) assert.equal(sha(join(a.rootfs, path)), sha256(data), path);
+
+      const b = await svc.pull(`${registry.host}/test/bad:v1`);
+      for (const [path, data] of Object.entries(bad)) assert.equal(sha(join(b.rootfs, path)), sha256(data), path);
+      assert.equal(existsSync(join(b.rootfs, 'data/stray')), false, 'nothing of the corrupt partial is in the image');
+      assert.ok(
+        log.records.some((r) => r.level === 'warn' && /unpacking every layer again from the verified blobs/.test(r.msg)),
+        'said so',
+      );
+    } finally {
+      await registry.close();
+    }
+  });
+});
+
 describe('OciImageService: concurrency and crash leftovers', () => {
   let registry: TestRegistry;
   before(async () => {

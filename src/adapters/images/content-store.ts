@@ -7,6 +7,9 @@
 // first, so after a crash a name in `blobs/` always means complete, verified content. A partial
 // is re-hashed from disk before a download resumes after it, so a partial with garbage in it
 // costs one failed verification and a restart from byte 0, never a corrupt blob.
+//
+// While a blob downloads, `follow` reads it as it arrives (blob-tail.ts): the unpacker starts on
+// a layer with its first bytes. What it reads is unverified until `fetch` resolves.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
@@ -15,6 +18,8 @@ import { once } from 'node:events';
 
 import { isDiskFull } from '../../core/result.js';
 import { SharedWork } from './shared-work.js';
+import type { Timings } from './timings.js';
+import { BlobTail } from './blob-tail.js';
 import { DigestMismatchError, RegistryError, digestOf, splitDigest, type BlobResponse } from './registry-client.js';
 
 export interface BlobDescriptor {
@@ -97,6 +102,8 @@ export class DiskFullError extends Error {
 
 export class ContentStore {
   private readonly inflight = new Map<string, InFlight>();
+  /** The bytes of downloads in progress (or about to start: a follower came first), by digest. */
+  private readonly tails = new Map<string, BlobTail>();
   private readonly idleTimeoutMs: number;
   private readonly maxAttempts: number;
   private readonly retryDelayMs: number;
@@ -151,6 +158,32 @@ export class ContentStore {
     return target;
   }
 
+  /**
+   * The blob's bytes from byte 0 as they arrive, from its partial file while it downloads (or
+   * will: a download started later is followed too), or from the cache. Unverified: trust what is
+   * made of them only once `fetch` resolved. Ends with the download's error if it fails, and with
+   * TailRestartedError if it throws away what it had and starts again from 0.
+   */
+  async *follow(desc: BlobDescriptor, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    let tail = this.tails.get(desc.digest);
+    if (tail === undefined || tail.ended) {
+      const verified = await this.has(desc.digest);
+      tail = this.tails.get(desc.digest);
+      if (verified && (tail === undefined || tail.ended)) {
+        tail = BlobTail.complete(desc.digest, desc.size, this.blobPath(desc.digest));
+      } else if (tail === undefined || tail.ended) {
+        tail = this.newTail(desc);
+      }
+    }
+    yield* tail.read(signal);
+  }
+
+  private newTail(desc: BlobDescriptor): BlobTail {
+    const tail = new BlobTail(desc.digest, desc.size, this.partialPath(desc.digest), this.blobPath(desc.digest));
+    this.tails.set(desc.digest, tail);
+    return tail;
+  }
+
   /** Digests of blobs being downloaded right now (garbage collection must leave them alone). */
   inflightDigests(): ReadonlySet<string> {
     return new Set(this.inflight.keys());
@@ -162,7 +195,7 @@ export class ContentStore {
    * at once; the download stops when no caller waits any more, keeping what arrived (the next
    * fetch resumes after it).
    */
-  fetch(desc: BlobDescriptor, openBlob: BlobOpener, onProgress?: BlobProgress, signal?: AbortSignal): Promise<string> {
+  fetch(desc: BlobDescriptor, openBlob: BlobOpener, onProgress?: BlobProgress, signal?: AbortSignal, timings?: Timings): Promise<string> {
     let running = this.inflight.get(desc.digest);
     if (running === undefined || running.work.abandoned) {
       const listeners = new Set<BlobProgress>();
@@ -170,7 +203,7 @@ export class ContentStore {
         for (const l of listeners) l(bytes, total);
       };
       const work: SharedWork<string> = new SharedWork((shared) =>
-        this.download(desc, openBlob, report, shared).finally(() => {
+        this.tracked(desc, openBlob, report, shared, timings).finally(() => {
           if (this.inflight.get(desc.digest)?.work === work) this.inflight.delete(desc.digest);
         }),
       );
@@ -183,7 +216,30 @@ export class ContentStore {
     return work.wait(signal).finally(() => listeners.delete(onProgress));
   }
 
-  private async download(desc: BlobDescriptor, openBlob: BlobOpener, report: BlobProgress, signal: AbortSignal): Promise<string> {
+  /** The download, its tail told how it ended. */
+  private async tracked(desc: BlobDescriptor, openBlob: BlobOpener, report: BlobProgress, signal: AbortSignal, timings?: Timings): Promise<string> {
+    const existing = this.tails.get(desc.digest);
+    const tail = existing !== undefined && !existing.ended ? existing : this.newTail(desc);
+    try {
+      const path = await this.download(desc, openBlob, report, signal, tail, timings);
+      tail.finish();
+      return path;
+    } catch (e) {
+      tail.fail(e instanceof Error ? e : new Error(String(e)));
+      throw e;
+    } finally {
+      if (this.tails.get(desc.digest) === tail) this.tails.delete(desc.digest);
+    }
+  }
+
+  private async download(
+    desc: BlobDescriptor,
+    openBlob: BlobOpener,
+    report: BlobProgress,
+    signal: AbortSignal,
+    tail: BlobTail,
+    timings?: Timings,
+  ): Promise<string> {
     const { algorithm } = splitDigest(desc.digest);
     const target = this.blobPath(desc.digest);
     if ((await sizeOf(target)) !== undefined) {
@@ -204,7 +260,8 @@ export class ContentStore {
       }
       let result: { digest: string; resumedFrom: number };
       try {
-        result = await this.attempt(desc, partial, offset, openBlob, report, signal);
+        tail.have(offset);
+        result = await this.attempt(desc, partial, offset, openBlob, report, signal, tail);
       } catch (e) {
         if (signal.aborted) throw signal.reason as Error; // nobody waits: keep the partial, no retry
         if (isDiskFull(e)) {
@@ -223,7 +280,8 @@ export class ContentStore {
         throw e;
       }
       if (result.digest === desc.digest) {
-        await fsyncFile(partial);
+        tail.verified();
+        await (timings?.time('blob fsync', () => fsyncFile(partial)) ?? fsyncFile(partial));
         await rename(partial, target);
         return target;
       }
@@ -231,6 +289,7 @@ export class ContentStore {
       // Bytes kept from an earlier attempt (or a crash) may be what is wrong: try once from zero.
       if (result.resumedFrom > 0 && !restartedAfterMismatch) {
         restartedAfterMismatch = true;
+        tail.restart();
         continue;
       }
       throw new DigestMismatchError(`blob ${desc.digest}`, desc.digest, result.digest);
@@ -244,6 +303,7 @@ export class ContentStore {
     openBlob: BlobOpener,
     report: BlobProgress,
     signal: AbortSignal,
+    tail: BlobTail,
   ): Promise<{ digest: string; resumedFrom: number }> {
     const { algorithm } = splitDigest(desc.digest);
     const hash: Hash = createHash(algorithm);
@@ -260,7 +320,7 @@ export class ContentStore {
     const stop = (): void => controller.abort(signal.reason);
     signal.addEventListener('abort', stop, { once: true });
     try {
-      return await this.transfer(desc, partial, offset, openBlob, report, controller, hash);
+      return await this.transfer(desc, partial, offset, openBlob, report, controller, hash, tail);
     } finally {
       signal.removeEventListener('abort', stop);
     }
@@ -273,18 +333,22 @@ export class ContentStore {
     openBlob: BlobOpener,
     report: BlobProgress,
     controller: AbortController,
-    resumedHash: Hash,
+    hash: Hash,
+    tail: BlobTail,
   ): Promise<{ digest: string; resumedFrom: number }> {
     const { algorithm } = splitDigest(desc.digest);
-    let hash = resumedHash;
     const res = await openBlob(offset, controller.signal);
     let have = offset;
-    if (offset > 0 && (res.status !== 206 || res.start !== offset)) {
-      // The server ignored the Range (or answered another one): what it sends starts at byte 0.
-      hash = createHash(algorithm);
-      have = 0;
+    // The server ignored the Range (or answered another one): what it sends before `offset` is
+    // in the partial already. Skipped rather than written again, so the file only ever grows
+    // while it is followed (blob-tail.ts); a partial that differs from it fails the digest, and
+    // the download starts over from 0.
+    let skip = offset > 0 && (res.status !== 206 || res.start !== offset) ? offset - (res.status === 206 ? res.start : 0) : 0;
+    if (skip < 0) {
+      res.body.destroy();
+      throw new InterruptedError(`the registry answered bytes from ${res.start} for a request from ${offset} for ${desc.digest}`);
     }
-    const resumedFrom = have;
+    const resumedFrom = offset;
     const ws = createWriteStream(partial, { flags: have === 0 ? 'w' : 'a' });
     let wsError: Error | undefined;
     ws.on('error', (e) => (wsError = e));
@@ -298,8 +362,14 @@ export class ContentStore {
       arm();
       try {
         for await (const chunk of res.body) {
-          const buf = chunk as Buffer;
+          let buf = chunk as Buffer;
           this.onReceived(buf.length);
+          if (skip > 0) {
+            const n = Math.min(skip, buf.length);
+            skip -= n;
+            buf = buf.subarray(n);
+            if (buf.length === 0) continue;
+          }
           have += buf.length;
           if (have > desc.size) {
             oversize = true;
@@ -307,7 +377,9 @@ export class ContentStore {
           }
           hash.update(buf);
           if (wsError !== undefined) throw wsError;
-          if (!ws.write(buf)) await once(ws, 'drain');
+          const end = have;
+          // Followers read up to what is in the file: counted once the write is done.
+          if (!ws.write(buf, (e) => (e === null || e === undefined ? tail.have(end) : undefined))) await once(ws, 'drain');
           arm();
           report(have, desc.size);
         }

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { missingProgramMessage } from '../host/dependencies.js';
 import { findExecutable } from '../host/programs.js';
 import { fsyncFile } from './content-store.js';
+import type { Timings } from './timings.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -31,6 +32,7 @@ export interface Ext4Build {
   readonly label: string;
   /** The mkfs.ext4 executable (default: from PATH, then /usr/sbin, /sbin). */
   readonly mkfs?: string;
+  readonly timings?: Timings;
 }
 
 /** Content size as `du` sees it: what the files occupy, which is what the filesystem must hold. */
@@ -87,7 +89,8 @@ async function runMkfs(binary: string | undefined, args: string[]): Promise<void
 /** Builds the image unless it already exists; returns its path. */
 export async function buildExt4(build: Ext4Build): Promise<string> {
   if (await exists(build.target)) return build.target;
-  const content = await contentSize(build.rootfs);
+  const t = build.timings;
+  const content = await (t?.time('ext4: du', () => contentSize(build.rootfs)) ?? contentSize(build.rootfs));
   const contentMb = Math.ceil(content.bytes / MiB);
   if (build.sizeMb !== undefined && build.sizeMb < contentMb) {
     throw new Error(`size_in_mb ${build.sizeMb} is smaller than the image content (${contentMb} MiB)`);
@@ -106,8 +109,8 @@ export async function buildExt4(build: Ext4Build): Promise<string> {
   if (inodes !== undefined) args.push('-N', String(inodes));
   args.push(partial, `${sizeMb}M`);
   try {
-    await runMkfs(build.mkfs, args);
-    await fsyncFile(partial);
+    await (t?.time('ext4: mkfs.ext4 -d', () => runMkfs(build.mkfs, args)) ?? runMkfs(build.mkfs, args));
+    await (t?.time('ext4: fsync', () => fsyncFile(partial)) ?? fsyncFile(partial));
     await rename(partial, build.target);
   } catch (e) {
     await rm(partial, { force: true });

@@ -21,10 +21,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
+import { performance } from 'node:perf_hooks';
 
 import { isImageRefError, parseImageRef, type ImageRef } from '../../core/image-ref.js';
 import type { Clock, ImageProgress, ImageService, LocalImage, Logger, PullOptions } from '../../core/ports.js';
 import { SharedWork } from './shared-work.js';
+import { Timings } from './timings.js';
 import { ContentStore, DiskFullError, fsyncFile, type ContentStoreOptions } from './content-store.js';
 import { buildExt4 } from './ext4.js';
 import {
@@ -79,6 +81,15 @@ export interface OciImageServiceOptions {
   readonly maxUnpackedBytes?: number;
   /** Told of bytes received and of every image fetched and unpacked (metrics). */
   readonly observer?: ImagePullObserver;
+  /**
+   * Unpack each layer while it downloads, following its partial file (default false). Off by
+   * default: measured on a shared 2-core host it was slower, not faster (docs/benchmarks.md,
+   * "images in one pass"): the unpack's synchronous file writes hold the event loop the
+   * downloads need, so the streamed layer's download and its unpack wait on each other.
+   */
+  readonly streamLayers?: boolean;
+  /** Told where each fetch-and-unpack's and ext4 build's milliseconds went, by phase (bench/image-pull.ts). */
+  readonly onTimings?: (what: 'pull' | 'ext4', ref: string, phases: Readonly<Record<string, number>>) => void;
 }
 
 /** How a fetch-and-unpack of an image ended; `aborted`: nobody waited for it any more. */
@@ -225,6 +236,8 @@ export class OciImageService implements ImageService {
   private readonly maxUnpackedBytes: number;
   private readonly tagTtlMs: number;
   private readonly observer: ImagePullObserver | undefined;
+  private readonly onTimings: OciImageServiceOptions['onTimings'];
+  private readonly streamLayers: boolean;
 
   private readonly pulls = new Map<string, PullInFlight>();
   /** Fetch-and-unpack per manifest digest, with the blobs it uses (GC spares them). */
@@ -248,6 +261,8 @@ export class OciImageService implements ImageService {
       ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
     });
     this.observer = options.observer;
+    this.onTimings = options.onTimings;
+    this.streamLayers = options.streamLayers ?? false;
     this.store = new ContentStore(this.root, {
       ...options.store,
       ...(options.observer !== undefined ? { onReceived: (bytes: number) => options.observer?.received(bytes) } : {}),
@@ -310,7 +325,9 @@ export class OciImageService implements ImageService {
         await mkdir(this.ext4Dir, { recursive: true });
         const started = this.clock.now();
         const existed = (await mtimeOf(target)) !== undefined;
-        const path = await buildExt4({ rootfs: image.rootfs, target, label: this.ext4Label, ...(size !== undefined ? { sizeMb: size } : {}) });
+        const timings = new Timings();
+        const path = await buildExt4({ rootfs: image.rootfs, target, label: this.ext4Label, timings, ...(size !== undefined ? { sizeMb: size } : {}) });
+        if (!existed) this.onTimings?.('ext4', image.ref, { ...timings.entries(), total: timings.elapsed() });
         // Every time, not only when built: a crash may have come between the rename and this.
         await chmod(path, VMM_READABLE);
         if (!existed) this.log.info({ image: image.ref, digest: image.digest, path, ms: this.clock.now() - started }, `built ext4 image for ${image.ref}`);
@@ -625,9 +642,11 @@ export class OciImageService implements ImageService {
 
   private async build(ref: string, parsed: ImageRef, resolved: ResolvedManifest, report: (p: ImageProgress) => void, signal: AbortSignal): Promise<void> {
     const started = Date.now();
+    const timings = new Timings();
     try {
-      await this.fetchAndUnpack(ref, parsed, resolved, report, signal);
+      await this.fetchAndUnpack(ref, parsed, resolved, report, signal, timings);
       this.observer?.pulled('pulled', (Date.now() - started) / 1000);
+      this.onTimings?.('pull', ref, { ...timings.entries(), total: timings.elapsed() });
     } catch (e) {
       this.observer?.pulled(signal.aborted ? 'aborted' : 'failed', (Date.now() - started) / 1000);
       throw e;
@@ -640,11 +659,13 @@ export class OciImageService implements ImageService {
     resolved: ResolvedManifest,
     report: (p: ImageProgress) => void,
     signal: AbortSignal,
+    timings: Timings,
   ): Promise<void> {
     const { manifest } = resolved;
     const started = this.clock.now();
     // Refuse what we cannot unpack before downloading anything.
     for (const layer of manifest.layers) layerCompression(layer.mediaType, layer.digest);
+    const t0 = performance.now();
     if (resolved.index !== undefined) await this.store.put(resolved.index.digest, resolved.index.raw);
     await this.store.put(resolved.digest, resolved.raw);
 
@@ -652,23 +673,27 @@ export class OciImageService implements ImageService {
     if (manifest.config.size > MAX_CONFIG_BYTES) throw new Error(`the image config is ${manifest.config.size} bytes, more than ${MAX_CONFIG_BYTES}`);
     const configPath = await this.store.fetch(manifest.config, opener(manifest.config), undefined, signal);
     const ids = diffIds(await readFile(configPath), manifest.layers.length);
+    timings.add('manifest and config stored', performance.now() - t0);
 
     const limit = limiter(this.concurrentDownloads);
     // The whole image's progress too, so a client can show one bar for it (status.pull_progress).
     const imageTotal = manifest.layers.reduce((n, l) => n + l.size, 0);
     const received = new Map<string, number>();
     let imageBytes = 0;
-    const downloads = manifest.layers.map((layer) =>
+    const downloads = manifest.layers.map((layer, i) =>
       limit(() =>
-        this.store.fetch(
-          layer,
-          opener(layer),
-          (bytes, total) => {
-            imageBytes += bytes - (received.get(layer.digest) ?? 0);
-            received.set(layer.digest, bytes);
-            report({ ref, layer: layer.digest, bytes, total, imageBytes, imageTotal });
-          },
-          signal,
+        timings.time(`download: layer ${i}`, () =>
+          this.store.fetch(
+            layer,
+            opener(layer),
+            (bytes, total) => {
+              imageBytes += bytes - (received.get(layer.digest) ?? 0);
+              received.set(layer.digest, bytes);
+              report({ ref, layer: layer.digest, bytes, total, imageBytes, imageTotal });
+            },
+            signal,
+            timings,
+          ),
         ),
       ),
     );
@@ -679,12 +704,15 @@ export class OciImageService implements ImageService {
       digest: layer.digest,
       mediaType: layer.mediaType,
       path: downloads[i] as Promise<string>,
+      ...(this.streamLayers ? { stream: (unpacking: AbortSignal) => this.store.follow(layer, unpacking) } : {}),
       ...(ids[i] !== undefined ? { diffId: ids[i] } : {}),
     }));
     try {
       await unpackImage(this.rootfsDir, splitDigest(resolved.digest).hex, layers, {
         warn: (message) => this.log.warn({ image: ref }, `pulling ${ref}: ${message}`),
         maxBytes: this.maxUnpackedBytes,
+        timings,
+        signal,
       });
     } catch (e) {
       if (!(e instanceof UnpackLimitError)) throw e;

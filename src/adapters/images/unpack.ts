@@ -39,6 +39,7 @@ import {
 } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
@@ -46,6 +47,8 @@ import { Parser, type ReadEntry } from 'tar';
 
 import { formatSize } from '../../config/size.js';
 import { lookupInRoot } from '../fs/root-path.js';
+import { isDiskFull } from '../../core/result.js';
+import type { Timings } from './timings.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -56,6 +59,12 @@ export interface LayerSource {
   readonly mediaType: string;
   /** The verified blob on disk (a promise while it downloads: unpacking starts with the first layer). */
   readonly path: string | Promise<string>;
+  /**
+   * The blob's bytes as they arrive (content-store.ts `follow`), unpacked while `path` is still
+   * downloading; unverified until `path` resolves, which the unpack waits for before it goes on.
+   * Without it, the layer is read from `path` once that resolves.
+   */
+  readonly stream?: (signal: AbortSignal) => AsyncIterable<Buffer>;
   /** The config's `rootfs.diff_ids` entry: digest of the uncompressed tar, checked while unpacking. */
   readonly diffId?: string;
 }
@@ -65,6 +74,10 @@ export interface UnpackOptions {
   readonly warn?: (message: string) => void;
   /** Decompressed bytes (tar stream) of all layers together; beyond them the unpack fails. */
   readonly maxBytes?: number;
+  /** Told where the time goes (waiting for downloads, applying each layer, the final syncfs). */
+  readonly timings?: Timings;
+  /** Stops the unpack (a delete, a shutdown): the temp tree is removed. */
+  readonly signal?: AbortSignal;
 }
 
 /** The image is larger unpacked than `UnpackOptions.maxBytes`. */
@@ -366,10 +379,38 @@ async function applyEntry(root: string, layer: LayerSource, entry: ReadEntry, st
   markWritten(state, realRel);
 }
 
-async function sniff(path: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of createReadStream(path, { start: 0, end: 3 })) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
+/** The first bytes of `source` (its magic number) and the whole of it, those bytes included. */
+async function peek(source: AsyncIterable<Buffer>, bytes: number): Promise<{ head: Buffer; all: AsyncIterable<Buffer> }> {
+  const it = source[Symbol.asyncIterator]();
+  const seen: Buffer[] = [];
+  let n = 0;
+  let done = false;
+  while (n < bytes) {
+    const next = await it.next();
+    if (next.done === true) {
+      done = true;
+      break;
+    }
+    seen.push(next.value);
+    n += next.value.length;
+  }
+  async function* all(): AsyncGenerator<Buffer> {
+    yield* seen;
+    if (done) return;
+    for (;;) {
+      const next = await it.next();
+      if (next.done === true) return;
+      yield next.value;
+    }
+  }
+  const rest = all();
+  // Ending early (a failed layer) must close the source too (its file, its follower).
+  const close = rest.return.bind(rest);
+  rest.return = async (value) => {
+    await it.return?.();
+    return close(value);
+  };
+  return { head: Buffer.concat(seen).subarray(0, bytes), all: rest };
 }
 
 /** Decompressed bytes the layers of one image may still produce. */
@@ -394,11 +435,11 @@ function reportChanges(layer: LayerSource, state: LayerState, warn: (m: string) 
   }
 }
 
-/** Applies one layer's tar on top of `root`. */
-async function applyLayer(root: string, layer: LayerSource, path: string, warn: (m: string) => void, budget: ByteBudget): Promise<void> {
+/** Applies one layer's tar (`raw`: the blob's bytes, compressed or not) on top of `root`. */
+async function applyLayer(root: string, layer: LayerSource, raw: AsyncIterable<Buffer>, warn: (m: string) => void, budget: ByteBudget): Promise<void> {
   layerCompression(layer.mediaType, layer.digest);
   // Trust the bytes over the media type (as containerd does): some tools label gzip as plain tar.
-  const head = await sniff(path);
+  const { head, all } = await peek(raw, 4);
   if (head.subarray(0, 4).equals(ZSTD_MAGIC)) throw zstdError(layer.digest);
   const gzip = head.subarray(0, 2).equals(GZIP_MAGIC);
 
@@ -443,7 +484,17 @@ async function applyLayer(root: string, layer: LayerSource, path: string, warn: 
   parser.on('drain', () => wake?.());
   const ended = new Promise<void>((resolve) => parser.on('end', resolve));
 
-  const file = createReadStream(path, { highWaterMark: 256 * 1024 });
+  // The source's own failure (the download's: disk full, digest, abort) is passed on as it is.
+  let sourceError: unknown;
+  const guarded = async function* (): AsyncGenerator<Buffer> {
+    try {
+      yield* all;
+    } catch (e) {
+      sourceError = e;
+      throw e;
+    }
+  };
+  const file = Readable.from(guarded(), { objectMode: false });
   const source: Readable = gzip ? file.pipe(createGunzip({ chunkSize: 64 * 1024 })) : file;
   if (gzip) file.on('error', (e) => source.destroy(e));
   try {
@@ -464,7 +515,7 @@ async function applyLayer(root: string, layer: LayerSource, path: string, warn: 
       }
     }
   } catch (e) {
-    fail(new Error(`layer ${layer.digest}: ${gzip ? 'gunzip' : 'read'} failed: ${(e as Error).message}`));
+    fail(sourceError ?? new Error(`layer ${layer.digest}: ${gzip ? 'gunzip' : 'read'} failed: ${(e as Error).message}`));
   } finally {
     file.destroy();
     source.destroy();
@@ -511,6 +562,61 @@ async function syncFilesystem(path: string): Promise<void> {
   await execFileAsync('sync', ['-f', path]);
 }
 
+/** What was unpacked of a layer as it downloaded is void: unpack the image again from the verified files. */
+class FromFilesAgain extends Error {}
+
+function fileSource(path: string): AsyncIterable<Buffer> {
+  return createReadStream(path, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>;
+}
+
+/**
+ * Applies the layers bottom first. A layer with a stream is unpacked as it downloads (`streamed`)
+ * and its download must then verify before the next layer goes on top; the others are read from
+ * their verified files.
+ */
+async function applyLayers(root: string, layers: readonly LayerSource[], warn: (m: string) => void, options: UnpackOptions, streamed: boolean): Promise<void> {
+  const budget: ByteBudget = { used: 0, limit: options.maxBytes ?? Number.POSITIVE_INFINITY };
+  const t = options.timings;
+  const signal = options.signal ?? new AbortController().signal;
+  /** Blobs unpacked as they downloaded, verified but perhaps not yet durable. */
+  const durable: Promise<string>[] = [];
+  for (const [i, layer] of layers.entries()) {
+    signal.throwIfAborted();
+    const t0 = performance.now();
+    if (streamed && layer.stream !== undefined) {
+      // The download's failure ends the stream with it, also when it failed before the stream began.
+      const verified = Promise.resolve(layer.path);
+      const failed = new AbortController();
+      verified.catch((e: unknown) => failed.abort(e));
+      try {
+        await applyLayer(root, layer, layer.stream(AbortSignal.any([signal, failed.signal])), warn, budget);
+      } catch (e) {
+        // Unverified bytes that fail to unpack may simply be the wrong bytes: a digest mismatch
+        // (or a full disk, an abort) is the failure to report, and the download ends soon anyway.
+        await verified;
+        // Verified after all: what was read may still have been a corrupt partial the download
+        // threw away and fetched again. The verified file gives the answer (the unpack starts
+        // over from the files; an image that fails this way fails again there, for good).
+        if (e instanceof UnpackLimitError || isDiskFull(e) || signal.aborted) throw e;
+        throw new FromFilesAgain(`layer ${layer.digest} could not be unpacked as it downloaded (${(e as Error).message})`);
+      }
+      // The stream ended: the digest matched. The next layer goes on top while the blob is
+      // fsynced and renamed; the tree is renamed into place only after every blob is durable.
+      durable.push(verified);
+      t?.add(`unpack: layer ${i} (as it downloads)`, performance.now() - t0);
+    } else {
+      const path = await layer.path;
+      const t1 = performance.now();
+      await applyLayer(root, layer, fileSource(path), warn, budget);
+      t?.add('unpack: waiting for downloads', t1 - t0);
+      t?.add(`unpack: layer ${i}`, performance.now() - t1);
+    }
+  }
+  const t0 = performance.now();
+  await Promise.all(durable);
+  t?.add('unpack: waiting for blobs to be durable', performance.now() - t0);
+}
+
 /**
  * Unpacks the layers, bottom first, into `<rootfsParent>/<hex>` and returns that path. Existing
  * content under the name is trusted (it only ever appears by rename of a finished unpack).
@@ -525,10 +631,22 @@ export async function unpackImage(rootfsParent: string, hex: string, layers: rea
   const tmp = join(rootfsParent, `.tmp-${hex}-${randomBytes(4).toString('hex')}`);
   await mkdir(tmp, { mode: 0o755 });
   const warn = options.warn ?? (() => undefined);
-  const budget: ByteBudget = { used: 0, limit: options.maxBytes ?? Number.POSITIVE_INFINITY };
+  const t = options.timings;
   try {
-    for (const layer of layers) await applyLayer(tmp, layer, await layer.path, warn, budget);
-    await syncFilesystem(tmp);
+    try {
+      await applyLayers(tmp, layers, warn, options, true);
+    } catch (e) {
+      if (!(e instanceof FromFilesAgain)) throw e;
+      // A layer's download threw away a corrupt partial after we had unpacked some of it: its
+      // bytes were not the layer's. Start over from the verified blobs (rare: after a crash).
+      warn(`${e.message}; unpacking every layer again from the verified blobs`);
+      await rm(tmp, { recursive: true, force: true });
+      await mkdir(tmp, { mode: 0o755 });
+      await applyLayers(tmp, layers, warn, options, false);
+    }
+    // One syncfs for the whole tree (and the blobs, on the same filesystem): nothing under the
+    // final name before all of it is durable.
+    await (t?.time('unpack: syncfs', () => syncFilesystem(tmp)) ?? syncFilesystem(tmp));
     try {
       await rename(tmp, target);
     } catch (e) {
