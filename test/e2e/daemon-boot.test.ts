@@ -264,6 +264,14 @@ describeWith('flintlockd boots microVMs (QEMU, TCG) in both network modes', [...
       createdVm('mv-2', [{ deviceId: 'eth1', type: IfaceType.MACVTAP, guestMac: '02:ee:00:00:00:02' }], false, { 'flintlock.ping': MV1_IP }),
     ]);
     assert.equal(two.status?.networkInterfaces.eth1?.macAddress, '02:ee:00:00:00:02', 'the macvtap carries the guest MAC');
+    // The VMM's tap node is ours, made from sysfs inside the namespace, not /dev/tapN.
+    const nic = one.status?.networkInterfaces.eth1;
+    const sysfsDev = execFileSync('ip', ['netns', 'exec', host.name, 'cat', `/sys/class/net/${nic?.hostDeviceName}/macvtap/tap${nic?.index}/dev`], {
+      encoding: 'utf8',
+    }).trim();
+    const node = statSync(join(daemon.stateDir, 'vm', 'e2e', 'mv-1', one.spec?.uid ?? '', 'tap-eth1'), { bigint: true });
+    assert.ok(node.isCharacterDevice());
+    assert.equal(`${(node.rdev >> 8n) & 0xfffn}:${(node.rdev & 0xffn) | ((node.rdev >> 12n) & ~0xffn)}`, sysfsDev);
     for (const vm of [one, two]) {
       const ip = await waitFor('a DHCP lease', () => leaseFor(lanLeases, vm.status?.networkInterfaces.eth1?.macAddress ?? ''), BOOT_DEADLINE_MS, 100);
       pingFrom(lan.name, ip);

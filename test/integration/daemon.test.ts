@@ -2,8 +2,8 @@
 // a generated grpc-js client: the CAPMVM flow, both NIC types on real devices, idempotent
 // create, list filters, restart and crash recovery, start-up refusals.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { status as grpcStatus, type ServiceError } from '@grpc/grpc-js';
@@ -85,13 +85,9 @@ describeWith('flintlockd in a network namespace', QEMU_DAEMON, {}, () => {
     assert.ok(link?.flags.includes('UP'));
     assert.equal(link?.ifalias, `flintlock:${ownerOf(daemon)}:capmvm-ns/capmvm-1/${uid}`);
     const vmDir = join(daemon.stateDir, 'vm', 'capmvm-ns', 'capmvm-1', uid);
-    // The VMM's tap node is ours, made from sysfs inside the namespace, not /dev/tapN.
-    const sysfsDev = execFileSync('ip', ['netns', 'exec', ns.name, 'cat', `/sys/class/net/${iface?.hostDeviceName}/macvtap/tap${link?.ifindex}/dev`], {
-      encoding: 'utf8',
-    }).trim();
-    const node = statSync(join(vmDir, 'tap-eth1'), { bigint: true });
-    assert.ok(node.isCharacterDevice());
-    assert.equal(`${(node.rdev >> 8n) & 0xfffn}:${(node.rdev & 0xffn) | ((node.rdev >> 12n) & ~0xffn)}`, sysfsDev);
+    // The VMM's tap node is checked against sysfs in test/e2e/daemon-boot.test.ts, on a VM that
+    // gets that far: here the failed pull, run beside the NIC, may abort the node's step (it
+    // waits for the NIC) before it starts; the NIC itself, once begun, is always made.
 
     await client.delete(uid);
     await waitFor('not found', async () => {

@@ -193,6 +193,28 @@ describe('executeSteps', () => {
     assert.deepEqual(events.slice(-1), ['network_iface_create[eth0] done'], 'its work finished before the executor returned');
   });
 
+  it('when steps running together both fail, throws the failure of the first in plan order, whichever failed first', async () => {
+    const events: string[] = [];
+    const controller = new AbortController();
+    const nic = new ControlledStep('network_iface_create[eth0]', events); // deaf to the signal
+    const kernel = new ControlledStep('kernel_image', events, controller.signal);
+    const initrd = new ControlledStep('initrd_image', events, controller.signal);
+    const run = executeSteps(
+      [
+        { step: nic, after: [] },
+        { step: kernel, after: [] },
+        { step: initrd, after: [] },
+      ],
+      log,
+      { signal: controller.signal, abort: (reason) => controller.abort(reason) },
+    );
+    await Promise.all([nic.begun, kernel.begun, initrd.begun]);
+    kernel.fail('registry unreachable'); // first in time; the initrd is aborted by it
+    nic.fail('bridge "br-missing" does not exist'); // first in the plan
+    await assert.rejects(run, /bridge "br-missing" does not exist/);
+    assert.ok(events.includes('initrd_image failed'), 'the initrd was aborted, not told');
+  });
+
   it('fails a step that still has work to do after running (the converge re-check)', async () => {
     const events: string[] = [];
     const stuck = new ControlledStep('cloud_init_disk', events);

@@ -189,9 +189,10 @@ export class SiblingFailedError extends Error {}
 
 /**
  * Runs the plan: each step as soon as the steps it is `after` have finished, so independent steps
- * overlap. The first failure aborts the others (their ports see the signal) and is thrown once
- * every running step has settled: nothing of this plan runs after the call returns. A step's
- * `do` is followed by a re-check of `shouldDo`, as before.
+ * overlap. The first failure aborts the others (their ports see the signal); once every running
+ * step has settled (nothing of this plan runs after the call returns), the failure of the first
+ * failed step in plan order is thrown (not one the abort caused). A step's `do` is followed by a
+ * re-check of `shouldDo`, as before.
  */
 export async function executeSteps(plan: Plan, log: Logger, options: ExecuteOptions = {}): Promise<ExecutionResult> {
   checkPlan(plan);
@@ -202,6 +203,8 @@ export async function executeSteps(plan: Plan, log: Logger, options: ExecuteOpti
   const working = new Set<string>();
   const running = new Set<Promise<void>>();
   let failure: { error: unknown } | undefined;
+  /** Every step's own failure (not one caused by the abort that the first failure sent), by plan position. */
+  const failures: Array<{ readonly index: number; readonly error: unknown }> = [];
 
   const reportWorking = (): void => {
     if (working.size > 0) onStep?.(plan.map((p) => p.step.name).filter((name) => working.has(name)));
@@ -237,6 +240,7 @@ export async function executeSteps(plan: Plan, log: Logger, options: ExecuteOpti
       }
       waiting.splice(i, 1);
       const name = planned.step.name;
+      const index = plan.indexOf(planned);
       // Settles (never rejects) once the step's outcome is recorded and it has left `running`.
       const settled: Promise<void> = run(planned.step)
         .then(
@@ -244,6 +248,7 @@ export async function executeSteps(plan: Plan, log: Logger, options: ExecuteOpti
             finished.add(name);
           },
           (e: unknown) => {
+            if (!causedByAbort(e)) failures.push({ index, error: e });
             if (failure !== undefined) return;
             failure = { error: e };
             if (signal?.aborted !== true) abort?.(new SiblingFailedError(`stopped: step ${name} failed: ${e instanceof Error ? e.message : String(e)}`));
@@ -261,10 +266,17 @@ export async function executeSteps(plan: Plan, log: Logger, options: ExecuteOpti
     await Promise.race(running);
     startReady();
   }
-  if (failure !== undefined) throw failure.error;
+  // When steps running together fail, the first in plan order is told, whichever failed first:
+  // the reason a VM shows does not depend on timing (a missing bridge, not the pull beside it).
+  if (failure !== undefined) throw failures.sort((a, b) => a.index - b.index)[0]?.error ?? failure.error;
   signal?.throwIfAborted();
   if (waiting.length > 0) throw new Error(`plan stuck: ${waiting.map((p) => p.step.name).join(', ')} wait for steps that never finished`);
   return { executed };
+}
+
+/** A step's error that the abort after a sibling's failure (or a delete, a shutdown) caused. */
+function causedByAbort(e: unknown): boolean {
+  return e instanceof SiblingFailedError || (e instanceof Error && e.name === 'AbortError');
 }
 
 /** Names are unique and every `after` names an earlier step (so the plan has no cycle). */
