@@ -45,7 +45,7 @@
 // cgroups removed, the namespace (and every tap in it) deleted, the temp dir removed. A watchdog
 // ends the run after BENCH_BUDGET_S (default 900).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -53,10 +53,10 @@ import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { WatchEvent_Type as EventType, type WatchEvent } from '../src/gen/flintlock/services/ext/v1alpha1/watch_pb.js';
 import { MicroVMSpecSchema, MicroVMStatus_MicroVMState as State, NetworkInterface_IfaceType as IfaceType } from '../src/gen/flintlock/types/microvm_pb.js';
-import { makeTempDir, REPO_ROOT, startDaemon } from '../test/helpers/daemon.js';
+import { REPO_ROOT, startDaemon } from '../test/helpers/daemon.js';
 import { TestClient } from '../test/helpers/grpc-client.js';
-import { ensureGuestImage, pushGuest, startRegistry } from '../test/helpers/guest-lab.js';
-import { createTestNetns, type TestNetns } from '../test/helpers/netns.js';
+import { createBenchLab, ensureGuestImage, pushGuest } from '../test/helpers/guest-lab.js';
+import { type TestNetns } from '../test/helpers/netns.js';
 import { GUEST_LAB, missingPrerequisites } from '../test/helpers/prerequisites.js';
 import { atExit } from '../test/helpers/processes.js';
 import { attachedTaps, QEMU_STANDIN, standinPids } from '../test/helpers/qemu-standin.js';
@@ -657,18 +657,9 @@ async function main(): Promise<void> {
   }, BUDGET_MS);
   watchdog.unref();
 
-  const dir = makeTempDir('fl-cprate-');
-  chmodSync(dir, 0o755);
-  const lab = createTestNetns('fl-cprate');
-  let registry: { stop: () => void } | undefined;
-  let labRemoved = false;
-  const removeLab = (): void => {
-    if (labRemoved) return;
-    labRemoved = true;
-    registry?.stop();
-    lab.destroy();
-    rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
-  };
+  const benchLab = createBenchLab('fl-cprate');
+  const { dir, netns: lab } = benchLab;
+  const removeLab = (): void => benchLab.remove();
   // Exit cleanups run in the order registered: the daemon helper's own (the daemon and its VMMs by
   // PID, their cgroups) are registered as each daemon starts, and the lab's again after each, so
   // the lab goes after them (a running daemon still writes into the temp dir).
@@ -683,7 +674,7 @@ async function main(): Promise<void> {
   let running = 0;
 
   try {
-    registry = await startRegistry(lab.name, dir);
+    await benchLab.startRegistry();
     pushGuest(lab.name, GUEST);
     console.log(`Control-plane rate: ${VMS} VMs, ${CLIENTS} clients, reconcile-concurrency ${CONCURRENCIES.join(', ')}; stand-in VMM ${QEMU_STANDIN}`);
     console.log(`host: node ${process.version}, load average ${loads()}`);

@@ -46,7 +46,7 @@
 // (test/helpers/processes.ts: the daemon, every process naming its state dir, the registry), the
 // cgroups removed, the namespace (and every tap in it) deleted, the temp dir removed.
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -69,10 +69,9 @@ import {
   ListMicroVMsRequestSchema,
   MicroVM as MicroVMDesc,
 } from '../src/gen/microvm/services/api/v1alpha1/microvms_pb.js';
-import { makeTempDir, REPO_ROOT, startDaemon, type DaemonHandle } from '../test/helpers/daemon.js';
+import { REPO_ROOT, startDaemon, type DaemonHandle } from '../test/helpers/daemon.js';
 import { capmvmSpec, TestClient } from '../test/helpers/grpc-client.js';
-import { ensureGuestImage, pushGuest, startRegistry } from '../test/helpers/guest-lab.js';
-import { createTestNetns } from '../test/helpers/netns.js';
+import { createBenchLab, ensureGuestImage, pushGuest } from '../test/helpers/guest-lab.js';
 import { GUEST_LAB, missingPrerequisites } from '../test/helpers/prerequisites.js';
 import { atExit } from '../test/helpers/processes.js';
 import { envInt } from './env.js';
@@ -662,18 +661,9 @@ async function main(): Promise<void> {
   }
   ensureGuestImage();
 
-  const dir = makeTempDir('fl-load-');
-  chmodSync(dir, 0o755);
-  const lab = createTestNetns('fl-load');
-  let registry: { stop: () => void } | undefined;
-  let labRemoved = false;
-  const removeLab = (): void => {
-    if (labRemoved) return;
-    labRemoved = true;
-    registry?.stop();
-    lab.destroy();
-    rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
-  };
+  const benchLab = createBenchLab('fl-load');
+  const { dir, netns: lab } = benchLab;
+  const removeLab = (): void => benchLab.remove();
   // Exit cleanups run in the order registered: once the daemon runs, the lab goes after the
   // daemon helper's own (which end the daemon and its VMMs by PID and remove their cgroups).
   let daemon: DaemonHandle | undefined;
@@ -687,7 +677,7 @@ async function main(): Promise<void> {
   let sampler: NodeJS.Timeout | undefined;
 
   try {
-    registry = await startRegistry(lab.name, dir);
+    await benchLab.startRegistry();
     pushGuest(lab.name, GUEST);
     const nodeArgs = CPU_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${resolve(CPU_PROF)}`] : [];
     if (CPU_PROF !== undefined) mkdirSync(resolve(CPU_PROF), { recursive: true });

@@ -1,8 +1,10 @@
 // The lab for real boots: the test guest (scripts/build-guest-image.sh), dnsmasq in a test
 // namespace, Debian's docker-registry in a test namespace, and the guest's console markers.
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { makeTempDir } from './daemon.js';
+import { createTestNetns, type TestNetns } from './netns.js';
 import { atExit, killIfNamed, spawnTracked } from './processes.js';
 import { waitFor } from './wait.js';
 
@@ -168,4 +170,39 @@ export function ensureDebianImage(): void {
 export function pushDebian(ns: string, prefix: string, tag: string): { kernel: string; root: string } {
   sh('ip', ['netns', 'exec', ns, DEBIAN_SCRIPT, '--push', `${prefix}:${tag}`, DEBIAN_DIR]);
   return { kernel: `${prefix}/debian12-kernel:${tag}`, root: `${prefix}/debian12-root:${tag}` };
+}
+
+/**
+ * A benchmark's lab: a temp dir the VMMs may search (0755), a test network namespace, and the
+ * registry once started. `remove` (once; later calls do nothing) stops the registry, deletes the
+ * namespace with every device in it, and removes the dir. The caller registers it with atExit
+ * after the daemon helper's own cleanups, so that a daemon still writing into the dir goes first.
+ */
+export interface BenchLab {
+  readonly dir: string;
+  readonly netns: TestNetns;
+  startRegistry(): Promise<void>;
+  remove(): void;
+}
+
+export function createBenchLab(prefix: string): BenchLab {
+  const dir = makeTempDir(`${prefix}-`);
+  chmodSync(dir, 0o755);
+  const netns = createTestNetns(prefix);
+  let registry: { stop: () => void } | undefined;
+  let removed = false;
+  return {
+    dir,
+    netns,
+    startRegistry: async () => {
+      registry = await startRegistry(netns.name, dir);
+    },
+    remove: () => {
+      if (removed) return;
+      removed = true;
+      registry?.stop();
+      netns.destroy();
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+    },
+  };
 }

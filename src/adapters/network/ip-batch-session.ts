@@ -27,7 +27,6 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 
 /** No interface is named this: names are at most 15 bytes. */
 export const SENTINEL_NAME = 'flintlock-batch-end';
-const SENTINEL = SENTINEL_NAME;
 /** With `-json`, a show prints one JSON document (one line); a change prints nothing. */
 const PRINTS = /^\S+\s+show(\s|$)/;
 const FAILED_LINE = /Command failed -:(\d+)/g;
@@ -123,7 +122,7 @@ export class IpBatchSession {
   private run(commands: readonly string[]): Promise<BatchAnswer> {
     return new Promise((resolve, reject) => {
       const child = this.started();
-      const lines = this.options.force ? [...commands, `link show dev ${SENTINEL}`] : commands;
+      const lines = this.options.force ? [...commands, `link show dev ${SENTINEL_NAME}`] : commands;
       for (const line of commands) for (const word of line.split(/\s+/)) this.seen.add(word.replace(/^["']|["']$/g, ''));
       const first = this.lines + 1;
       this.lines += lines.length;
